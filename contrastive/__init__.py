@@ -1,0 +1,3 @@
+"""contrastive: multimodal contrastive representation learning in JAX/Flax."""
+
+__version__ = "0.1.0"
