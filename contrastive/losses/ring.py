@@ -1,0 +1,437 @@
+"""The ring engine: exact contrastive losses over a device mesh, tile by tile.
+
+Most contrastive objectives are reductions over the tile of pairwise similarities
+:math:`s_{ij} = x_i \\cdot y_j`: a log-sum-exp or a sum along rows (anchors in `x`) or columns
+(anchors in `y`). A loss is described here by a :class:`TileLoss`:
+
+* ``tile_fn(tile) -> {name: [rows, cols] values}``, the per-pair values to reduce;
+* ``reductions = {name: "row_lse" | "row_sum" | "col_lse" | "col_sum"}``, how each is reduced;
+* ``finalize_fn(home) -> scalar``, the device's share of the loss, from the reduced statistics of
+  its own rows and columns and any per-sample terms (the positives, say).
+
+The engine runs it without ever holding more than a ``[block_size, block_size]`` tile:
+
+* each device keeps its `x` block; the `y` block, its side data and its column accumulators travel
+  a ring of :func:`jax.lax.ppermute` over ``axis_name`` and are home after ``N`` hops;
+* inside a device, tiles of at most ``block_size`` rows and columns, with an online, max-shifted
+  log-sum-exp;
+* the backward pass (a :func:`jax.custom_vjp`) keeps only the inputs and the per-row and
+  per-column statistics, recomputes each tile, takes ``dL/ds`` from the statistics through the
+  VJP of ``tile_fn``, accumulates ``dx`` locally and sends ``dy`` home around the ring;
+* a loss that is linear in its sums (``linear=True``, as SigLIP) needs no statistic before its
+  gradient, so one fused pass produces value and gradients and the backward pass only scales them.
+
+Memory per device is :math:`O(b \\cdot d + \\text{block\\_size}^2)` for a local batch `b`.
+Gradients flow to `x`, `y`, the scalar ``params`` and the floating side data; integer side data
+(labels, ids) rides along without gradient.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+import dataclasses
+import functools
+from typing import Any, Literal, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+Reduction = Literal["row_lse", "row_sum", "col_lse", "col_sum"]
+REDUCTIONS = ("row_lse", "row_sum", "col_lse", "col_sum")
+DEFAULT_BLOCK_SIZE = 1024
+
+
+class Tile(NamedTuple):
+  """What ``tile_fn`` sees: one block of pairs and the data that travels with it."""
+
+  sim: jax.Array  # [rows, cols] float32 similarities x_i . y_j
+  params: Any  # pytree of float32 scalars (scale, bias, ...), the same on every device
+  row: Any  # pytree of per-row side data, leaves [rows, ...]
+  col: Any  # pytree of per-column side data, leaves [cols, ...]
+  row_ids: jax.Array  # [rows] int32 position of each row in the global batch
+  col_ids: jax.Array  # [cols] int32 position of each column in the global batch
+
+  @property
+  def positive(self) -> jax.Array:
+    """[rows, cols] bool, true where row and column are the same pair (the diagonal)."""
+    return self.row_ids[:, None] == self.col_ids[None, :]
+
+
+class Home(NamedTuple):
+  """What ``finalize_fn`` sees: one device's own samples and their complete statistics."""
+
+  stats: Mapping[str, jax.Array]  # name -> [b] float32 (log-sum-exp or sum over the whole batch)
+  x: jax.Array  # [b, d] local rows, input dtype
+  y: jax.Array  # [b, d] local columns, input dtype
+  params: Any
+  row: Any
+  col: Any
+  ids: jax.Array  # [b] int32 global positions of the local samples
+  global_batch: int  # B, the number of pairs on all devices together
+
+
+@dataclasses.dataclass(frozen=True)
+class TileLoss:
+  """A contrastive loss written as reductions over similarity tiles."""
+
+  tile_fn: Callable[[Tile], Mapping[str, jax.Array]]
+  reductions: Mapping[str, Reduction]
+  finalize_fn: Callable[[Home], jax.Array]
+  # True when the loss is a linear function of `row_sum`/`col_sum` statistics only, so the
+  # gradient is known before the statistics are: one fused pass computes value and gradient.
+  linear: bool = False
+
+  def __post_init__(self):
+    for name, kind in self.reductions.items():
+      if kind not in REDUCTIONS:
+        raise ValueError(f"Unknown reduction {kind!r} for {name!r}; known: {REDUCTIONS}.")
+    if self.linear and any(k.endswith("lse") for k in self.reductions.values()):
+      raise ValueError("A linear TileLoss can only use row_sum/col_sum reductions.")
+
+  def __hash__(self):
+    return hash((self.tile_fn, self.finalize_fn, tuple(self.reductions.items()), self.linear))
+
+
+def ring_loss(loss: TileLoss, x: jax.Array, y: jax.Array, params: Any, row: Any = None,
+              col: Any = None, *, axis_name: str | tuple[str, ...] | None = None,
+              block_size: int | None = None) -> jax.Array:
+  """The global loss described by ``loss``, the same scalar on every device of ``axis_name``.
+
+  Args:
+    loss: the tiles, reductions and finalization.
+    x: [batch, dim] local rows (the whole batch when ``axis_name`` is None).
+    y: [batch, dim] local columns; row ``i`` of ``y`` is the positive of row ``i`` of ``x``.
+    params: pytree of scalars, replicated across devices; cast to float32.
+    row, col: pytrees of per-sample side data with leading dimension ``batch``; ``col`` travels
+      the ring with ``y``.
+    axis_name: mesh axis (or axes) of ``jax.shard_map`` the batch is split over, or None.
+    block_size: the largest tile side; None picks ``min(batch, 1024)``.
+
+  Returns:
+    float32 scalar.
+  """
+  n_dev = _axis_size(axis_name)
+  b = x.shape[0]
+  bs = min(b, DEFAULT_BLOCK_SIZE) if block_size is None else min(b, block_size)
+  params = jax.tree.map(lambda p: jnp.asarray(p, jnp.float32), params)
+  if axis_name is not None:
+    params = jax.tree.map(lambda p: _vary(p, axis_name), params)
+  plan = _Plan(loss=loss, axis_name=axis_name, n_dev=n_dev, block=bs)
+  local = _local_loss(plan, x, y, params, row, col)
+  return local if axis_name is None else jax.lax.psum(local, axis_name)
+
+
+# ----------------------------------------------------------------------------------------------
+# Plumbing.
+
+
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+  loss: TileLoss
+  axis_name: Any
+  n_dev: int
+  block: int
+
+
+def _axis_size(axis_name) -> int:
+  if axis_name is None:
+    return 1
+  try:
+    return jax.lax.axis_size(axis_name)
+  except NameError as e:
+    raise ValueError(
+        f"axis_name={axis_name!r} is not bound: a ring loss with an axis_name must be called "
+        "inside jax.shard_map over a mesh with that axis (or wrapped by "
+        "contrastive.parallel.shard_loss, which does so for global arrays). For a whole batch on "
+        "one device, pass axis_name=None.") from e
+
+
+def _axis_index(axis_name) -> jax.Array:
+  return jnp.int32(0) if axis_name is None else jax.lax.axis_index(axis_name)
+
+
+def _vary(v, axis_name):
+  """Marks `v` as device-varying over `axis_name` (shard_map's typing needs it in loop carries)."""
+  if axis_name is None:
+    return v
+  names = (axis_name,) if isinstance(axis_name, str) else tuple(axis_name)
+  missing = tuple(a for a in names if a not in jax.typeof(v).manual_axis_type.varying)
+  return jax.lax.pcast(v, missing, to="varying") if missing else v
+
+
+def _is_float(leaf) -> bool:
+  return jnp.issubdtype(jnp.result_type(leaf), jnp.floating)
+
+
+def _pad(tree, rows: int):
+  def pad(a):
+    extra = rows - a.shape[0]
+    return a if extra == 0 else jnp.pad(a, [(0, extra)] + [(0, 0)] * (a.ndim - 1))
+  return jax.tree.map(pad, tree)
+
+
+def _slice(tree, start, size):
+  return jax.tree.map(lambda a: jax.lax.dynamic_slice_in_dim(a, start, size, 0), tree)
+
+
+def _add_at(tree, update, start):
+  return jax.tree.map(
+      lambda a, u: jax.lax.dynamic_update_slice_in_dim(
+          a, jax.lax.dynamic_slice_in_dim(a, start, u.shape[0], 0) + u, start, 0), tree, update)
+
+
+def _split_float(tree):
+  """(float leaves, rebuild(float leaves) -> tree): what can be differentiated."""
+  leaves, treedef = jax.tree.flatten(tree)
+  is_float = [_is_float(leaf) for leaf in leaves]
+
+  def rebuild(floats):
+    it = iter(floats)
+    return jax.tree.unflatten(treedef, [next(it) if f else leaf
+                                        for leaf, f in zip(leaves, is_float)])
+  return [leaf for leaf, f in zip(leaves, is_float) if f], rebuild
+
+
+def _float_cotangent(tree, float_grads):
+  """The cotangent of `tree`: `float_grads` at float leaves, None (zero) at the others."""
+  leaves, treedef = jax.tree.flatten(tree)
+  it = iter(float_grads)
+  return jax.tree.unflatten(treedef, [next(it).astype(leaf.dtype) if _is_float(leaf) else None
+                                      for leaf in leaves])
+
+
+# ----------------------------------------------------------------------------------------------
+# The custom VJP.
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _local_loss(plan, x, y, params, row, col):
+  return _local_loss_fwd(plan, x, y, params, row, col)[0]
+
+
+def _local_loss_fwd(plan, x, y, params, row, col):
+  if plan.loss.linear:
+    cts = _stat_cotangents(plan, x, y, params, row, col)
+    stats, grads = _ring_pass(plan, x, y, params, row, col, cts=cts, want_stats=True)
+    home_loss, _ = _finalize_vjp(plan, stats, x, y, params, row, col)
+    return home_loss, (grads, x, y, row, col)
+  stats, _ = _ring_pass(plan, x, y, params, row, col, want_stats=True)
+  home_loss, _ = _finalize_vjp(plan, stats, x, y, params, row, col)
+  return home_loss, (stats, x, y, params, row, col)
+
+
+def _local_loss_bwd(plan, residuals, g):
+  if plan.loss.linear:
+    grads, x, y, row, col = residuals
+    dx, dy, dparams, drow, dcol = jax.tree.map(lambda a: a * g, grads)
+  else:
+    stats, x, y, params, row, col = residuals
+    _, finalize_vjp = _finalize_vjp(plan, stats, x, y, params, row, col)
+    cts, dx_h, dy_h, dparams_h, drow_h, dcol_h = finalize_vjp(g)
+    _, (dx, dy, dparams, drow, dcol) = _ring_pass(
+        plan, x, y, params, row, col, stats=stats, cts=cts, want_stats=False)
+    dx, dy, drow, dcol = dx + dx_h, dy + dy_h, _tree_add(drow, drow_h), _tree_add(dcol, dcol_h)
+    dparams = _tree_add(dparams, dparams_h)
+  return (dx.astype(x.dtype), dy.astype(y.dtype), dparams,
+          _float_cotangent(row, drow), _float_cotangent(col, dcol))
+
+
+_local_loss.defvjp(_local_loss_fwd, _local_loss_bwd)
+
+
+def _tree_add(a, b):
+  return jax.tree.map(jnp.add, a, b)
+
+
+def _finalize_vjp(plan, stats, x, y, params, row, col):
+  """The device's loss share and the VJP of finalize_fn in (stats, x, y, params, floats)."""
+  b = x.shape[0]
+  ids = _axis_index(plan.axis_name) * b + jnp.arange(b, dtype=jnp.int32)
+  row_f, rebuild_row = _split_float(row)
+  col_f, rebuild_col = _split_float(col)
+
+  def finalize(stats, x, y, params, row_f, col_f):
+    home = Home(stats=stats, x=x, y=y, params=params, row=rebuild_row(row_f),
+                col=rebuild_col(col_f), ids=ids, global_batch=b * plan.n_dev)
+    return jnp.asarray(plan.loss.finalize_fn(home), jnp.float32)
+
+  value, vjp = jax.vjp(finalize, stats, x, y, params, row_f, col_f)
+  return value, vjp
+
+
+def _stat_cotangents(plan, x, y, params, row, col):
+  """dL/dstats of a linear loss: constant, so read off at zero statistics."""
+  b = x.shape[0]
+  zeros = {name: _vary(jnp.zeros((b,), jnp.float32), plan.axis_name)
+           for name in plan.loss.reductions}
+  _, vjp = _finalize_vjp(plan, zeros, x, y, params, row, col)
+  return vjp(_vary(jnp.ones((), jnp.float32), plan.axis_name))[0]
+
+
+# ----------------------------------------------------------------------------------------------
+# One pass around the ring.
+
+
+def _ring_pass(plan, x, y, params, row, col, *, stats=None, cts=None, want_stats):
+  """Visits every (local row tile, column tile) pair of the global batch once.
+
+  With ``want_stats``, reduces ``tile_fn``'s values into per-row and per-column statistics.
+  With ``cts`` (cotangents of the statistics), also accumulates the gradients of the tile part of
+  the loss; a two-pass loss passes its final ``stats`` too, for the log-sum-exp weights.
+
+  Returns:
+    (stats: {name: [b]} or None, grads: (dx, dy, dparams, drow_f, dcol_f) or None).
+  """
+  loss, axis, n_dev, bs = plan.loss, plan.axis_name, plan.n_dev, plan.block
+  want_grads = cts is not None
+  b, _ = x.shape
+  n_tiles = -(-b // bs)
+  padded = n_tiles * bs
+  me = _axis_index(axis)
+  row_names = [n for n, k in loss.reductions.items() if k.startswith("row")]
+  col_names = [n for n, k in loss.reductions.items() if k.startswith("col")]
+  vary = functools.partial(_vary, axis_name=axis)
+  zeros = lambda shape: vary(jnp.zeros(shape, jnp.float32))
+  row_f, rebuild_row = _split_float(row)
+  col_f, rebuild_col = _split_float(col)
+  params_f, rebuild_params = _split_float(params)
+
+  def new_acc(names):
+    # Log-sum-exp statistics accumulate as (running max, sum of exp(v - max)).
+    return {n: (zeros((padded,)) - jnp.inf, zeros((padded,))) if loss.reductions[n].endswith("lse")
+            else zeros((padded,)) for n in names}
+
+  def pad_stats(names, tree):
+    return {n: _pad(tree[n], padded) for n in names}
+
+  local = dict(x=_pad(x, padded), row=_pad(row, padded), row_f=_pad(row_f, padded))
+  travel = dict(y=_pad(y, padded), col=_pad(col, padded))
+  if want_stats:
+    local["acc"] = new_acc(row_names)
+    travel["acc"] = new_acc(col_names)
+  if want_grads:
+    if stats is not None:
+      local["stats"] = pad_stats(row_names, stats)
+      travel["stats"] = pad_stats(col_names, stats)
+    local["cts"] = pad_stats(row_names, cts)
+    travel["cts"] = pad_stats(col_names, cts)
+    local["dx"] = zeros((padded, x.shape[1]))
+    local["drow"] = jax.tree.map(lambda a: zeros(a.shape), local["row_f"])
+    local["dparams"] = [zeros(()) for _ in params_f]
+    travel["dy"] = zeros((padded, y.shape[1]))
+    travel["dcol"] = jax.tree.map(lambda a: zeros(a.shape), _pad(col_f, padded))
+
+  def tile_values(sim, prm, r_tree, c_tree, row_ids, col_ids, valid):
+    tile = Tile(sim=sim, params=prm, row=r_tree, col=c_tree, row_ids=row_ids, col_ids=col_ids)
+    values = dict(loss.tile_fn(tile))
+    if valid is not None:  # padding rows and columns take no part in any reduction
+      values = {n: jnp.where(valid, v, -jnp.inf if loss.reductions[n].endswith("lse") else 0.)
+                for n, v in values.items()}
+    return values
+
+  def tile_step(r, c, src, local, travel):
+    rows, cols = r * bs, c * bs
+    x_r = jax.lax.dynamic_slice_in_dim(local["x"], rows, bs, 0)
+    y_c = jax.lax.dynamic_slice_in_dim(travel["y"], cols, bs, 0)
+    row_t = _slice(local["row"], rows, bs)
+    col_t = _slice(travel["col"], cols, bs)
+    row_ids = me * b + rows + jnp.arange(bs, dtype=jnp.int32)
+    col_ids = src * b + cols + jnp.arange(bs, dtype=jnp.int32)
+    valid = None
+    if padded != b:
+      valid = (rows + jnp.arange(bs) < b)[:, None] & (cols + jnp.arange(bs) < b)[None, :]
+    sim = jnp.dot(x_r, y_c.T, preferred_element_type=jnp.float32)
+
+    if not want_grads:
+      values = tile_values(sim, params, row_t, col_t, row_ids, col_ids, valid)
+    else:
+      row_tf, rebuild_row_t = _split_float(row_t)
+      col_tf, rebuild_col_t = _split_float(col_t)
+
+      def f(sim, prm_f, r_f, c_f):
+        return tile_values(sim, rebuild_params(prm_f), rebuild_row_t(r_f), rebuild_col_t(c_f),
+                           row_ids, col_ids, valid)
+
+      values, tile_vjp = jax.vjp(f, sim, params_f, row_tf, col_tf)
+      weights = {}
+      for n, v in values.items():
+        kind = loss.reductions[n]
+        if kind.startswith("row"):
+          ct = jax.lax.dynamic_slice_in_dim(local["cts"][n], rows, bs)[:, None]
+          lse = (jax.lax.dynamic_slice_in_dim(local["stats"][n], rows, bs)[:, None]
+                 if kind == "row_lse" else None)
+        else:
+          ct = jax.lax.dynamic_slice_in_dim(travel["cts"][n], cols, bs)[None, :]
+          lse = (jax.lax.dynamic_slice_in_dim(travel["stats"][n], cols, bs)[None, :]
+                 if kind == "col_lse" else None)
+        if lse is None:
+          weights[n] = jnp.broadcast_to(ct, v.shape)
+        else:
+          weights[n] = ct * jnp.exp(v - jnp.where(jnp.isfinite(lse), lse, 0.))
+      dsim, dprm, drow_t, dcol_t = tile_vjp(weights)
+      local["dx"] = _add_at(local["dx"], jnp.dot(dsim, y_c.astype(jnp.float32)), rows)
+      travel["dy"] = _add_at(travel["dy"], jnp.dot(dsim.T, x_r.astype(jnp.float32)), cols)
+      local["dparams"] = [a + g for a, g in zip(local["dparams"], dprm)]
+      local["drow"] = _add_at(local["drow"], drow_t, rows)
+      travel["dcol"] = _add_at(travel["dcol"], dcol_t, cols)
+
+    if want_stats:
+      for n, v in values.items():
+        kind = loss.reductions[n]
+        acc, start, axis_ = ((local, rows, 1) if kind.startswith("row") else (travel, cols, 0))
+        if kind.endswith("sum"):
+          acc["acc"] = {**acc["acc"], n: _add_at(acc["acc"][n], jnp.sum(v, axis_), start)}
+        else:
+          acc["acc"] = {**acc["acc"], n: _lse_update(acc["acc"][n], v, axis_, start, bs)}
+    return local, travel
+
+  def hop(k, carry):
+    local, travel = carry
+    src = (me - k) % n_dev  # the device whose y block is here at hop k
+
+    def over_cols(c, carry):
+      def over_rows(r, carry):
+        return tile_step(r, c, src, *carry)
+      return jax.lax.fori_loop(0, n_tiles, over_rows, carry)
+
+    local, travel = jax.lax.fori_loop(0, n_tiles, over_cols, (local, travel))
+    if n_dev > 1:
+      perm = [(i, (i + 1) % n_dev) for i in range(n_dev)]
+      travel = jax.tree.map(lambda a: jax.lax.ppermute(a, axis, perm), travel)
+    return local, travel
+
+  carry = (local, travel)
+  if n_dev == 1:
+    carry = hop(0, carry)
+  else:
+    carry = jax.lax.fori_loop(0, n_dev, hop, carry)
+  local, travel = carry
+
+  out_stats = None
+  if want_stats:
+    out_stats = {}
+    for src_, names in ((local, row_names), (travel, col_names)):
+      for n in names:
+        a = src_["acc"][n]
+        if loss.reductions[n].endswith("lse"):
+          m, s = a
+          a = jnp.where(s > 0, jnp.where(jnp.isfinite(m), m, 0.) + jnp.log(s), -jnp.inf)
+        out_stats[n] = a[:b]
+  grads = None
+  if want_grads:
+    drow = local["drow"] if row_f else []
+    grads = (local["dx"][:b], travel["dy"][:b], rebuild_params(local["dparams"]),
+             jax.tree.map(lambda a: a[:b], drow), jax.tree.map(lambda a: a[:b], travel["dcol"]))
+  return out_stats, grads
+
+
+def _lse_update(acc, v, axis, start, bs):
+  m, s = acc
+  m_t = jax.lax.dynamic_slice_in_dim(m, start, bs)
+  s_t = jax.lax.dynamic_slice_in_dim(s, start, bs)
+  new_m = jnp.maximum(m_t, jnp.max(v, axis=axis))
+  shift = jnp.where(jnp.isfinite(new_m), new_m, 0.)
+  expand = (lambda a: a[:, None]) if axis == 1 else (lambda a: a[None, :])
+  new_s = s_t * jnp.exp(m_t - shift) + jnp.sum(jnp.exp(v - expand(shift)), axis=axis)
+  return (jax.lax.dynamic_update_slice_in_dim(m, new_m, start, 0),
+          jax.lax.dynamic_update_slice_in_dim(s, new_s, start, 0))
