@@ -44,12 +44,18 @@ DEFAULT_BLOCK_SIZE = 1024
 class Tile(NamedTuple):
   """What ``tile_fn`` sees: one block of pairs and the data that travels with it."""
 
-  sim: jax.Array  # [rows, cols] float32 similarities x_i . y_j
+  x: Any  # [rows, dim] float32 tile of x (or a pytree of [rows, ...] leaves)
+  y: Any  # [cols, dim] float32 tile of y (or a pytree of [cols, ...] leaves)
   params: Any  # pytree of float32 scalars (scale, bias, ...), the same on every device
   row: Any  # pytree of per-row side data, leaves [rows, ...]
   col: Any  # pytree of per-column side data, leaves [cols, ...]
   row_ids: jax.Array  # [rows] int32 position of each row in the global batch
   col_ids: jax.Array  # [cols] int32 position of each column in the global batch
+
+  @property
+  def sim(self) -> jax.Array:
+    """[rows, cols] float32 similarities x_i . y_j (for array x and y)."""
+    return jnp.dot(self.x, self.y.T, preferred_element_type=jnp.float32)
 
   @property
   def positive(self) -> jax.Array:
@@ -61,8 +67,8 @@ class Home(NamedTuple):
   """What ``finalize_fn`` sees: one device's own samples and their complete statistics."""
 
   stats: Mapping[str, jax.Array]  # name -> [b] float32 (log-sum-exp or sum over the whole batch)
-  x: jax.Array  # [b, d] local rows, input dtype
-  y: jax.Array  # [b, d] local columns, input dtype
+  x: Any  # [b, d] local rows, input dtype (or the pytree given)
+  y: Any  # [b, d] local columns, input dtype
   params: Any
   row: Any
   col: Any
@@ -111,7 +117,7 @@ def ring_loss(loss: TileLoss, x: jax.Array, y: jax.Array, params: Any, row: Any 
     float32 scalar.
   """
   n_dev = _axis_size(axis_name)
-  b = x.shape[0]
+  b = _batch(x)
   bs = min(b, DEFAULT_BLOCK_SIZE) if block_size is None else min(b, block_size)
   params = jax.tree.map(lambda p: jnp.asarray(p, jnp.float32), params)
   if axis_name is not None:
@@ -230,22 +236,24 @@ def _local_loss_bwd(plan, residuals, g):
     cts, dx_h, dy_h, dparams_h, drow_h, dcol_h = finalize_vjp(g)
     _, (dx, dy, dparams, drow, dcol) = _ring_pass(
         plan, x, y, params, row, col, stats=stats, cts=cts, want_stats=False)
-    dx, dy, drow, dcol = dx + dx_h, dy + dy_h, _tree_add(drow, drow_h), _tree_add(dcol, dcol_h)
+    dx, dy = _tree_add(dx, dx_h), _tree_add(dy, dy_h)
+    drow, dcol = _tree_add(drow, drow_h), _tree_add(dcol, dcol_h)
     dparams = _tree_add(dparams, dparams_h)
-  return (dx.astype(x.dtype), dy.astype(y.dtype), dparams,
-          _float_cotangent(row, drow), _float_cotangent(col, dcol))
+  cast = lambda grads, like: jax.tree.map(lambda g, a: g.astype(a.dtype), grads, like)
+  return (cast(dx, x), cast(dy, y), dparams, _float_cotangent(row, drow),
+          _float_cotangent(col, dcol))
 
 
 _local_loss.defvjp(_local_loss_fwd, _local_loss_bwd)
 
 
 def _tree_add(a, b):
-  return jax.tree.map(jnp.add, a, b)
+  return jax.tree.map(lambda u, v: u + v.astype(u.dtype), a, b)
 
 
 def _finalize_vjp(plan, stats, x, y, params, row, col):
   """The device's loss share and the VJP of finalize_fn in (stats, x, y, params, floats)."""
-  b = x.shape[0]
+  b = _batch(x)
   ids = _axis_index(plan.axis_name) * b + jnp.arange(b, dtype=jnp.int32)
   row_f, rebuild_row = _split_float(row)
   col_f, rebuild_col = _split_float(col)
@@ -261,7 +269,7 @@ def _finalize_vjp(plan, stats, x, y, params, row, col):
 
 def _stat_cotangents(plan, x, y, params, row, col):
   """dL/dstats of a linear loss: constant, so read off at zero statistics."""
-  b = x.shape[0]
+  b = _batch(x)
   zeros = {name: _vary(jnp.zeros((b,), jnp.float32), plan.axis_name)
            for name in plan.loss.reductions}
   _, vjp = _finalize_vjp(plan, zeros, x, y, params, row, col)
@@ -284,105 +292,90 @@ def _ring_pass(plan, x, y, params, row, col, *, stats=None, cts=None, want_stats
   """
   loss, axis, n_dev, bs = plan.loss, plan.axis_name, plan.n_dev, plan.block
   want_grads = cts is not None
-  b, _ = x.shape
+  b = _batch(x)
   n_tiles = -(-b // bs)
   padded = n_tiles * bs
   me = _axis_index(axis)
   row_names = [n for n, k in loss.reductions.items() if k.startswith("row")]
   col_names = [n for n, k in loss.reductions.items() if k.startswith("col")]
-  vary = functools.partial(_vary, axis_name=axis)
-  zeros = lambda shape: vary(jnp.zeros(shape, jnp.float32))
-  row_f, rebuild_row = _split_float(row)
-  col_f, rebuild_col = _split_float(col)
+  zeros = lambda shape: _vary(jnp.zeros(shape, jnp.float32), axis)
+  zeros_like = lambda tree: jax.tree.map(lambda a: zeros(a.shape), tree)
   params_f, rebuild_params = _split_float(params)
 
   def new_acc(names):
-    # Log-sum-exp statistics accumulate as (running max, sum of exp(v - max)).
+    # A log-sum-exp accumulates as (running max, sum of exp(value - running max)).
     return {n: (zeros((padded,)) - jnp.inf, zeros((padded,))) if loss.reductions[n].endswith("lse")
             else zeros((padded,)) for n in names}
 
-  def pad_stats(names, tree):
-    return {n: _pad(tree[n], padded) for n in names}
-
-  local = dict(x=_pad(x, padded), row=_pad(row, padded), row_f=_pad(row_f, padded))
+  local = dict(x=_pad(x, padded), row=_pad(row, padded))
   travel = dict(y=_pad(y, padded), col=_pad(col, padded))
   if want_stats:
-    local["acc"] = new_acc(row_names)
-    travel["acc"] = new_acc(col_names)
+    local["acc"], travel["acc"] = new_acc(row_names), new_acc(col_names)
   if want_grads:
-    if stats is not None:
-      local["stats"] = pad_stats(row_names, stats)
-      travel["stats"] = pad_stats(col_names, stats)
-    local["cts"] = pad_stats(row_names, cts)
-    travel["cts"] = pad_stats(col_names, cts)
-    local["dx"] = zeros((padded, x.shape[1]))
-    local["drow"] = jax.tree.map(lambda a: zeros(a.shape), local["row_f"])
+    lse_names = [n for n, k in loss.reductions.items() if k.endswith("lse")]
+    local["lse"] = {n: _pad(stats[n], padded) for n in lse_names if n in row_names}
+    travel["lse"] = {n: _pad(stats[n], padded) for n in lse_names if n in col_names}
+    local["cts"] = {n: _pad(cts[n], padded) for n in row_names}
+    travel["cts"] = {n: _pad(cts[n], padded) for n in col_names}
+    local["dx"], travel["dy"] = zeros_like(local["x"]), zeros_like(travel["y"])
+    local["drow"] = zeros_like(_split_float(local["row"])[0])
+    travel["dcol"] = zeros_like(_split_float(travel["col"])[0])
     local["dparams"] = [zeros(()) for _ in params_f]
-    travel["dy"] = zeros((padded, y.shape[1]))
-    travel["dcol"] = jax.tree.map(lambda a: zeros(a.shape), _pad(col_f, padded))
-
-  def tile_values(sim, prm, r_tree, c_tree, row_ids, col_ids, valid):
-    tile = Tile(sim=sim, params=prm, row=r_tree, col=c_tree, row_ids=row_ids, col_ids=col_ids)
-    values = dict(loss.tile_fn(tile))
-    if valid is not None:  # padding rows and columns take no part in any reduction
-      values = {n: jnp.where(valid, v, -jnp.inf if loss.reductions[n].endswith("lse") else 0.)
-                for n, v in values.items()}
-    return values
 
   def tile_step(r, c, src, local, travel):
     rows, cols = r * bs, c * bs
-    x_r = jax.lax.dynamic_slice_in_dim(local["x"], rows, bs, 0)
-    y_c = jax.lax.dynamic_slice_in_dim(travel["y"], cols, bs, 0)
-    row_t = _slice(local["row"], rows, bs)
-    col_t = _slice(travel["col"], cols, bs)
+    x_t = jax.tree.map(lambda a: a.astype(jnp.float32), _slice(local["x"], rows, bs))
+    y_t = jax.tree.map(lambda a: a.astype(jnp.float32), _slice(travel["y"], cols, bs))
+    row_t, col_t = _slice(local["row"], rows, bs), _slice(travel["col"], cols, bs)
     row_ids = me * b + rows + jnp.arange(bs, dtype=jnp.int32)
     col_ids = src * b + cols + jnp.arange(bs, dtype=jnp.int32)
     valid = None
-    if padded != b:
+    if padded != b:  # padding rows and columns take no part in any reduction
       valid = (rows + jnp.arange(bs) < b)[:, None] & (cols + jnp.arange(bs) < b)[None, :]
-    sim = jnp.dot(x_r, y_c.T, preferred_element_type=jnp.float32)
+    row_tf, rebuild_row = _split_float(row_t)
+    col_tf, rebuild_col = _split_float(col_t)
+
+    def values_fn(x_t, y_t, prm_f, row_f, col_f):
+      tile = Tile(x=x_t, y=y_t, params=rebuild_params(prm_f), row=rebuild_row(row_f),
+                  col=rebuild_col(col_f), row_ids=row_ids, col_ids=col_ids)
+      values = dict(loss.tile_fn(tile))
+      if valid is not None:
+        values = {n: jnp.where(valid, v, -jnp.inf if loss.reductions[n].endswith("lse") else 0.)
+                  for n, v in values.items()}
+      return values
 
     if not want_grads:
-      values = tile_values(sim, params, row_t, col_t, row_ids, col_ids, valid)
+      values = values_fn(x_t, y_t, params_f, row_tf, col_tf)
     else:
-      row_tf, rebuild_row_t = _split_float(row_t)
-      col_tf, rebuild_col_t = _split_float(col_t)
-
-      def f(sim, prm_f, r_f, c_f):
-        return tile_values(sim, rebuild_params(prm_f), rebuild_row_t(r_f), rebuild_col_t(c_f),
-                           row_ids, col_ids, valid)
-
-      values, tile_vjp = jax.vjp(f, sim, params_f, row_tf, col_tf)
+      values, tile_vjp = jax.vjp(values_fn, x_t, y_t, params_f, row_tf, col_tf)
       weights = {}
       for n, v in values.items():
-        kind = loss.reductions[n]
-        if kind.startswith("row"):
-          ct = jax.lax.dynamic_slice_in_dim(local["cts"][n], rows, bs)[:, None]
-          lse = (jax.lax.dynamic_slice_in_dim(local["stats"][n], rows, bs)[:, None]
-                 if kind == "row_lse" else None)
-        else:
-          ct = jax.lax.dynamic_slice_in_dim(travel["cts"][n], cols, bs)[None, :]
-          lse = (jax.lax.dynamic_slice_in_dim(travel["stats"][n], cols, bs)[None, :]
-                 if kind == "col_lse" else None)
-        if lse is None:
-          weights[n] = jnp.broadcast_to(ct, v.shape)
-        else:
+        on_rows = loss.reductions[n].startswith("row")
+        home, start, expand = ((local, rows, lambda a: a[:, None]) if on_rows
+                               else (travel, cols, lambda a: a[None, :]))
+        ct = expand(jax.lax.dynamic_slice_in_dim(home["cts"][n], start, bs))
+        if n in home["lse"]:  # d lse_i / d v_ij = softmax weight exp(v_ij - lse_i)
+          lse = expand(jax.lax.dynamic_slice_in_dim(home["lse"][n], start, bs))
           weights[n] = ct * jnp.exp(v - jnp.where(jnp.isfinite(lse), lse, 0.))
-      dsim, dprm, drow_t, dcol_t = tile_vjp(weights)
-      local["dx"] = _add_at(local["dx"], jnp.dot(dsim, y_c.astype(jnp.float32)), rows)
-      travel["dy"] = _add_at(travel["dy"], jnp.dot(dsim.T, x_r.astype(jnp.float32)), cols)
-      local["dparams"] = [a + g for a, g in zip(local["dparams"], dprm)]
+        else:
+          weights[n] = jnp.broadcast_to(ct, v.shape)
+      dx_t, dy_t, dprm, drow_t, dcol_t = tile_vjp(weights)
+      local["dx"] = _add_at(local["dx"], dx_t, rows)
+      travel["dy"] = _add_at(travel["dy"], dy_t, cols)
       local["drow"] = _add_at(local["drow"], drow_t, rows)
       travel["dcol"] = _add_at(travel["dcol"], dcol_t, cols)
+      local["dparams"] = [a + g for a, g in zip(local["dparams"], dprm)]
 
     if want_stats:
       for n, v in values.items():
-        kind = loss.reductions[n]
-        acc, start, axis_ = ((local, rows, 1) if kind.startswith("row") else (travel, cols, 0))
-        if kind.endswith("sum"):
-          acc["acc"] = {**acc["acc"], n: _add_at(acc["acc"][n], jnp.sum(v, axis_), start)}
+        on_rows = loss.reductions[n].startswith("row")
+        home, start, axis_ = (local, rows, 1) if on_rows else (travel, cols, 0)
+        acc = home["acc"][n]
+        if loss.reductions[n].endswith("sum"):
+          acc = _add_at(acc, jnp.sum(v, axis_), start)
         else:
-          acc["acc"] = {**acc["acc"], n: _lse_update(acc["acc"][n], v, axis_, start, bs)}
+          acc = _lse_update(acc, v, axis_, start, bs)
+        home["acc"] = {**home["acc"], n: acc}
     return local, travel
 
   def hop(k, carry):
@@ -390,39 +383,41 @@ def _ring_pass(plan, x, y, params, row, col, *, stats=None, cts=None, want_stats
     src = (me - k) % n_dev  # the device whose y block is here at hop k
 
     def over_cols(c, carry):
-      def over_rows(r, carry):
-        return tile_step(r, c, src, *carry)
-      return jax.lax.fori_loop(0, n_tiles, over_rows, carry)
+      return jax.lax.fori_loop(0, n_tiles, lambda r, carry: tile_step(r, c, src, *carry), carry)
 
     local, travel = jax.lax.fori_loop(0, n_tiles, over_cols, (local, travel))
     if n_dev > 1:
+      # The block moves on only after this hop's tiles are done with it: the send depends on the
+      # loop carry, so XLA cannot hoist every hop's transfer to the front.
       perm = [(i, (i + 1) % n_dev) for i in range(n_dev)]
       travel = jax.tree.map(lambda a: jax.lax.ppermute(a, axis, perm), travel)
     return local, travel
 
-  carry = (local, travel)
   if n_dev == 1:
-    carry = hop(0, carry)
+    local, travel = hop(0, (local, travel))
   else:
-    carry = jax.lax.fori_loop(0, n_dev, hop, carry)
-  local, travel = carry
+    local, travel = jax.lax.fori_loop(0, n_dev, hop, (local, travel))
 
+  unpad = lambda tree: jax.tree.map(lambda a: a[:b], tree)
   out_stats = None
   if want_stats:
     out_stats = {}
-    for src_, names in ((local, row_names), (travel, col_names)):
+    for home, names in ((local, row_names), (travel, col_names)):
       for n in names:
-        a = src_["acc"][n]
+        acc = home["acc"][n]
         if loss.reductions[n].endswith("lse"):
-          m, s = a
-          a = jnp.where(s > 0, jnp.where(jnp.isfinite(m), m, 0.) + jnp.log(s), -jnp.inf)
-        out_stats[n] = a[:b]
+          m, s = acc
+          acc = jnp.where(s > 0, jnp.where(jnp.isfinite(m), m, 0.) + jnp.log(s), -jnp.inf)
+        out_stats[n] = acc[:b]
   grads = None
   if want_grads:
-    drow = local["drow"] if row_f else []
-    grads = (local["dx"][:b], travel["dy"][:b], rebuild_params(local["dparams"]),
-             jax.tree.map(lambda a: a[:b], drow), jax.tree.map(lambda a: a[:b], travel["dcol"]))
+    grads = (unpad(local["dx"]), unpad(travel["dy"]), rebuild_params(local["dparams"]),
+             unpad(local["drow"]), unpad(travel["dcol"]))
   return out_stats, grads
+
+
+def _batch(tree) -> int:
+  return jax.tree.leaves(tree)[0].shape[0]
 
 
 def _lse_update(acc, v, axis, start, bs):
