@@ -98,3 +98,90 @@ def shard_loss(loss_fn: Callable[..., jax.Array], mesh: Mesh, axis: str | Sequen
     return jax.shard_map(body, mesh=mesh, in_specs=in_specs, out_specs=P())(*args)
 
   return wrapped
+
+
+# Logical axis rules: model code names the axes of its parameters and activations (`batch`,
+# `embed`, `mlp`, ...); this one table decides where they go on the mesh.
+# ------------------------------------------------------------------------------------------------
+
+import contextlib  # noqa: E402  (this section was appended to the module; its imports are here)
+
+import flax.linen as nn  # noqa: E402
+
+LogicalRules = tuple[tuple[str, "str | tuple[str, ...] | None"], ...]
+
+# (logical name, mesh axes), in priority order: an array dimension takes the first rule for its
+# name whose mesh axes the array's other dimensions have not taken already. So an activation
+# `[batch, length, embed]` puts `batch` on ("data", "fsdp") and leaves `embed` whole, while a
+# parameter `[embed, mlp]` is split over `fsdp` (FSDP / ZeRO-3) and `tensor` (Megatron-style
+# tensor parallelism). With `fsdp = tensor = 1` this is plain data parallelism.
+LOGICAL_RULES: LogicalRules = (
+    ("batch", ("data", "fsdp")),   # examples: data parallel, and FSDP's share of the batch
+    ("embed", "fsdp"),             # the residual stream of parameters (not of activations)
+    ("mlp", "tensor"),             # MLP hidden units
+    ("heads", "tensor"),           # attention heads
+    ("vocab", "tensor"),           # rows of token embedding tables
+    ("kv", None),                  # per-head features
+    ("length", None),              # tokens and patches
+    ("joint", None),               # the shared embedding space of the towers
+    ("layers", None),              # the stacked axis of scanned layers
+)
+
+
+def logical_spec(names: Sequence[str | None], *, rules: LogicalRules = LOGICAL_RULES) -> P:
+  """The `PartitionSpec` that `rules` give an array whose dimensions have logical `names`."""
+  return nn.logical_to_mesh_axes(tuple(names), rules)
+
+
+def logical_sharding(names: Sequence[str | None], mesh: Mesh, *,
+                     rules: LogicalRules = LOGICAL_RULES) -> jax.sharding.NamedSharding:
+  """A `NamedSharding` for one array (an input batch, an activation) with logical `names`.
+
+  Example:
+    >>> images = jax.device_put(images, logical_sharding(("batch", None, None, None), mesh))
+  """
+  return jax.sharding.NamedSharding(mesh, logical_spec(names, rules=rules))
+
+
+def logical_shardings(tree: Any, mesh: Mesh, *, rules: LogicalRules = LOGICAL_RULES) -> Any:
+  """`NamedSharding`s for a pytree whose leaves carry logical axis names.
+
+  Args:
+    tree: variables as `model.init` returns them, or `jax.eval_shape(model.init, ...)` (leaves
+      boxed in `flax.linen.LogicallyPartitioned`); unboxed leaves are replicated.
+    mesh: the mesh.
+    rules: the logical-to-mesh rules.
+
+  Returns:
+    A pytree of `NamedSharding` with the structure of `flax.linen.unbox(tree)`.
+  """
+  specs = nn.get_partition_spec(tree)
+  return nn.logical_to_mesh_sharding(specs, mesh, rules)
+
+
+@contextlib.contextmanager
+def use_rules(mesh: Mesh, *, rules: LogicalRules = LOGICAL_RULES):
+  """The context in which to trace (jit) a model so its logical constraints shard activations.
+
+  Sets `mesh` as the current mesh (`jax.set_mesh`) and `rules` as flax's logical axis rules.
+  Outside it, the models' `with_logical_constraint` calls are no-ops.
+  """
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    yield
+
+
+def sharded_init(init_fn: Callable[..., Any], mesh: Mesh, *args,
+                 rules: LogicalRules = LOGICAL_RULES) -> tuple[Any, Any]:
+  """Runs `init_fn(*args)` (e.g. `model.init`) with every parameter created in its sharding.
+
+  No device ever holds a whole unsharded parameter tree.
+
+  Returns:
+    `(variables, shardings)`: the unboxed variables (plain `jax.Array`s laid out by `rules`) and
+    their `NamedSharding` pytree, ready for `jax.jit(..., in_shardings=...)`.
+  """
+  abstract = jax.eval_shape(init_fn, *args)
+  shardings = logical_shardings(abstract, mesh, rules=rules)
+  with use_rules(mesh, rules=rules):
+    variables = jax.jit(lambda *a: nn.unbox(init_fn(*a)), out_shardings=shardings)(*args)
+  return variables, shardings

@@ -1,0 +1,83 @@
+"""Data: grain pipelines, sources (built-in, tfds, ArrayRecord), transforms and tokenizers.
+
+Training (the trainer):
+
+    from contrastive import data
+    it = data.make_pipeline(config.data, split="train", mesh=mesh)     # per-process batches
+    batch = data.to_global(next(it), mesh)          # dict of global jax.Arrays, P(("data","fsdp"))
+    it.num_skipped                                  # bad records dropped so far (this process)
+    # checkpoint it with the model: grain.checkpoint.CheckpointSave(it) / CheckpointRestore(it)
+
+Evaluation (the evaluator): `make_pipeline(config.data, split=..., training=False)` reads the
+split once, in order, unaugmented; every process yields `it.num_batches` batches, the last ones
+padded with `mask` False. For the built-in dataset, `split="test"` adds `meaning_id` and
+`heldout` (and with `hard_negatives=True` the tokenized negatives); `split="shape"|"colour"|
+"count"` are the zero-shot views (`label`), whose class names and prompt templates come from
+`labelled_views()`; tokenize prompts with `tokenize(it.tokenizer, texts, max_len)`. Raw records
+(captions as text) are `make_source(config.data, split=...)[i]`.
+
+Batch keys (per process, leading dimension `b = batch_size // process_count`):
+  image     float32 [b, H, W, 3]   normalized (data.normalization)
+  text      int32   [b, max_len]   0 = padding, then the end-of-text id after the tokens
+  mask      bool    [b]            False only on padding rows of a finite stream
+  index     int32   [b]            position of the record in its source
+  label     int32   [b]            data.label_key, or the built-in view's class (-1 elsewhere)
+  meaning_id int32  [b]            built-in: canonical meaning (same meaning = correct retrieval)
+  heldout   bool    [b]            built-in: shows a held-out (colour, shape) pair
+  num_objects int32 [b]            built-in: 1..3
+  hard_negatives      int32 [b, 3, max_len]  built-in, with data.hard_negatives: attribute swap,
+  hard_negatives_mask bool  [b, 3]           relation swap, attribute change; mask False = none
+
+Config (`config.data`, defaults in `default_config()`): source ("synthetic" | "tfds" |
+"arrayrecord"), train_split ("train"), eval_split ("test"), image_key ("image"), text_key
+("caption"), label_key (None), image_size (64), batch_size (256, GLOBAL), tokenizer ("bytes" |
+"*.model" | "*.json"), max_len (128), num_workers (0), worker_buffer_size (2), read_threads (1),
+read_buffer_size (64), seed (0), shuffle (True), normalization ("clip" | "inception" | "unit"),
+random_resized_crop (False), crop_scale ((0.9, 1.0)), flip (False), text_delete_prob (0.0),
+text_mask_prob (0.0), hard_negatives (False), and per-source blocks: synthetic (seed 0,
+train_size 100_000, test_size 2_000, view_size 1_000, num_heldout 8, min_objects 1,
+max_objects 3), tfds (name, data_dir), arrayrecord (path).
+
+Datasets from your own files: `python -m contrastive.data.build --help`.
+"""
+
+from contrastive.data.pipeline import (
+    DataIterator,
+    batch_sharding,
+    default_config,
+    make_pipeline,
+    make_tokenizer,
+    make_transform,
+    resolve_config,
+    to_global,
+)
+from contrastive.data.records import ImageTextSource, decode_record, encode_record
+from contrastive.data.sources import SOURCES, Source, make_source
+from contrastive.data.synthetic import (
+    COLOURS,
+    HARD_NEGATIVE_KINDS,
+    SHAPES,
+    LabelledView,
+    ShapesSource,
+    labelled_views,
+)
+from contrastive.data.tokenizers import (
+    TOKENIZERS,
+    ByteTokenizer,
+    HFTokenizer,
+    SentencePieceTokenizer,
+    Tokenizer,
+    detokenize,
+    tokenize,
+    train_bpe,
+)
+from contrastive.data.transforms import NORMALIZATIONS, ExampleTransform
+
+__all__ = [
+    "COLOURS", "HARD_NEGATIVE_KINDS", "NORMALIZATIONS", "SHAPES", "SOURCES", "TOKENIZERS",
+    "ByteTokenizer", "DataIterator", "ExampleTransform", "HFTokenizer", "ImageTextSource",
+    "LabelledView", "SentencePieceTokenizer", "ShapesSource", "Source", "Tokenizer",
+    "batch_sharding", "decode_record", "default_config", "detokenize", "encode_record",
+    "labelled_views", "make_pipeline", "make_source", "make_tokenizer", "make_transform",
+    "resolve_config", "to_global", "tokenize", "train_bpe",
+]

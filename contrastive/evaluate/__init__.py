@@ -1,0 +1,53 @@
+"""Evaluation: zero-shot classification, retrieval, binding, probes and embedding geometry.
+
+Pure functions over embeddings (arrays in, plain floats out), then runners that embed evaluation
+sets with any model (`embed_dataset`, `run_tasks`, `evaluate`) and a report (`write_report`).
+"""
+
+from contrastive.evaluate.binding import binding_metrics
+from contrastive.evaluate.context import Context
+from contrastive.evaluate.embed import embed_dataset
+from contrastive.evaluate.geometry import alignment
+from contrastive.evaluate.geometry import effective_rank
+from contrastive.evaluate.geometry import geometry_metrics
+from contrastive.evaluate.geometry import mean_cosines
+from contrastive.evaluate.geometry import modality_gap
+from contrastive.evaluate.geometry import modality_separability
+from contrastive.evaluate.geometry import similarity_samples
+from contrastive.evaluate.geometry import singular_values
+from contrastive.evaluate.geometry import uniformity
+from contrastive.evaluate.geometry import variance_dims
+from contrastive.evaluate.probes import fit_logistic_regression
+from contrastive.evaluate.probes import knn_classifier
+from contrastive.evaluate.probes import linear_probe
+from contrastive.evaluate.report import append_history
+from contrastive.evaluate.report import read_history
+from contrastive.evaluate.report import write_metrics
+from contrastive.evaluate.report import write_report
+from contrastive.evaluate.retrieval import rank_metrics
+from contrastive.evaluate.retrieval import retrieval_metrics
+from contrastive.evaluate.retrieval import retrieval_ranks
+from contrastive.evaluate.runner import check_tasks
+from contrastive.evaluate.runner import default_tasks
+from contrastive.evaluate.runner import evaluate
+from contrastive.evaluate.runner import run_tasks
+from contrastive.evaluate.similarity import log_mean_gaussian_potential
+from contrastive.evaluate.similarity import positive_ranks
+from contrastive.evaluate.similarity import topk
+from contrastive.evaluate.sources import EvalSource
+from contrastive.evaluate.sources import SOURCES
+from contrastive.evaluate.tasks import TASKS
+from contrastive.evaluate.zeroshot import class_prototypes
+from contrastive.evaluate.zeroshot import prompts
+from contrastive.evaluate.zeroshot import zeroshot_metrics
+
+__all__ = [
+    "Context", "EvalSource", "SOURCES", "TASKS", "alignment", "append_history",
+    "binding_metrics", "check_tasks", "class_prototypes", "default_tasks", "effective_rank",
+    "embed_dataset", "evaluate", "fit_logistic_regression", "geometry_metrics", "knn_classifier",
+    "linear_probe", "log_mean_gaussian_potential", "mean_cosines", "modality_gap",
+    "modality_separability", "positive_ranks", "prompts", "rank_metrics", "read_history",
+    "retrieval_metrics", "retrieval_ranks", "run_tasks", "similarity_samples",
+    "singular_values", "topk", "uniformity", "variance_dims", "write_metrics", "write_report",
+    "zeroshot_metrics",
+]

@@ -62,7 +62,7 @@ def binding_metrics(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike,
   out = {}
   for kind in sorted(set(negative_types.tolist())):
     sel = negative_types == kind
-    images, inverse = np.unique(negative_of[sel], return_inverse=True)
+    _, inverse = np.unique(negative_of[sel], return_inverse=True)
     per_image = np.bincount(inverse, wins[sel]) / np.bincount(inverse)
     out[kind] = float(per_image.mean())
     out[f"count/{kind}"] = float(sel.sum())

@@ -19,15 +19,15 @@ DEFAULT_L2_GRID = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 
 
 @functools.partial(jax.jit, static_argnames=("num_classes", "steps"))
-def _fit(x, labels, l2s, *, num_classes, steps):
-  """L-BFGS on the regularized cross-entropy, one model per entry of `l2s` (vmapped)."""
+def _fit(x, labels, l2s, weights, *, num_classes, steps):
+  """L-BFGS on the regularized, example-weighted cross-entropy; one model per `(l2, weights)`."""
   onehot = jax.nn.one_hot(labels, num_classes)
 
-  def fit_one(l2):
+  def fit_one(l2, weight):
     def loss(params):
       w, b = params
-      logits = x @ w + b
-      return jnp.mean(optax.softmax_cross_entropy(logits, onehot)) + 0.5 * l2 * jnp.sum(w * w)
+      ce = optax.softmax_cross_entropy(x @ w + b, onehot)
+      return jnp.sum(weight * ce) / jnp.sum(weight) + 0.5 * l2 * jnp.sum(w * w)
 
     opt = optax.lbfgs()
     value_and_grad = optax.value_and_grad_from_state(loss)
@@ -41,23 +41,26 @@ def _fit(x, labels, l2s, *, num_classes, steps):
 
     return jax.lax.scan(step, (params, opt.init(params)), None, length=steps)[0][0]
 
-  return jax.vmap(fit_one)(l2s)
+  return jax.vmap(fit_one)(l2s, weights)
 
 
 def fit_logistic_regression(x: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *,
-                            num_classes: int, l2: float | Sequence[float], steps: int = 100
+                            num_classes: int, l2: float | Sequence[float],
+                            weights: jax.typing.ArrayLike | None = None, steps: int = 100
                             ) -> tuple[jax.Array, jax.Array]:
   """Multinomial logistic regression with an L2 penalty, fitted by full-batch L-BFGS (optax).
 
   .. math::
-    \\min_{W, b}\\; \\frac{1}{N}\\sum_i -\\log \\operatorname{softmax}(W^\\top x_i + b)_{y_i}
-      + \\frac{\\lambda}{2}\\lVert W\\rVert_F^2
+    \\min_{W, b}\\; \\frac{\\sum_i a_i \\big(-\\log \\operatorname{softmax}(W^\\top x_i + b)_{y_i}\\big)}
+      {\\sum_i a_i} + \\frac{\\lambda}{2}\\lVert W\\rVert_F^2
 
   Args:
     x: `[num, dim]` features.
     labels: `[num]` integer classes in `[0, num_classes)`.
     num_classes: the number of classes.
     l2: :math:`\\lambda`, or a sequence of them (fitted together, vmapped).
+    weights: the example weights :math:`a`: `[num]`, or `[len(l2), num]` (one row per model);
+      default 1. A zero weight leaves an example out.
     steps: L-BFGS iterations.
 
   Returns:
@@ -71,7 +74,12 @@ def fit_logistic_regression(x: jax.typing.ArrayLike, labels: jax.typing.ArrayLik
                      f"[{labels.min()}, {labels.max()}].")
   single = np.ndim(l2) == 0
   l2s = jnp.atleast_1d(jnp.asarray(l2, jnp.float32))
-  w, b = _fit(x, labels, l2s, num_classes=int(num_classes), steps=int(steps))
+  weights = np.ones(x.shape[0], np.float32) if weights is None else _common.to_host(weights)
+  if weights.shape not in ((x.shape[0],), (len(l2s), x.shape[0])):
+    raise ValueError(f"weights must have shape {(x.shape[0],)} or {(len(l2s), x.shape[0])}, got "
+                     f"{weights.shape}.")
+  weights = np.broadcast_to(weights.astype(np.float32), (len(l2s), x.shape[0]))
+  w, b = _fit(x, labels, l2s, weights, num_classes=int(num_classes), steps=int(steps))
   return (w[0], b[0]) if single else (w, b)
 
 
@@ -89,9 +97,10 @@ def linear_probe(train_x: jax.typing.ArrayLike, train_labels: jax.typing.ArrayLi
   """Linear-probe accuracy, with the L2 strength chosen on a validation split of the train set.
 
   The train set is split (seeded) into fit and validation parts; one logistic regression per
-  value of `l2_grid` is fitted on the fit part (`fit_logistic_regression`); the value with the
-  best validation accuracy (the strongest among ties) is refitted on the whole train set and
-  scored on the test set. Features are standardized with the train statistics when
+  value of `l2_grid` is fitted on the fit part (`fit_logistic_regression`), and one on the whole
+  train set (all fits in one vmapped, once-compiled program, the split done by example weights);
+  the value with the best validation accuracy (the strongest among ties) picks the whole-train
+  model that is scored on the test set. Features are standardized with the train statistics when
   `standardize`.
 
   Args:
@@ -131,13 +140,16 @@ def linear_probe(train_x: jax.typing.ArrayLike, train_labels: jax.typing.ArrayLi
   n_val = min(len(train_x) - 1, max(1, round(val_fraction * len(train_x))))
   val, fit = order[:n_val], order[n_val:]
   grid = np.asarray(sorted(l2_grid), np.float32)
-  w, b = fit_logistic_regression(train_x[fit], train_labels[fit], num_classes=num_classes,
-                                 l2=list(grid), steps=steps)
-  val_acc = _accuracy(train_x[val], train_labels[val], w, b)
-  best = int(np.flatnonzero(val_acc == val_acc.max())[-1])
+  fit_weight = np.zeros(len(train_x), np.float32)
+  fit_weight[fit] = 1.0
+  weights = np.concatenate([np.tile(fit_weight, (len(grid), 1)),
+                            np.ones((len(grid), len(train_x)), np.float32)])
   w, b = fit_logistic_regression(train_x, train_labels, num_classes=num_classes,
-                                 l2=[float(grid[best])], steps=steps)
-  test_acc = _accuracy(test_x, test_labels, w, b)[0]
+                                 l2=list(grid) * 2, weights=weights, steps=steps)
+  w, b = np.asarray(w), np.asarray(b)
+  val_acc = _accuracy(train_x[val], train_labels[val], w[:len(grid)], b[:len(grid)])
+  best = int(np.flatnonzero(val_acc == val_acc.max())[-1])
+  test_acc = _accuracy(test_x, test_labels, w[len(grid) + best:][:1], b[len(grid) + best:][:1])[0]
   return {"accuracy": float(test_acc), "val_accuracy": float(val_acc[best]),
           "l2": float(grid[best])}
 

@@ -19,6 +19,7 @@ from typing import Literal
 
 import jax
 
+from contrastive.losses import reference
 from contrastive.losses.sigmoid import sigmoid_loss
 from contrastive.losses.softmax import softmax_loss
 
@@ -35,6 +36,8 @@ class Objective:
   init: Literal["clip", "siglip"] = "clip"  # the scale/bias initialization convention
   side_keys: tuple[str, ...] = ()  # batch keys it reads from `side`
   paper: str = ""
+  # The dense equivalent with the same calling convention (no axis_name): for tests, benchmarks.
+  reference: Callable[..., jax.Array] | None = None
 
   def __call__(self, embeddings: Sequence[jax.Array], scale, bias=None,
                side: Mapping[str, jax.Array] | None = None, *, axis_name=None, block_size=None,
@@ -50,15 +53,21 @@ class Objective:
     return self.fn(embeddings, scale, bias, side, axis_name=axis_name, block_size=block_size,
                    **options)
 
+  def dense(self, embeddings: Sequence[jax.Array], scale, bias=None,
+            side: Mapping[str, jax.Array] | None = None, **options) -> jax.Array:
+    """The dense reference, called like the objective (whole batch, one device)."""
+    if self.reference is None:
+      raise NotImplementedError(f"Loss {self.name!r} has no dense reference registered.")
+    return self.reference(embeddings, scale, bias, dict(side or {}), **options)
 
-def _softmax(emb, scale, bias, side, **kw):
-  del bias, side
-  return softmax_loss(emb[0], emb[1], scale, **kw)
 
-
-def _sigmoid(emb, scale, bias, side, **kw):
-  del side
-  return sigmoid_loss(emb[0], emb[1], scale, bias, **kw)
+def pair_adapter(fn: Callable[..., jax.Array], *, uses_bias: bool = False):
+  """Adapts ``fn(x, y, scale[, bias], **kw)`` to the registry's calling convention."""
+  def adapted(embeddings, scale, bias, side, **kw):
+    del side
+    x, y = embeddings
+    return fn(x, y, scale, bias, **kw) if uses_bias else fn(x, y, scale, **kw)
+  return adapted
 
 
 LOSSES: dict[str, Objective] = {}
@@ -80,6 +89,9 @@ def get(name: str) -> Objective:
     raise ValueError(f"Unknown loss {name!r}; known: {', '.join(sorted(LOSSES))}.") from None
 
 
-register(Objective("softmax", _softmax, init="clip", paper="CLIP (Radford et al., 2021)"))
-register(Objective("sigmoid", _sigmoid, uses_bias=True, init="siglip",
-                   paper="SigLIP (Zhai et al., 2023)"))
+register(Objective("softmax", pair_adapter(softmax_loss), init="clip",
+                   paper="CLIP (Radford et al., 2021)",
+                   reference=pair_adapter(reference.softmax_loss)))
+register(Objective("sigmoid", pair_adapter(sigmoid_loss, uses_bias=True), uses_bias=True,
+                   init="siglip", paper="SigLIP (Zhai et al., 2023)",
+                   reference=pair_adapter(reference.sigmoid_loss, uses_bias=True)))

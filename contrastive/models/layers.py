@@ -107,7 +107,7 @@ def drop_path(x: jax.Array, rate: float | jax.Array, rng: jax.Array) -> jax.Arra
 
 
 class MlpBlock(nn.Module):
-  """Dense, activation, dropout, Dense: `[batch, length, embed] -> [batch, length, embed]`."""
+  """Dense, activation, dropout, Dense: `[batch, (length,) embed] -> [batch, (length,) embed]`."""
   mlp_dim: int
   act: Activation = "gelu"
   dropout: float = 0.0
@@ -120,13 +120,42 @@ class MlpBlock(nn.Module):
         self.mlp_dim, dtype=self.dtype, param_dtype=jnp.float32, name="fc1",
         kernel_init=partitioned(nn.initializers.xavier_uniform(), ("embed", "mlp")),
         bias_init=partitioned(nn.initializers.normal(1e-6), ("mlp",)))(x)
-    h = constrain(h, ("batch", "length", "mlp"))
+    h = constrain(h, ("batch",) + ("length",) * (h.ndim - 2) + ("mlp",))
     h = ACTIVATIONS[self.act](h)
     h = nn.Dropout(self.dropout)(h, deterministic=not train)
     return nn.Dense(
         width, dtype=self.dtype, param_dtype=jnp.float32, name="fc2",
         kernel_init=partitioned(nn.initializers.xavier_uniform(), ("mlp", "embed")),
         bias_init=partitioned(nn.initializers.normal(1e-6), ("embed",)))(h)
+
+
+class DenseGeneral(nn.Module):
+  """A linear map contracting the last `in_axes` input dimensions into `features`.
+
+  Like `nn.DenseGeneral`, but it creates its kernel at full rank, so its logical partitioning
+  (`kernel_names`, one name per kernel dimension) holds even when initialized under a mesh.
+  """
+  features: tuple[int, ...]
+  kernel_names: tuple[str | None, ...]
+  in_axes: int = 1
+  use_bias: bool = True
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """`[..., *in_dims] -> [..., *features]`."""
+    n_in = self.in_axes
+    shape = tuple(x.shape[-n_in:]) + tuple(self.features)
+    init = nn.initializers.xavier_uniform(in_axis=tuple(range(n_in)),
+                                          out_axis=tuple(range(n_in, len(shape))))
+    kernel = self.param("kernel", partitioned(init, self.kernel_names), shape, jnp.float32)
+    y = jnp.tensordot(x.astype(self.dtype), kernel.astype(self.dtype),
+                      axes=(tuple(range(x.ndim - n_in, x.ndim)), tuple(range(n_in))))
+    if self.use_bias:
+      bias = self.param("bias", partitioned(nn.initializers.zeros, self.kernel_names[n_in:]),
+                        tuple(self.features), jnp.float32)
+      y = y + bias.astype(self.dtype)
+    return y
 
 
 class Attention(nn.Module):
@@ -155,11 +184,9 @@ class Attention(nn.Module):
     """
     width = x.shape[-1]
     head_dim = width // self.num_heads
-    proj = functools.partial(
-        nn.DenseGeneral, features=(self.num_heads, head_dim), axis=-1, use_bias=self.qkv_bias,
-        dtype=self.dtype, param_dtype=jnp.float32,
-        kernel_init=partitioned(nn.initializers.xavier_uniform(), ("embed", "heads", "kv")),
-        bias_init=partitioned(nn.initializers.zeros, ("heads", "kv")))
+    proj = functools.partial(DenseGeneral, features=(self.num_heads, head_dim),
+                             kernel_names=("embed", "heads", "kv"), use_bias=self.qkv_bias,
+                             dtype=self.dtype)
     names = ("batch", "length", "heads", "kv")
     q = constrain(proj(name="query")(x), names)
     k = constrain(proj(name="key")(kv), names)
@@ -171,10 +198,8 @@ class Attention(nn.Module):
     weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
     out = jnp.einsum("bhqk,bkhd->bqhd", weights, v)
     out = constrain(out, names)
-    return nn.DenseGeneral(
-        features=width, axis=(-2, -1), dtype=self.dtype, param_dtype=jnp.float32, name="out",
-        kernel_init=partitioned(nn.initializers.xavier_uniform(), ("heads", "kv", "embed")),
-        bias_init=partitioned(nn.initializers.zeros, ("embed",)))(out)
+    return DenseGeneral(features=(width,), kernel_names=("heads", "kv", "embed"), in_axes=2,
+                        dtype=self.dtype, name="out")(out)
 
 
 class EncoderBlock(nn.Module):

@@ -1,8 +1,4 @@
-"""Dense reference losses: the paper's equations over the full ``[B, B]`` matrix.
-
-For tests and small batches only. Same names and signatures as `contrastive.losses` without
-``axis_name``; ``block_size`` is accepted and ignored.
-"""
+"""Dense CLIP and SigLIP losses."""
 
 from __future__ import annotations
 

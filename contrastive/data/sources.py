@@ -1,0 +1,211 @@
+"""Data sources by name: `synthetic`, `tfds`, `arrayrecord`.
+
+A source is random access (`len`, `[i]`) over dicts. `make_source(config, split=...)` looks the
+name `config.source` up in `SOURCES`, checks that the configured fields exist, and returns a
+`Source`; `Source.dataset()` is the `grain.MapDataset` of its records. Reading never raises on a
+bad record: the record comes back as `{"__error__": reason, "index": i}` and the pipeline skips
+and counts it. Every record carries its source position under `"index"`.
+
+Sources and their options (`config.<source>.<option>`):
+
+- `synthetic`: the built-in dataset (`contrastive.data.synthetic`). Options: `seed` (0),
+  `train_size` (100_000), `test_size` (2_000), `view_size` (1_000), `num_heldout` (8),
+  `min_objects` (1), `max_objects` (3). Splits: `train`, `test`, `shape`, `colour`, `count`.
+  Fields: `image` (uint8 array), `caption`, `meaning_id`, `heldout`, `num_objects`, `label`,
+  `hard_negative_captions`, `hard_negative_valid`, `hard_negative_meaning_ids`, `index`.
+- `tfds`: a tensorflow-datasets dataset prepared in ArrayRecord format, read with
+  `tfds.data_source` (no TensorFlow). Options: `name` (e.g. `"coco_captions"` or
+  `"my_set:1.0.0"`), `data_dir` (None for the tfds default). Splits: the dataset's (slices like
+  `"train[:90%]"` too). Fields: the dataset's features; images are read undecoded and decoded
+  in the pipeline, so a corrupt one is skipped.
+- `arrayrecord`: a directory written by `python -m contrastive.data.build`. Options: `path`.
+  Fields: `image` (encoded bytes), `caption` (list of str), `key`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+import dataclasses
+import os
+from typing import Any
+
+import grain
+import ml_collections
+
+from contrastive.data import records
+from contrastive.data import synthetic
+from contrastive.data.transforms import ERROR_KEY
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+  """A random-access source and what the pipeline needs to know about it.
+
+  Attributes:
+    data: random access (`__len__`, `__getitem__`, a stable `__repr__`) over record dicts.
+    fields: the top-level record keys.
+    passthrough: numeric fields the pipeline copies into each example.
+    has_hard_negatives: whether records carry `hard_negative_captions`.
+  """
+  data: Any
+  fields: tuple[str, ...]
+  passthrough: tuple[str, ...] = ("index",)
+  has_hard_negatives: bool = False
+
+  def __len__(self) -> int:
+    return len(self.data)
+
+  def __getitem__(self, index: int) -> dict[str, Any]:
+    return self.data[index]
+
+  def dataset(self) -> grain.MapDataset:
+    """The records as a `grain.MapDataset`."""
+    return grain.MapDataset.source(self.data)
+
+
+class SafeSource:
+  """Wraps a source so a record that fails to read becomes `{"__error__": reason}`."""
+
+  def __init__(self, data: Any):
+    self._data = data
+
+  def __len__(self) -> int:
+    return len(self._data)
+
+  def __getitem__(self, index: int) -> dict[str, Any]:
+    index = int(index)
+    try:
+      record = dict(self._data[index])
+    except Exception as e:  # noqa: BLE001  (any reader error is a bad record, counted upstream)
+      return {ERROR_KEY: f"{type(e).__name__}: {e}", "index": index}
+    record.setdefault("index", index)
+    return record
+
+  def __repr__(self) -> str:
+    return f"SafeSource({self._data!r})"
+
+
+def _options(config: ml_collections.ConfigDict, name: str, defaults: dict[str, Any]
+             ) -> dict[str, Any]:
+  """`config.<name>` merged over `defaults`; unknown keys fail, listing the known ones."""
+  given = dict(config.get(name) or {})
+  unknown = sorted(set(given) - set(defaults))
+  if unknown:
+    raise ValueError(f"Unknown option(s) {unknown} for data source {name!r}; known: "
+                     f"{sorted(defaults)}.")
+  return {**defaults, **{k: v for k, v in given.items() if v is not None}}
+
+
+SYNTHETIC_DEFAULTS = dict(seed=0, train_size=100_000, test_size=2_000, view_size=1_000,
+                          num_heldout=8, min_objects=1, max_objects=3)
+TFDS_DEFAULTS = dict(name=None, data_dir=None)
+ARRAYRECORD_DEFAULTS = dict(path=None)
+
+
+def synthetic_source(config: ml_collections.ConfigDict, *, split: str) -> Source:
+  """The built-in dataset at `config.image_size`."""
+  opts = _options(config, "synthetic", SYNTHETIC_DEFAULTS)
+  size = {"train": opts["train_size"], "test": opts["test_size"]}.get(split, opts["view_size"])
+  data = synthetic.ShapesSource(
+      split=split, num_examples=size, image_size=config.get("image_size", 64), seed=opts["seed"],
+      num_heldout=opts["num_heldout"], min_objects=opts["min_objects"],
+      max_objects=opts["max_objects"])
+  return Source(data=SafeSource(data), fields=synthetic.ShapesSource.fields,
+                passthrough=("index", "meaning_id", "heldout", "num_objects", "label"),
+                has_hard_negatives=True)
+
+
+def tfds_source(config: ml_collections.ConfigDict, *, split: str) -> Source:
+  """A tfds dataset in ArrayRecord format, `config.tfds.name` under `config.tfds.data_dir`."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
+  opts = _options(config, "tfds", TFDS_DEFAULTS)
+  if not opts["name"]:
+    raise ValueError("data.source='tfds' needs data.tfds.name (e.g. 'coco_captions').")
+  if opts["data_dir"] is not None and not os.path.isdir(opts["data_dir"]):
+    raise FileNotFoundError(f"data.tfds.data_dir {opts['data_dir']!r} does not exist.")
+  try:
+    builder = tfds.builder(opts["name"], data_dir=opts["data_dir"], try_gcs=False)
+  except Exception as e:  # noqa: BLE001  (tfds raises several kinds for a missing dataset)
+    raise FileNotFoundError(
+        f"tfds dataset {opts['name']!r} not found under data_dir {opts['data_dir']!r}: {e}") from e
+  if not builder.is_prepared():
+    raise FileNotFoundError(
+        f"tfds dataset {opts['name']!r} is not prepared under {builder.data_dir!r}; prepare it "
+        "with file_format='array_record' first.")
+  file_format = getattr(builder.info, "file_format", None)
+  file_format = str(getattr(file_format, "value", file_format)).lower()
+  if "array_record" not in file_format:
+    raise ValueError(f"tfds dataset {opts['name']!r} is stored as {file_format!r}; random access "
+                     "without TensorFlow needs file_format='array_record'.")
+  base_split = split.split("[")[0]
+  if base_split not in builder.info.splits:
+    raise ValueError(f"Split {split!r} is not in tfds dataset {opts['name']!r}; known: "
+                     f"{sorted(builder.info.splits)}.")
+  features = builder.info.features
+  decoders = _skip_image_decoding(features, config.get("image_key", "image"))
+  data = builder.as_data_source(split, decoders=decoders)
+  return Source(data=SafeSource(data), fields=tuple(features.keys()), passthrough=("index",))
+
+
+def _skip_image_decoding(features, key: str) -> dict[str, Any] | None:
+  """tfds decoders that leave the image at `key` (a `/` path) encoded, or None."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
+  parts = key.split("/")
+  feature = features
+  for part in parts:
+    try:
+      feature = feature[part]
+    except (KeyError, TypeError):
+      return None
+  if not isinstance(feature, tfds.features.Image):
+    return None
+  decoders: Any = tfds.decode.SkipDecoding()
+  for part in reversed(parts):
+    decoders = {part: decoders}
+  return decoders
+
+
+def arrayrecord_source(config: ml_collections.ConfigDict, *, split: str) -> Source:
+  """A dataset directory written by `python -m contrastive.data.build`."""
+  opts = _options(config, "arrayrecord", ARRAYRECORD_DEFAULTS)
+  if not opts["path"]:
+    raise ValueError("data.source='arrayrecord' needs data.arrayrecord.path (a directory "
+                     "written by `python -m contrastive.data.build`).")
+  data = records.ImageTextSource(opts["path"], split)
+  return Source(data=SafeSource(data), fields=records.FIELDS, passthrough=("index",))
+
+
+# Sources by the name `config.source` gives.
+SOURCES: dict[str, Callable[..., Source]] = {
+    "synthetic": synthetic_source,
+    "tfds": tfds_source,
+    "arrayrecord": arrayrecord_source,
+}
+
+
+def make_source(config: ml_collections.ConfigDict, *, split: str) -> Source:
+  """The source `config.source` names, for `split`, with its fields checked.
+
+  Args:
+    config: the data config (`config.data`): `source`, its options block, `image_key`,
+      `text_key`, `label_key`, `image_size`.
+    split: the split to read.
+
+  Raises:
+    ValueError: an unknown source, an unknown split, or a configured field the source lacks.
+    FileNotFoundError: missing files or directories.
+  """
+  name = config.get("source", "synthetic")
+  if name not in SOURCES:
+    raise ValueError(f"Unknown data source {name!r}; known: {sorted(SOURCES)}.")
+  source = SOURCES[name](config, split=split)
+  for key_name in ("image_key", "text_key", "label_key"):
+    key = config.get(key_name)
+    if key is None:
+      continue
+    if key.split("/")[0] not in source.fields:
+      raise ValueError(f"data.{key_name}={key!r} is not a field of data source {name!r} "
+                       f"(split {split!r}); its fields: {sorted(source.fields)}.")
+  return source

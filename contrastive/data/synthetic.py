@@ -1,0 +1,477 @@
+"""The built-in dataset: procedurally drawn shapes with compositional captions.
+
+Every example is a pure function of `(seed, split, index)`: one to three objects, each a shape
+(8), a colour (8) and a size (2), placed on a varied background, and a caption that names every
+attribute and the layout ("a small red circle on the left", "a large blue square above a small
+green triangle", "a small red star, a large white ring and a small cyan cross from left to
+right"). Nothing is downloaded and nothing is stored.
+
+Layouts. One object: a position (`on the left`, `on the right`, `at the top`, `at the bottom`,
+`in the middle`). Two objects: a relation of the first to the second (`above`, `below`, `to the
+left of`, `to the right of`). Three objects: a row, listed in a direction (`from left to right`,
+`from right to left`, `from top to bottom`, `from bottom to top`).
+
+Meaning. `meaning_id` encodes the objects, attributes and layout after canonicalization ("A
+below B" is "B above A"), so two random images with the same caption content share it; a
+retrieval hit of the same meaning is a correct hit.
+
+Held-out combinations. `heldout_pairs(k)` names `k` (colour, shape) pairs, each colour and each
+shape at most once, that never occur in the `train` split, not even in its hard-negative
+captions. The `test` split draws half its examples with at least one held-out object; its
+`heldout` flag says which.
+
+Hard negatives. Each caption comes with three compositional negatives, in the same template:
+`attribute_swap` (colours, or else sizes, of two objects exchanged), `relation_swap` (the
+relation or position reversed), `attribute_change` (one attribute of one object changed). A
+negative that does not exist for an example (a swap with one object, a reversal of "in the
+middle") is the empty string, with `hard_negative_valid` False.
+
+Splits: `train`, `test`, and the labelled views `shape`, `colour` (one object each) and `count`
+(one to three objects), for zero-shot classification; see `labelled_views()`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+from typing import Any, Literal
+
+import numpy as np
+
+SHAPES = ("circle", "square", "triangle", "diamond", "cross", "ring", "star", "hexagon")
+COLOURS = ("red", "orange", "yellow", "green", "cyan", "blue", "purple", "white")
+SIZES = ("small", "large")
+POSITIONS = ("on the left", "on the right", "at the top", "at the bottom", "in the middle")
+RELATIONS = ("above", "below", "to the left of", "to the right of")
+DIRECTIONS = ("from left to right", "from right to left", "from top to bottom",
+              "from bottom to top")
+HARD_NEGATIVE_KINDS = ("attribute_swap", "relation_swap", "attribute_change")
+COUNT_NAMES = ("one", "two", "three")
+SPLITS = ("train", "test", "shape", "colour", "count")
+
+RGB = np.array([(220, 40, 40), (245, 140, 20), (240, 225, 40), (40, 170, 60), (40, 205, 225),
+                (40, 70, 225), (145, 60, 205), (248, 248, 248)], np.float32)
+
+# Radius as a fraction of the image side, by size; three-object rows are drawn 0.8 times smaller.
+_RADIUS = (0.11, 0.19)
+_ROW_SCALE = 0.8
+# Caption templates by number of objects; `{0}`, `{1}`, `{2}` are objects, `{r}` the layout.
+_TEMPLATES = (
+    ("a {0} {r}", "{r}, a {0}", "there is a {0} {r}", "a picture of a {0} {r}"),
+    ("a {0} {r} a {1}", "there is a {0} {r} a {1}", "a picture of a {0} {r} a {1}"),
+    ("a {0}, a {1} and a {2} {r}", "{r}: a {0}, a {1} and a {2}",
+     "a row of shapes {r}: a {0}, a {1} and a {2}"),
+)
+_N_OBJ = len(SHAPES) * len(COLOURS) * len(SIZES)  # codes of one object
+
+
+@dataclasses.dataclass(frozen=True)
+class Scene:
+  """What an image shows, in caption order.
+
+  Attributes:
+    objects: `(shape, colour, size)` index triples, one to three.
+    layout: index into `POSITIONS` (one object), `RELATIONS` (two) or `DIRECTIONS` (three).
+  """
+  objects: tuple[tuple[int, int, int], ...]
+  layout: int
+
+
+@dataclasses.dataclass(frozen=True)
+class LabelledView:
+  """A zero-shot classification task on the built-in dataset.
+
+  Attributes:
+    name: the split that holds its images (`"shape"`, `"colour"` or `"count"`); records carry
+      the class index under `"label"`.
+    class_names: the name of each class, in label order.
+    templates: prompt templates with one `{}` for a class name.
+  """
+  name: str
+  class_names: tuple[str, ...]
+  templates: tuple[str, ...]
+
+  def prompts(self) -> list[list[str]]:
+    """`[num_classes][num_templates]` prompt strings."""
+    return [[t.format(c) for t in self.templates] for c in self.class_names]
+
+
+def labelled_views() -> dict[str, LabelledView]:
+  """The zero-shot views `shape`, `colour` and `count`, by name."""
+  return {
+      "shape": LabelledView("shape", SHAPES, (
+          "a {}", "a picture of a {}", "there is a {}", "a small {}", "a large {}")),
+      "colour": LabelledView("colour", COLOURS, (
+          "a {} shape", "a picture of a {} shape", "there is a {} shape", "a small {} shape",
+          "a large {} shape")),
+      "count": LabelledView("count", COUNT_NAMES, (
+          "{} shapes", "a picture of {} shapes", "there are {} shapes", "{} objects")),
+  }
+
+
+def heldout_pairs(num: int = 8) -> frozenset[tuple[int, int]]:
+  """`num` (colour, shape) index pairs held out of training; each colour and shape at most once."""
+  if not 0 <= num <= len(COLOURS):
+    raise ValueError(f"num_heldout must be in [0, {len(COLOURS)}], got {num}.")
+  return frozenset((c, (3 * c + 1) % len(SHAPES)) for c in range(num))
+
+
+def object_phrase(obj: tuple[int, int, int]) -> str:
+  shape, colour, size = obj
+  return f"{SIZES[size]} {COLOURS[colour]} {SHAPES[shape]}"
+
+
+def caption(scene: Scene, template: int = 0) -> str:
+  """The caption of `scene` in template number `template` (taken modulo their number)."""
+  n = len(scene.objects)
+  layout = (POSITIONS, RELATIONS, DIRECTIONS)[n - 1][scene.layout]
+  templates = _TEMPLATES[n - 1]
+  return templates[template % len(templates)].format(
+      *(object_phrase(o) for o in scene.objects), r=layout)
+
+
+def _flip_layout(n: int, layout: int) -> int | None:
+  """The reversed position, relation or direction; None for "in the middle"."""
+  if n == 1:
+    return {0: 1, 1: 0, 2: 3, 3: 2}.get(layout)
+  return layout ^ 1  # above<->below, left<->right, and likewise for directions
+
+
+def canonical(scene: Scene) -> Scene:
+  """The same meaning with the relation `above`/`to the left of` (direction left/top first)."""
+  n = len(scene.objects)
+  if n == 1 or scene.layout % 2 == 0:
+    return scene
+  return Scene(tuple(reversed(scene.objects)), scene.layout ^ 1)
+
+
+def meaning_id(scene: Scene) -> int:
+  """An integer naming the scene's canonical meaning (objects, attributes and layout).
+
+  One object: `[0, 640)`; two: the next `2 * 128**2`; three: the next `2 * 128**3` (below 2**23).
+  """
+  s = canonical(scene)
+  codes = [(shape * len(COLOURS) + colour) * len(SIZES) + size for shape, colour, size in s.objects]
+  n = len(codes)
+  if n == 1:
+    return codes[0] * len(POSITIONS) + s.layout
+  base = _N_OBJ * len(POSITIONS)
+  if n == 2:
+    return base + (codes[0] * 2 + s.layout // 2) * _N_OBJ + codes[1]
+  base += 2 * _N_OBJ ** 2
+  return base + ((codes[0] * _N_OBJ + codes[1]) * _N_OBJ + codes[2]) * 2 + s.layout // 2
+
+
+def _has_heldout(objects, heldout) -> bool:
+  return any((colour, shape) in heldout for shape, colour, _ in objects)
+
+
+class _Draws:
+  """Uniform draws taken from a generator in blocks (one numpy call instead of dozens)."""
+
+  def __init__(self, rng: np.random.Generator, block: int = 96):
+    self._rng, self._block = rng, block
+    self._values: list[float] = []
+    self._next = 0
+
+  def uniform(self, lo: float = 0.0, hi: float = 1.0) -> float:
+    if self._next == len(self._values):
+      self._values, self._next = self._rng.random(self._block).tolist(), 0
+    self._next += 1
+    return lo + (hi - lo) * self._values[self._next - 1]
+
+  def integer(self, n: int) -> int:
+    return min(int(self.uniform() * n), n - 1)
+
+  def rotation(self, items: list) -> list:
+    """`items` starting at a random place (an order cheaper than a permutation)."""
+    if not items:
+      return items
+    k = self.integer(len(items))
+    return items[k:] + items[:k]
+
+
+def hard_negatives(scene: Scene, rng: np.random.Generator | _Draws, *,
+                   forbidden: frozenset = frozenset()
+                   ) -> tuple[Scene | None, Scene | None, Scene | None]:
+  """The attribute-swap, relation-swap and attribute-change negatives of `scene`.
+
+  Each is a scene of a different meaning, or None where none exists. No negative contains a
+  (colour, shape) pair from `forbidden` (the held-out pairs, for the training split).
+  """
+  draws = rng if isinstance(rng, _Draws) else _Draws(rng)
+  objs = scene.objects
+  n = len(objs)
+  mid = meaning_id(scene)
+
+  def ok(s: Scene | None) -> Scene | None:
+    if s is None or _has_heldout(s.objects, forbidden) or meaning_id(s) == mid:
+      return None
+    return s
+
+  swap = None
+  pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
+  for attr in (1, 2):  # colour, then size
+    for i, j in draws.rotation(pairs):
+      if objs[i][attr] == objs[j][attr]:
+        continue
+      new = [list(o) for o in objs]
+      new[i][attr], new[j][attr] = objs[j][attr], objs[i][attr]
+      swap = ok(Scene(tuple(tuple(o) for o in new), scene.layout))
+      if swap is not None:
+        break
+    if swap is not None:
+      break
+
+  flipped = _flip_layout(n, scene.layout)
+  relation = ok(Scene(objs, flipped)) if flipped is not None else None
+
+  change = None
+  sizes = (len(SHAPES), len(COLOURS), len(SIZES))
+  options = [(i, a, v) for i in range(n) for a in range(3) for v in range(sizes[a])
+             if v != objs[i][a]]
+  for i, a, v in draws.rotation(options):
+    new = [list(o) for o in objs]
+    new[i][a] = v
+    change = ok(Scene(tuple(tuple(o) for o in new), scene.layout))
+    if change is not None:
+      break
+  return swap, relation, change
+
+
+# ---------------------------------------------------------------------------------------------
+# Drawing.
+
+
+@functools.lru_cache(maxsize=8)
+def _grid(size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Pixel-centre coordinates in [0, 1] and the 4x4 nearest-upsampling index, for one size."""
+  coords = (np.arange(size, dtype=np.float32) + 0.5) / size
+  cell = np.minimum((np.arange(size) * 4) // size, 3)
+  return coords, coords.copy(), cell
+
+
+def _mask(shape: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+  """Boolean mask of a unit shape; `u` `[1, w]`, `v` `[h, 1]` are offsets over the radius."""
+  name = SHAPES[shape]
+  if name == "circle":
+    return u * u + v * v <= 1.0
+  if name == "square":
+    return np.maximum(np.abs(u), np.abs(v)) <= 0.82
+  if name == "triangle":  # apex up (image y grows downward)
+    return (v <= 0.72) & (np.abs(u) <= (v + 0.98) * 0.58)
+  if name == "diamond":
+    return np.abs(u) + np.abs(v) <= 1.0
+  if name == "cross":
+    au, av = np.abs(u), np.abs(v)
+    return ((au <= 0.3) & (av <= 0.95)) | ((av <= 0.3) & (au <= 0.95))
+  if name == "ring":
+    r2 = u * u + v * v
+    return (r2 <= 1.0) & (r2 >= 0.36)
+  if name == "star":
+    angle = np.arctan2(v, u) + np.pi / 2
+    radius = 0.45 + 0.55 * np.abs(np.cos(2.5 * angle)) ** 3
+    return u * u + v * v <= radius * radius
+  if name == "hexagon":
+    au, av = np.abs(u), np.abs(v)
+    return (av <= 0.87) & (1.732 * au + av <= 1.732)
+  raise ValueError(f"unknown shape index {shape}")
+
+
+def _background(draws: _Draws, rng: np.random.Generator, size: int) -> np.ndarray:
+  """A muted two-colour gradient with coarse noise, channels first: float32 `[3, size, size]`.
+
+  (Channels first because numpy broadcasts a trailing axis of 3 slowly.)
+  """
+  xs, ys, cell = _grid(size)
+  draw = rng.random((2, 4), np.float32)  # grey level and three tints, for two colours
+  base = (55.0 + 110.0 * draw[:, :1] + 44.0 * (draw[:, 1:] - 0.5))[:, :, None, None]
+  angle = draws.uniform(0.0, 2 * np.pi)
+  t = (np.float32(np.cos(angle)) * (xs - 0.5))[None, :] + (
+      np.float32(np.sin(angle)) * (ys - 0.5) + 0.5)[:, None]
+  noise = (rng.random((3, 4, 4), np.float32) - 0.5) * 30.0
+  return base[0] + (base[1] - base[0]) * t + noise[:, cell][:, :, cell]
+
+
+def _clip(x: float, lo: float, hi: float) -> float:
+  return min(max(x, lo), hi)
+
+
+def _placements(scene: Scene, draws: _Draws) -> list[tuple[float, float, float]]:
+  """`(cx, cy, radius)` per object, in fractions of the image side."""
+  n = len(scene.objects)
+  scale = _ROW_SCALE if n == 3 else 1.0
+  radii = [_RADIUS[o[2]] * scale * draws.uniform(0.92, 1.08) for o in scene.objects]
+  if n == 1:
+    (xlo, xhi), (ylo, yhi) = {0: ((0.17, 0.3), (0.35, 0.65)), 1: ((0.7, 0.83), (0.35, 0.65)),
+                              2: ((0.35, 0.65), (0.17, 0.3)), 3: ((0.35, 0.65), (0.7, 0.83)),
+                              4: ((0.43, 0.57), (0.43, 0.57))}[scene.layout]
+    r = radii[0]
+    return [(_clip(draws.uniform(xlo, xhi), r + 0.01, 1 - r - 0.01),
+             _clip(draws.uniform(ylo, yhi), r + 0.01, 1 - r - 0.01), r)]
+  if n == 2:
+    vertical = scene.layout in (0, 1)
+    forward = scene.layout in (0, 2)  # above / left of: object 0 has the smaller coordinate
+    order = radii if forward else radii[::-1]
+    gap = order[0] + order[1] + 0.03 + draws.uniform(0.0, 0.15)
+    start = draws.uniform(order[0] + 0.01, max(order[0] + 0.01, 0.99 - order[1] - gap))
+    along = [start, start + gap]
+  else:
+    vertical = scene.layout in (2, 3)
+    forward = scene.layout in (0, 2)
+    order = radii if forward else radii[::-1]
+    step = max(order[0] + order[1], order[1] + order[2]) + 0.02
+    step = draws.uniform(step, max(step, (0.98 - order[0] - order[2]) / 2))
+    start = draws.uniform(order[0] + 0.01, max(order[0] + 0.01, 0.99 - order[2] - 2 * step))
+    along = [start, start + step, start + 2 * step]
+  if not forward:
+    along = along[::-1]
+  centre = draws.uniform(0.3, 0.7)
+  out = []
+  for a, r in zip(along, radii):
+    across = _clip(centre + draws.uniform(-0.07, 0.07), r + 0.01, 1 - r - 0.01)
+    out.append((across, a, r) if vertical else (a, across, r))
+  return out
+
+
+def render(scene: Scene, rng: np.random.Generator | _Draws, image_size: int, *,
+           noise_rng: np.random.Generator | None = None) -> np.ndarray:
+  """Draws `scene`: uint8 `[image_size, image_size, 3]`."""
+  draws = rng if isinstance(rng, _Draws) else _Draws(rng)
+  noise_rng = noise_rng if noise_rng is not None else draws._rng  # pylint: disable=protected-access
+  image = _background(draws, noise_rng, image_size)
+  xs, ys, _ = _grid(image_size)
+  for (shape, colour, _), (cx, cy, r) in zip(scene.objects, _placements(scene, draws)):
+    x0 = max(int((cx - r) * image_size), 0)
+    x1 = min(int(np.ceil((cx + r) * image_size)) + 1, image_size)
+    y0 = max(int((cy - r) * image_size), 0)
+    y1 = min(int(np.ceil((cy + r) * image_size)) + 1, image_size)
+    u = ((xs[x0:x1] - cx) / r)[None, :]
+    v = ((ys[y0:y1] - cy) / r)[:, None]
+    jitter = (noise_rng.random(3, np.float32) - 0.5) * 36.0
+    window = image[:, y0:y1, x0:x1]
+    window[:, _mask(shape, u, v)] = (RGB[colour] + jitter)[:, None]
+  return np.clip(image, 0, 255).transpose(1, 2, 0).astype(np.uint8, order="C")
+
+
+# ---------------------------------------------------------------------------------------------
+# The source.
+
+
+def _stream_key(seed: int, split: str) -> int:
+  """A 64-bit key of `(seed, split)`, stable across processes (unlike the salted `hash()`)."""
+  digest = hashlib.blake2b(f"contrastive.synthetic/{seed}/{split}".encode(), digest_size=8)
+  return int.from_bytes(digest.digest(), "little")
+
+
+class ShapesSource:
+  """Random-access source of the built-in dataset (grain `RandomAccessDataSource` protocol).
+
+  `source[i]` is a dict:
+    image: uint8 `[image_size, image_size, 3]`.
+    caption: str.
+    meaning_id: int, the canonical meaning (see `meaning_id`).
+    heldout: bool, whether an object is a held-out (colour, shape) pair.
+    num_objects: int in 1..3.
+    label: int, the class in the split's labelled view (`shape`, `colour`, `count` splits;
+      -1 in `train` and `test`).
+    hard_negative_captions: tuple of 3 str, in `HARD_NEGATIVE_KINDS` order ("" where none).
+    hard_negative_valid: bool `[3]`.
+    hard_negative_meaning_ids: int `[3]` (-1 where none).
+    index: int, `i`.
+
+  Args:
+    split: one of `SPLITS`.
+    num_examples: the length (the content does not depend on it).
+    image_size: the side in pixels, 8 to 1024 (32 to 224 is the intended range).
+    seed: the dataset seed; with `split` and the index it fixes every example.
+    num_heldout: how many (colour, shape) pairs `heldout_pairs` holds out of `train`.
+    min_objects, max_objects: the number of objects per image in `train` and `test`.
+  """
+
+  fields = ("image", "caption", "meaning_id", "heldout", "num_objects", "label",
+            "hard_negative_captions", "hard_negative_valid", "hard_negative_meaning_ids",
+            "index")
+
+  def __init__(self, *, split: Literal["train", "test", "shape", "colour", "count"],
+               num_examples: int, image_size: int = 64, seed: int = 0, num_heldout: int = 8,
+               min_objects: int = 1, max_objects: int = 3):
+    if split not in SPLITS:
+      raise ValueError(f"Unknown split {split!r} of the synthetic dataset; known: {SPLITS}.")
+    if not 8 <= image_size <= 1024:
+      raise ValueError(f"image_size must be in [8, 1024], got {image_size}.")
+    if not 1 <= min_objects <= max_objects <= 3:
+      raise ValueError(
+          f"Need 1 <= min_objects <= max_objects <= 3, got {min_objects}, {max_objects}.")
+    if num_examples < 1:
+      raise ValueError(f"num_examples must be positive, got {num_examples}.")
+    self.split = split
+    self.num_examples = int(num_examples)
+    self.image_size = int(image_size)
+    self.seed = int(seed)
+    self.num_heldout = int(num_heldout)
+    self.min_objects, self.max_objects = int(min_objects), int(max_objects)
+    self.heldout = heldout_pairs(num_heldout)
+    colours_shapes = [(c, s) for c in range(len(COLOURS)) for s in range(len(SHAPES))]
+    self._seen = [p for p in colours_shapes if p not in self.heldout]
+    self._held = sorted(self.heldout)
+    self._all = colours_shapes
+    self._key = _stream_key(self.seed, split)
+
+  def __len__(self) -> int:
+    return self.num_examples
+
+  def __repr__(self) -> str:
+    return (f"ShapesSource(split={self.split!r}, num_examples={self.num_examples}, "
+            f"image_size={self.image_size}, seed={self.seed}, num_heldout={self.num_heldout}, "
+            f"objects={self.min_objects}..{self.max_objects})")
+
+  def _object(self, draws: _Draws, pool) -> tuple[int, int, int]:
+    colour, shape = pool[draws.integer(len(pool))]
+    return (shape, colour, draws.integer(len(SIZES)))
+
+  def scene(self, rng: np.random.Generator | _Draws) -> tuple[Scene, int]:
+    """Draws a scene of this split and its label (-1 outside the labelled views)."""
+    draws = rng if isinstance(rng, _Draws) else _Draws(rng)
+    split = self.split
+    if split in ("shape", "colour"):
+      obj = self._object(draws, self._all)
+      scene = Scene((obj,), draws.integer(len(POSITIONS)))
+      return scene, obj[0] if split == "shape" else obj[1]
+    if split == "count":
+      n = 1 + draws.integer(3)
+    else:
+      n = self.min_objects + draws.integer(self.max_objects - self.min_objects + 1)
+    layout = draws.integer((len(POSITIONS), len(RELATIONS), len(DIRECTIONS))[n - 1])
+    if split == "count":
+      return Scene(tuple(self._object(draws, self._all) for _ in range(n)), layout), n - 1
+    pools = [self._seen] * n
+    if split == "test" and self._held and draws.uniform() < 0.5:
+      pools[draws.integer(n)] = self._held
+    return Scene(tuple(self._object(draws, p) for p in pools), layout), -1
+
+  def __getitem__(self, index: int) -> dict[str, Any]:
+    index = int(index) % self.num_examples
+    # Philox takes its key directly (no SeedSequence hashing): one independent stream per
+    # (seed, split, index).
+    rng = np.random.Generator(np.random.Philox(key=index + (self._key << 64)))
+    draws = _Draws(rng)
+    scene, label = self.scene(draws)
+    template = draws.integer(len(_TEMPLATES[len(scene.objects) - 1]))
+    forbidden = self.heldout if self.split == "train" else frozenset()
+    negatives = hard_negatives(scene, draws, forbidden=forbidden)
+    return {
+        "image": render(scene, draws, self.image_size),
+        "caption": caption(scene, template),
+        "meaning_id": meaning_id(scene),
+        "heldout": _has_heldout(scene.objects, self.heldout),
+        "num_objects": len(scene.objects),
+        "label": label,
+        "hard_negative_captions": tuple("" if s is None else caption(s, template)
+                                        for s in negatives),
+        "hard_negative_valid": np.array([s is not None for s in negatives]),
+        "hard_negative_meaning_ids": np.array(
+            [-1 if s is None else meaning_id(s) for s in negatives], np.int32),
+        "index": index,
+    }

@@ -1,0 +1,253 @@
+"""Tokenizers to fixed-length int32 ids, with 0 as padding.
+
+Three kinds, picked by `make_tokenizer(spec)`:
+
+- `"bytes"`: UTF-8 bytes, no files and no extra packages. Ids: 0 padding, 1 end of text,
+  2 mask, 3 + byte. Vocabulary 259.
+- a path ending in `.model`: a SentencePiece model (`pip install contrastive[tokenizers]`).
+- a path ending in `.json`: a Hugging Face `tokenizers` file, e.g. one written by `train_bpe`
+  (`pip install contrastive[tokenizers]`).
+
+Every tokenizer encodes a text to its ids, cut to `max_len - 1`, then the end-of-text id, then
+padding: `[max_len]` int32. A SentencePiece or `tokenizers` vocabulary whose padding id is not 0
+is shifted up by one (`offset`), so 0 stays padding everywhere. Tokenizers pickle as their
+file path, so grain worker processes can carry them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+import os
+from typing import Protocol
+
+import numpy as np
+
+_EXTRA = "pip install contrastive[tokenizers]"
+
+
+class Tokenizer(Protocol):
+  """What the pipeline needs of a tokenizer."""
+
+  pad_id: int  # always 0
+  eos_id: int | None
+  mask_id: int | None
+  vocab_size: int
+
+  def encode(self, text: str) -> list[int]:
+    """The ids of `text`, without padding or end of text."""
+
+  def decode(self, ids: Sequence[int]) -> str:
+    """The text of `ids`; padding, end-of-text and mask ids are dropped."""
+
+
+def tokenize(tokenizer: Tokenizer, texts: str | Sequence[str], max_len: int) -> np.ndarray:
+  """Encodes to fixed length.
+
+  Args:
+    tokenizer: any `Tokenizer`.
+    texts: one text or a sequence of `n`.
+    max_len: the length, at least 2.
+
+  Returns:
+    int32 `[max_len]` for one text, `[n, max_len]` for a sequence: the ids (at most
+    `max_len - 1`), the end-of-text id, zeros.
+  """
+  if max_len < 2:
+    raise ValueError(f"max_len must be at least 2, got {max_len}.")
+  single = isinstance(texts, str)
+  texts = [texts] if single else list(texts)
+  out = np.zeros((len(texts), max_len), np.int32)
+  keep = max_len - 1 if tokenizer.eos_id is not None else max_len
+  for row, text in zip(out, texts):
+    ids = tokenizer.encode(text)[:keep]
+    if tokenizer.eos_id is not None:
+      ids = ids + [tokenizer.eos_id]
+    row[:len(ids)] = ids
+  return out[0] if single else out
+
+
+def detokenize(tokenizer: Tokenizer, ids: np.ndarray) -> str | list[str]:
+  """The inverse of `tokenize` (up to the cut): `[max_len]` gives a str, `[n, max_len]` a list."""
+  ids = np.asarray(ids)
+  if ids.ndim == 1:
+    return tokenizer.decode(ids.tolist())
+  return [tokenizer.decode(row.tolist()) for row in ids]
+
+
+class ByteTokenizer:
+  """UTF-8 bytes: 0 padding, 1 end of text, 2 mask, byte `b` is `b + 3`. Needs nothing."""
+
+  pad_id = 0
+  eos_id = 1
+  mask_id = 2
+  offset = 3
+  vocab_size = 256 + 3
+
+  def encode(self, text: str) -> list[int]:
+    return (np.frombuffer(text.encode("utf-8"), np.uint8).astype(np.int32) + self.offset).tolist()
+
+  def decode(self, ids: Sequence[int]) -> str:
+    data = bytes(i - self.offset for i in ids if i >= self.offset)
+    return data.decode("utf-8", errors="replace")
+
+  def __repr__(self) -> str:
+    return "ByteTokenizer()"
+
+
+def _require(module: str):
+  try:
+    return __import__(module)
+  except ImportError as e:
+    raise ImportError(f"The {module!r} package is needed for this tokenizer: {_EXTRA}") from e
+
+
+class _FileTokenizer:
+  """Loads its file at once (errors at start-up) and pickles as its path."""
+
+  def __init__(self, path: str):
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+      raise FileNotFoundError(f"Tokenizer file {path!r} does not exist.")
+    self.path = path
+    self._model = None
+    self._load()  # fail at start-up, not in a worker
+
+  def __getstate__(self):
+    return {"path": self.path}
+
+  def __setstate__(self, state):
+    self.path = state["path"]
+    self._model = None
+    self._load()
+
+  def __repr__(self) -> str:
+    return f"{type(self).__name__}({self.path!r})"
+
+  @property
+  def model(self):
+    return self._model
+
+  def _load(self) -> None:
+    raise NotImplementedError
+
+
+class SentencePieceTokenizer(_FileTokenizer):
+  """A SentencePiece `.model` file; ids shift by one unless its padding id is already 0."""
+
+  def _load(self) -> None:
+    spm = _require("sentencepiece")
+    model = spm.SentencePieceProcessor()
+    model.Load(self.path)
+    self._model = model
+    self.offset = 0 if model.pad_id() == 0 else 1
+    self.pad_id = 0
+    self.eos_id = model.eos_id() + self.offset if model.eos_id() >= 0 else None
+    self.mask_id = model.unk_id() + self.offset if model.unk_id() >= 0 else None
+    self.vocab_size = model.GetPieceSize() + self.offset
+
+  def encode(self, text: str) -> list[int]:
+    ids = self.model.EncodeAsIds(text)
+    return [i + self.offset for i in ids] if self.offset else list(ids)
+
+  def decode(self, ids: Sequence[int]) -> str:
+    drop = {0, self.eos_id, self.mask_id}
+    return self.model.DecodeIds([int(i) - self.offset for i in ids if i not in drop])
+
+
+_PAD_NAMES = ("<pad>", "[PAD]", "<|pad|>", "<PAD>")
+_EOS_NAMES = ("<eos>", "</s>", "<|endoftext|>", "[SEP]", "<EOS>")
+_MASK_NAMES = ("<mask>", "[MASK]", "<|mask|>", "<unk>", "[UNK]")
+
+
+class HFTokenizer(_FileTokenizer):
+  """A Hugging Face `tokenizers` JSON file (e.g. from `train_bpe`).
+
+  Special tokens are found by name: padding `<pad>`/`[PAD]`, end `<eos>`/`</s>`/`<|endoftext|>`,
+  mask `<mask>`/`[MASK]` (else the unknown token). Without a padding token at id 0, ids shift by
+  one.
+  """
+
+  def _load(self) -> None:
+    tk = _require("tokenizers")
+    model = tk.Tokenizer.from_file(self.path)
+    self._model = model
+
+    def find(names):
+      for name in names:
+        i = model.token_to_id(name)
+        if i is not None:
+          return i
+      return None
+
+    pad = find(_PAD_NAMES)
+    self.offset = 0 if pad == 0 else 1
+    eos, mask = find(_EOS_NAMES), find(_MASK_NAMES)
+    self.pad_id = 0
+    self.eos_id = None if eos is None else eos + self.offset
+    self.mask_id = None if mask is None else mask + self.offset
+    self.vocab_size = model.get_vocab_size(with_added_tokens=True) + self.offset
+
+  def encode(self, text: str) -> list[int]:
+    ids = self.model.encode(text, add_special_tokens=False).ids
+    return [i + self.offset for i in ids] if self.offset else list(ids)
+
+  def decode(self, ids: Sequence[int]) -> str:
+    drop = {0, self.eos_id, self.mask_id}
+    return self.model.decode([int(i) - self.offset for i in ids if i not in drop])
+
+
+# Tokenizers by spec: a name, or a file suffix.
+TOKENIZERS: dict[str, Callable[[str], Tokenizer]] = {
+    "bytes": lambda spec: ByteTokenizer(),
+    ".model": SentencePieceTokenizer,
+    ".json": HFTokenizer,
+}
+
+
+def make_tokenizer(spec: str) -> Tokenizer:
+  """A tokenizer from its spec: `"bytes"`, a `.model` (SentencePiece) or `.json` (HF) path.
+
+  Raises:
+    ValueError: an unknown spec, listing the known ones.
+    FileNotFoundError: a path that does not exist.
+  """
+  spec = os.fspath(spec)
+  if spec in TOKENIZERS:
+    return TOKENIZERS[spec](spec)
+  suffix = os.path.splitext(spec)[1]
+  if suffix in TOKENIZERS and suffix != spec:
+    return TOKENIZERS[suffix](spec)
+  raise ValueError(f"Unknown tokenizer {spec!r}; known: 'bytes', a SentencePiece '*.model' path "
+                   "or a Hugging Face tokenizers '*.json' path.")
+
+
+def train_bpe(texts: Iterable[str], path: str, *, vocab_size: int = 8192,
+              min_frequency: int = 2, lowercase: bool = True) -> HFTokenizer:
+  """Fits a byte-level BPE vocabulary on `texts` and saves it as a `tokenizers` JSON file.
+
+  Special tokens: `<pad>` (0), `<eos>` (1), `<mask>` (2). Byte-level, so no text is unknown.
+
+  Args:
+    texts: the captions to fit on.
+    path: where to write the `.json` file.
+    vocab_size: the vocabulary size, special tokens and the 256 byte symbols included.
+    min_frequency: the least count of a merge.
+    lowercase: lowercase (and NFKC-normalize) before encoding.
+
+  Returns:
+    The saved tokenizer, loaded from `path`.
+  """
+  tk = _require("tokenizers")
+  model = tk.Tokenizer(tk.models.BPE())
+  normalizers = [tk.normalizers.NFKC()] + ([tk.normalizers.Lowercase()] if lowercase else [])
+  model.normalizer = tk.normalizers.Sequence(normalizers)
+  model.pre_tokenizer = tk.pre_tokenizers.ByteLevel(add_prefix_space=False)
+  model.decoder = tk.decoders.ByteLevel()
+  trainer = tk.trainers.BpeTrainer(
+      vocab_size=vocab_size, min_frequency=min_frequency,
+      special_tokens=["<pad>", "<eos>", "<mask>"],
+      initial_alphabet=tk.pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+  model.train_from_iterator(texts, trainer)
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  model.save(os.fspath(path))
+  return HFTokenizer(path)

@@ -1,0 +1,200 @@
+"""The n-tower model: per-modality encoders, projections to one space, and the logit scale.
+
+A `TowerModel` maps each modality name (`image`, `text`, `audio`, ...) to an encoder; each
+encoder's pooled output is projected by a linear `head` to `embed_dim` and L2-normalized. The
+model also owns the learnable logit `scale` (and optional `bias`) that the losses take, stored in
+log space (the scale) and initialized by convention:
+
+| convention | scale init           | bias init | max scale |
+| ---------- | -------------------- | --------- | --------- |
+| `clip`     | `1/0.07` (log 2.659) | none      | 100       |
+| `siglip`   | `10` (log 2.303)     | `-10`     | none      |
+
+Parameters: `params[modality]["encoder"]`, `params[modality]["head"]`, `params["log_scale"]`
+and, with a bias, `params["bias"]`.
+
+References: Radford et al. 2021 (CLIP), https://arxiv.org/abs/2103.00020; Zhai et al. 2023
+(SigLIP), https://arxiv.org/abs/2303.15343; Zhai et al. 2022 (LiT),
+https://arxiv.org/abs/2111.07991.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+import math
+from typing import Any, Literal
+
+import flax.linen as nn
+import jax
+from jax.typing import ArrayLike
+import jax.numpy as jnp
+
+from contrastive.models import layers
+
+Convention = Literal["clip", "siglip"]
+
+# name: (scale_init, bias_init, max_scale); `scale_init` is the scale itself, not its log.
+CONVENTIONS: dict[str, dict[str, float | None]] = {
+    "clip": dict(scale_init=1 / 0.07, bias_init=None, max_scale=100.0),
+    "siglip": dict(scale_init=10.0, bias_init=-10.0, max_scale=None),
+}
+
+
+def l2_normalize(x: jax.Array, *, eps: float = 1e-12) -> tuple[jax.Array, jax.Array]:
+  """`(x / max(||x||, eps), ||x||)` along the last axis, in float32."""
+  x = x.astype(jnp.float32)
+  norm = jnp.sqrt(jnp.sum(x * x, axis=-1, keepdims=True))
+  return x / jnp.maximum(norm, eps), norm[..., 0]
+
+
+class Tower(nn.Module):
+  """One modality: an encoder, a linear head to `embed_dim`, L2 normalization.
+
+  Attributes:
+    encoder: the encoder module; called as `encoder(x, train=...)`, returning
+      `([batch, width], aux)`.
+    embed_dim: the shared embedding size.
+    proj_bias: whether the head has a bias (CLIP: no; SigLIP: yes).
+    lock_encoder: run the encoder in inference mode and stop its gradient (LiT).
+    lock_head: also stop the head's gradient.
+  """
+  encoder: nn.Module
+  embed_dim: int
+  proj_bias: bool = False
+  lock_encoder: bool = False
+  lock_head: bool = False
+
+  @nn.compact
+  def __call__(self, x: ArrayLike, *, train: bool) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Returns `([batch, embed_dim] float32 unit vectors, {"features", "norm"})`."""
+    features, _ = self.encoder(x, train=train and not self.lock_encoder)
+    if self.lock_encoder:
+      features = jax.lax.stop_gradient(features)
+    features = features.astype(jnp.float32)
+    z = nn.Dense(self.embed_dim, use_bias=self.proj_bias, dtype=jnp.float32,
+                 param_dtype=jnp.float32, name="head",
+                 kernel_init=layers.partitioned(
+                     nn.initializers.normal(stddev=features.shape[-1] ** -0.5), ("embed", "joint")),
+                 bias_init=layers.partitioned(nn.initializers.zeros, ("joint",)))(features)
+    if self.lock_head:
+      z = jax.lax.stop_gradient(z)
+    embedding, norm = l2_normalize(z)
+    embedding = layers.constrain(embedding, ("batch", "joint"))
+    return embedding, {"features": features, "norm": norm}
+
+
+class TowerModel(nn.Module):
+  """n-tower contrastive model (CLIP, SigLIP, LiT, and more than two modalities).
+
+  Attributes:
+    encoders: `{modality: encoder module}`; the encoders come unbound (e.g. `ViT("B/16")`).
+    embed_dim: the shared embedding size.
+    proj_bias: whether the heads have a bias: one bool, or `{modality: bool}` (missing: False).
+    scale_init: the initial logit scale `t` (stored as `log t`).
+    bias_init: the initial logit bias `b`, or None for a model without a bias.
+    max_scale: the largest scale; `exp(log_scale)` is clipped there (no gradient beyond it).
+      None: no clipping.
+    locked: modalities whose tower is locked (LiT): `"image"` locks the encoder and head,
+      `"image/encoder"` the encoder only. A locked part runs in inference mode and passes no
+      gradient; pair it with `trainable_mask(params, locked=model.locked)` in the optimizer.
+  """
+  encoders: Mapping[str, nn.Module]
+  embed_dim: int
+  proj_bias: bool | Mapping[str, bool] = False
+  scale_init: float = CONVENTIONS["clip"]["scale_init"]
+  bias_init: float | None = CONVENTIONS["clip"]["bias_init"]
+  max_scale: float | None = CONVENTIONS["clip"]["max_scale"]
+  locked: Sequence[str] = ()
+
+  def __post_init__(self):
+    if not self.encoders:
+      raise ValueError("TowerModel needs at least one encoder.")
+    for name, enc in self.encoders.items():
+      if not isinstance(name, str) or not name or "/" in name:
+        raise ValueError(f"Modality names must be non-empty strings without '/', got {name!r}.")
+      if not isinstance(enc, nn.Module):
+        raise ValueError(f"The encoder of modality {name!r} must be a flax Module, got "
+                         f"{type(enc).__name__}.")
+    if isinstance(self.embed_dim, bool) or not isinstance(self.embed_dim, int) or self.embed_dim < 1:
+      raise ValueError(f"embed_dim must be a positive int, got {self.embed_dim!r}.")
+    if not (isinstance(self.scale_init, (int, float)) and self.scale_init > 0):
+      raise ValueError(f"scale_init must be a positive number, got {self.scale_init!r}.")
+    if self.max_scale is not None and not (
+        isinstance(self.max_scale, (int, float)) and self.max_scale > 0):
+      raise ValueError(f"max_scale must be a positive number or None, got {self.max_scale!r}.")
+    if self.bias_init is not None and not isinstance(self.bias_init, (int, float)):
+      raise ValueError(f"bias_init must be a number or None, got {self.bias_init!r}.")
+    if isinstance(self.proj_bias, Mapping):
+      self._check_modalities(self.proj_bias, what="proj_bias")
+    for entry in self.locked:
+      if entry not in self.encoders and entry not in {f"{m}/encoder" for m in self.encoders}:
+        raise ValueError(
+            f"Cannot lock {entry!r}: a locked entry is a modality or '<modality>/encoder', with "
+            f"modalities {list(self.encoders)}.")
+    super().__post_init__()
+
+  def _check_modalities(self, names, *, what: str) -> None:
+    unknown = [name for name in names if name not in self.encoders]
+    if unknown:
+      raise ValueError(f"No encoder for modality {unknown[0]!r} (in {what}); the model's "
+                       f"modalities are {list(self.encoders)}.")
+
+  @property
+  def modalities(self) -> tuple[str, ...]:
+    return tuple(self.encoders)
+
+  def dummy_batch(self, batch_size: int = 1) -> dict[str, jax.Array]:
+    """Zeros of every modality's input shape and dtype, for `init`."""
+    return {name: jnp.zeros(enc.dummy_input(batch_size).shape, enc.dummy_input(batch_size).dtype)
+            for name, enc in self.encoders.items()}
+
+  def _proj_bias(self, name: str) -> bool:
+    if isinstance(self.proj_bias, Mapping):
+      return bool(self.proj_bias.get(name, False))
+    return bool(self.proj_bias)
+
+  @nn.compact
+  def __call__(self, batch: Mapping[str, ArrayLike], *, train: bool
+               ) -> tuple[dict[str, jax.Array], dict[str, Any]]:
+    """Embeds the modalities present in `batch`.
+
+    Args:
+      batch: `{modality: input}` for any subset of the model's modalities, e.g. `image`:
+        `[batch, H, W, 3]` floats, `text`: `[batch, seq_len]` int32 ids (0 = padding). `init`
+        needs every modality (`model.dummy_batch()`).
+      train: enables dropout and stochastic depth (which need a `"dropout"` rng).
+
+    Returns:
+      `(embeddings, extras)`: `embeddings[modality]` is `[batch, embed_dim]` float32 with unit
+      L2 norm; `extras` holds `scale` (the clipped `exp(log_scale)`, float32 scalar), `bias`
+      (float32 scalar, or None), `log_scale` (the raw parameter) and per modality
+      `{modality}/features` (the encoder's pooled `[batch, width]` output, float32) and
+      `{modality}/norm` (`[batch]`, the norm before normalization).
+
+    Raises:
+      ValueError: `batch` has a key that is not a modality of the model.
+    """
+    self._check_modalities(batch, what="the batch")
+    locked = set(self.locked)
+    embeddings, extras = {}, {}
+    for name, encoder in self.encoders.items():
+      if name not in batch:
+        continue
+      tower = Tower(encoder.clone(parent=None, name=None), embed_dim=self.embed_dim,
+                    proj_bias=self._proj_bias(name),
+                    lock_encoder=name in locked or f"{name}/encoder" in locked,
+                    lock_head=name in locked, name=name)
+      embeddings[name], aux = tower(batch[name], train=train)
+      extras.update({f"{name}/{key}": value for key, value in aux.items()})
+
+    log_scale = self.param("log_scale", nn.initializers.constant(math.log(self.scale_init)),
+                           (), jnp.float32)
+    if self.max_scale is not None:
+      scale = jnp.exp(jnp.minimum(log_scale, math.log(self.max_scale)))
+    else:
+      scale = jnp.exp(log_scale)
+    bias = None
+    if self.bias_init is not None:
+      bias = self.param("bias", nn.initializers.constant(self.bias_init), (), jnp.float32)
+    extras.update(scale=scale, bias=bias, log_scale=log_scale)
+    return embeddings, extras

@@ -1,0 +1,142 @@
+"""Checkpoints: the train state and the data iterator, saved together by one orbax manager.
+
+Layout: `{workdir}/checkpoints/{step}/` with the items `state` (the `TrainState`, every array in
+its sharding, written collectively by all processes) and `data_iter` (each process's grain
+iterator position, `process_{i}-of-{n}.json`). Saves are asynchronous and atomic: a step is
+visible only once complete, and a save interrupted by a crash leaves a `*.orbax-checkpoint-tmp`
+directory that the manager ignores. The newest `keep` checkpoints are kept.
+
+A resumed run restores both items, so it continues with exactly the batches the interrupted
+run would have seen; with the step's randomness derived from `fold_in(key, step)`, the resumed
+run ends bitwise equal to an uninterrupted one. The iterator positions are per process: resume
+with the same number of processes (model arrays reshard freely).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from absl import logging
+import grain
+import jax
+import orbax.checkpoint as ocp
+
+STATE = "state"
+DATA_ITER = "data_iter"
+
+
+class Checkpointer:
+  """One `orbax.checkpoint.CheckpointManager` for a run's state and data iterator.
+
+  Args:
+    directory: where the step directories go (created if missing).
+    every_steps: `should_save(step)` is true on multiples of it.
+    keep: how many of the newest checkpoints to keep.
+    async_save: write in a background thread while training continues.
+  """
+
+  def __init__(self, directory: str | os.PathLike, *, every_steps: int, keep: int,
+               async_save: bool = True):
+    self.directory = os.path.abspath(os.fspath(directory))
+    self.every_steps = int(every_steps)
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=int(keep), save_interval_steps=int(every_steps), create=True,
+        enable_async_checkpointing=bool(async_save))
+    self._manager = ocp.CheckpointManager(self.directory, options=options,
+                                          item_names=(STATE, DATA_ITER))
+
+  @property
+  def manager(self) -> ocp.CheckpointManager:
+    return self._manager
+
+  def latest_step(self) -> int | None:
+    return self._manager.latest_step()
+
+  def all_steps(self) -> list[int]:
+    return list(self._manager.all_steps())
+
+  def should_save(self, step: int) -> bool:
+    return self._manager.should_save(step)
+
+  def reached_preemption(self, step: int) -> bool:
+    """True on every process at the same step once any of them was told to stop (SIGTERM)."""
+    return self._manager.reached_preemption(step)
+
+  def save(self, step: int, state: Any, data_iter: Any | None = None, *, force: bool = False
+           ) -> bool:
+    """Starts saving `state` (and the iterator's position) as `step`; True if a save started.
+
+    Without `force`, only on the interval. The state's arrays are copied before this returns,
+    so training may go on (and donate them) at once.
+    """
+    items = {STATE: ocp.args.StandardSave(state)}
+    if data_iter is not None:
+      items[DATA_ITER] = grain.checkpoint.CheckpointSave(data_iter)
+    saved = self._manager.save(step, args=ocp.args.Composite(**items), force=force)
+    if saved:
+      logging.info("Saving checkpoint %d to %s.", step, self.directory)
+    return saved
+
+  def restore(self, step: int, abstract_state: Any, data_iter: Any | None = None) -> Any:
+    """The state saved at `step`, laid out as `abstract_state` says; `data_iter` is moved to
+    the position saved with it (in place)."""
+    items = {STATE: ocp.args.StandardRestore(abstract_state)}
+    if data_iter is not None:
+      items[DATA_ITER] = grain.checkpoint.CheckpointRestore(data_iter)
+    restored = self._manager.restore(step, args=ocp.args.Composite(**items))
+    logging.info("Restored checkpoint %d from %s.", step, self.directory)
+    return restored[STATE]
+
+  def wait(self) -> None:
+    """Blocks until every started save is on disk."""
+    self._manager.wait_until_finished()
+
+  def close(self) -> None:
+    self._manager.wait_until_finished()
+    self._manager.close()
+
+
+def checkpoint_dir(workdir: str | os.PathLike) -> str:
+  return os.path.join(os.path.abspath(os.fspath(workdir)), "checkpoints")
+
+
+def restore_params(directory: str | os.PathLike, *, step: int | None = None) -> tuple[Any, int]:
+  """The parameters of another run's checkpoint, as host arrays (for `init_from`).
+
+  Args:
+    directory: a workdir (with `checkpoints/`) or its `checkpoints/` directory.
+    step: the checkpoint; None for the latest.
+
+  Returns:
+    `(params, step)`: the nested dict of parameters and the step they come from.
+
+  Raises:
+    FileNotFoundError: no checkpoint there.
+  """
+  directory = os.path.abspath(os.fspath(directory))
+  if os.path.isdir(os.path.join(directory, "checkpoints")):
+    directory = os.path.join(directory, "checkpoints")
+  if not os.path.isdir(directory):
+    raise FileNotFoundError(f"No checkpoint directory at {directory}.")
+  with ocp.CheckpointManager(directory, item_names=(STATE, DATA_ITER)) as manager:
+    if step is None:
+      step = manager.latest_step()
+    if step is None or step not in manager.all_steps():
+      raise FileNotFoundError(f"No checkpoint {'' if step is None else step} in {directory}; "
+                              f"steps there: {list(manager.all_steps())}.")
+    metadata = manager.item_metadata(step)[STATE]
+    tree = getattr(metadata, "tree", metadata)
+    params_meta = tree["params"] if isinstance(tree, dict) else tree.params
+    replicated = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    abstract = jax.tree.map(
+        lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=replicated), params_meta)
+    target = {k: v for k, v in (tree.items() if isinstance(tree, dict) else [])}
+    del target
+    restored = manager.restore(step, args=ocp.args.Composite(**{
+        STATE: ocp.args.PyTreeRestore(
+            item={"params": abstract},
+            restore_args=jax.tree.map(lambda _: ocp.ArrayRestoreArgs(sharding=replicated),
+                                      abstract),
+            partial_restore=True)}))
+  return jax.device_get(restored[STATE]["params"]), step

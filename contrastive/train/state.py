@@ -1,0 +1,108 @@
+"""The train state and where each of its arrays lives on the mesh.
+
+`TrainState` is a plain pytree (step, params, optimizer state, count of skipped steps) with no
+functions inside, so orbax saves and restores it as is. `create_train_state` builds it directly
+in its sharding: parameters laid out by the logical axis rules (`contrastive.parallel`), the
+optimizer's moments like the parameters they follow, counters replicated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+import optax
+
+from contrastive import parallel
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything a resumed run needs besides the data iterator.
+
+  Attributes:
+    step: int32 scalar, the number of train steps taken (the next step's number).
+    params: the model parameters (float32).
+    opt_state: the optax state; locked (LiT) parameters have none.
+    skipped: int32 scalar, steps whose update was skipped for a non-finite loss or gradient.
+  """
+  step: jax.Array
+  params: Any
+  opt_state: Any
+  skipped: jax.Array
+
+
+def _path(path) -> tuple[str, ...]:
+  return tuple(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
+
+
+def follow_params(abstract_tree: Any, abstract_params: Any, param_shardings: Any,
+                  mesh: Mesh) -> Any:
+  """Shardings for an optimizer state: a leaf whose path ends with a parameter's path and has
+  its shape gets that parameter's sharding; every other leaf (counts, factored moments) is
+  replicated."""
+  by_path = {}
+  for (path, leaf), sharding in zip(
+      jax.tree_util.tree_flatten_with_path(abstract_params)[0],
+      jax.tree.leaves(param_shardings, is_leaf=lambda x: isinstance(x, NamedSharding))):
+    by_path[_path(path)] = (leaf.shape, sharding)
+  replicated = NamedSharding(mesh, P())
+  max_len = max((len(p) for p in by_path), default=0)
+
+  def pick(path, leaf):
+    keys = _path(path)
+    for n in range(min(len(keys), max_len), 0, -1):
+      hit = by_path.get(keys[-n:])
+      if hit is not None and hit[0] == leaf.shape:
+        return hit[1]
+    return replicated
+
+  return jax.tree_util.tree_map_with_path(pick, abstract_tree)
+
+
+def abstract_state(state_or_shapes: Any, shardings: Any) -> Any:
+  """`jax.ShapeDtypeStruct`s with shardings, the target orbax restores into."""
+  return jax.tree.map(
+      lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state_or_shapes, shardings)
+
+
+def create_train_state(model: nn.Module, make_tx: Callable[[Any], optax.GradientTransformation],
+                       mesh: Mesh, *, seed: int) -> tuple[TrainState, TrainState, Any]:
+  """Initializes the model and optimizer with every array created in its final sharding.
+
+  Args:
+    model: the `TowerModel` (its `init(rng, model.dummy_batch(n), train=False)` makes the
+      variables).
+    make_tx: `abstract_params -> optax transformation` (it reads only structure and names).
+    mesh: the mesh.
+    seed: the init seed (`jax.random.key(seed)`).
+
+  Returns:
+    `(state, shardings, tx)`: the initialized `TrainState`, a `TrainState` of `NamedSharding`s
+    with its structure, and the optimizer.
+  """
+  rng = jax.random.key(seed)
+  init = lambda: model.init(rng, model.dummy_batch(1), train=False)
+  abstract_vars = jax.eval_shape(init)
+  param_shardings = parallel.logical_shardings(abstract_vars, mesh)["params"]
+  abstract_params = nn.unbox(abstract_vars)["params"]
+  tx = make_tx(abstract_params)
+  abstract_opt = jax.eval_shape(tx.init, abstract_params)
+  replicated = NamedSharding(mesh, P())
+  shardings = TrainState(
+      step=replicated, params=param_shardings,
+      opt_state=follow_params(abstract_opt, abstract_params, param_shardings, mesh),
+      skipped=replicated)
+
+  def create() -> TrainState:
+    params = nn.unbox(init())["params"]
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+                      skipped=jnp.zeros((), jnp.int32))
+
+  state = jax.jit(create, out_shardings=shardings)()
+  return state, shardings, tx

@@ -1,0 +1,242 @@
+"""The jitted train step: embed, ring loss over the mesh's batch axes, update.
+
+One function serves every recipe. The loss is an `Objective` from the registry
+(`contrastive.losses.get`), called inside `jax.shard_map` over the batch axes (`data` and
+`fsdp`), so negatives span the whole global batch while no device ever holds the `[B, B]`
+similarity matrix.
+
+Contrastive gradient accumulation (GradCache, Gao et al. 2021). With `accum_steps = k > 1` the
+global batch is cut into `k` micro-batches and the step
+
+1. embeds every micro-batch without keeping activations (a `lax.scan` of forward passes);
+2. computes the loss over the *whole* batch from those embeddings with the ring, and its
+   gradients with respect to the embeddings, the scale and the bias;
+3. backpropagates each micro-batch's embedding gradient through the encoders (a second
+   `lax.scan` of `jax.vjp`s, recomputing that micro-batch's forward pass) and sums.
+
+Every example sees the negatives of the full batch, so the loss and gradients equal those of one
+big batch (plain accumulation would not: each micro-batch would see fewer negatives); memory
+holds one micro-batch's activations plus `[B, d]` embeddings, at the price of a second forward.
+
+Micro-batch `m` is the `m`-th slice of every device's local rows, so splitting and re-joining
+move no data between devices, and the re-joined embeddings are in the original batch order.
+
+Reference: Gao et al., "Scaling Deep Contrastive Learning Batch Size under Memory Limited
+Setup", 2021, https://arxiv.org/abs/2101.06983.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+import dataclasses
+from typing import Any, Literal
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+import numpy as np
+import optax
+
+from contrastive import losses
+from contrastive import parallel
+from contrastive.train import optimizer as optimizer_lib
+from contrastive.train.state import TrainState
+
+BATCH_AXES = ("data", "fsdp")
+
+
+def batch_axes(mesh: Mesh) -> tuple[str, ...]:
+  """The mesh axes the batch dimension is split over: `data` and `fsdp`, those the mesh has."""
+  axes = tuple(a for a in BATCH_AXES if a in mesh.axis_names)
+  if not axes:
+    raise ValueError(f"The mesh has none of the batch axes {BATCH_AXES}: {mesh.axis_names}.")
+  return axes
+
+
+def num_batch_shards(mesh: Mesh) -> int:
+  """How many pieces the global batch is cut into (the product of the batch axes' sizes)."""
+  return int(np.prod([mesh.shape[a] for a in batch_axes(mesh)]))
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+  """Leading (batch) dimension split over the batch axes, the rest replicated."""
+  return NamedSharding(mesh, P(batch_axes(mesh)))
+
+
+@dataclasses.dataclass(frozen=True)
+class StepConfig:
+  """What the step needs besides the model, the optimizer and the mesh.
+
+  Attributes:
+    modalities: the model inputs, in the order the objective takes their embeddings.
+    side_keys: batch keys passed to the objective as side data.
+    loss_options: keyword options of the objective (e.g. `label_smoothing`).
+    block_size: the ring's tile size (None: the loss picks one).
+    accum_steps: GradCache micro-batches per step (1: a plain step).
+    max_scale: clamp the `log_scale` parameter at `log(max_scale)` after each update.
+    on_nonfinite: `"stop"` or `"skip"`; either way a step whose loss or gradient norm is not
+      finite leaves params and optimizer state unchanged (`skipped` counts it); the loop stops
+      on it in `"stop"` mode.
+    seed: the run's seed; step `s` uses `fold_in(key(seed), s)` for dropout.
+  """
+  modalities: tuple[str, ...]
+  side_keys: tuple[str, ...] = ()
+  loss_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  block_size: int | None = None
+  accum_steps: int = 1
+  max_scale: float | None = None
+  on_nonfinite: Literal["stop", "skip"] = "stop"
+  seed: int = 0
+
+
+def make_loss_fn(objective: losses.Objective, mesh: Mesh, config: StepConfig):
+  """`(embeddings list, scale, bias, side) -> scalar` on global batch-sharded arrays (the ring)."""
+  sharded = parallel.shard_loss(objective, mesh, batch_axes(mesh))
+
+  def loss_fn(embeddings: Sequence[jax.Array], scale, bias, side) -> jax.Array:
+    return sharded(list(embeddings), scale, bias, dict(side), block_size=config.block_size,
+                   **dict(config.loss_options))
+
+  return loss_fn
+
+
+def _micro_split(x: jax.Array, k: int, n: int, mesh: Mesh) -> jax.Array:
+  """`[B, ...] -> [k, B/k, ...]`; micro-batch `m` is the `m`-th slice of each device's rows."""
+  b = x.shape[0] // n
+  rest = x.shape[1:]
+  y = x.reshape(n, k, b // k, *rest).swapaxes(0, 1).reshape(k, x.shape[0] // k, *rest)
+  return jax.lax.with_sharding_constraint(y, NamedSharding(mesh, P(None, batch_axes(mesh))))
+
+
+def _micro_join(y: jax.Array, n: int, mesh: Mesh) -> jax.Array:
+  """The inverse of `_micro_split`: `[k, B/k, ...] -> [B, ...]` in the original order."""
+  k, bk = y.shape[:2]
+  rest = y.shape[2:]
+  x = y.reshape(k, n, bk // n, *rest).swapaxes(0, 1).reshape(k * bk, *rest)
+  return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, P(batch_axes(mesh))))
+
+
+def make_grad_fn(model: nn.Module, objective: losses.Objective, mesh: Mesh, config: StepConfig,
+                 param_shardings: Any = None):
+  """`(params, batch, rng) -> ((loss, (scale, bias)), grads)`, plain or GradCache.
+
+  Exposed for tests: with `accum_steps = k` the result equals `accum_steps = 1` on the same
+  batch (to float32 rounding).
+  """
+  loss_fn = make_loss_fn(objective, mesh, config)
+  modalities = tuple(config.modalities)
+  k = int(config.accum_steps)
+  n = num_batch_shards(mesh)
+
+  def embed(params, inputs, rng):
+    emb, extras = model.apply({"params": params}, inputs, train=True, rngs={"dropout": rng})
+    return [emb[m] for m in modalities], extras["scale"], extras["bias"]
+
+  def split(batch):
+    inputs = {m: batch[m] for m in modalities}
+    side = {key: batch[key] for key in config.side_keys}
+    return inputs, side
+
+  def plain(params, batch, rng):
+    inputs, side = split(batch)
+
+    def total(p):
+      embeddings, scale, bias = embed(p, inputs, rng)
+      return loss_fn(embeddings, scale, bias, side), (scale, bias)
+
+    return jax.value_and_grad(total, has_aux=True)(params)
+
+  def gradcache(params, batch, rng):
+    inputs, side = split(batch)
+    micro = jax.tree.map(lambda x: _micro_split(x, k, n, mesh), inputs)
+    index = jnp.arange(k)
+
+    # 1. Embeddings of every micro-batch; nothing is kept for a backward pass.
+    def forward(_, xs):
+      m, mb = xs
+      return None, embed(params, mb, jax.random.fold_in(rng, m))
+
+    _, (emb_k, scales, biases) = jax.lax.scan(forward, None, (index, micro))
+    scale = scales[0]
+    bias = None if biases is None else biases[0]
+
+    # 2. The loss over the whole batch, and its gradient w.r.t. embeddings, scale and bias.
+    def whole(emb_k, scale, bias):
+      return loss_fn([_micro_join(e, n, mesh) for e in emb_k], scale, bias, side)
+
+    loss, (g_emb_k, g_scale, g_bias) = jax.value_and_grad(whole, argnums=(0, 1, 2))(
+        emb_k, scale, bias)
+
+    # 3. Backpropagate each micro-batch's share through the encoders; the scale and bias
+    #    cotangents enter once (with the first micro-batch).
+    def backward(acc, xs):
+      m, mb, g_e = xs
+      _, vjp = jax.vjp(lambda p: embed(p, mb, jax.random.fold_in(rng, m)), params)
+      first = m == 0
+      ct_scale = jnp.where(first, g_scale, jnp.zeros_like(g_scale))
+      ct_bias = None if g_bias is None else jnp.where(first, g_bias, jnp.zeros_like(g_bias))
+      (g,) = vjp((list(g_e), ct_scale, ct_bias))
+      return jax.tree.map(jnp.add, acc, g), None
+
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    if param_shardings is not None:
+      zeros = jax.lax.with_sharding_constraint(zeros, param_shardings)
+    grads, _ = jax.lax.scan(backward, zeros, (index, micro, list(g_emb_k)))
+    return (loss, (scale, bias)), grads
+
+  return plain if k == 1 else gradcache
+
+
+def make_train_step(model: nn.Module, objective: losses.Objective, tx: optax.GradientTransformation,
+                    schedule: optax.Schedule, mesh: Mesh, state_shardings: TrainState,
+                    batch_shardings: Mapping[str, NamedSharding], config: StepConfig):
+  """The jitted `(state, batch) -> (state, metrics)` with explicit in/out shardings.
+
+  `state` is donated. `metrics` are replicated float32 scalars: `loss`, `grad_norm` (of the
+  trainable gradients, before clipping), `param_norm`, `lr` (of this update), `scale`, `bias`
+  (when the model has one) and `finite` (1 when the update was applied).
+
+  Calls must happen inside `parallel.use_rules(mesh)`, so that tracing sees the logical axis
+  rules; the returned function enters it itself.
+  """
+  grad_fn = make_grad_fn(model, objective, mesh, config, state_shardings.params)
+  base_key = jax.random.key(config.seed)
+
+  def train_step(state: TrainState, batch: Mapping[str, jax.Array]):
+    rng = jax.random.fold_in(base_key, state.step)
+    (loss, (scale, bias)), grads = grad_fn(state.params, batch, rng)
+    grad_norm = optimizer_lib.global_norm(grads)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    params = optimizer_lib.clip_log_scale(params, config.max_scale)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    # A non-finite step changes nothing but the counters.
+    keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
+    new_state = TrainState(
+        step=state.step + 1,
+        params=keep(params, state.params),
+        opt_state=keep(opt_state, state.opt_state),
+        skipped=state.skipped + jnp.where(finite, 0, 1).astype(jnp.int32))
+    metrics = {
+        "loss": loss.astype(jnp.float32),
+        "grad_norm": grad_norm,
+        "param_norm": optimizer_lib.global_norm(new_state.params),
+        "lr": jnp.asarray(schedule(state.step - state.skipped), jnp.float32),
+        "scale": scale.astype(jnp.float32),
+        "finite": finite.astype(jnp.float32),
+    }
+    if bias is not None:
+      metrics["bias"] = bias.astype(jnp.float32)
+    return new_state, metrics
+
+  replicated = NamedSharding(mesh, P())
+  jitted = jax.jit(train_step, in_shardings=(state_shardings, dict(batch_shardings)),
+                   out_shardings=(state_shardings, replicated), donate_argnums=(0,))
+
+  def step(state: TrainState, batch: Mapping[str, jax.Array]):
+    with parallel.use_rules(mesh):
+      return jitted(state, dict(batch))
+
+  step.jitted = jitted
+  return step

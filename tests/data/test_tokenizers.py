@@ -1,0 +1,66 @@
+"""Tokenizers: round trips, fixed length with 0 padding, specs, the optional extra."""
+
+import pickle
+import sys
+
+import numpy as np
+import pytest
+
+from contrastive.data import tokenizers as T
+
+TEXTS = ["a small red circle above a large blue square", "héllo wörld ✓",
+         "there is a large white ring on the left"]
+
+
+def test_bytes_round_trip_and_layout():
+  tok = T.make_tokenizer("bytes")
+  ids = T.tokenize(tok, TEXTS, 64)
+  assert ids.shape == (3, 64) and ids.dtype == np.int32
+  assert T.detokenize(tok, ids) == TEXTS
+  n = len(TEXTS[0].encode())
+  assert ids[0, n] == tok.eos_id and (ids[0, n + 1:] == 0).all() and (ids[0, :n] > 2).all()
+  assert ids.max() < tok.vocab_size
+  cut = T.tokenize(tok, TEXTS[0], 8)
+  assert cut.shape == (8,) and cut[-1] == tok.eos_id and T.detokenize(tok, cut) == TEXTS[0][:7]
+  assert T.detokenize(tok, T.tokenize(tok, "", 4)) == ""
+
+
+def test_sentencepiece_round_trip(tmp_path):
+  spm = pytest.importorskip("sentencepiece")
+  corpus = TEXTS * 30 + [f"a small shape number {i}" for i in range(60)]
+  spm.SentencePieceTrainer.Train(sentence_iterator=iter(corpus),
+                                 model_prefix=str(tmp_path / "sp"), vocab_size=50,
+                                 minloglevel=2)
+  tok = T.make_tokenizer(str(tmp_path / "sp.model"))
+  assert isinstance(tok, T.SentencePieceTokenizer) and tok.pad_id == 0 and tok.offset == 1
+  ids = T.tokenize(tok, TEXTS[::2], 48)
+  assert (ids[:, 0] > 0).all() and ids.max() < tok.vocab_size
+  assert T.detokenize(tok, ids) == TEXTS[::2]
+  again = pickle.loads(pickle.dumps(tok))
+  np.testing.assert_array_equal(T.tokenize(again, TEXTS[::2], 48), ids)
+
+
+def test_bpe_train_and_round_trip(tmp_path):
+  pytest.importorskip("tokenizers")
+  path = str(tmp_path / "tok" / "tokenizer.json")
+  tok = T.train_bpe(TEXTS * 20, path, vocab_size=300, lowercase=False)
+  assert isinstance(tok, T.HFTokenizer) and tok.offset == 0
+  assert (tok.pad_id, tok.eos_id, tok.mask_id) == (0, 1, 2)
+  loaded = pickle.loads(pickle.dumps(T.make_tokenizer(path)))
+  ids = T.tokenize(loaded, TEXTS, 32)
+  assert T.detokenize(loaded, ids) == TEXTS
+  # BPE compresses what it was fit on.
+  assert (ids[0] > 0).sum() < len(TEXTS[0]) // 2
+
+
+def test_specs_and_errors(tmp_path, monkeypatch):
+  with pytest.raises(ValueError, match="'wordpiece'.*known: 'bytes'"):
+    T.make_tokenizer("wordpiece")
+  with pytest.raises(FileNotFoundError, match="nope.model"):
+    T.make_tokenizer(str(tmp_path / "nope.model"))
+  with pytest.raises(ValueError, match="max_len"):
+    T.tokenize(T.ByteTokenizer(), "x", 1)
+  (tmp_path / "t.json").write_text("{}")
+  monkeypatch.setitem(sys.modules, "tokenizers", None)  # as if the extra were not installed
+  with pytest.raises(ImportError, match=r"pip install contrastive\[tokenizers\]"):
+    T.make_tokenizer(str(tmp_path / "t.json"))

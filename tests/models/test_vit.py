@@ -1,0 +1,98 @@
+"""Tests for contrastive/models/vit.py."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from contrastive import models
+from contrastive.models import sizes
+
+
+def _abstract_apply(vit, batch_size=2):
+  x = vit.dummy_input(batch_size)
+  variables = jax.eval_shape(lambda r: vit.init(r, jnp.zeros(x.shape, x.dtype), train=False),
+                             jax.random.key(0))
+  return variables, jax.eval_shape(lambda v, x: vit.apply(v, x, train=False), variables, x)
+
+
+@pytest.mark.parametrize("name", sorted(sizes.SIZES))
+def test_output_shapes_and_dtypes_per_size(name):
+  vit = models.ViT(f"{name}/16", image_size=32, scan=True)
+  _, (pooled, aux) = _abstract_apply(vit)
+  width = sizes.SIZES[name].width
+  assert pooled.shape == (2, width) and pooled.dtype == jnp.float32
+  assert aux["tokens"].shape == (2, 1 + 4, width)
+
+
+@pytest.mark.parametrize("pool,posemb,final_norm,tokens", [
+    ("cls", "learn", "pre_pool", 17),
+    ("gap", "sincos2d", "post_pool", 16),
+    ("map", "learn", "none", 16),
+])
+def test_pooling_variants(pool, posemb, final_norm, tokens):
+  vit = models.ViT("mu/8", image_size=32, pool=pool, posemb=posemb, final_norm=final_norm,
+                   pre_norm=True, act="quick_gelu")
+  variables, (pooled, aux) = _abstract_apply(vit)
+  assert pooled.shape == (2, 32) and aux["tokens"].shape == (2, tokens, 32)
+  params = variables["params"]
+  assert ("pos_embedding" in params) == (posemb == "learn")
+  assert ("cls" in params) == (pool == "cls")
+  assert ("map" in params) == (pool == "map")
+  assert ("norm" in params) == (final_norm != "none")
+  assert "norm_pre" in params
+
+
+def test_runs_and_bf16_compute_keeps_f32_params():
+  vit = models.ViT("mu/8", image_size=16, dtype="bfloat16", pool="gap")
+  images = jax.random.normal(jax.random.key(0), (2, 16, 16, 3))
+  variables = jax.jit(lambda r: vit.init(r, images, train=False))(jax.random.key(1))
+  assert {x.dtype for x in jax.tree.leaves(nn.unbox(variables))} == {jnp.dtype(jnp.float32)}
+  pooled, _ = jax.jit(lambda v, x: vit.apply(v, x, train=False))(variables, images)
+  assert pooled.dtype == jnp.bfloat16 and pooled.shape == (2, 32)
+  assert np.isfinite(np.asarray(pooled, np.float32)).all()
+
+
+def test_other_channels_and_rectangular_images():
+  vit = models.ViT("mu/4", image_size=(8, 16), channels=1, posemb="sincos2d")
+  _, (pooled, aux) = _abstract_apply(vit)
+  assert vit.dummy_input(2).shape == (2, 8, 16, 1)
+  assert aux["tokens"].shape == (2, 1 + 2 * 4, 32)
+
+
+def test_posemb_sincos_2d():
+  pe = models.posemb_sincos_2d(2, 3, 8)
+  assert pe.shape == (1, 6, 8) and pe.dtype == np.float32
+  assert len({tuple(row) for row in pe[0].round(6)}) == 6  # every position differs
+  np.testing.assert_allclose(pe[0, 0], [0, 0, 1, 1, 0, 0, 1, 1])  # sin(0), cos(0) at origin
+
+
+def test_image_size_not_divisible_by_patch():
+  with pytest.raises(ValueError, match=r"image size \(30, 30\) is not divisible by the patch "
+                                       r"size 16"):
+    models.ViT("B/16", image_size=30)
+  vit = models.ViT("mu/8", image_size=16, posemb="sincos2d")
+  with pytest.raises(ValueError, match=r"image size \(20, 16\) is not divisible by the patch "
+                                       r"size 8"):
+    jax.eval_shape(lambda r: vit.init(r, jnp.zeros((1, 20, 16, 3)), train=False),
+                   jax.random.key(0))
+
+
+def test_learned_posemb_needs_the_configured_size():
+  vit = models.ViT("mu/8", image_size=16)
+  with pytest.raises(ValueError, match=r"image_size \(16, 16\) got images of size \(24, 24\)"):
+    jax.eval_shape(lambda r: vit.init(r, jnp.zeros((1, 24, 24, 3)), train=False),
+                   jax.random.key(0))
+
+
+def test_bad_options():
+  with pytest.raises(ValueError, match="Unknown ViT pool 'tok'.*'cls'"):
+    models.ViT("mu/8", pool="tok")
+  with pytest.raises(ValueError, match="Unknown ViT posemb 'rope'"):
+    models.ViT("mu/8", posemb="rope")
+  with pytest.raises(ValueError, match="Unknown ViT final_norm 'post'"):
+    models.ViT("mu/8", final_norm="post")
+  with pytest.raises(ValueError, match=r"expects images of shape \[batch, height, width, 3\]"):
+    vit = models.ViT("mu/8", image_size=16)
+    jax.eval_shape(lambda r: vit.init(r, jnp.zeros((1, 16, 16)), train=False), jax.random.key(0))
