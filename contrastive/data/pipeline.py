@@ -25,6 +25,7 @@ from collections.abc import Sequence
 import math
 from typing import Any
 
+from absl import flags
 from absl import logging
 import grain
 from grain._src.python.dataset import dataset as grain_dataset
@@ -348,6 +349,9 @@ def make_pipeline(config: ml_collections.ConfigDict, *, split: str | None = None
   if batched:
     it = it.batch(batch_size, drop_remainder=True, batch_fn=transforms.stack_examples)
   if cfg.num_workers > 0:
+    if not flags.FLAGS.is_parsed():
+      # grain reads its absl flags in the workers; outside `app.run` nobody parsed them.
+      flags.FLAGS.mark_as_parsed()
     buffer = cfg.worker_buffer_size if batched else cfg.worker_buffer_size * batch_size
     it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=cfg.num_workers,
                                                      per_worker_buffer_size=buffer))

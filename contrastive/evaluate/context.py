@@ -66,6 +66,14 @@ class Context:
   def __post_init__(self):
     self._jitted = jax.jit(self.embed_fn)
 
+  def _prepare(self, raw: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    batch = dict(self.prepare(raw))
+    if not batch:
+      raise ValueError(f"prepare returned no model inputs for a raw batch of {sorted(raw)}; the "
+                       f"modality names are image={self.image_modality!r}, "
+                       f"text={self.text_modality!r}.")
+    return batch
+
   def _embed(self, batches: Iterator[Mapping[str, np.ndarray]], modality: str) -> np.ndarray:
     out = embed.embed_dataset(self._jitted, batches, batch_size=self.batch_size, mesh=self.mesh,
                               batch_axes=self.batch_axes, jit=False)
@@ -106,7 +114,7 @@ class Context:
             if k != image_key:
               fields.setdefault(k, []).append(v)
         raw = {self.image_modality: np.stack([np.asarray(r[image_key]) for r in records])}
-        yield dict(self.prepare(raw))
+        yield self._prepare(raw)
 
     self._cache[key] = (self._embed(batches(), self.image_modality), fields)
     return self._cache[key]
@@ -118,7 +126,7 @@ class Context:
     unique, inverse = np.unique(np.asarray(texts, dtype=object).astype(str), return_inverse=True)
     todo = [t for t in unique if "text:" + t not in self._cache]
     if todo:
-      batches = (dict(self.prepare({self.text_modality: list(chunk)}))
+      batches = (self._prepare({self.text_modality: list(chunk)})
                  for chunk in embed.batched(todo, self.batch_size))
       for t, e in zip(todo, self._embed(batches, self.text_modality)):
         self._cache["text:" + t] = e

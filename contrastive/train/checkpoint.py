@@ -78,15 +78,19 @@ class Checkpointer:
       logging.info("Saving checkpoint %d to %s.", step, self.directory)
     return saved
 
-  def restore(self, step: int, abstract_state: Any, data_iter: Any | None = None) -> Any:
-    """The state saved at `step`, laid out as `abstract_state` says; `data_iter` is moved to
-    the position saved with it (in place)."""
+  def restore(self, step: int, abstract_state: Any, data_iter: Any | None = None
+              ) -> tuple[Any, Any]:
+    """The state saved at `step`, laid out as `abstract_state` says, and the data iterator at
+    the position saved with it.
+
+    Use the returned iterator: orbax may hand the restore a copy of `data_iter`.
+    """
     items = {STATE: ocp.args.StandardRestore(abstract_state)}
     if data_iter is not None:
       items[DATA_ITER] = grain.checkpoint.CheckpointRestore(data_iter)
     restored = self._manager.restore(step, args=ocp.args.Composite(**items))
     logging.info("Restored checkpoint %d from %s.", step, self.directory)
-    return restored[STATE]
+    return restored[STATE], (restored[DATA_ITER] if data_iter is not None else None)
 
   def wait(self) -> None:
     """Blocks until every started save is on disk."""

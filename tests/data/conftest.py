@@ -3,6 +3,7 @@
 import csv
 import io
 import os
+import types
 
 import numpy as np
 from PIL import Image
@@ -25,6 +26,12 @@ def png_bytes(seed: int) -> bytes:
 
 
 CORRUPT = b"\xff\xd8\xff\xe0 definitely not a jpeg"
+
+
+@pytest.fixture
+def encoded():
+  """Makers of encoded test images: `.jpeg(seed, size)`, `.png(seed)`, `.corrupt`."""
+  return types.SimpleNamespace(jpeg=jpeg_bytes, png=png_bytes, corrupt=CORRUPT)
 
 
 @pytest.fixture

@@ -6,10 +6,10 @@ import pytest
 from contrastive.data import tokenizers as T
 from contrastive.data import transforms as tr
 
-from .conftest import CORRUPT, jpeg_bytes, png_bytes
 
 
-def test_decode_image_kinds():
+def test_decode_image_kinds(encoded):
+  jpeg_bytes, png_bytes, CORRUPT = encoded.jpeg, encoded.png, encoded.corrupt
   assert tr.decode_image(jpeg_bytes(0, (24, 20))).shape == (20, 24, 3)
   assert tr.decode_image(np.frombuffer(png_bytes(3), np.uint8).tobytes()).shape == (16, 16, 3)
   assert tr.decode_image(np.zeros((5, 6), np.uint8)).shape == (5, 6, 3)
@@ -57,7 +57,8 @@ def _transform(**kwargs):
   return tr.ExampleTransform(**{**defaults, **kwargs})
 
 
-def test_example_transform_outputs_and_bad_records():
+def test_example_transform_outputs_and_bad_records(encoded):
+  jpeg_bytes, CORRUPT = encoded.jpeg, encoded.corrupt
   t = _transform(training=True, passthrough=("index",))
   record = {"image": jpeg_bytes(0), "caption": ["first", "second", ""], "index": 4}
   seen = set()
