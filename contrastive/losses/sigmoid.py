@@ -46,10 +46,24 @@ def sigmoid_loss(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, scale: jax.ty
                    block_size=block_size)
 
 
+@jax.custom_jvp
+def neg_log_sigmoid(z: jax.Array) -> jax.Array:
+  """-log sigmoid(z), stable for any z; value and derivative share one exp per element."""
+  return jnp.maximum(-z, 0.0) + jnp.log1p(jnp.exp(-jnp.abs(z)))
+
+
+@neg_log_sigmoid.defjvp
+def _neg_log_sigmoid_jvp(primals, tangents):
+  (z,), (dz,) = primals, tangents
+  e = jnp.exp(-jnp.abs(z))
+  sigmoid_of_minus_z = jnp.where(z >= 0, e, 1.0) / (1.0 + e)
+  return jnp.maximum(-z, 0.0) + jnp.log1p(e), -sigmoid_of_minus_z * dz
+
+
 def _tile_fn(tile: Tile):
   logits = tile.params["scale"] * tile.sim + tile.params["bias"]
   sign = jnp.where(tile.positive, 1.0, -1.0)
-  return {"nll": -jax.nn.log_sigmoid(sign * logits)}
+  return {"nll": neg_log_sigmoid(sign * logits)}
 
 
 def _finalize_fn(home: Home):

@@ -124,23 +124,21 @@ def restore_params(directory: str | os.PathLike, *, step: int | None = None) -> 
   if not os.path.isdir(directory):
     raise FileNotFoundError(f"No checkpoint directory at {directory}.")
   with ocp.CheckpointManager(directory, item_names=(STATE, DATA_ITER)) as manager:
-    if step is None:
-      step = manager.latest_step()
-    if step is None or step not in manager.all_steps():
-      raise FileNotFoundError(f"No checkpoint {'' if step is None else step} in {directory}; "
-                              f"steps there: {list(manager.all_steps())}.")
-    metadata = manager.item_metadata(step)[STATE]
-    tree = getattr(metadata, "tree", metadata)
-    params_meta = tree["params"] if isinstance(tree, dict) else tree.params
-    replicated = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    abstract = jax.tree.map(
-        lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=replicated), params_meta)
-    target = {k: v for k, v in (tree.items() if isinstance(tree, dict) else [])}
-    del target
-    restored = manager.restore(step, args=ocp.args.Composite(**{
-        STATE: ocp.args.PyTreeRestore(
-            item={"params": abstract},
-            restore_args=jax.tree.map(lambda _: ocp.ArrayRestoreArgs(sharding=replicated),
-                                      abstract),
-            partial_restore=True)}))
-  return jax.device_get(restored[STATE]["params"]), step
+    steps = list(manager.all_steps())
+  if step is None:
+    step = max(steps, default=None)
+  if step is None or step not in steps:
+    raise FileNotFoundError(f"No checkpoint {'' if step is None else step} in {directory}; "
+                            f"steps there: {steps}.")
+  path = os.path.join(directory, str(step), STATE)
+  checkpointer = ocp.PyTreeCheckpointer()
+  metadata = checkpointer.metadata(path)
+  tree = getattr(metadata, "item_metadata", metadata)
+  tree = getattr(tree, "tree", tree)
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  abstract = {"params": jax.tree.map(
+      lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), tree["params"])}
+  restored = checkpointer.restore(path, args=ocp.args.PyTreeRestore(
+      item=abstract, partial_restore=True,
+      restore_args=jax.tree.map(lambda _: ocp.ArrayRestoreArgs(sharding=device), abstract)))
+  return jax.device_get(restored["params"]), step
