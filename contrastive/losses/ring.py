@@ -83,8 +83,9 @@ class TileLoss:
   tile_fn: Callable[[Tile], Mapping[str, jax.Array]]
   reductions: Mapping[str, Reduction]
   finalize_fn: Callable[[Home], jax.Array]
-  # True when the loss is a linear function of `row_sum`/`col_sum` statistics only, so the
-  # gradient is known before the statistics are: one fused pass computes value and gradient.
+  # True when finalize_fn is linear in its statistics, all of them `row_sum`/`col_sum` (it may
+  # use x, y, params and side data in any way besides): the statistics' cotangents are then known
+  # before the statistics are, and one fused pass computes value and gradient.
   linear: bool = False
 
   def __post_init__(self):
@@ -219,7 +220,10 @@ def _local_loss_fwd(plan, x, y, params, row, col):
   if plan.loss.linear:
     cts = _stat_cotangents(plan, x, y, params, row, col)
     stats, grads = _ring_pass(plan, x, y, params, row, col, cts=cts, want_stats=True)
-    home_loss, _ = _finalize_vjp(plan, stats, x, y, params, row, col)
+    home_loss, finalize_vjp = _finalize_vjp(plan, stats, x, y, params, row, col)
+    # finalize_fn's own terms in x, y, params and side data (beyond the statistics).
+    _, *home_grads = finalize_vjp(_vary(jnp.ones((), jnp.float32), plan.axis_name))
+    grads = tuple(_tree_add(g, h) for g, h in zip(grads, home_grads))
     return home_loss, (grads, x, y, row, col)
   stats, _ = _ring_pass(plan, x, y, params, row, col, want_stats=True)
   home_loss, _ = _finalize_vjp(plan, stats, x, y, params, row, col)
