@@ -107,6 +107,7 @@ def shard_loss(loss_fn: Callable[..., jax.Array], mesh: Mesh, axis: str | Sequen
 
 import contextlib  # noqa: E402  (this section was appended to the module; its imports are here)
 
+from absl import logging  # noqa: E402
 import flax.linen as nn  # noqa: E402
 
 LogicalRules = tuple[tuple[str, "str | tuple[str, ...] | None"], ...]
@@ -144,8 +145,25 @@ def logical_sharding(names: Sequence[str | None], mesh: Mesh, *,
   return jax.sharding.NamedSharding(mesh, logical_spec(names, rules=rules))
 
 
+def _fit_spec(spec: P, shape: Sequence[int], mesh: Mesh, *, what: str) -> P:
+  """`spec` with every dimension that its mesh axes do not divide evenly left whole."""
+  fitted = []
+  for dim, axes in enumerate(tuple(spec) + (None,) * (len(shape) - len(spec))):
+    names = () if axes is None else (axes,) if isinstance(axes, str) else tuple(axes)
+    ways = int(np.prod([mesh.shape[a] for a in names])) if names else 1
+    if ways > 1 and shape[dim] % ways:
+      logging.warning("Not sharding dimension %d (size %d) of %s over mesh axes %s (%d ways): "
+                      "not divisible; it stays whole.", dim, shape[dim], what, names, ways)
+      axes = None
+    fitted.append(axes)
+  return P(*fitted)
+
+
 def logical_shardings(tree: Any, mesh: Mesh, *, rules: LogicalRules = LOGICAL_RULES) -> Any:
   """`NamedSharding`s for a pytree whose leaves carry logical axis names.
+
+  A dimension whose size the mesh axes do not divide (3 heads over `tensor=2`) is left whole,
+  with a logged warning, so every model runs on every mesh.
 
   Args:
     tree: variables as `model.init` returns them, or `jax.eval_shape(model.init, ...)` (leaves
@@ -156,8 +174,18 @@ def logical_shardings(tree: Any, mesh: Mesh, *, rules: LogicalRules = LOGICAL_RU
   Returns:
     A pytree of `NamedSharding` with the structure of `flax.linen.unbox(tree)`.
   """
-  specs = nn.get_partition_spec(tree)
-  return nn.logical_to_mesh_sharding(specs, mesh, rules)
+  def one(path, leaf):
+    if isinstance(leaf, nn.LogicallyPartitioned):
+      spec = logical_spec(leaf.names, rules=rules)
+    elif isinstance(leaf, nn.Partitioned):
+      spec = P(*leaf.names)
+    else:
+      return jax.sharding.NamedSharding(mesh, P())
+    spec = _fit_spec(spec, np.shape(leaf.value), mesh, what=jax.tree_util.keystr(path))
+    return jax.sharding.NamedSharding(mesh, spec)
+
+  return jax.tree_util.tree_map_with_path(
+      one, tree, is_leaf=lambda x: isinstance(x, nn.Partitioned))
 
 
 @contextlib.contextmanager

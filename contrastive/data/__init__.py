@@ -41,18 +41,11 @@ max_objects 3), tfds (name, data_dir), arrayrecord (path).
 Datasets from your own files: `python -m contrastive.data.build --help`.
 """
 
-from contrastive.data.pipeline import (
-    DataIterator,
-    batch_sharding,
-    default_config,
-    make_pipeline,
-    make_tokenizer,
-    make_transform,
-    resolve_config,
-    to_global,
-)
+from contrastive.data.config import default_config, resolve_config
+from contrastive.data.pipeline import DataIterator, make_pipeline, make_tokenizer, make_transform
+from contrastive.data.sharding import batch_sharding, to_global
 from contrastive.data.records import ImageTextSource, decode_record, encode_record
-from contrastive.data.sources import SOURCES, Source, make_source
+from contrastive.data.sources import SOURCES, Source, iter_captions, make_source
 from contrastive.data.synthetic import (
     COLOURS,
     HARD_NEGATIVE_KINDS,
@@ -78,6 +71,6 @@ __all__ = [
     "ByteTokenizer", "DataIterator", "ExampleTransform", "HFTokenizer", "ImageTextSource",
     "LabelledView", "SentencePieceTokenizer", "ShapesSource", "Source", "Tokenizer",
     "batch_sharding", "decode_record", "default_config", "detokenize", "encode_record",
-    "labelled_views", "make_pipeline", "make_source", "make_tokenizer", "make_transform",
+    "iter_captions", "labelled_views", "make_pipeline", "make_source", "make_tokenizer", "make_transform",
     "resolve_config", "to_global", "tokenize", "train_bpe",
 ]

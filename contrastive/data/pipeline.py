@@ -1,7 +1,7 @@
 """The grain pipeline: source, shuffle, repeat, per-process shard, transform, batch, workers.
 
     it = make_pipeline(config.data, split="train")          # per-process numpy batches
-    batch = to_global(next(it), mesh)                       # global, batch-sharded jax.Arrays
+    batch = sharding.to_global(next(it), mesh)              # global, batch-sharded jax.Arrays
     it.num_skipped                                          # corrupt/empty records dropped so far
 
 The chain (one seed drives it all): `source -> shuffle(seed), reshuffled every epoch -> repeat ->
@@ -28,77 +28,16 @@ from typing import Any
 from absl import flags
 from absl import logging
 import grain
-from grain._src.python.dataset import dataset as grain_dataset
 import jax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh
 import ml_collections
-from ml_collections import config_dict
 import numpy as np
 
+from contrastive.data import sharding
 from contrastive.data import sources as sources_lib
 from contrastive.data import tokenizers as tokenizers_lib
 from contrastive.data import transforms
-
-
-def default_config() -> ml_collections.ConfigDict:
-  """The data config (`config.data`) with every key and its default."""
-  c = ml_collections.ConfigDict()
-  c.source = "synthetic"  # a key of sources.SOURCES: "synthetic", "tfds", "arrayrecord"
-  c.train_split = "train"
-  c.eval_split = "test"
-  c.image_key = "image"  # record fields; "/" reaches into nested features
-  c.text_key = "caption"  # a str or a list of captions (one is sampled in training)
-  c.label_key = config_dict.placeholder(str)  # copied to the batch as "label" if set
-  c.image_size = 64
-  c.batch_size = 256  # GLOBAL batch size; must divide by the process count
-  c.tokenizer = "bytes"  # "bytes", a SentencePiece *.model path or an HF tokenizers *.json path
-  c.max_len = 128  # the built-in captions are at most 109 bytes
-  c.num_workers = 0  # grain worker processes per host (0: the main process)
-  c.worker_buffer_size = 2  # batches each worker prepares ahead
-  c.read_threads = 1  # threads per process that read and transform examples
-  c.read_buffer_size = 64  # examples those threads prepare ahead
-  c.seed = 0  # shuffle and augmentation
-  c.shuffle = True
-  c.normalization = "clip"  # "clip", "inception" ([-1, 1]) or "unit" ([0, 1])
-  c.random_resized_crop = False
-  c.crop_scale = (0.9, 1.0)  # area fraction of the random resized crop
-  c.flip = False  # horizontal; refused for the built-in dataset (left/right captions)
-  c.text_delete_prob = 0.0  # token deletion (training only)
-  c.text_mask_prob = 0.0  # token masking (training only)
-  c.hard_negatives = False  # add "hard_negatives" [b, 3, max_len] (built-in dataset only)
-  c.synthetic = ml_collections.ConfigDict(sources_lib.SYNTHETIC_DEFAULTS)
-  c.tfds = ml_collections.ConfigDict(
-      {"name": config_dict.placeholder(str), "data_dir": config_dict.placeholder(str)})
-  c.arrayrecord = ml_collections.ConfigDict({"path": config_dict.placeholder(str)})
-  return c
-
-
-def resolve_config(config: ml_collections.ConfigDict | dict) -> ml_collections.ConfigDict:
-  """`config` (the data config, or a whole config with a `data` block) over `default_config()`.
-
-  Raises:
-    ValueError: a key `default_config()` does not have, listing the known ones.
-  """
-  if "source" not in config and "data" in config:
-    config = config["data"]
-  given = config.to_dict() if isinstance(config, ml_collections.ConfigDict) else dict(config)
-  out = default_config()
-  unknown = sorted(set(given) - set(out))
-  if unknown:
-    raise ValueError(f"Unknown data config key(s) {unknown}; known: {sorted(out)}.")
-  for key, value in given.items():
-    if isinstance(out[key], ml_collections.ConfigDict):
-      block = dict(value or {})
-      extra = sorted(set(block) - set(out[key]))
-      if extra:
-        raise ValueError(f"Unknown option(s) {extra} in data.{key}; known: {sorted(out[key])}.")
-      for k, v in block.items():
-        out[key][k] = v
-    elif value is not None or key == "label_key":
-      if isinstance(out[key], tuple) and isinstance(value, list):
-        value = tuple(value)
-      out[key] = value
-  return out
+from contrastive.data.config import resolve_config
 
 
 def make_tokenizer(config: ml_collections.ConfigDict) -> tokenizers_lib.Tokenizer:
@@ -151,7 +90,7 @@ class _DropBad(grain.IterDataset):
     return "DropBad"
 
 
-class _DropBadIterator(grain_dataset.DatasetIterator):
+class _DropBadIterator(grain.DatasetIterator):
 
   def __next__(self):
     skipped = 0
@@ -191,7 +130,7 @@ class _Finish(grain.IterDataset):
     return "Finish"
 
 
-class DataIterator(grain_dataset.DatasetIterator):
+class DataIterator(grain.DatasetIterator):
   """Per-process batches; counts dropped records; saves and restores with grain/orbax.
 
   `next(it)` is a dict of numpy arrays, leading dimension `batch_size` (per process):
@@ -235,7 +174,8 @@ class DataIterator(grain_dataset.DatasetIterator):
     if self.num_batches is not None and self._yielded >= self.num_batches:
       raise StopIteration
     if self._batched:
-      batch = dict(next(self._parent))
+      # Plain ndarrays (views of grain's shared-memory arrays when workers made them).
+      batch = {k: np.asarray(v) for k, v in next(self._parent).items()}
       self._skipped += int(batch.pop(transforms.SKIPPED_KEY))
     else:
       batch = self._collect()
@@ -255,7 +195,7 @@ class DataIterator(grain_dataset.DatasetIterator):
         examples.append(example)
     if self._template is None:
       first = examples[0] if examples else self._template_fn()
-      self._template = {k: np.zeros_like(v) for k, v in first.items()}
+      self._template = {k: np.zeros(np.shape(v), np.asarray(v).dtype) for k, v in first.items()}
     pad = self.batch_size - len(examples)
     examples += [self._template] * pad
     batch = transforms.stack_examples(examples)
@@ -322,7 +262,7 @@ def make_pipeline(config: ml_collections.ConfigDict, *, split: str | None = None
     raise ValueError(f"The global batch size data.batch_size={cfg.batch_size} must be a "
                      f"positive multiple of the process count {pc}.")
   if mesh is not None:
-    shards = _batch_shards(mesh, batch_axes)
+    shards = sharding.batch_shards(mesh, batch_axes)
     if cfg.batch_size % shards:
       raise ValueError(f"The global batch size data.batch_size={cfg.batch_size} does not divide "
                        f"over the {shards} devices of mesh axes {tuple(batch_axes)}.")
@@ -373,58 +313,3 @@ def make_pipeline(config: ml_collections.ConfigDict, *, split: str | None = None
   return iter(_Finish(it, batch_size=batch_size, global_batch_size=cfg.batch_size,
                       batched=batched, num_batches=num_batches, template=template,
                       tokenizer=transform.tokenizer, source=source))
-
-
-# ---------------------------------------------------------------------------------------------
-# Global arrays.
-
-
-def _batch_axes_of(mesh: Mesh, batch_axes: Sequence[str]) -> tuple[str, ...]:
-  axes = tuple(a for a in batch_axes if a in mesh.axis_names)
-  if not axes:
-    raise ValueError(f"None of the batch axes {tuple(batch_axes)} is in the mesh, whose axes are "
-                     f"{tuple(mesh.axis_names)}.")
-  return axes
-
-
-def _batch_shards(mesh: Mesh, batch_axes: Sequence[str]) -> int:
-  return int(np.prod([mesh.shape[a] for a in _batch_axes_of(mesh, batch_axes)]))
-
-
-def batch_sharding(mesh: Mesh, *, batch_axes: Sequence[str] = ("data", "fsdp")) -> NamedSharding:
-  """`NamedSharding(mesh, P(axes))` over the `batch_axes` present in `mesh`."""
-  return NamedSharding(mesh, P(_batch_axes_of(mesh, batch_axes)))
-
-
-def to_global(batch: dict[str, np.ndarray], mesh_or_sharding: Mesh | NamedSharding, *,
-              batch_axes: Sequence[str] = ("data", "fsdp")) -> dict[str, jax.Array]:
-  """This process's batch to global `jax.Array`s sharded along the batch dimension.
-
-  Every process calls it with its own batch of `b` rows; the result has `b * process_count`
-  rows, split over the batch axes (`jax.make_array_from_process_local_data`).
-
-  Args:
-    batch: per-process arrays, leading dimension `b`.
-    mesh_or_sharding: a mesh (sharded over the `batch_axes` it has) or a `NamedSharding`.
-    batch_axes: the mesh axes of the batch dimension.
-
-  Returns:
-    A dict of the same keys; each value `[b * process_count, ...]`.
-  """
-  if isinstance(mesh_or_sharding, Mesh):
-    sharding = batch_sharding(mesh_or_sharding, batch_axes=batch_axes)
-  else:
-    sharding = mesh_or_sharding
-  spec = sharding.spec[0] if len(sharding.spec) else None
-  axes = () if spec is None else ((spec,) if isinstance(spec, str) else tuple(spec))
-  shards = int(np.prod([sharding.mesh.shape[a] for a in axes]))
-  out = {}
-  for key, value in batch.items():
-    value = np.asarray(value)
-    rows = value.shape[0] * jax.process_count()
-    if rows % shards:
-      raise ValueError(f"The global batch of {rows} rows ({key!r}: {value.shape[0]} per process x "
-                       f"{jax.process_count()} processes) does not divide over the {shards} "
-                       f"devices of mesh axes {axes}.")
-    out[key] = jax.make_array_from_process_local_data(sharding, value)
-  return out

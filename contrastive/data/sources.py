@@ -24,7 +24,7 @@ Sources and their options (`config.<source>.<option>`):
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 import dataclasses
 import os
 from typing import Any
@@ -34,6 +34,7 @@ import ml_collections
 
 from contrastive.data import records
 from contrastive.data import synthetic
+from contrastive.data import transforms
 from contrastive.data.transforms import ERROR_KEY
 
 
@@ -59,8 +60,25 @@ class Source:
     return self.data[index]
 
   def dataset(self) -> grain.MapDataset:
-    """The records as a `grain.MapDataset`."""
-    return grain.MapDataset.source(self.data)
+    """The records as a `grain.MapDataset`.
+
+    Built as `range(len).map(read)` rather than `MapDataset.source`, which walks every record's
+    tree for byte-count metrics (about a fifth of the cost of a built-in example).
+    """
+    return grain.MapDataset.range(len(self.data)).map(_Read(self.data))
+
+
+class _Read:
+  """`index -> data[index]`, a picklable map function."""
+
+  def __init__(self, data: Any):
+    self.data = data
+
+  def __call__(self, index: int) -> dict[str, Any]:
+    return self.data[index]
+
+  def __repr__(self) -> str:
+    return f"Read({self.data!r})"
 
 
 class SafeSource:
@@ -209,3 +227,14 @@ def make_source(config: ml_collections.ConfigDict, *, split: str) -> Source:
       raise ValueError(f"data.{key_name}={key!r} is not a field of data source {name!r} "
                        f"(split {split!r}); its fields: {sorted(source.fields)}.")
   return source
+
+
+def iter_captions(source: Source, *, text_key: str = "caption", limit: int | None = None
+                  ) -> Iterator[str]:
+  """Every non-empty caption of the first `limit` records (all by default), e.g. to fit a BPE
+  vocabulary with `tokenizers.train_bpe(iter_captions(source), path)`. Unreadable records are
+  passed over."""
+  for i in range(len(source) if limit is None else min(limit, len(source))):
+    record = source[i]
+    if ERROR_KEY not in record:
+      yield from transforms.caption_list(transforms.get_field(record, text_key))

@@ -140,10 +140,12 @@ def _flip_layout(n: int, layout: int) -> int | None:
 
 def canonical(scene: Scene) -> Scene:
   """The same meaning with the relation `above`/`to the left of` (direction left/top first)."""
-  n = len(scene.objects)
-  if n == 1 or scene.layout % 2 == 0:
+  if len(scene.objects) == 1 or scene.layout % 2 == 0:
     return scene
-  return Scene(tuple(reversed(scene.objects)), scene.layout ^ 1)
+  return Scene(scene.objects[::-1], scene.layout ^ 1)
+
+
+_NC, _NZ, _NP = len(COLOURS), len(SIZES), len(POSITIONS)
 
 
 def meaning_id(scene: Scene) -> int:
@@ -151,45 +153,52 @@ def meaning_id(scene: Scene) -> int:
 
   One object: `[0, 640)`; two: the next `2 * 128**2`; three: the next `2 * 128**3` (below 2**23).
   """
-  s = canonical(scene)
-  codes = [(shape * len(COLOURS) + colour) * len(SIZES) + size for shape, colour, size in s.objects]
-  n = len(codes)
+  objects, layout = scene.objects, scene.layout
+  n = len(objects)
+  if n > 1 and layout % 2:  # canonical order: "A below B" is "B above A"
+    objects, layout = objects[::-1], layout ^ 1
+  codes = [(shape * _NC + colour) * _NZ + size for shape, colour, size in objects]
   if n == 1:
-    return codes[0] * len(POSITIONS) + s.layout
-  base = _N_OBJ * len(POSITIONS)
+    return codes[0] * _NP + layout
+  base = _N_OBJ * _NP
   if n == 2:
-    return base + (codes[0] * 2 + s.layout // 2) * _N_OBJ + codes[1]
+    return base + (codes[0] * 2 + layout // 2) * _N_OBJ + codes[1]
   base += 2 * _N_OBJ ** 2
-  return base + ((codes[0] * _N_OBJ + codes[1]) * _N_OBJ + codes[2]) * 2 + s.layout // 2
+  return base + ((codes[0] * _N_OBJ + codes[1]) * _N_OBJ + codes[2]) * 2 + layout // 2
 
 
 def _has_heldout(objects, heldout) -> bool:
+  if not heldout:
+    return False
   return any((colour, shape) in heldout for shape, colour, _ in objects)
 
 
 class _Draws:
   """Uniform draws taken from a generator in blocks (one numpy call instead of dozens)."""
 
-  def __init__(self, rng: np.random.Generator, block: int = 96):
+  def __init__(self, rng: np.random.Generator, block: int = 64):
     self._rng, self._block = rng, block
-    self._values: list[float] = []
-    self._next = 0
+    self._values = iter(())
 
   def uniform(self, lo: float = 0.0, hi: float = 1.0) -> float:
-    if self._next == len(self._values):
-      self._values, self._next = self._rng.random(self._block).tolist(), 0
-    self._next += 1
-    return lo + (hi - lo) * self._values[self._next - 1]
+    try:
+      u = next(self._values)
+    except StopIteration:
+      self._values = iter(self._rng.random(self._block).tolist())
+      u = next(self._values)
+    return lo + (hi - lo) * u
 
   def integer(self, n: int) -> int:
     return min(int(self.uniform() * n), n - 1)
 
-  def rotation(self, items: list) -> list:
-    """`items` starting at a random place (an order cheaper than a permutation)."""
-    if not items:
-      return items
-    k = self.integer(len(items))
-    return items[k:] + items[:k]
+
+_ATTRIBUTE_SIZES = (len(SHAPES), len(COLOURS), len(SIZES))
+
+
+def _replace(objects, i: int, attr: int, value: int):
+  obj = list(objects[i])
+  obj[attr] = value
+  return objects[:i] + (tuple(obj),) + objects[i + 1:]
 
 
 def hard_negatives(scene: Scene, rng: np.random.Generator | _Draws, *,
@@ -201,42 +210,49 @@ def hard_negatives(scene: Scene, rng: np.random.Generator | _Draws, *,
   (colour, shape) pair from `forbidden` (the held-out pairs, for the training split).
   """
   draws = rng if isinstance(rng, _Draws) else _Draws(rng)
-  objs = scene.objects
+  objs, layout = scene.objects, scene.layout
   n = len(objs)
   mid = meaning_id(scene)
 
-  def ok(s: Scene | None) -> Scene | None:
-    if s is None or _has_heldout(s.objects, forbidden) or meaning_id(s) == mid:
+  def ok(candidate: Scene) -> Scene | None:
+    if _has_heldout(candidate.objects, forbidden) or meaning_id(candidate) == mid:
       return None
-    return s
+    return candidate
 
+  # Attribute swap: colours of a random pair that differs in colour, else sizes.
   swap = None
-  pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
-  for attr in (1, 2):  # colour, then size
-    for i, j in draws.rotation(pairs):
+  pairs = ((0, 1),) if n == 2 else ((0, 1), (0, 2), (1, 2)) if n == 3 else ()
+  start = draws.integer(len(pairs)) if pairs else 0
+  for attr in (1, 2):
+    for k in range(len(pairs)):
+      i, j = pairs[(start + k) % len(pairs)]
       if objs[i][attr] == objs[j][attr]:
         continue
-      new = [list(o) for o in objs]
-      new[i][attr], new[j][attr] = objs[j][attr], objs[i][attr]
-      swap = ok(Scene(tuple(tuple(o) for o in new), scene.layout))
+      swapped = _replace(_replace(objs, i, attr, objs[j][attr]), j, attr, objs[i][attr])
+      swap = ok(Scene(swapped, layout))
       if swap is not None:
         break
     if swap is not None:
       break
 
-  flipped = _flip_layout(n, scene.layout)
+  flipped = _flip_layout(n, layout)
   relation = ok(Scene(objs, flipped)) if flipped is not None else None
 
+  # Attribute change: random (object, attribute, new value) tries, then every option in turn.
   change = None
-  sizes = (len(SHAPES), len(COLOURS), len(SIZES))
-  options = [(i, a, v) for i in range(n) for a in range(3) for v in range(sizes[a])
-             if v != objs[i][a]]
-  for i, a, v in draws.rotation(options):
-    new = [list(o) for o in objs]
-    new[i][a] = v
-    change = ok(Scene(tuple(tuple(o) for o in new), scene.layout))
+  for _ in range(8):
+    i, attr = draws.integer(n), draws.integer(3)
+    size = _ATTRIBUTE_SIZES[attr]
+    value = (objs[i][attr] + 1 + draws.integer(size - 1)) % size
+    change = ok(Scene(_replace(objs, i, attr, value), layout))
     if change is not None:
       break
+  else:
+    for i in range(n):
+      for attr, size in enumerate(_ATTRIBUTE_SIZES):
+        for value in range(size):
+          if change is None and value != objs[i][attr]:
+            change = ok(Scene(_replace(objs, i, attr, value), layout))
   return swap, relation, change
 
 
@@ -245,11 +261,10 @@ def hard_negatives(scene: Scene, rng: np.random.Generator | _Draws, *,
 
 
 @functools.lru_cache(maxsize=8)
-def _grid(size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-  """Pixel-centre coordinates in [0, 1] and the 4x4 nearest-upsampling index, for one size."""
+def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
+  """Pixel-centre coordinates in [0, 1], and each pixel's cell of a 4-cell split, for one size."""
   coords = (np.arange(size, dtype=np.float32) + 0.5) / size
-  cell = np.minimum((np.arange(size) * 4) // size, 3)
-  return coords, coords.copy(), cell
+  return coords, np.minimum(np.arange(size) * 4 // size, 3)
 
 
 def _mask(shape: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -280,18 +295,20 @@ def _mask(shape: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
 
 
 def _background(draws: _Draws, rng: np.random.Generator, size: int) -> np.ndarray:
-  """A muted two-colour gradient with coarse noise, channels first: float32 `[3, size, size]`.
+  """A muted two-colour gradient with plaid noise, channels first: float32 `[3, size, size]`.
 
-  (Channels first because numpy broadcasts a trailing axis of 3 slowly.)
+  Gradient and noise are each a sum of a per-row and a per-column term, so the image is one
+  broadcast addition. Values stay inside [18, 202]: no clipping needed.
   """
-  xs, ys, cell = _grid(size)
+  coords, cell = _grid(size)
   draw = rng.random((2, 4), np.float32)  # grey level and three tints, for two colours
-  base = (55.0 + 110.0 * draw[:, :1] + 44.0 * (draw[:, 1:] - 0.5))[:, :, None, None]
+  base = 55.0 + 110.0 * draw[:, :1] + 44.0 * (draw[:, 1:] - 0.5)  # [2, 3]
+  low, span = base[0][:, None], (base[1] - base[0])[:, None]
   angle = draws.uniform(0.0, 2 * np.pi)
-  t = (np.float32(np.cos(angle)) * (xs - 0.5))[None, :] + (
-      np.float32(np.sin(angle)) * (ys - 0.5) + 0.5)[:, None]
-  noise = (rng.random((3, 4, 4), np.float32) - 0.5) * 30.0
-  return base[0] + (base[1] - base[0]) * t + noise[:, cell][:, :, cell]
+  noise = (rng.random((2, 3, 4), np.float32) - 0.5) * 20.0
+  rows = low + span * (np.float32(np.sin(angle)) * (coords - 0.5) + 0.5) + noise[0][:, cell]
+  cols = span * (np.float32(np.cos(angle)) * (coords - 0.5)) + noise[1][:, cell]
+  return rows[:, :, None] + cols[:, None, :]
 
 
 def _clip(x: float, lo: float, hi: float) -> float:
@@ -341,18 +358,20 @@ def render(scene: Scene, rng: np.random.Generator | _Draws, image_size: int, *,
   draws = rng if isinstance(rng, _Draws) else _Draws(rng)
   noise_rng = noise_rng if noise_rng is not None else draws._rng  # pylint: disable=protected-access
   image = _background(draws, noise_rng, image_size)
-  xs, ys, _ = _grid(image_size)
+  coords, _ = _grid(image_size)
   for (shape, colour, _), (cx, cy, r) in zip(scene.objects, _placements(scene, draws)):
     x0 = max(int((cx - r) * image_size), 0)
     x1 = min(int(np.ceil((cx + r) * image_size)) + 1, image_size)
     y0 = max(int((cy - r) * image_size), 0)
     y1 = min(int(np.ceil((cy + r) * image_size)) + 1, image_size)
-    u = ((xs[x0:x1] - cx) / r)[None, :]
-    v = ((ys[y0:y1] - cy) / r)[:, None]
-    jitter = (noise_rng.random(3, np.float32) - 0.5) * 36.0
-    window = image[:, y0:y1, x0:x1]
-    window[:, _mask(shape, u, v)] = (RGB[colour] + jitter)[:, None]
-  return np.clip(image, 0, 255).transpose(1, 2, 0).astype(np.uint8, order="C")
+    u = ((coords[x0:x1] - cx) / r)[None, :]
+    v = ((coords[y0:y1] - cy) / r)[:, None]
+    fill = np.clip(RGB[colour] + (noise_rng.random(3, np.float32) - 0.5) * 36.0, 0.0, 255.0)
+    np.copyto(image[:, y0:y1, x0:x1], fill[:, None, None], where=_mask(shape, u, v))
+  out = np.empty((image_size, image_size, 3), np.uint8)
+  for c in range(3):  # channel by channel: faster than a transposed copy
+    out[:, :, c] = image[c]
+  return out
 
 
 # ---------------------------------------------------------------------------------------------

@@ -36,6 +36,7 @@ from contrastive.evaluate.similarity import positive_ranks
 from contrastive.evaluate.similarity import topk
 from contrastive.evaluate.sources import EvalSource
 from contrastive.evaluate.sources import SOURCES
+from contrastive.evaluate.sources import data_sources
 from contrastive.evaluate.tasks import TASKS
 from contrastive.evaluate.zeroshot import class_prototypes
 from contrastive.evaluate.zeroshot import prompts
@@ -43,7 +44,8 @@ from contrastive.evaluate.zeroshot import zeroshot_metrics
 
 __all__ = [
     "Context", "EvalSource", "SOURCES", "TASKS", "alignment", "append_history",
-    "binding_metrics", "check_tasks", "class_prototypes", "default_tasks", "effective_rank",
+    "binding_metrics", "check_tasks", "class_prototypes", "data_sources", "default_tasks",
+    "effective_rank",
     "embed_dataset", "evaluate", "fit_logistic_regression", "geometry_metrics", "knn_classifier",
     "linear_probe", "log_mean_gaussian_potential", "mean_cosines", "modality_gap",
     "modality_separability", "positive_ranks", "prompts", "rank_metrics", "read_history",

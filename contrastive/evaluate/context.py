@@ -3,10 +3,16 @@
 The model is reached only through two callables, so nothing here depends on its class:
 
 - `embed_fn(batch) -> {modality: [batch, dim]}`: the model with its parameters bound, e.g.
-  `lambda b: model.apply(params, b, train=False)[0]` for a `TowerModel`.
-- `prepare(raw) -> batch`: turns a raw batch, `{image_modality: uint8 [b, H, W, C]}` or
-  `{text_modality: list of b str}`, into the model's inputs (image normalization and resizing,
-  tokenization), the same transforms as the training pipeline.
+  `jax.jit(lambda b: model.apply({"params": params}, b, train=False)[0])` for a `TowerModel`.
+  The caller jits it (it may need a context around the jitted call, such as
+  `parallel.use_rules(mesh)`); `jit=True` jits a plain function here instead.
+- `prepare(raw) -> batch`: turns a raw batch, `{image_modality: list of b images}` (each as
+  the source stores it: a uint8 `[H, W, C]` array, or encoded bytes) or `{text_modality: list
+  of b str}`, into the model's inputs (decoding, resizing, normalization, tokenization), the
+  same transforms as the training pipeline.
+
+Records carrying an `"__error__"` field (unreadable, as `contrastive.data`'s sources mark them)
+are skipped with a warning.
 """
 
 from __future__ import annotations
@@ -16,6 +22,8 @@ import dataclasses
 import json
 from typing import Any
 
+from absl import logging
+
 import jax
 from jax.sharding import Mesh
 import ml_collections
@@ -24,6 +32,8 @@ import numpy as np
 from contrastive.evaluate import embed
 from contrastive.evaluate import similarity
 from contrastive.evaluate import sources as sources_lib
+
+ERROR_KEY = "__error__"  # as contrastive.data.transforms.ERROR_KEY
 
 Prepare = Callable[[Mapping[str, Any]], Mapping[str, np.ndarray]]
 
@@ -39,7 +49,7 @@ class Context:
   """The model and options the tasks of one evaluation share, with caches.
 
   Attributes:
-    embed_fn: `batch -> {modality: [batch, dim]}` (jitted here once).
+    embed_fn: `batch -> {modality: [batch, dim]}`, jitted by the caller (or set `jit`).
     prepare: raw batch -> model inputs (see the module docstring).
     batch_size: the fixed evaluation batch size (divisible by the mesh's batch axes).
     mesh: optional mesh to place the batches on and to split the similarity rows over.
@@ -47,6 +57,7 @@ class Context:
     image_modality, text_modality: the model's names for the two modalities.
     sources: extra source factories by name (see `sources.make_source`).
     block_size: the largest similarity tile.
+    jit: wrap `embed_fn` in `jax.jit` here.
     pairs: paired `(image, text)` embeddings kept for the report, by task name.
     task_name: the task running now (set by `run_tasks`).
   """
@@ -59,12 +70,13 @@ class Context:
   text_modality: str = "text"
   sources: Mapping[str, Callable[..., Any]] | None = None
   block_size: int = similarity.DEFAULT_BLOCK_SIZE
+  jit: bool = False
   pairs: dict[str, tuple[np.ndarray, np.ndarray]] = dataclasses.field(default_factory=dict)
   task_name: str = ""
   _cache: dict[str, Any] = dataclasses.field(default_factory=dict)
 
   def __post_init__(self):
-    self._jitted = jax.jit(self.embed_fn)
+    self._fn = jax.jit(self.embed_fn) if self.jit else self.embed_fn
 
   def _prepare(self, raw: Mapping[str, Any]) -> dict[str, np.ndarray]:
     batch = dict(self.prepare(raw))
@@ -75,7 +87,7 @@ class Context:
     return batch
 
   def _embed(self, batches: Iterator[Mapping[str, np.ndarray]], modality: str) -> np.ndarray:
-    out = embed.embed_dataset(self._jitted, batches, batch_size=self.batch_size, mesh=self.mesh,
+    out = embed.embed_dataset(self._fn, batches, batch_size=self.batch_size, mesh=self.mesh,
                               batch_axes=self.batch_axes, jit=False)
     if modality not in out:
       raise ValueError(f"embed_fn returned modalities {sorted(out)}, not {modality!r}.")
@@ -105,16 +117,21 @@ class Context:
     def batches():
       for chunk in embed.batched(range(len(src)), self.batch_size):
         records = [src[i] for i in chunk]
-        missing = [k for k in (image_key,) if k not in records[0]]
-        if missing:
-          raise ValueError(f"Records of source {_key(config)} have no {missing[0]!r} field; "
+        bad = [r for r in records if ERROR_KEY in r]
+        if bad:
+          logging.warning("Skipping %d unreadable record(s) of %s, e.g. %s", len(bad),
+                          _key(config), bad[0][ERROR_KEY])
+          records = [r for r in records if ERROR_KEY not in r]
+          if not records:
+            continue
+        if image_key not in records[0]:
+          raise ValueError(f"Records of source {_key(config)} have no {image_key!r} field; "
                            f"fields: {sorted(records[0])}.")
         for r in records:
           for k, v in r.items():
             if k != image_key:
               fields.setdefault(k, []).append(v)
-        raw = {self.image_modality: np.stack([np.asarray(r[image_key]) for r in records])}
-        yield self._prepare(raw)
+        yield self._prepare({self.image_modality: [r[image_key] for r in records]})
 
     self._cache[key] = (self._embed(batches(), self.image_modality), fields)
     return self._cache[key]

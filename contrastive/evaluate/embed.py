@@ -46,7 +46,7 @@ def pad_batch(batch: Mapping[str, np.ndarray], batch_size: int) -> tuple[dict[st
 
 def embed_dataset(embed_fn: EmbedFn, batches: Iterable[Mapping[str, np.ndarray]], *,
                   batch_size: int, mesh: Mesh | None = None,
-                  batch_axes: Sequence[str] = ("data", "fsdp"), jit: bool = True
+                  batch_axes: Sequence[str] = ("data", "fsdp"), jit: bool = False
                   ) -> dict[str, np.ndarray]:
   """Embeds every batch with `embed_fn` and concatenates the outputs on the host.
 
@@ -57,12 +57,13 @@ def embed_dataset(embed_fn: EmbedFn, batches: Iterable[Mapping[str, np.ndarray]]
 
   Args:
     embed_fn: `batch -> {modality: [batch_size, dim]}`; the model with its parameters bound, e.g.
-      `lambda b: model.apply(params, b, train=False)`. It sees only the arrays of the batch.
+      `jax.jit(lambda b: model.apply(params, b, train=False)[0])`, jitted by the caller (it may
+      need a context around the jitted call, such as `parallel.use_rules(mesh)`).
     batches: an iterable of dicts of host arrays with equal leading sizes, at most `batch_size`.
     batch_size: the fixed batch size; with a mesh, divisible by the size of the batch axes.
     mesh: optional; where to place the batches.
     batch_axes: the mesh axes the batch dimension is split over.
-    jit: wrap `embed_fn` in `jax.jit` (pass False when it is already jitted).
+    jit: wrap `embed_fn` in `jax.jit` here (for an un-jitted function).
 
   Returns:
     `{modality: [num_examples, dim]}` float32 host arrays.

@@ -97,12 +97,29 @@ def plot_spectrum(path, spectra: Mapping[str, np.ndarray]) -> str:
   return _save(fig, path)
 
 
+# Metric names shown first in the curves, in this order (matched on the end of the key).
+HEADLINE = ("top1", "image_to_text/recall@1", "text_to_image/recall@1", "rsum", "mean", "gap",
+            "separability", "alignment", "uniformity/union", "accuracy")
+
+
+def _headline_first(keys) -> list[str]:
+  def rank(key):
+    ends = [i for i, h in enumerate(HEADLINE) if key.endswith(h) and key.count("/") <= 2]
+    subset = key.split("/")[1] in ("seen", "heldout") if "/" in key else False
+    return (min(ends) if ends else len(HEADLINE), subset, key)
+  return sorted(keys, key=rank)
+
+
 def plot_curves(path, history: Sequence[Mapping[str, float]], *,
                 keys: Sequence[str] | None = None, max_panels: int = 12) -> str:
-  """One panel per metric against `step`; `history` is a list of dicts with a `step` key."""
+  """One panel per metric against `step`; `history` is a list of dicts with a `step` key.
+
+  Without `keys`, the headline metrics (`HEADLINE`) come first, then the others, up to
+  `max_panels`; per-class accuracies and counts are left out.
+  """
   if keys is None:
-    keys = sorted({k for h in history for k in h if k != "step" and "/per_class/" not in k
-                   and not k.startswith("count/") and "/count/" not in k})
+    keys = _headline_first({k for h in history for k in h if k != "step"
+                            and "/per_class/" not in k and "count/" not in k})
   keys = list(keys)[:max_panels]
   cols = min(3, max(1, len(keys)))
   rows = max(1, -(-len(keys) // cols))

@@ -4,7 +4,7 @@ The trainer calls `evaluate` at intervals (and the CLI once on a checkpoint):
 
 ```python
 metrics = evaluate.evaluate(
-    lambda b: model.apply(params, b, train=False)[0], config.eval.tasks,
+    jax.jit(lambda b: model.apply({"params": params}, b, train=False)[0]), config.eval.tasks,
     prepare=prepare, batch_size=config.eval.batch_size, mesh=mesh,
     workdir=os.path.join(workdir, "eval"), step=step)
 ```
@@ -78,7 +78,7 @@ def run_tasks(embed_fn: Callable[[dict[str, jax.Array]], Mapping[str, jax.Array]
               sources: Mapping[str, Callable[..., Any]] | None = None,
               image_modality: str = "image", text_modality: str = "text",
               batch_axes: Sequence[str] = ("data", "fsdp"),
-              block_size: int = similarity.DEFAULT_BLOCK_SIZE,
+              block_size: int = similarity.DEFAULT_BLOCK_SIZE, jit: bool = False,
               context: Context | None = None) -> dict[str, float]:
   """Runs every task of `tasks` and returns their metrics, keyed `"{task name}/{metric}"`.
 
@@ -92,6 +92,7 @@ def run_tasks(embed_fn: Callable[[dict[str, jax.Array]], Mapping[str, jax.Array]
     image_modality, text_modality: the model's modality names.
     batch_axes: the mesh axes of the batch dimension.
     block_size: the largest similarity tile.
+    jit: wrap `embed_fn` in `jax.jit` here (else the caller has jitted it).
     context: reuse a `Context` (its caches, and its kept `pairs` for a report).
 
   Returns:
@@ -101,7 +102,7 @@ def run_tasks(embed_fn: Callable[[dict[str, jax.Array]], Mapping[str, jax.Array]
   ctx = context or Context(embed_fn=embed_fn, prepare=prepare, batch_size=batch_size, mesh=mesh,
                            batch_axes=tuple(batch_axes), image_modality=image_modality,
                            text_modality=text_modality, sources=sources,
-                           block_size=block_size)
+                           block_size=block_size, jit=jit)
   metrics = {}
   for name, config in tasks.items():
     options = dict(config)
@@ -121,7 +122,8 @@ def evaluate(embed_fn: Callable[[dict[str, jax.Array]], Mapping[str, jax.Array]]
              sources: Mapping[str, Callable[..., Any]] | None = None,
              image_modality: str = "image", text_modality: str = "text",
              batch_axes: Sequence[str] = ("data", "fsdp"),
-             block_size: int = similarity.DEFAULT_BLOCK_SIZE) -> dict[str, float]:
+             block_size: int = similarity.DEFAULT_BLOCK_SIZE, jit: bool = False
+             ) -> dict[str, float]:
   """`run_tasks`, then (on process 0, with a `workdir`) the history line and the report.
 
   The report's embedding plots use the pairs of the first `geometry` task; `curves.png` draws
@@ -129,7 +131,7 @@ def evaluate(embed_fn: Callable[[dict[str, jax.Array]], Mapping[str, jax.Array]]
 
   Args:
     embed_fn, tasks, prepare, batch_size, mesh, sources, image_modality, text_modality,
-      batch_axes, block_size: as for `run_tasks`.
+      batch_axes, block_size, jit: as for `run_tasks`.
     workdir: where `metrics.json`, `history.jsonl` and the PNGs go; None: no files.
     step: the training step (recorded in the files).
     report: draw the plots (False: only `metrics.json` and the history).
@@ -139,7 +141,7 @@ def evaluate(embed_fn: Callable[[dict[str, jax.Array]], Mapping[str, jax.Array]]
   """
   ctx = Context(embed_fn=embed_fn, prepare=prepare, batch_size=batch_size, mesh=mesh,
                 batch_axes=tuple(batch_axes), image_modality=image_modality,
-                text_modality=text_modality, sources=sources, block_size=block_size)
+                text_modality=text_modality, sources=sources, block_size=block_size, jit=jit)
   metrics = run_tasks(embed_fn, tasks, prepare=prepare, batch_size=batch_size, context=ctx)
   if workdir is not None and jax.process_index() == 0:
     if step is not None:

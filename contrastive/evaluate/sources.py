@@ -12,7 +12,14 @@ are options of each task):
 - `hard_negative_captions`: sequence of str, with `hard_negative_valid`: bool per entry.
 
 A source config is a mapping with `name` (a key of `SOURCES`, or of the `sources` a caller
-adds) and the factory's keyword arguments.
+adds, such as `data_sources(config.data)`) and the factory's keyword arguments:
+
+- `{"name": "synthetic", "split": "shape", "num_examples": 256, "image_size": 64, "seed": 0,
+  "num_heldout": 8}`: the built-in dataset (any `ShapesSource` option);
+- `{"name": "tfds", "dataset": "imagenette", "split": "validation", "data_dir": ...,
+  "num_examples": 1000}`: a tfds classification dataset prepared as ArrayRecord;
+- `{"name": "data", "split": "test", "num_examples": 512}`: the training data config's own
+  source (`data_sources`).
 """
 
 from __future__ import annotations
@@ -78,19 +85,77 @@ class _Renamed:
 
 
 def tfds(*, dataset: str, split: str, data_dir: str | None = None, image_key: str = "image",
-         label_key: str = "label", templates: Sequence[str] = DEFAULT_TEMPLATES) -> EvalSource:
-  """A prepared tfds classification dataset through `tfds.data_source` (no TensorFlow).
+         label_key: str = "label", num_examples: int | None = None,
+         templates: Sequence[str] = DEFAULT_TEMPLATES) -> EvalSource:
+  """A tfds classification dataset prepared in ArrayRecord format, read without TensorFlow.
 
-  Its records are renamed to `image` and `label`, and the class names come from the dataset's
-  `ClassLabel` feature `label_key` (underscores read as spaces).
+  Records are renamed to `image` (left encoded: the caller's `prepare` decodes it) and `label`;
+  the class names come from the dataset's `ClassLabel` feature (underscores read as spaces).
+  `num_examples` keeps the first ones only.
   """
   import tensorflow_datasets as tfds_lib  # pylint: disable=g-import-not-at-top
-  builder = tfds_lib.builder(dataset, data_dir=data_dir)
-  feature = builder.info.features[label_key]
-  names = tuple(n.replace("_", " ") for n in getattr(feature, "names", ()) or ()) or None
-  source = tfds_lib.data_source(dataset, split=split, data_dir=data_dir, try_gcs=False)
-  return EvalSource(_Renamed(source, {image_key: "image", label_key: "label"}), names,
-                    tuple(templates))
+  builder = tfds_lib.builder(dataset, data_dir=data_dir, try_gcs=False)
+  features = builder.info.features
+  for key in (image_key, label_key):
+    if key not in features:
+      raise ValueError(f"tfds dataset {dataset!r} has no feature {key!r}; features: "
+                       f"{sorted(features.keys())}.")
+  names = tuple(n.replace("_", " ") for n in getattr(features[label_key], "names", ()) or ())
+  decoders = None
+  if isinstance(features[image_key], tfds_lib.features.Image):
+    decoders = {image_key: tfds_lib.decode.SkipDecoding()}
+  source = builder.as_data_source(split, decoders=decoders)
+  source = _Renamed(source, {image_key: "image", label_key: "label"})
+  return EvalSource(_head(source, num_examples), names or None, tuple(templates))
+
+
+def data_sources(data_config: Any) -> dict[str, Callable[..., EvalSource]]:
+  """`{"data": factory}`: evaluation sources read through the training data config.
+
+  `{"name": "data", "split": "test", "num_examples": 512}` reads `split` of whatever
+  `data_config.source` names (`synthetic`, `tfds`, `arrayrecord`, via
+  `contrastive.data.make_source`), so any image-text dataset the trainer reads can be
+  evaluated; the built-in views bring their class names and templates, the built-in dataset its
+  negative types. Pass the result as `sources=` to `run_tasks` / `evaluate`.
+  """
+  def factory(*, split: str, num_examples: int | None = None) -> EvalSource:
+    from contrastive import data  # pylint: disable=g-import-not-at-top
+    cfg = data.resolve_config(data_config)
+    source = data.make_source(cfg, split=split)
+    names = templates = None
+    view = data.labelled_views().get(split) if cfg.source == "synthetic" else None
+    if view is not None:
+      names, templates = tuple(view.class_names), tuple(view.templates)
+    kinds = tuple(data.HARD_NEGATIVE_KINDS) if source.has_hard_negatives else None
+    return EvalSource(_head(source.data, num_examples), names, templates, kinds)
+
+  return {"data": factory}
+
+
+class _Head:
+  """The first `n` records of a source."""
+
+  def __init__(self, source, n: int):
+    self._source, self._n = source, min(int(n), len(source))
+
+  def __len__(self) -> int:
+    return self._n
+
+  def __getitem__(self, index: int):
+    if not 0 <= index < self._n:
+      raise IndexError(index)
+    return self._source[index]
+
+  def __repr__(self) -> str:
+    return f"_Head({self._source!r}, {self._n})"
+
+
+def _head(source, n: int | None):
+  if n is None:
+    return source
+  if int(n) < 1:
+    raise ValueError(f"num_examples must be positive, got {n}.")
+  return _Head(source, n)
 
 
 # name: factory(**config) -> EvalSource. Callers add their own with `sources=`.

@@ -33,7 +33,8 @@ def _captions(values: Sequence[Any], key: str) -> tuple[list[str], np.ndarray]:
   """Flattens one-or-several captions per record into a list and its `y_to_x` owner index."""
   texts, owner = [], []
   for i, v in enumerate(values):
-    group = [v] if isinstance(v, str) else list(v)
+    group = [v] if isinstance(v, (str, bytes)) else list(np.ravel(np.asarray(v, dtype=object)))
+    group = [t.decode() if isinstance(t, bytes) else t for t in group]
     if not group or not all(isinstance(t, str) for t in group):
       raise ValueError(f"Field {key!r} of record {i} must be a str or a non-empty sequence of "
                        f"str, got {v!r}.")
@@ -43,9 +44,18 @@ def _captions(values: Sequence[Any], key: str) -> tuple[list[str], np.ndarray]:
 
 
 def _field(fields: Mapping[str, list[Any]], key: str) -> list[Any]:
-  if key not in fields:
-    raise ValueError(f"The records have no field {key!r}; fields: {sorted(fields)}.")
-  return fields[key]
+  """A record field as a list over records; `a/b` reaches into nested dicts."""
+  top, *rest = key.split("/")
+  if top not in fields:
+    raise ValueError(f"The records have no field {top!r}; fields: {sorted(fields)}.")
+  values = fields[top]
+  for part in rest:
+    try:
+      values = [v[part] for v in values]
+    except (KeyError, TypeError, IndexError) as e:
+      raise ValueError(f"Cannot read field {key!r} of the records: no {part!r} in "
+                       f"{type(values[0]).__name__} values.") from e
+  return values
 
 
 def _subsets(fields, subset_key: str | None, names: Sequence[str]) -> dict[str, np.ndarray]:

@@ -34,9 +34,9 @@ def roll_batch(a: jax.Array, shift: int, axis_name) -> jax.Array:
   """``out[j] = a[(j + shift) mod B]`` over the global batch ``B`` split along ``axis_name``.
 
   On a mesh, device ``d`` holds global rows ``[d b, (d+1) b)``; its rolled block is the tail of
-  the block ``shift // b`` devices ahead followed by the head of the next one: at most two
-  :func:`jax.lax.ppermute` of ``[b, dim]``. Differentiable (the transpose of a ``ppermute`` is the
-  inverse ``ppermute``).
+  the block ``shift // b`` devices ahead followed by the head of the next one: two
+  :func:`jax.lax.ppermute` that move ``b`` rows in all. Differentiable (the transpose of a
+  ``ppermute`` is the inverse ``ppermute``).
   """
   if shift == 0:
     return a
@@ -45,16 +45,15 @@ def roll_batch(a: jax.Array, shift: int, axis_name) -> jax.Array:
   n, b = _axis_size(axis_name), a.shape[0]
   q, r = divmod(shift % (n * b), b)
 
-  def block_ahead(steps):
+  def from_ahead(rows, steps):  # `rows` of the device `steps` ahead on the ring
     steps %= n
     if steps == 0:
-      return a
-    return jax.lax.ppermute(a, axis_name, [(src, (src - steps) % n) for src in range(n)])
+      return rows
+    return jax.lax.ppermute(rows, axis_name, [(src, (src - steps) % n) for src in range(n)])
 
-  first = block_ahead(q)
   if r == 0:
-    return first
-  return jnp.concatenate([first[r:], block_ahead(q + 1)[:r]], axis=0)
+    return from_ahead(a, q)
+  return jnp.concatenate([from_ahead(a[r:], q), from_ahead(a[:r], q + 1)], axis=0)
 
 
 def masked_logsumexp(values: jax.Array, keep: jax.Array, axis: int) -> jax.Array:
@@ -65,3 +64,11 @@ def masked_logsumexp(values: jax.Array, keep: jax.Array, axis: int) -> jax.Array
   total = jnp.sum(jnp.exp(jnp.where(keep, values - top, -jnp.inf)), axis=axis)
   some = total > 0
   return jnp.where(some, jnp.log(jnp.where(some, total, 1.)) + jnp.squeeze(top, axis), -jnp.inf)
+
+
+def modalities_adapter(fn):
+  """Adapts ``fn(embeddings, scale, **kw)`` to the registry's calling convention."""
+  def adapted(embeddings, scale, bias, side, **kw):
+    del bias, side
+    return fn(embeddings, scale, **kw)
+  return adapted

@@ -7,24 +7,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from contrastive.losses.ring import Home
+from contrastive.losses.ring import Home, Tile
+from contrastive.losses.ring import _axis_size as axis_size  # noqa: F401  (re-exported)
 
 # What a masked-out logit contributes to a log-sum-exp.
 NEG_INF = -jnp.inf
-
-
-def axis_size(axis_name) -> int:
-  """The number of devices on ``axis_name`` (1 for None), known at trace time."""
-  if axis_name is None:
-    return 1
-  try:
-    return jax.lax.axis_size(axis_name)
-  except NameError as e:
-    raise ValueError(
-        f"axis_name={axis_name!r} is not bound: a ring loss with an axis_name must be called "
-        "inside jax.shard_map over a mesh with that axis (or wrapped by "
-        "contrastive.parallel.shard_loss). For a whole batch on one device, pass "
-        "axis_name=None.") from e
 
 
 def check_global_batch(fn: str, batch: int, axis_name, minimum: int = 2) -> int:
@@ -73,6 +60,12 @@ def rowdot(a, b) -> jax.Array:
 def dot(a: jax.Array, b: jax.Array) -> jax.Array:
   """``[rows, cols]`` float32 ``a_i . b_j``."""
   return jnp.dot(a, b.T, preferred_element_type=jnp.float32)
+
+
+def negative_logits(tile: Tile) -> jax.Array:
+  """``[rows, cols]`` logits ``t x_i . y_j`` with the batch's pairs (``i == j``) at ``-inf``: the
+  terms of a log-sum-exp over negatives only."""
+  return jnp.where(tile.positive, NEG_INF, tile.params["scale"] * tile.sim)
 
 
 def sq_dists(a: jax.Array, b: jax.Array) -> jax.Array:

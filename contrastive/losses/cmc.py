@@ -7,8 +7,8 @@ from typing import Literal
 
 import jax
 
-from contrastive.losses import _checks, registry
-from contrastive.losses._modalities import check_modalities
+from contrastive.losses import _checks, reference, registry
+from contrastive.losses._modalities import check_modalities, modalities_adapter
 from contrastive.losses.softmax import softmax_loss
 
 MODES = ("all_pairs", "core")
@@ -67,11 +67,7 @@ def cmc_loss(embeddings, scale: jax.typing.ArrayLike, *,
                           axis_name=axis_name, block_size=block_size) for p, q in pairs)
 
 
-def _objective(emb, scale, bias, side, **kw):
-  del bias, side
-  return cmc_loss(emb, scale, **kw)
-
-
 registry.register(registry.Objective(
-    "cmc", _objective, modalities=None, init="clip",
-    paper="CMC (Tian et al., ECCV 2020)"))
+    "cmc", modalities_adapter(cmc_loss), modalities=None, init="clip",
+    paper="CMC (Tian et al., ECCV 2020)",
+    reference=modalities_adapter(reference.cmc_loss)))

@@ -109,17 +109,15 @@ def _dcl(fn, x, y, scale, sigma, intra_modal, axis_name, block_size):
 @functools.cache
 def _dcl_tiles(intra_modal: bool, sigma: float | None) -> TileLoss:
   def tile_fn(tile: Tile):
+    if not intra_modal:
+      negatives = _pairwise.negative_logits(tile)
+      return {"neg_xy": negatives, "neg_yx": negatives}
     t, off_diagonal = tile.params["scale"], ~tile.positive
-    if intra_modal:
-      x_r, y_r, x_c, y_c = tile.x["x"], tile.x["y"], tile.y["x"], tile.y["y"]
-    else:
-      x_r, y_c = tile.x, tile.y
-    negatives = jnp.where(off_diagonal, t * _pairwise.dot(x_r, y_c), _pairwise.NEG_INF)
-    values = {"neg_xy": negatives, "neg_yx": negatives}
-    if intra_modal:
-      values["neg_xx"] = jnp.where(off_diagonal, t * _pairwise.dot(x_r, x_c), _pairwise.NEG_INF)
-      values["neg_yy"] = jnp.where(off_diagonal, t * _pairwise.dot(y_r, y_c), _pairwise.NEG_INF)
-    return values
+    x_r, y_r, x_c, y_c = tile.x["x"], tile.x["y"], tile.y["x"], tile.y["y"]
+    negatives = lambda a, b: jnp.where(off_diagonal, t * _pairwise.dot(a, b), _pairwise.NEG_INF)
+    cross = negatives(x_r, y_c)
+    return {"neg_xy": cross, "neg_yx": cross, "neg_xx": negatives(x_r, x_c),
+            "neg_yy": negatives(y_r, y_c)}
 
   def finalize_fn(home: Home):
     x, y = (home.x["x"], home.y["y"]) if intra_modal else (home.x, home.y)

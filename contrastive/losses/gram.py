@@ -7,8 +7,8 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from contrastive.losses import _checks, registry
-from contrastive.losses._modalities import check_modalities
+from contrastive.losses import _checks, reference, registry
+from contrastive.losses._modalities import check_modalities, modalities_adapter
 from contrastive.losses.ring import Home, Tile, TileLoss, ring_loss
 
 # A Gram determinant below this is taken as this: the volume is floored at 1e-6, which keeps
@@ -152,11 +152,7 @@ def _gram_tiles(label_smoothing: float) -> TileLoss:
   return TileLoss(tile_fn=tile_fn, reductions=reductions, finalize_fn=finalize_fn)
 
 
-def _objective(emb, scale, bias, side, **kw):
-  del bias, side
-  return gram_loss(emb, scale, **kw)
-
-
 registry.register(registry.Objective(
-    "gram", _objective, modalities=None, init="clip",
-    paper="GRAM (Cicchetti et al., ICLR 2025)"))
+    "gram", modalities_adapter(gram_loss), modalities=None, init="clip",
+    paper="GRAM (Cicchetti et al., ICLR 2025)",
+    reference=modalities_adapter(reference.gram_loss)))

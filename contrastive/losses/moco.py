@@ -2,18 +2,22 @@
 
 The loss is a pure function; the state it needs is the caller's. A trainer using ``moco`` carries
 
-* ``queue``: ``[queue_size, dim]`` past keys, sharded over the mesh along its first axis (each
-  device holds ``queue_size / n_devices`` rows), from :func:`init_queue`;
-* ``queue_ptr``: an int32 scalar, replicated, the row where the next keys go;
-* ``target_params``: the momentum (key) encoder's parameters, a copy of the online ones at start.
+* ``queue``: ``[queue_size, dim]`` past keys, sharded over the mesh along its first axis
+  (``NamedSharding(mesh, P("data"))``: each device holds ``queue_size / n_devices`` rows, so
+  ``queue_size`` is a multiple of the axis size), from :func:`init_queue`;
+* ``queue_ptr``: an int32 scalar, replicated, the row where the next keys go, from
+  :func:`init_queue`;
+* ``target_params``: the momentum (key) encoder's parameters, a copy of the online ones at start,
+  never touched by the optimizer;
 
-and at each step:
+all three checkpointed with the train state. At each step, in one jitted function:
 
-1. ``k = stop_gradient(key_encoder(target_params, view2))``, ``q = encoder(online_params,
-   view1)``;
-2. ``loss = moco_loss(q, k, queue, scale)`` (through ``parallel.shard_loss`` on a mesh), and the
-   gradient step on the online parameters;
-3. ``queue, queue_ptr = update_queue(queue, k, queue_ptr)`` with the step's (global) keys;
+1. ``k = stop_gradient(encoder(target_params, view2))`` and ``q = encoder(online_params, view1)``;
+2. ``loss = moco_loss(q, k, queue, scale)`` (``parallel.shard_loss`` on a mesh, or the registry's
+   ``moco`` objective with ``side={"queue": queue}``), and the gradient step on the online
+   parameters only;
+3. ``queue, queue_ptr = update_queue(queue, k, queue_ptr)`` with the step's global keys, after
+   the loss (the current keys are not negatives of their own step);
 4. ``target_params = ema_update(online_params, target_params, momentum)``.
 """
 
@@ -26,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from contrastive.losses import _checks, registry
+from contrastive.losses import _checks, reference, registry
 from contrastive.losses._modalities import masked_logsumexp
 from contrastive.losses.ring import (DEFAULT_BLOCK_SIZE, Home, Tile, TileLoss, _axis_size, _vary,
                                      ring_loss)
@@ -52,10 +56,11 @@ def moco_loss(q: jax.typing.ArrayLike, k: jax.typing.ArrayLike, queue: jax.typin
   one-direction InfoNCE of ``q`` and ``k``, and the mean of ``moco_loss(q, k)`` and
   ``moco_loss(k, q)`` with empty queues is ``softmax_loss(q, k)``.
 
-  The loss is differentiable in every argument; MoCo trains only the query encoder, so pass
-  ``jax.lax.stop_gradient(k)`` (and the queue carries no gradient). The state (queue, pointer,
-  momentum parameters) is the caller's: see the module docstring, :func:`init_queue`,
-  :func:`update_queue` and :func:`ema_update`.
+  The loss is differentiable in every argument (``q``, ``k``, ``queue``, ``scale``); MoCo trains
+  only the query encoder, so pass ``jax.lax.stop_gradient(k)``, and the queue, a buffer filled by
+  :func:`update_queue`, holds no gradient. The state (queue, pointer, momentum parameters) is the
+  caller's: see the module docstring, :func:`init_queue`, :func:`update_queue` and
+  :func:`ema_update`.
 
   Runs on the ring: the queue is sharded over ``axis_name`` (``[queue_size / n_devices, dim]``
   per device) and its blocks travel the ring like ``y`` (with the keys when
@@ -158,9 +163,10 @@ def init_queue(key: jax.Array, queue_size: int, dim: int, *, dtype=jnp.float32,
   Returns:
     ``(queue [queue_size, dim], ptr)``, ``ptr`` an int32 scalar 0.
   """
-  if isinstance(queue_size, bool) or not isinstance(queue_size, (int, np.integer)) or queue_size < 0:
+  is_int = lambda v: isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+  if not is_int(queue_size) or queue_size < 0:
     raise ValueError(f"init_queue: queue_size must be a non-negative int, got {queue_size!r}.")
-  if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
+  if not is_int(dim) or dim < 1:
     raise ValueError(f"init_queue: dim must be a positive int, got {dim!r}.")
   queue = jax.random.normal(key, (queue_size, dim), jnp.float32)
   queue = (queue / jnp.linalg.norm(queue, axis=-1, keepdims=True)).astype(dtype)
@@ -241,11 +247,16 @@ def ema_update(online_params, target_params, momentum: jax.typing.ArrayLike):
   return jax.tree.map(update, online_params, jax.lax.stop_gradient(target_params))
 
 
-def _objective(emb, scale, bias, side, **kw):
-  del bias
-  return moco_loss(emb[0], emb[1], side["queue"], scale, **kw)
+def _queue_adapter(fn):
+  """Adapts ``fn(q, k, queue, scale, **kw)`` to the registry: ``embeddings = (q, k)``, the queue
+  in ``side["queue"]``."""
+  def adapted(embeddings, scale, bias, side, **kw):
+    del bias
+    q, k = embeddings
+    return fn(q, k, side["queue"], scale, **kw)
+  return adapted
 
 
 registry.register(registry.Objective(
-    "moco", _objective, modalities=2, init="clip", side_keys=("queue",),
-    paper="MoCo (He et al., CVPR 2020)"))
+    "moco", _queue_adapter(moco_loss), modalities=2, init="clip", side_keys=("queue",),
+    paper="MoCo (He et al., CVPR 2020)", reference=_queue_adapter(reference.moco_loss)))

@@ -10,8 +10,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from contrastive.losses import _checks, registry
-from contrastive.losses._modalities import check_modalities, masked_logsumexp
+from contrastive.losses import _checks, reference, registry
+from contrastive.losses._modalities import check_modalities, masked_logsumexp, modalities_adapter
 from contrastive.losses.ring import Home, Tile, TileLoss, ring_loss
 
 
@@ -143,19 +143,11 @@ def _mv_dhel_tiles(k: int) -> TileLoss:
                   finalize_fn=finalize_fn)
 
 
-def _mv_infonce(emb, scale, bias, side, **kw):
-  del bias, side
-  return mv_infonce_loss(emb, scale, **kw)
-
-
-def _mv_dhel(emb, scale, bias, side, **kw):
-  del bias, side
-  return mv_dhel_loss(emb, scale, **kw)
-
-
 registry.register(registry.Objective(
-    "mv_infonce", _mv_infonce, modalities=None, init="clip",
-    paper="MV-InfoNCE (Koromilas et al., 2025)"))
+    "mv_infonce", modalities_adapter(mv_infonce_loss), modalities=None, init="clip",
+    paper="MV-InfoNCE (Koromilas et al., 2025)",
+    reference=modalities_adapter(reference.mv_infonce_loss)))
 registry.register(registry.Objective(
-    "mv_dhel", _mv_dhel, modalities=None, init="clip",
-    paper="MV-DHEL (Koromilas et al., 2025)"))
+    "mv_dhel", modalities_adapter(mv_dhel_loss), modalities=None, init="clip",
+    paper="MV-DHEL (Koromilas et al., 2025)",
+    reference=modalities_adapter(reference.mv_dhel_loss)))

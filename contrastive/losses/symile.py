@@ -9,8 +9,8 @@ from typing import Literal
 import jax
 import jax.numpy as jnp
 
-from contrastive.losses import _checks, registry
-from contrastive.losses._modalities import check_modalities, roll_batch
+from contrastive.losses import _checks, reference, registry
+from contrastive.losses._modalities import check_modalities, modalities_adapter, roll_batch
 from contrastive.losses.ring import Home, Tile, TileLoss, ring_loss
 
 NEGATIVES = ("shifted", "aligned")
@@ -52,8 +52,9 @@ def symile_loss(embeddings, scale: jax.typing.ArrayLike, *,
   normalisation). The authors' :math:`O(B^2)` (``n_squared``) variant is not implemented.
 
   Runs on the ring: the ``k`` anchors stay as ``x`` and the ``k`` candidate products travel as a
-  pytree ``y``; the shifted products need at most ``2k`` :func:`jax.lax.ppermute` of one block
-  before the ring. Memory per device :math:`O(k\, b\, d + k\, \text{block\_size}^2)`.
+  pytree ``y``; before the ring, the shifted copies (at most ``2(k-1)``) each move one
+  ``[b, dim]`` block between neighbours with :func:`jax.lax.ppermute`. Memory per device
+  :math:`O(k\, b\, d + k\, \text{block\_size}^2)`.
 
   Args:
     embeddings: ``k >= 2`` aligned ``[batch, dim]`` arrays, one per modality (local shards under
@@ -124,11 +125,7 @@ def _symile_tiles(k: int, shifted: bool) -> TileLoss:
                   finalize_fn=finalize_fn)
 
 
-def _objective(emb, scale, bias, side, **kw):
-  del bias, side
-  return symile_loss(emb, scale, **kw)
-
-
 registry.register(registry.Objective(
-    "symile", _objective, modalities=None, init="clip",
-    paper="Symile (Saporta et al., NeurIPS 2024)"))
+    "symile", modalities_adapter(symile_loss), modalities=None, init="clip",
+    paper="Symile (Saporta et al., NeurIPS 2024)",
+    reference=modalities_adapter(reference.symile_loss)))

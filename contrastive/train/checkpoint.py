@@ -31,7 +31,8 @@ class Checkpointer:
 
   Args:
     directory: where the step directories go (created if missing).
-    every_steps: `should_save(step)` is true on multiples of it.
+    every_steps: the save interval (the trainer saves on its multiples, at the end and on
+      preemption, each with `force=True`).
     keep: how many of the newest checkpoints to keep.
     async_save: write in a background thread while training continues.
   """
@@ -56,9 +57,6 @@ class Checkpointer:
   def all_steps(self) -> list[int]:
     return list(self._manager.all_steps())
 
-  def should_save(self, step: int) -> bool:
-    return self._manager.should_save(step)
-
   def reached_preemption(self, step: int) -> bool:
     """True on every process at the same step once any of them was told to stop (SIGTERM)."""
     return self._manager.reached_preemption(step)
@@ -67,7 +65,7 @@ class Checkpointer:
            ) -> bool:
     """Starts saving `state` (and the iterator's position) as `step`; True if a save started.
 
-    Without `force`, only on the interval. The state's arrays are copied before this returns,
+    Without `force`, orbax saves only on its interval (and whenever no checkpoint exists yet). The state's arrays are copied before this returns,
     so training may go on (and donate them) at once.
     """
     items = {STATE: ocp.args.StandardSave(state)}
@@ -105,12 +103,15 @@ def checkpoint_dir(workdir: str | os.PathLike) -> str:
   return os.path.join(os.path.abspath(os.fspath(workdir)), "checkpoints")
 
 
-def restore_params(directory: str | os.PathLike, *, step: int | None = None) -> tuple[Any, int]:
-  """The parameters of another run's checkpoint, as host arrays (for `init_from`).
+def restore_params(directory: str | os.PathLike, *, step: int | None = None,
+                   abstract_params: Any = None) -> tuple[Any, int]:
+  """The parameters of a checkpoint, without its optimizer state or data iterator.
 
   Args:
     directory: a workdir (with `checkpoints/`) or its `checkpoints/` directory.
     step: the checkpoint; None for the latest.
+    abstract_params: `jax.ShapeDtypeStruct`s with shardings to restore into (e.g. the model's
+      on a mesh); None restores host (numpy) arrays of the saved shapes.
 
   Returns:
     `(params, step)`: the nested dict of parameters and the step they come from.
@@ -135,10 +136,14 @@ def restore_params(directory: str | os.PathLike, *, step: int | None = None) -> 
   metadata = checkpointer.metadata(path)
   tree = getattr(metadata, "item_metadata", metadata)
   tree = getattr(tree, "tree", tree)
-  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  abstract = {"params": jax.tree.map(
-      lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), tree["params"])}
+  on_host = abstract_params is None
+  if on_host:
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    abstract_params = jax.tree.map(
+        lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), tree["params"])
+  abstract = {"params": abstract_params}
   restored = checkpointer.restore(path, args=ocp.args.PyTreeRestore(
       item=abstract, partial_restore=True,
-      restore_args=jax.tree.map(lambda _: ocp.ArrayRestoreArgs(sharding=device), abstract)))
-  return jax.device_get(restored["params"]), step
+      restore_args=jax.tree.map(lambda a: ocp.ArrayRestoreArgs(sharding=a.sharding), abstract)))
+  params = restored["params"]
+  return (jax.device_get(params) if on_host else params), step

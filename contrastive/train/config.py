@@ -167,10 +167,9 @@ def check_values(c: ml_collections.ConfigDict) -> None:
   o = c.optim
   if not (isinstance(o.lr, (int, float)) and math.isfinite(o.lr) and o.lr >= 0):
     raise ValueError(f"optim.lr must be a finite number >= 0, got {o.lr!r}.")
-  if isinstance(o.warmup_steps, bool) or not isinstance(o.warmup_steps, int) or not (
-      0 <= o.warmup_steps <= c.total_steps):
-    raise ValueError(f"optim.warmup_steps must be an int in [0, total_steps={c.total_steps}], got "
-                     f"{o.warmup_steps!r}.")
+  if isinstance(o.warmup_steps, bool) or not isinstance(o.warmup_steps, int) or (
+      o.warmup_steps < 0):
+    raise ValueError(f"optim.warmup_steps must be an int >= 0, got {o.warmup_steps!r}.")
   _positive_int(o.accum_steps, "optim.accum_steps")
   if o.on_nonfinite not in NONFINITE:
     raise ValueError(f"optim.on_nonfinite must be one of {list(NONFINITE)}, got "
@@ -205,3 +204,48 @@ def check_batch(*, batch_size: int, shards: int, accum_steps: int, what: str = "
     raise ValueError(
         f"With optim.accum_steps={accum_steps}, the global batch {what}={batch_size} must be "
         f"divisible by {shards} devices x {accum_steps} micro-batches = {shards * accum_steps}.")
+
+
+def parse_arg(arg: str | None, **spec: Any) -> ml_collections.ConfigDict:
+  """Parses a config file's one-string argument, `"key=value,key2=value2"` (big_vision style).
+
+  The keyword defaults fix both each key's default and its type (`bool` accepts `True`/`False`,
+  `1`/`0`); a key not among them fails with the known ones. A bare word `name` sets the bool key
+  `name` to True (`configs/demo.py:runlocal`).
+
+  Example:
+    >>> arg = parse_arg("batch_size=64,runlocal", batch_size=256, runlocal=False)
+    >>> arg.batch_size, arg.runlocal
+    (64, True)
+  """
+  out = ml_collections.ConfigDict(dict(spec))
+  if not arg:
+    return out
+  for item in str(arg).split(","):
+    item = item.strip()
+    if not item:
+      continue
+    key, eq, value = item.partition("=")
+    key = key.strip()
+    if key not in spec:
+      close = difflib.get_close_matches(key, list(spec), n=1)
+      hint = f" Did you mean {close[0]!r}?" if close else ""
+      raise ValueError(f"Unknown config argument {key!r}.{hint} Known: {sorted(spec)}.")
+    default = spec[key]
+    if not eq:
+      if not isinstance(default, bool):
+        raise ValueError(f"Config argument {key!r} needs a value ({key}=...).")
+      out[key] = True
+      continue
+    value = value.strip()
+    if isinstance(default, bool):
+      if value.lower() not in ("true", "false", "1", "0"):
+        raise ValueError(f"Config argument {key!r} is a bool (True/False), got {value!r}.")
+      out[key] = value.lower() in ("true", "1")
+    elif isinstance(default, int):
+      out[key] = int(value)
+    elif isinstance(default, float):
+      out[key] = float(value)
+    else:
+      out[key] = value
+  return out

@@ -52,8 +52,8 @@ def learning_rate_schedule(optim: ml_collections.ConfigDict, total_steps: int) -
   name = optim.schedule
   if name not in SCHEDULES:
     raise ValueError(f"Unknown optim.schedule {name!r}; known: {list(SCHEDULES)}.")
-  if warmup < 0 or warmup > total_steps:
-    raise ValueError(f"optim.warmup_steps must be in [0, total_steps={total_steps}], got {warmup}.")
+  if warmup < 0:
+    raise ValueError(f"optim.warmup_steps must be >= 0, got {warmup}.")
   decay_steps = max(total_steps - warmup, 1)
   if name == "cosine":
     decay = optax.cosine_decay_schedule(lr, decay_steps, alpha=end_lr / lr if lr else 0.0)
@@ -141,4 +141,4 @@ def clip_log_scale(params: Mapping[str, Any], max_scale: float | None) -> Mappin
 
 def global_norm(tree: Any) -> jax.Array:
   """The L2 norm of all leaves of `tree` together, in float32."""
-  return optax.global_norm(jax.tree.map(lambda x: x.astype(jnp.float32), tree))
+  return optax.tree.norm(jax.tree.map(lambda x: x.astype(jnp.float32), tree))

@@ -72,7 +72,8 @@ def abstract_state(state_or_shapes: Any, shardings: Any) -> Any:
 
 
 def create_train_state(model: nn.Module, make_tx: Callable[[Any], optax.GradientTransformation],
-                       mesh: Mesh, *, seed: int) -> tuple[TrainState, TrainState, Any]:
+                       mesh: Mesh, *, seed: int, materialize: bool = True
+                       ) -> tuple[TrainState, TrainState, Any]:
   """Initializes the model and optimizer with every array created in its final sharding.
 
   Args:
@@ -81,10 +82,12 @@ def create_train_state(model: nn.Module, make_tx: Callable[[Any], optax.Gradient
     make_tx: `abstract_params -> optax transformation` (it reads only structure and names).
     mesh: the mesh.
     seed: the init seed (`jax.random.key(seed)`).
+    materialize: False returns the state as `jax.ShapeDtypeStruct`s with shardings (the target
+      of a restore) without computing anything.
 
   Returns:
-    `(state, shardings, tx)`: the initialized `TrainState`, a `TrainState` of `NamedSharding`s
-    with its structure, and the optimizer.
+    `(state, shardings, tx)`: the `TrainState` (initialized, or abstract), a `TrainState` of
+    `NamedSharding`s with its structure, and the optimizer.
   """
   rng = jax.random.key(seed)
   init = lambda: model.init(rng, model.dummy_batch(1), train=False)
@@ -104,5 +107,7 @@ def create_train_state(model: nn.Module, make_tx: Callable[[Any], optax.Gradient
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
                       skipped=jnp.zeros((), jnp.int32))
 
+  if not materialize:
+    return abstract_state(jax.eval_shape(create), shardings), shardings, tx
   state = jax.jit(create, out_shardings=shardings)()
   return state, shardings, tx

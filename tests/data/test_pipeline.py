@@ -1,18 +1,20 @@
-"""The pipeline: determinism, process shards, save/restore, bad records, global arrays."""
+"""The pipeline: determinism, process shards, save/restore, bad records, evaluation streams."""
 
+import io
 import os
 
+from array_record.python import array_record_module
 import grain
-import jax
 import numpy as np
+from PIL import Image
 import pytest
 
-from contrastive import parallel
+from contrastive.data import config as config_lib
 from contrastive.data import pipeline, records, sources
 
 
 def _config(**kwargs):
-  cfg = pipeline.default_config()
+  cfg = config_lib.default_config()
   cfg.image_size = 16
   cfg.batch_size = 8
   cfg.max_len = 16
@@ -136,14 +138,19 @@ def test_orbax_checkpoint_with_worker_processes(tmp_path, arrayrecord_dir):
     assert fresh.num_skipped == skipped
   finally:
     fresh.close()
+  # A finite evaluation stream through a worker equals the in-process one.
+  cfg.num_workers = 0
+  plain = list(pipeline.make_pipeline(cfg, split="train", training=False))
+  cfg.num_workers = 1
+  ev = pipeline.make_pipeline(cfg, split="train", training=False)
+  try:
+    assert _equal(list(ev), plain) and ev.num_skipped == 1
+  finally:
+    ev.close()
 
 
 def test_corrupt_and_captionless_records_are_skipped_and_counted(tmp_path, arrayrecord_dir):
   # Append a shard with an unreadable record, an empty caption and a good record.
-  from array_record.python import array_record_module
-  from contrastive.data import build
-  from PIL import Image
-  import io
   info = records.read_info(arrayrecord_dir)
   name = "train-extra.array_record"
   writer = array_record_module.ArrayRecordWriter(os.path.join(arrayrecord_dir, name),
@@ -156,7 +163,6 @@ def test_corrupt_and_captionless_records_are_skipped_and_counted(tmp_path, array
   writer.close()
   info["splits"]["train"]["shards"].append(name)
   records.write_info(arrayrecord_dir, info)
-  del build
 
   cfg = _config(source="arrayrecord", batch_size=4)
   cfg.arrayrecord.path = arrayrecord_dir
@@ -168,57 +174,6 @@ def test_corrupt_and_captionless_records_are_skipped_and_counted(tmp_path, array
   train = pipeline.make_pipeline(cfg, split="train")
   _take(train, 6)  # two epochs of 15 records, 12 usable in each
   assert train.num_skipped == 6
-
-
-def test_to_global_shards_the_batch():
-  mesh = parallel.make_mesh()
-  it = pipeline.make_pipeline(_config(batch_size=16, hard_negatives=True), split="train",
-                              mesh=mesh)
-  batch = next(it)
-  arrays = pipeline.to_global(batch, mesh)
-  assert set(arrays) == set(batch)
-  for key, array in arrays.items():
-    assert isinstance(array, jax.Array) and array.shape == batch[key].shape
-    assert array.sharding.spec[0] == ("data", "fsdp")
-    assert len(array.addressable_shards) == 8
-    np.testing.assert_array_equal(np.asarray(array), batch[key])
-  assert arrays["image"].addressable_shards[1].data.shape == (2, 16, 16, 3)
-  sharding = pipeline.batch_sharding(mesh, batch_axes=("data",))
-  assert pipeline.to_global(batch, sharding)["text"].sharding == sharding
-  with pytest.raises(ValueError, match="12 rows.*8 devices"):
-    pipeline.to_global({"x": np.zeros((12, 2))}, mesh)
-  with pytest.raises(ValueError, match="does not divide over the 8 devices"):
-    pipeline.make_pipeline(_config(batch_size=12), split="train", mesh=mesh)
-  with pytest.raises(ValueError, match="batch axes \\('model',\\)"):
-    pipeline.to_global(batch, mesh, batch_axes=("model",))
-
-
-def test_config_errors_name_the_problem(tmp_path, arrayrecord_dir):
-  with pytest.raises(ValueError, match="'batchsize'.*known"):
-    pipeline.make_pipeline({"batchsize": 8}, split="train")
-  with pytest.raises(ValueError, match="\\['sed'\\] in data.synthetic"):
-    pipeline.make_pipeline({"synthetic": {"sed": 1}}, split="train")
-  with pytest.raises(ValueError, match="data.batch_size=6.*process count 4"):
-    pipeline.make_pipeline(_config(batch_size=6), split="train", process_index=0,
-                           process_count=4)
-  with pytest.raises(ValueError, match="flip"):
-    pipeline.make_pipeline(_config(flip=True), split="train")
-  with pytest.raises(ValueError, match="'validation' of the synthetic dataset"):
-    pipeline.make_pipeline(_config(), split="validation")
-  with pytest.raises(FileNotFoundError, match="nothing_here"):
-    cfg = _config(source="arrayrecord")
-    cfg.arrayrecord.path = str(tmp_path / "nothing_here")
-    pipeline.make_pipeline(cfg, split="train")
-  with pytest.raises(ValueError, match="only 'synthetic'"):
-    cfg = _config(source="arrayrecord", hard_negatives=True)
-    cfg.arrayrecord.path = arrayrecord_dir
-    pipeline.make_pipeline(cfg, split="train")
-  with pytest.raises(FileNotFoundError, match="missing.json"):
-    pipeline.make_pipeline(_config(tokenizer=str(tmp_path / "missing.json")), split="train")
-  # A whole config with a data block is accepted.
-  import ml_collections
-  whole = ml_collections.ConfigDict({"data": _config().to_dict()})
-  assert pipeline.resolve_config(whole).batch_size == 8
 
 
 def test_views_and_evaluation_extras():

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from contrastive.data import config as config_lib
 from contrastive.data import pipeline, sources
 from contrastive.data.transforms import ERROR_KEY
 
@@ -42,7 +43,7 @@ def tfds_dir(tmp_path):
 
 
 def _config(**kwargs):
-  cfg = pipeline.default_config()
+  cfg = config_lib.default_config()
   cfg.update(kwargs)
   return cfg
 
@@ -107,6 +108,15 @@ def test_registry_contract(tmp_path, arrayrecord_dir):
     sources.make_source(_config(source="arrayrecord"), split="train")
   with pytest.raises(ValueError, match="label_key='klass'"):
     sources.make_source(_config(label_key="klass"), split="train")
+
+
+def test_iter_captions(arrayrecord_dir):
+  cfg = _config(source="arrayrecord")
+  cfg.arrayrecord.path = arrayrecord_dir
+  captions = list(sources.iter_captions(sources.make_source(cfg, split="train")))
+  assert len(captions) == 24 and all(c.startswith("caption ") for c in captions)
+  synthetic = sources.make_source(_config(), split="train")
+  assert len(list(sources.iter_captions(synthetic, limit=5))) == 5
 
 
 def test_unreadable_records_become_errors():

@@ -78,3 +78,14 @@ def test_errors(fake):
     tasks.binding(ctx, source=SHARED, negative_types=["a"])
   with pytest.raises(ValueError, match=r"Unknown evaluation source 'nope'.*'fake'"):
     tasks.retrieval(ctx, source={"name": "nope"})
+
+
+@pytest.mark.parametrize("kind", sorted(tasks.TASKS))
+def test_task_table_contract(kind):
+  """Every task takes the context, then keyword-only options, and is documented."""
+  import inspect
+  fn = tasks.TASKS[kind]
+  params = list(inspect.signature(fn).parameters.values())
+  assert params[0].name == "ctx"
+  assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in params[1:])
+  assert fn.__doc__

@@ -53,10 +53,16 @@ def assert_matches_reference(loss_fn, reference_fn, args, n_devices, block_size,
   assert_close(grads, want_grads)
 
 
-def assert_finite(loss_fn, args, **options):
-  value, grads = jax.jit(jax.value_and_grad(lambda *a: loss_fn(*a, **options),
-                                            argnums=tuple(range(len(args)))))(*args)
-  assert np.isfinite(float(value)), value
-  for g in jax.tree.leaves(grads):
-    assert np.all(np.isfinite(np.asarray(g))), g
-  return value
+def assert_finite(loss_fn, *cases, **options):
+  """Loss and gradients are finite for every argument tuple in ``cases`` (of one shape: one
+  compilation); returns the values."""
+  fn = jax.jit(jax.value_and_grad(lambda *a: loss_fn(*a, **options),
+                                  argnums=tuple(range(len(cases[0])))))
+  values = []
+  for args in cases:
+    value, grads = fn(*args)
+    assert np.isfinite(float(value)), (value, args)
+    for g in jax.tree.leaves(grads):
+      assert np.all(np.isfinite(np.asarray(g))), g
+    values.append(value)
+  return values

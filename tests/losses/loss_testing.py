@@ -1,6 +1,6 @@
 """Helpers for loss tests: random embeddings, sub-meshes, and tree comparison.
 
-Import as `from loss_testing import ...` (pytest puts this folder on the path)."""
+Import as `from tests.losses.loss_testing import ...`."""
 
 import jax
 import jax.numpy as jnp

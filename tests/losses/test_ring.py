@@ -8,7 +8,7 @@ import pytest
 
 from contrastive import losses, parallel
 from contrastive.losses import Home, Tile, TileLoss, ring_loss
-from loss_testing import assert_trees_close, sub_mesh, unit_embeddings
+from tests.losses.loss_testing import assert_trees_close, sub_mesh, unit_embeddings
 
 B, D = 24, 8
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from contrastive import losses, parallel
-from loss_testing import assert_trees_close, sub_mesh, unit_embeddings
+from tests.losses.loss_testing import assert_trees_close, sub_mesh, unit_embeddings
 
 B, D = 48, 16
 

@@ -1,19 +1,30 @@
 """Tests for contrastive/models/sizes.py: the size table, and parameter counts of the named sizes."""
 
+import doctest
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from contrastive import models
 from contrastive.models import sizes
 
 
+def key(seed):
+  return jax.random.key(seed, impl="unsafe_rbg")  # compiles much faster than threefry on CPU
+
+
 def _count(module, *, image_size=None):
   x = module.dummy_input(1)
   abstract = jax.eval_shape(
-      lambda r: module.init(r, jnp.zeros(x.shape, x.dtype), train=False), jax.random.key(0))
+      lambda r: module.init(r, jnp.zeros(x.shape, x.dtype), train=False), key(0))
   return models.count_params(abstract)
+
+
+def test_docstring_examples():
+  assert doctest.testmod(sizes).failed == 0
 
 
 def test_decode_vit_variant():
@@ -95,7 +106,7 @@ def test_clip_b16_tower_param_counts():
       text=dict(kind="text", variant="CLIP-B", vocab_size=49408, max_len=77, pool="eot")))
   model = models.make_model(config)
   abstract = jax.eval_shape(lambda r: model.init(r, model.dummy_batch(1), train=False),
-                            jax.random.key(0))
+                            key(0))
   counts = {k: models.count_params(v) for k, v in nn.unbox(abstract)["params"].items()}
   # 49408*512 + 77*512 + 12 * 3,152,384 + 1024 (ln_final) + 512*512 (text_projection).
   assert counts["text"] == 63_428_096

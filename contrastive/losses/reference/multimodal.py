@@ -67,7 +67,8 @@ def gram_loss(embeddings, scale, *, label_smoothing=0.0, block_size=None):
 
 
 def mv_infonce_loss(embeddings, scale, *, block_size=None):
-  """MV-InfoNCE: mean_i -log(2 sum_{l<m} e^{t u^l_i.u^m_i}) + log sum_l sum_{(j,m)!=(i,l)} e^{..}."""
+  """MV-InfoNCE: mean_i -log(2 sum_{l<m} e^{t u^l_i.u^m_i})
+                      + log sum_l sum_{(j,m) != (i,l)} e^{t u^l_i.u^m_j}."""
   del block_size
   views = jnp.stack(_f32(embeddings))  # [k, B, d]
   k, n = views.shape[:2]

@@ -13,8 +13,9 @@ import jax.numpy as jnp
 from contrastive.losses.reference.clip import softmax_loss
 
 __all__ = [
-    "align_uniform_loss", "contrastive_gap_loss", "dcl_loss", "dclw_loss", "multi_positive_loss",
-    "supcon_loss",
+    "align_uniform_loss", "auc_mw_loss", "contrastive_gap_loss", "dcl_loss", "dclw_loss",
+    "hard_negative_loss", "kernel_infonce_loss", "macl_loss", "multi_positive_loss",
+    "sigmoid_focal_loss", "soft_target_loss", "softmax_focal_loss", "supcon_loss",
 ]
 
 _HI = jax.lax.Precision.HIGHEST
@@ -127,3 +128,132 @@ def multi_positive_loss(x, y, scale, labels, *, block_size=None):
     return jax.nn.logsumexp(logits, axis=1) - _masked_logsumexp(logits, same, axis=1)
 
   return jnp.mean(one_way(logits) + one_way(logits.T)) / 2
+
+
+# ----------------------------------------------------------------------------------------------
+# Soft targets (CWCL, distillation, M3CoL mixup, label smoothing).
+
+
+def soft_target_loss(x, y, scale, side=None, *, targets, space="weights", normalize=True,
+                     block_size=None):
+  """-(1/2B) [sum_ij q^x_ij log softmax_j(l_ij) + sum_ij q^y_ij log softmax_i(l_ij)], with the
+  target matrix w = targets(whole batch) normalised per row (q^x) and per column (q^y)."""
+  from contrastive.losses.soft_target import TargetTile  # noqa: PLC0415  (no import cycle)
+  n = x.shape[0]
+  ids = jnp.arange(n, dtype=jnp.int32)
+  logits = scale * _sim(x, y)
+  w = targets(TargetTile(row=side, col=side, row_ids=ids, col_ids=ids, global_batch=n,
+                         scale=jnp.asarray(scale, jnp.float32)))
+  w = jnp.broadcast_to(jnp.asarray(w, jnp.float32), logits.shape)
+  if space == "logits":
+    q_x, q_y = jax.nn.softmax(w, axis=1), jax.nn.softmax(w, axis=0)
+  elif normalize:
+    q_x, q_y = w / jnp.sum(w, axis=1, keepdims=True), w / jnp.sum(w, axis=0, keepdims=True)
+  else:
+    q_x = q_y = w
+  x_to_y = -jnp.sum(q_x * jax.nn.log_softmax(logits, axis=1))
+  y_to_x = -jnp.sum(q_y * jax.nn.log_softmax(logits, axis=0))
+  return (x_to_y + y_to_x) / (2 * n)
+
+
+# ----------------------------------------------------------------------------------------------
+# Hard negatives (NegCLIP-style when shared).
+
+
+def hard_negative_loss(x, y, scale, neg_y, neg_x=None, *, shared=False, block_size=None):
+  """Cross-entropy over [batch candidates | hard negatives] columns, in both directions."""
+  n = x.shape[0]
+
+  def one_way(anchors, others, negatives):
+    columns = [scale * _sim(anchors, others)]
+    if negatives is not None:
+      if shared:  # every hard negative of the batch is an extra column
+        columns.append(scale * _sim(anchors, negatives.reshape(-1, negatives.shape[-1])))
+      else:  # anchor i's own negatives only
+        columns.append(scale * jnp.einsum("id,ihd->ih", anchors, negatives, precision=_HI))
+    log_prob = jax.nn.log_softmax(jnp.concatenate(columns, axis=1), axis=1)
+    return -jnp.mean(log_prob[jnp.arange(n), jnp.arange(n)])
+
+  return (one_way(x, y, neg_y) + one_way(y, x, neg_x)) / 2
+
+
+# ----------------------------------------------------------------------------------------------
+# Focal losses (RO-ViT sigmoid focal; softmax focal ITC).
+
+
+def sigmoid_focal_loss(x, y, scale, bias, *, gamma=1.0, alpha=0.5, block_size=None):
+  """-(1/B) sum_ij a_ij (1 - p_ij)^gamma log p_ij, p_ij = sigma(z_ij l_ij)."""
+  logits = scale * _sim(x, y) + bias
+  eye = jnp.eye(logits.shape[0], dtype=bool)
+  p = jax.nn.sigmoid(jnp.where(eye, logits, -logits))
+  a = jnp.where(eye, 2 * alpha, 2 * (1 - alpha))
+  return -jnp.sum(a * (1 - p) ** gamma * jnp.log(p)) / logits.shape[0]
+
+
+def softmax_focal_loss(x, y, scale, *, gamma=2.0, block_size=None):
+  """-(1/2B) sum_i [(1 - P_i)^gamma log P_i + (1 - P'_i)^gamma log P'_i]."""
+  logits = scale * _sim(x, y)
+  p_x = jnp.diag(jax.nn.softmax(logits, axis=1))
+  p_y = jnp.diag(jax.nn.softmax(logits, axis=0))
+  focal = lambda p: -(1 - p) ** gamma * jnp.log(p)
+  return jnp.mean(focal(p_x) + focal(p_y)) / 2
+
+
+# ----------------------------------------------------------------------------------------------
+# MACL (Huang et al., 2023).
+
+
+def macl_loss(x, y, scale, *, alpha=0.5, a0=0.0, block_size=None):
+  """A = sg(mean_i x_i.y_i), tau = (1/t)(1 + alpha (A - a0)), L = -mean sg(1/(1-P_ii)) log P_ii."""
+  sim = _sim(x, y)
+  a = jax.lax.stop_gradient(jnp.mean(jnp.diag(sim)))
+  tau = (1 / scale) * (1 + alpha * (a - a0))
+
+  def one_way(logits):
+    p = jnp.diag(jax.nn.softmax(logits, axis=1))
+    return -jax.lax.stop_gradient(1 / (1 - p)) * jnp.log(p)
+
+  return jnp.mean(one_way(sim / tau) + one_way(sim.T / tau)) / 2
+
+
+# ----------------------------------------------------------------------------------------------
+# The Mann-Whitney (AUC) loss.
+
+
+def auc_mw_loss(x, y, scale, *, block_size=None):
+  """mean over queries and their negatives of -log sigma(t (s_pos - s_neg)), both directions."""
+  sim = _sim(x, y)
+  n = sim.shape[0]
+  off = _off_diagonal(n)
+
+  def one_way(s):
+    bce = jax.nn.softplus(-scale * (jnp.diag(s)[:, None] - s))  # BCE(sigma(t (s_p - s_n)), 1)
+    return jnp.sum(jnp.where(off, bce, 0.0)) / (n * (n - 1))
+
+  return (one_way(sim) + one_way(sim.T)) / 2
+
+
+# ----------------------------------------------------------------------------------------------
+# Kernel InfoNCE (Tan et al., 2024).
+
+
+def kernel_infonce_loss(x, y, scale, *, gamma=2.0, mix_weight=1.0, mixture="sum",
+                        block_size=None):
+  """InfoNCE on logits -t ||x_i - y_j||^gamma, mixed with the Gaussian kernel (gamma = 2)."""
+  def infonce(x, y, gamma):
+    dist = jnp.sqrt(_sq_dists(x, y))
+    logits = -scale * dist ** gamma
+    n = logits.shape[0]
+    ce = lambda l: -jnp.mean(jax.nn.log_softmax(l, axis=1)[jnp.arange(n), jnp.arange(n)])
+    return (ce(logits) + ce(logits.T)) / 2
+
+  if mixture == "concat":
+    half = x.shape[1] // 2
+    parts = [(x[:, :half], y[:, :half]), (x[:, half:], y[:, half:])]
+  else:
+    parts = [(x, y), (x, y)]
+  loss = 0.0
+  for weight, g, (a, b) in zip((mix_weight, 1 - mix_weight), (gamma, 2.0), parts):
+    if weight > 0:
+      loss += weight * infonce(a, b, g)
+  return loss

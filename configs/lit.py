@@ -1,0 +1,90 @@
+r"""LiT (Zhai et al., 2022): a locked, pretrained image tower and a text tower trained to match it.
+
+    python -m contrastive.train --config configs/lit.py --workdir gs://BUCKET/lit \
+        --config.checkpoint.init_from=gs://BUCKET/clip_b16 \
+        --config.data.arrayrecord.path=/data/cc12m --config.data.tokenizer=/data/c4_32k.model
+    python -m contrastive.train --config configs/lit.py:cpu --workdir runs/lit_cpu \
+        --config.checkpoint.init_from=runs/demo
+
+The image tower (encoder and head: `model.locked = ("image",)`) is loaded from another run's
+checkpoint (`checkpoint.init_from`, the `image` parameters only) and never changes: the
+optimizer gives it no update and keeps no state for it, and the backward pass skips it. Use
+`model.locked = ("image/encoder",)` to train the image head (LiT's "Lu" setting).
+
+From the paper (https://arxiv.org/abs/2111.07991): the locked image tower (L) with an unlocked
+text tower (U) from scratch works best; contrastive (softmax) loss; large batches (16k-32k);
+learning rate 1e-3 and weight decay 1e-4. Our choices: AdamW with beta2 0.95 (as in SigLiT),
+batch 16,384, 60,000 steps (about 1B examples seen), 5% warmup with cosine decay, a B-sized
+bidirectional text tower over 16 SentencePiece tokens, bfloat16 compute. The image tower must
+match the checkpoint it comes from (here a `clip_vit_b16.py` run; edit `model.encoders.image`
+for another).
+
+Arguments: `cpu` (CPU sizes on the built-in data; the image tower is `configs/demo.py`'s, so
+`init_from` can be a demo run); `batch_size=N`.
+"""
+
+from ml_collections import config_dict
+
+from contrastive import data
+from contrastive import evaluate
+from contrastive import models
+from contrastive.train import config as train_config
+
+
+def get_config(arg=None):
+  arg = train_config.parse_arg(arg, cpu=False, batch_size=16_384)
+  c = train_config.defaults()  # every trainer key, so each can be overridden
+  c.seed = 0
+  c.total_steps = 60_000
+  c.mesh.update(data=-1, fsdp=1, tensor=1)
+
+  c.data = data.default_config()
+  c.data.source = "arrayrecord"
+  c.data.arrayrecord.path = config_dict.placeholder(str)  # required
+  c.data.image_size = 224
+  c.data.batch_size = arg.batch_size
+  c.data.tokenizer = "c4_en_32k.model"
+  c.data.max_len = 16
+  c.data.normalization = "clip"  # must match the image tower's pretraining
+  c.data.num_workers = 8
+  c.data.read_threads = 16
+
+  # The image tower of a configs/clip_vit_b16.py run, locked.
+  c.model = models.model_config(image="B/16", text="B", image_size=224, vocab_size=32_000,
+                                max_len=16, embed_dim=512, convention="clip")
+  c.model.encoders.image.update(pool="cls", pre_norm=True, act="quick_gelu", patch_bias=False,
+                                norm_eps=1e-5)
+  c.model.encoders.text.update(causal=False, pool="last")
+  c.model.dtype = "bfloat16"
+  c.model.locked = ("image",)
+
+  c.loss.name = "softmax"
+  c.optim.update(name="adamw", lr=1e-3, schedule="cosine", warmup_steps=3_000, end_lr=0.0,
+                 b1=0.9, b2=0.95, eps=1e-8, weight_decay=1e-4, grad_clip_norm=1.0)
+  # Required: the workdir whose `image` parameters to load (--config.checkpoint.init_from=DIR).
+  c.checkpoint.update(every_steps=2_000, keep=3, init_from_keys=("image",))
+  c.eval.update(every_steps=5_000, at_end=True, batch_size=1_024, report=True, tasks=dict(
+      imagenet=dict(kind="zeroshot", templates=("a photo of a {}.",),
+                    source=dict(name="tfds", dataset="imagenet2012", split="validation"))))
+  c.log.update(every_steps=100)
+
+  if arg.cpu:
+    demo_image = dict(kind="vit", width=128, depth=3, mlp_dim=256, num_heads=4, patch_size=8,
+                      image_size=32, pool="gap", posemb="learn")
+    c.total_steps = 6
+    c.data = data.default_config()
+    c.data.update(source="synthetic", image_size=32, batch_size=32, tokenizer="bytes",
+                  max_len=112, normalization="inception")
+    c.model = models.model_config(image=None, text=None, embed_dim=128, convention="clip")
+    c.model.encoders = dict(
+        image=demo_image,
+        text=dict(kind="text", width=32, depth=1, mlp_dim=64, num_heads=2,
+                  vocab_size=data.ByteTokenizer.vocab_size, max_len=112, causal=False,
+                  pool="last"))
+    c.model.locked = ("image",)
+    c.optim.update(lr=1e-3, warmup_steps=2)
+    c.checkpoint.update(every_steps=3, keep=2)
+    c.eval.update(at_end=False, batch_size=32)
+    c.eval.tasks = evaluate.default_tasks(num_examples=64, image_size=32)
+    c.log.update(every_steps=2)
+  return c

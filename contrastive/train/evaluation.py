@@ -1,0 +1,80 @@
+"""The trainer's bridge to `contrastive.evaluate`: model inputs from raw records, and a run.
+
+`make_prepare(config.data)` turns the raw batches the evaluation tasks read (uint8 images,
+caption strings) into model inputs with the training pipeline's own transforms (centre crop and
+resize, normalization, tokenizer, length), so evaluation sees what training saw.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+import os
+from typing import Any
+
+import flax.linen as nn
+import jax
+from jax.sharding import Mesh
+import ml_collections
+import numpy as np
+
+from contrastive import data
+from contrastive import evaluate
+from contrastive import parallel
+from contrastive.data import tokenizers
+from contrastive.data import transforms
+from contrastive.evaluate import sources as evaluate_sources
+
+
+def make_prepare(data_config: ml_collections.ConfigDict, *, image_modality: str = "image",
+                 text_modality: str = "text") -> Callable[[Mapping[str, Any]], dict[str, Any]]:
+  """`raw -> model inputs` for the evaluation tasks (see `contrastive.evaluate.context`)."""
+  cfg = data.resolve_config(data_config)
+  tokenizer = data.make_tokenizer(cfg)
+  size, kind, max_len = int(cfg.image_size), cfg.normalization, int(cfg.max_len)
+
+  def image(x: Any) -> np.ndarray:
+    if isinstance(x, (bytes, np.bytes_)) or (isinstance(x, np.ndarray) and x.dtype == object):
+      x = transforms.decode_image(x)  # encoded (JPEG, PNG, ...), as tfds sources leave them
+    x = np.asarray(x)
+    if x.ndim == 2:
+      x = x[:, :, None]
+    if x.shape[-1] == 1:
+      x = np.repeat(x, 3, axis=-1)
+    if x.shape[:2] != (size, size):
+      x = transforms.center_crop_resize(x[..., :3], size)
+    return transforms.normalize(x[..., :3], kind)
+
+  def prepare(raw: Mapping[str, Any]) -> dict[str, Any]:
+    out = {}
+    for key, value in raw.items():
+      if key == image_modality:
+        out[key] = np.stack([image(x) for x in value])
+      elif key == text_modality:
+        out[key] = tokenizers.tokenize(tokenizer, [str(t) for t in value], max_len)
+      else:
+        raise ValueError(f"Cannot prepare {key!r} for the model; it takes {image_modality!r} "
+                         f"and {text_modality!r}.")
+    return out
+
+  return prepare
+
+
+def run(model: nn.Module, params: Any, config: ml_collections.ConfigDict, *, mesh: Mesh,
+        workdir: str | os.PathLike | None, step: int | None) -> dict[str, float]:
+  """Runs `config.eval.tasks` on the model with `params`; writes the report under `workdir`."""
+  def embed_fn(batch):
+    return model.apply({"params": params}, batch, train=False)[0]
+
+  # Traced (by the evaluation's own jit) under the logical axis rules, like the train step.
+  with parallel.use_rules(mesh):
+    return evaluate.evaluate(
+        embed_fn, config.eval.tasks, prepare=make_prepare(config.data),
+        batch_size=int(config.eval.batch_size), mesh=mesh,
+        workdir=None if workdir is None else os.fspath(workdir), step=step,
+        report=bool(config.eval.report), sources=eval_sources(config.data))
+
+
+def eval_sources(data_config: ml_collections.ConfigDict) -> dict[str, Callable[..., Any]]:
+  """Evaluation sources beyond `contrastive.evaluate.SOURCES`: `data` (the run's own data
+  config, any split)."""
+  return dict(evaluate_sources.data_sources(data_config))

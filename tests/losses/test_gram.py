@@ -1,0 +1,86 @@
+"""gram_loss: the ring against the dense reference, the k = 2 area case, degenerate tuples."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from tests.losses._multimodal_helpers import (CONFIG_IDS, CONFIGS, assert_finite, assert_matches_reference,
+                                 modalities)
+from contrastive import losses
+from contrastive.losses import reference, registry
+from contrastive.losses.gram import _det, _gram_entries, volume
+
+
+@pytest.mark.parametrize("n_devices,block_size", CONFIGS, ids=CONFIG_IDS)
+def test_matches_reference(n_devices, block_size):
+  assert_matches_reference(losses.gram_loss, reference.gram_loss, (modalities(3), 5.0),
+                           n_devices, block_size)
+
+
+def test_label_smoothing_on_the_mesh():
+  """GRAM's own setting: label smoothing 0.1."""
+  assert_matches_reference(losses.gram_loss, reference.gram_loss,
+                           (modalities(3, seed=1, dim=16), 5.0), 8, 2, label_smoothing=0.1)
+
+
+@pytest.mark.parametrize("k", [2, 3, 4, 5, 6, 7])
+def test_determinant(k):
+  """Laplace expansion up to k = 5, batched LU beyond."""
+  m = np.random.default_rng(k).normal(size=(k, k))
+  got = _det([[jnp.asarray(m[r, c]) for c in range(k)] for r in range(k)])
+  np.testing.assert_allclose(got, np.linalg.det(m), rtol=1e-5)
+
+
+@pytest.mark.parametrize("k", [2, 4])
+def test_tile_volumes(k):
+  """The tile's volumes (pairwise) and the positives' (paired) are sqrt|det| of the Gram matrix
+  of [a_i, m^1_j, ..., m^{k-1}_j]."""
+  anchor, *others = modalities(k, seed=6, batch=5, dim=6)
+  pairwise = np.asarray(volume(_gram_entries(anchor, others, pairwise=True)))
+  paired = np.asarray(volume(_gram_entries(anchor, others, pairwise=False)))
+  anchor, others = np.asarray(anchor, np.float64), [np.asarray(m, np.float64) for m in others]
+  for i in range(5):
+    for j in range(5):
+      vectors = np.stack([anchor[i]] + [m[j] for m in others])
+      want = np.sqrt(abs(np.linalg.det(vectors @ vectors.T)))
+      np.testing.assert_allclose(pairwise[i, j], want, rtol=1e-4, atol=1e-6)
+      if i == j:
+        np.testing.assert_allclose(paired[i], want, rtol=1e-4, atol=1e-6)
+
+
+def test_two_modalities_is_clip_on_the_area():
+  """k = 2, unit vectors: Vol_ij = sqrt(1 - (x_i.y_j)^2) = |sin theta_ij|, the paper's area, in
+  place of CLIP's cosine: the CLIP cross-entropies of the logits -t |sin theta|."""
+  x, y = modalities(2, seed=3)
+  scale = 6.0
+  logits = -scale * jnp.sqrt(1 - (x @ y.T) ** 2)
+  labels = jnp.arange(x.shape[0])
+  ce = lambda l: -jnp.mean(jax.nn.log_softmax(l, axis=1)[labels, labels])
+  want = (ce(logits) + ce(logits.T)) / 2
+  np.testing.assert_allclose(registry.get("gram")([x, y], scale, block_size=5), want, rtol=1e-5)
+  np.testing.assert_allclose(registry.get("gram").dense([x, y], scale), want, rtol=1e-5)
+
+
+def test_volume_is_zero_for_identical_modalities():
+  """Coinciding modalities span no volume: with the other modalities equal, every Vol_ij is 0
+  (up to the floor), all logits tie and the loss is log B; loss and gradients stay finite."""
+  x = modalities(1, seed=4)[0]
+  values = assert_finite(losses.gram_loss, ([x, x, x], 10.0), ([jnp.zeros((24, 8))] * 3, 10.0),
+                         (modalities(3, seed=5), 1e4))
+  np.testing.assert_allclose(values[0], np.log(24.0), rtol=1e-6)
+
+
+@pytest.mark.parametrize("embeddings,error,match", [
+    (lambda e: e[:1], ValueError, "at least 2 modalities"),
+    (lambda e: [e[0], e[1], e[2][:, :4]], ValueError, "same"),
+    (lambda e: [e[0], e[1][None], e[2]], ValueError, r"\[batch, dim\]"),
+])
+def test_bad_embeddings(embeddings, error, match):
+  with pytest.raises(error, match=match):
+    losses.gram_loss(embeddings(modalities(3)), 1.0)
+
+
+def test_bad_label_smoothing():
+  with pytest.raises(ValueError, match="label_smoothing"):
+    losses.gram_loss(modalities(2), 1.0, label_smoothing=1.0)
