@@ -98,13 +98,18 @@ class LabelledView:
 
 
 def labelled_views() -> dict[str, LabelledView]:
-  """The zero-shot views `shape`, `colour` and `count`, by name."""
+  """The zero-shot views `shape`, `colour` and `count`, by name.
+
+  Shape and colour prompts are ensembles over the attributes a caption always names with them
+  (CLIP's prompt ensembling): every training caption says "a {size} {colour} {shape}", so the
+  bare "a circle" is out of distribution for the text tower, while the average over every size
+  and colour of "a {size} {colour} circle" marginalizes the other attributes out.
+  """
+  shape_templates = tuple(f"a {size} {colour} {{}}" for size in SIZES for colour in COLOURS)
+  colour_templates = tuple(f"a {size} {{}} {shape}" for size in SIZES for shape in SHAPES)
   return {
-      "shape": LabelledView("shape", SHAPES, (
-          "a {}", "a picture of a {}", "there is a {}", "a small {}", "a large {}")),
-      "colour": LabelledView("colour", COLOURS, (
-          "a {} shape", "a picture of a {} shape", "there is a {} shape", "a small {} shape",
-          "a large {} shape")),
+      "shape": LabelledView("shape", SHAPES, shape_templates),
+      "colour": LabelledView("colour", COLOURS, colour_templates),
       "count": LabelledView("count", COUNT_NAMES, (
           "{} shapes", "a picture of {} shapes", "there are {} shapes", "{} objects")),
   }
