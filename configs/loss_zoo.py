@@ -1,0 +1,70 @@
+r"""The demo with any loss of the zoo: one CPU-sized config per loss family.
+
+    python -m contrastive.train --config configs/loss_zoo.py:loss=dcl --workdir runs/dcl
+    python -m contrastive.train --config configs/loss_zoo.py:loss=hard_negative,steps=600 \
+        --workdir runs/hard_negative
+
+Arguments (`configs/loss_zoo.py:loss=NAME,steps=N,runlocal`):
+  loss: a loss below (each family's options are set to the paper's defaults).
+  steps, batch_size: as in configs/demo.py.
+  runlocal: a few steps of a tiny model (what the tests run).
+
+Losses that need data the built-in dataset does not have (a frozen or teacher modality for
+`cwcl`/`distill`, mixup partners for `m3col`, a momentum encoder's queue for `moco`) are not
+here: they run from Python with the side data given (see the README's loss table).
+"""
+
+import importlib.util
+import pathlib
+
+# loss name -> (the options of `config.loss`, the changes of `config.data`).
+FAMILIES = {
+    "softmax": ({}, {}),
+    "sigmoid": ({}, {}),
+    "dcl": ({}, {}),
+    "dclw": ({"sigma": 0.5}, {}),
+    "align_uniform": ({}, {}),
+    "contrastive_gap": ({"variant": "cuaxu"}, {}),
+    "sigmoid_focal": ({"gamma": 1.0}, {}),
+    "softmax_focal": ({"gamma": 2.0}, {}),
+    "macl": ({}, {}),
+    "auc_mw": ({}, {}),
+    "kernel_infonce": ({}, {}),
+    # The generator's compositional negatives (attribute swap, relation swap, attribute change),
+    # embedded by the text tower, as extra negatives of each image.
+    "hard_negative": ({"side_inputs": {"neg_y": {"modality": "text",
+                                                 "batch_key": "hard_negatives"}}},
+                      {"hard_negatives": True}),
+    # The n-modal losses with the two modalities of the built-in data (k = 2).
+    "symile": ({}, {}),
+    "gram": ({}, {}),
+    "mv_infonce": ({}, {}),
+    "mv_dhel": ({}, {}),
+    "cmc": ({"mode": "all_pairs"}, {}),
+}
+
+
+def _demo():
+  """configs/demo.py, beside this file (from any working directory)."""
+  spec = importlib.util.spec_from_file_location(
+      "configs_demo", pathlib.Path(__file__).with_name("demo.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def get_config(arg=None):
+  from contrastive.train import config as train_config  # noqa: PLC0415
+
+  arg = train_config.parse_arg(arg, loss="dcl", steps=600, batch_size=256, runlocal=False)
+  if arg.loss not in FAMILIES:
+    raise ValueError(f"configs/loss_zoo.py: unknown loss {arg.loss!r}; known: "
+                     f"{', '.join(sorted(FAMILIES))}.")
+  options, data_changes = FAMILIES[arg.loss]
+  c = _demo().get_config(f"steps={arg.steps},batch_size={arg.batch_size},runlocal={arg.runlocal}")
+  c.loss.name = arg.loss
+  c.loss.update(options)
+  c.data.update(data_changes)
+  if c.model.convention == "clip" and arg.loss in ("sigmoid", "sigmoid_focal"):
+    c.model.convention = "siglip"  # the learned bias and SigLIP's initialization
+  return c
