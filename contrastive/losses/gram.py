@@ -7,7 +7,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from contrastive.losses import _checks, reference, registry
+from contrastive.losses import _checks, reference, registry, softmax
 from contrastive.losses._modalities import check_modalities, modalities_adapter
 from contrastive.losses.ring import Home, Tile, TileLoss, ring_loss
 
@@ -139,17 +139,10 @@ def _gram_tiles(label_smoothing: float) -> TileLoss:
     f32 = lambda a: a.astype(jnp.float32)
     entries = _gram_entries(f32(home.x), [f32(y) for y in home.y], pairwise=False)
     positive = -home.params["scale"] * volume(entries)
-    n = home.global_batch
-    loss = (jnp.sum(home.stats["lse_xy"] + home.stats["lse_yx"])
-            - 2 * (1 - label_smoothing) * jnp.sum(positive)) / (2 * n)
-    if label_smoothing:
-      loss -= label_smoothing / n**2 * jnp.sum(home.stats["logit_sum"])
-    return loss
+    return softmax.symmetric_infonce(home, positive, label_smoothing)
 
-  reductions = {"lse_xy": "row_lse", "lse_yx": "col_lse"}
-  if label_smoothing:
-    reductions["logit_sum"] = "row_sum"
-  return TileLoss(tile_fn=tile_fn, reductions=reductions, finalize_fn=finalize_fn)
+  return TileLoss(tile_fn=tile_fn, reductions=softmax.infonce_reductions(label_smoothing),
+                  finalize_fn=finalize_fn)
 
 
 registry.register(registry.Objective(

@@ -67,14 +67,31 @@ def _softmax_tiles(label_smoothing: float) -> TileLoss:
   def finalize_fn(home: Home):
     positive = home.params["scale"] * jnp.sum(
         home.x.astype(jnp.float32) * home.y.astype(jnp.float32), axis=-1)
-    n = home.global_batch
-    loss = (jnp.sum(home.stats["lse_xy"] + home.stats["lse_yx"])
-            - 2 * (1 - label_smoothing) * jnp.sum(positive)) / (2 * n)
-    if label_smoothing:
-      loss -= label_smoothing / n**2 * jnp.sum(home.stats["logit_sum"])
-    return loss
+    return symmetric_infonce(home, positive, label_smoothing)
 
+  return TileLoss(tile_fn=tile_fn, reductions=infonce_reductions(label_smoothing),
+                  finalize_fn=finalize_fn)
+
+
+def infonce_reductions(label_smoothing: float) -> dict[str, str]:
+  """The statistics of a symmetric InfoNCE: both log-sum-exps (and the logit sum to smooth)."""
   reductions = {"lse_xy": "row_lse", "lse_yx": "col_lse"}
   if label_smoothing:
     reductions["logit_sum"] = "row_sum"
-  return TileLoss(tile_fn=tile_fn, reductions=reductions, finalize_fn=finalize_fn)
+  return reductions
+
+
+def symmetric_infonce(home: Home, positive: jax.Array, label_smoothing: float) -> jax.Array:
+  """A device's share of the symmetric InfoNCE, from `infonce_reductions`' statistics.
+
+  Args:
+    home: the statistics `lse_xy`, `lse_yx` (and `logit_sum`) of the device's samples.
+    positive: [batch] the logits of the positive pairs, :math:`l_{ii}`.
+    label_smoothing: :math:`\\varepsilon`.
+  """
+  n = home.global_batch
+  loss = (jnp.sum(home.stats["lse_xy"] + home.stats["lse_yx"])
+          - 2 * (1 - label_smoothing) * jnp.sum(positive)) / (2 * n)
+  if label_smoothing:
+    loss -= label_smoothing / n**2 * jnp.sum(home.stats["logit_sum"])
+  return loss
