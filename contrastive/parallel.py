@@ -145,25 +145,24 @@ def logical_sharding(names: Sequence[str | None], mesh: Mesh, *,
   return jax.sharding.NamedSharding(mesh, logical_spec(names, rules=rules))
 
 
-def _fit_spec(spec: P, shape: Sequence[int], mesh: Mesh, *, what: str) -> P:
-  """`spec` with every dimension that its mesh axes do not divide evenly left whole."""
-  fitted = []
+def _fit_spec(spec: P, shape: Sequence[int], mesh: Mesh) -> tuple[P, list[str]]:
+  """`spec` with every dimension its mesh axes do not divide evenly left whole, and what was."""
+  fitted, whole = [], []
   for dim, axes in enumerate(tuple(spec) + (None,) * (len(shape) - len(spec))):
     names = () if axes is None else (axes,) if isinstance(axes, str) else tuple(axes)
     ways = int(np.prod([mesh.shape[a] for a in names])) if names else 1
     if ways > 1 and shape[dim] % ways:
-      logging.warning("Not sharding dimension %d (size %d) of %s over mesh axes %s (%d ways): "
-                      "not divisible; it stays whole.", dim, shape[dim], what, names, ways)
+      whole.append(f"size {shape[dim]} over {'x'.join(names)} ({ways} ways)")
       axes = None
     fitted.append(axes)
-  return P(*fitted)
+  return P(*fitted), whole
 
 
 def logical_shardings(tree: Any, mesh: Mesh, *, rules: LogicalRules = LOGICAL_RULES) -> Any:
   """`NamedSharding`s for a pytree whose leaves carry logical axis names.
 
   A dimension whose size the mesh axes do not divide (3 heads over `tensor=2`) is left whole,
-  with a logged warning, so every model runs on every mesh.
+  with one logged warning, so every model runs on every mesh.
 
   Args:
     tree: variables as `model.init` returns them, or `jax.eval_shape(model.init, ...)` (leaves
@@ -174,6 +173,8 @@ def logical_shardings(tree: Any, mesh: Mesh, *, rules: LogicalRules = LOGICAL_RU
   Returns:
     A pytree of `NamedSharding` with the structure of `flax.linen.unbox(tree)`.
   """
+  whole = {}
+
   def one(path, leaf):
     if isinstance(leaf, nn.LogicallyPartitioned):
       spec = logical_spec(leaf.names, rules=rules)
@@ -181,11 +182,17 @@ def logical_shardings(tree: Any, mesh: Mesh, *, rules: LogicalRules = LOGICAL_RU
       spec = P(*leaf.names)
     else:
       return jax.sharding.NamedSharding(mesh, P())
-    spec = _fit_spec(spec, np.shape(leaf.value), mesh, what=jax.tree_util.keystr(path))
+    spec, dims = _fit_spec(spec, np.shape(leaf.value), mesh)
+    for dim in dims:
+      whole.setdefault(dim, []).append(jax.tree_util.keystr(path))
     return jax.sharding.NamedSharding(mesh, spec)
 
-  return jax.tree_util.tree_map_with_path(
+  shardings = jax.tree_util.tree_map_with_path(
       one, tree, is_leaf=lambda x: isinstance(x, nn.Partitioned))
+  for dim, paths in whole.items():
+    logging.warning("%d parameters have a dimension of %s that does not divide evenly; it is "
+                    "left whole (first: %s).", len(paths), dim, paths[0])
+  return shardings
 
 
 @contextlib.contextmanager

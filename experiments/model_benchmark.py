@@ -2,13 +2,15 @@
 
 For each size (an image ViT and a text transformer of the same name, CLIP-style contrastive
 loss on top), on 8 simulated CPU devices laid out as a data-parallel, FSDP or data x tensor mesh
-through the logical axis rules of `contrastive.parallel`: the parameters of each tower, compile time, the median time of one
-jitted forward+backward step (gradients of the dense softmax loss with respect to every
-parameter) as examples per second, and the compiled memory per device
-(`memory_analysis()`: arguments plus scratch).
+through the logical axis rules of `contrastive.parallel`: the parameters of each tower, compile
+time, the median time of one jitted forward+backward step (gradients of the dense softmax loss
+with respect to every parameter) as examples per second, XLA's FLOP count, and the compiled
+memory per device (`memory_analysis()`: arguments plus scratch).
 
+    python experiments/model_benchmark.py --meshes data fsdp data_tensor --compare-scan
+                                                             # the recorded table (~15 min)
     python experiments/model_benchmark.py                    # tiny and small sizes, data mesh
-    python experiments/model_benchmark.py --sizes mu S --meshes data fsdp data_tensor
+    python experiments/model_benchmark.py --sizes mu S --meshes data fsdp
     python experiments/model_benchmark.py --quick            # tiny sizes, 2 timed steps
 
 Writes experiments/results/model_benchmark.{json,md}. The numbers are for a shared 2-core CPU:
@@ -145,9 +147,10 @@ def markdown(rows: list[dict], meta: dict) -> str:
       f"Forward+backward (gradients of the dense CLIP loss for every parameter) on "
       f"{meta['devices']} simulated CPU devices ({meta['machine']}), meshes "
       "`data` = 8-way data parallel, `fsdp` = parameters and batch split 8 ways, "
-      f"`data_tensor` = 4-way data x 2-way tensor parallel; median of {meta['steps']} steps after one warm-up. Memory is per "
-      "device from `compiled.memory_analysis()`: arguments (the parameter shard, the batch "
-      "shard) and scratch (activations kept for the backward pass, gradients, temporaries).",
+      f"`data_tensor` = 4-way data x 2-way tensor parallel; median of {meta['steps']} steps after "
+      "one warm-up. Memory is per device from `compiled.memory_analysis()`: arguments (the "
+      "parameter shard, the batch shard) and scratch (activations kept for the backward pass, "
+      "gradients, temporaries).",
       "",
       "| size | image | text | image px | text len | batch | mesh | scan | dtype | image params | "
       "text params | total params | compile s | step s | examples/s | GFLOP/step | GFLOP/s | "
@@ -157,7 +160,8 @@ def markdown(rows: list[dict], meta: dict) -> str:
   for r in rows:
     lines.append(
         f"| {r['name']} | {r['image']} | {r['text']} | {r['image_size']} | {r['seq_len']} | "
-        f"{r['batch']} | {r['mesh']} | {r['scan']} | {r['dtype']} | {r['params_image'] / 1e6:.3f}M | "
+        f"{r['batch']} | {r['mesh']} | {r['scan']} | {r['dtype']} | "
+        f"{r['params_image'] / 1e6:.3f}M | "
         f"{r['params_text'] / 1e6:.3f}M | {r['params_total'] / 1e6:.3f}M | {r['compile_s']} | "
         f"{r['step_s']} | {r['examples_per_s']} | {r['gflop_per_step']} | {r['gflops']} | "
         f"{r['argument_mib']} | {r['temp_mib']} |")

@@ -28,8 +28,11 @@ loss = losses.softmax_loss(emb["image"], emb["text"], extras["scale"])      # or
   embedding tables for weight decay.
 - Sharding: every parameter carries logical axis names; `parallel.LOGICAL_RULES` maps them onto
   the mesh axes `data`, `fsdp`, `tensor`; `parallel.logical_shardings(abstract_variables, mesh)`
-  gives the params' `NamedSharding`s and `parallel.use_rules(mesh)` is the context to trace
-  `apply` in (see `contrastive.parallel`).
+  gives the params' `NamedSharding`s (`parallel.sharded_init(init_fn, mesh, rng)` creates them
+  in place) and `parallel.use_rules(mesh)` is the context to trace `apply` in, so that the
+  activations follow the rules too (see `contrastive.parallel`).
+- Checkpoint layouts: `models.stack_layers` / `models.unstack_layers` convert parameters between
+  unrolled (`encoderblock_0`, ...) and scanned (`encoderblock`, stacked) layers.
 
 Model config keys (`config.model`; see `config.py`): `encoders` (`{modality: {"kind": "vit" |
 "text" | "mlp", "variant": ..., **encoder fields, "proj_bias": bool}}`), `embed_dim`,

@@ -110,7 +110,8 @@ def decode_text_variant(variant: str) -> Size:
   return TEXT_SIZES[variant]
 
 
-def resolve_size(base: Size | None, overrides: dict[str, int | None], *, what: str) -> dict[str, int]:
+def resolve_size(base: Size | None, overrides: dict[str, int | None], *, what: str
+                 ) -> dict[str, int]:
   """Merges a named size with explicit per-dimension overrides and checks the result.
 
   Args:

@@ -115,7 +115,8 @@ class TowerModel(nn.Module):
       if not isinstance(enc, nn.Module):
         raise ValueError(f"The encoder of modality {name!r} must be a flax Module, got "
                          f"{type(enc).__name__}.")
-    if isinstance(self.embed_dim, bool) or not isinstance(self.embed_dim, int) or self.embed_dim < 1:
+    embed_dim = self.embed_dim
+    if isinstance(embed_dim, bool) or not isinstance(embed_dim, int) or embed_dim < 1:
       raise ValueError(f"embed_dim must be a positive int, got {self.embed_dim!r}.")
     if not (isinstance(self.scale_init, (int, float)) and self.scale_init > 0):
       raise ValueError(f"scale_init must be a positive number, got {self.scale_init!r}.")

@@ -124,13 +124,14 @@ def restore_params(directory: str | os.PathLike, *, step: int | None = None,
     directory = os.path.join(directory, "checkpoints")
   if not os.path.isdir(directory):
     raise FileNotFoundError(f"No checkpoint directory at {directory}.")
-  with ocp.CheckpointManager(directory, item_names=(STATE, DATA_ITER)) as manager:
+  options = ocp.CheckpointManagerOptions(create=False, read_only=True)
+  with ocp.CheckpointManager(directory, options=options, item_names=(STATE, DATA_ITER)) as manager:
     steps = list(manager.all_steps())
   if step is None:
     step = max(steps, default=None)
   if step is None or step not in steps:
-    raise FileNotFoundError(f"No checkpoint {'' if step is None else step} in {directory}; "
-                            f"steps there: {steps}.")
+    which = "No checkpoint" if step is None else f"No checkpoint of step {step}"
+    raise FileNotFoundError(f"{which} in {directory}; steps there: {steps}.")
   path = os.path.join(directory, str(step), STATE)
   checkpointer = ocp.PyTreeCheckpointer()
   metadata = checkpointer.metadata(path)

@@ -10,7 +10,8 @@ it (`data`: `contrastive.data.resolve_config`; `model`: `contrastive.models.make
     mesh          data, fsdp, tensor: mesh axis sizes (-1: the rest of the devices)
     data          the data pipeline; `data.batch_size` is the GLOBAL batch size
     model         the tower model
-    loss          name (a key of `contrastive.losses.LOSSES`), block_size, and the loss's options
+    loss          name (a key of `contrastive.losses.LOSSES`), block_size, side_inputs, and
+                  the loss's own options
     optim         optimizer, schedule, clipping, accumulation, non-finite handling
     checkpoint    every_steps, keep, async_save, init_from (+ init_from_step, init_from_keys)
     eval          every_steps, at_end, batch_size, report, tasks
@@ -47,6 +48,9 @@ def defaults() -> ml_collections.ConfigDict:
   c.loss = ml_collections.ConfigDict()
   c.loss.name = "softmax"  # a key of contrastive.losses.LOSSES
   c.loss.block_size = config_dict.placeholder(int)  # ring tile size; None: the loss picks
+  # Side data embedded by a tower first: {side_key: {"modality": ..., "batch_key": ...}}, e.g.
+  # neg_y=dict(modality="text", batch_key="hard_negatives") for loss "hard_negative".
+  c.loss.side_inputs = ml_collections.ConfigDict()
   # Any other key of `loss` is passed to the loss as a keyword option (e.g. label_smoothing).
 
   c.optim = ml_collections.ConfigDict()
@@ -132,7 +136,16 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   out.data = ml_collections.ConfigDict(given.pop("data"))
   out.model = ml_collections.ConfigDict(given.pop("model"))
   loss = dict(given.pop("loss", {}))
+  side_inputs = loss.pop("side_inputs", None) or {}
   _merge(out.loss, loss, "loss", open_keys=True)
+  for side_key, spec in dict(side_inputs).items():
+    spec = dict(spec)
+    unknown = sorted(set(spec) - {"modality", "batch_key"})
+    missing = sorted({"modality", "batch_key"} - set(spec))
+    if unknown or missing:
+      raise ValueError(f"loss.side_inputs.{side_key} needs exactly 'modality' and 'batch_key', "
+                       f"got {sorted(spec)}.")
+    out.loss.side_inputs[side_key] = ml_collections.ConfigDict(spec)
   eval_tasks = dict(given.get("eval", {})).pop("tasks", None)
   if "eval" in given:
     given["eval"] = {k: v for k, v in given["eval"].items() if k != "tasks"}
@@ -189,8 +202,8 @@ def check_values(c: ml_collections.ConfigDict) -> None:
 
 
 def loss_options(loss: ml_collections.ConfigDict) -> dict[str, Any]:
-  """The keyword options `config.loss` passes to the loss (all but `name` and `block_size`)."""
-  return {k: v for k, v in loss.items() if k not in ("name", "block_size")}
+  """The keyword options `config.loss` passes to the loss (all but the trainer's keys)."""
+  return {k: v for k, v in loss.items() if k not in ("name", "block_size", "side_inputs")}
 
 
 def check_batch(*, batch_size: int, shards: int, accum_steps: int, what: str = "data.batch_size"

@@ -76,5 +76,45 @@ def run(model: nn.Module, params: Any, config: ml_collections.ConfigDict, *, mes
 
 def eval_sources(data_config: ml_collections.ConfigDict) -> dict[str, Callable[..., Any]]:
   """Evaluation sources beyond `contrastive.evaluate.SOURCES`: `data` (the run's own data
-  config, any split)."""
-  return dict(evaluate_sources.data_sources(data_config))
+  config, any split) and `synthetic_subset` (see `synthetic_subset`)."""
+  return {**evaluate_sources.data_sources(data_config), "synthetic_subset": synthetic_subset}
+
+
+class _Subset:
+  """The records of `source` at `indices` (a stable, deterministic selection)."""
+
+  def __init__(self, source, indices: list[int]):
+    self._source, self._indices = source, list(indices)
+
+  def __len__(self) -> int:
+    return len(self._indices)
+
+  def __getitem__(self, index: int):
+    return self._source[self._indices[index]]
+
+  def __repr__(self) -> str:
+    return f"_Subset({self._source!r}, {len(self._indices)} records)"
+
+
+def synthetic_subset(*, split: str, num_examples: int, heldout: bool = True,
+                     **kwargs) -> evaluate_sources.EvalSource:
+  """The first `num_examples` records of a built-in split whose `heldout` flag is `heldout`.
+
+  E.g. `{"name": "synthetic_subset", "split": "shape", "num_examples": 500}` is zero-shot shape
+  classification on held-out (colour, shape) combinations only: objects never seen in training.
+  (An adapter until the evaluation tasks split zero-shot results by subset themselves.)
+  """
+  from contrastive.data import synthetic as shapes  # pylint: disable=g-import-not-at-top
+  source = shapes.ShapesSource(split=split, num_examples=2**30, **kwargs)
+  indices, index = [], 0
+  while len(indices) < num_examples:
+    if index > 64 * num_examples + 10_000:
+      raise ValueError(f"Found only {len(indices)} records with heldout={heldout} in split "
+                       f"{split!r}; is num_heldout 0?")
+    if bool(source[index]["heldout"]) == heldout:
+      indices.append(index)
+    index += 1
+  view = shapes.labelled_views().get(split)
+  return evaluate_sources.EvalSource(
+      _Subset(source, indices), view.class_names if view else None,
+      view.templates if view else None, tuple(shapes.HARD_NEGATIVE_KINDS))

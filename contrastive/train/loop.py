@@ -76,6 +76,20 @@ def _modalities(model: models.TowerModel, objective: losses.Objective) -> tuple[
   return modalities
 
 
+def _side_inputs(config: ml_collections.ConfigDict, model: models.TowerModel,
+                 objective: losses.Objective) -> tuple[step_lib.SideInput, ...]:
+  out = []
+  for side_key, spec in config.items():
+    if spec.modality not in model.modalities:
+      raise ValueError(f"loss.side_inputs.{side_key}.modality is {spec.modality!r}; the model's "
+                       f"modalities are {list(model.modalities)}.")
+    if side_key not in objective.side_keys:
+      raise ValueError(f"loss.side_inputs names {side_key!r}, which loss {objective.name!r} does "
+                       f"not read; it reads {list(objective.side_keys) or 'no side data'}.")
+    out.append(step_lib.SideInput(side_key, spec.modality, spec.batch_key))
+  return tuple(out)
+
+
 def _check_loss_options(objective, options, mesh, modalities, side_keys, embed_dim,
                         block_size) -> None:
   """Traces the loss once on abstract inputs, so a bad option fails now and says so."""
@@ -194,9 +208,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     config_lib.check_batch(batch_size=config.eval.batch_size, shards=shards, accum_steps=1,
                            what="eval.batch_size")
   options = config_lib.loss_options(config.loss)
-  side_keys = tuple(objective.side_keys)
-  _check_loss_options(objective, options, mesh, modalities, side_keys, model.embed_dim,
-                      config.loss.block_size)
+  side_inputs = _side_inputs(config.loss.side_inputs, model, objective)
+  embedded = {spec.side_key for spec in side_inputs}
+  side_keys = tuple(k for k in objective.side_keys if k not in embedded)
+  _check_loss_options(objective, options, mesh, modalities, tuple(objective.side_keys),
+                      model.embed_dim, config.loss.block_size)
   train_iter = data.make_pipeline(config.data, training=True, mesh=mesh,
                                   batch_axes=step_lib.batch_axes(mesh))
 
@@ -235,10 +251,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
                f"{sum(int(np.prod(x.shape)) for x, t in zip(jax.tree.leaves(state.params), jax.tree.leaves(trainable)) if t):,}")
 
   step_config = step_lib.StepConfig(
-      modalities=modalities, side_keys=side_keys, loss_options=options,
+      modalities=modalities, side_keys=side_keys, side_inputs=side_inputs, loss_options=options,
       block_size=config.loss.block_size, accum_steps=config.optim.accum_steps,
       max_scale=model.max_scale, on_nonfinite=config.optim.on_nonfinite, seed=config.seed)
-  keys = modalities + side_keys
+  keys = modalities + side_keys + tuple(spec.batch_key for spec in side_inputs)
   batch_sharding = step_lib.batch_sharding(mesh)
   train_step = step_lib.make_train_step(
       model, objective, tx, schedule_holder["schedule"], mesh, shardings,
@@ -302,7 +318,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
       missing = [k for k in keys if k not in batch]
       if missing:
         raise ValueError(f"The batch has no {missing} (needed by the model's modalities and "
-                         f"loss {objective.name!r}); its keys: {sorted(batch)}.")
+                         f"loss {objective.name!r}; hard negatives need "
+                         f"data.hard_negatives=True); its keys: {sorted(batch)}.")
       batch = data.to_global({k: batch[k] for k in keys}, batch_sharding)
       timer.done_waiting()
       state, step_metrics = train_step(state, batch)

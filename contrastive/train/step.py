@@ -65,12 +65,28 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
 
 
 @dataclasses.dataclass(frozen=True)
+class SideInput:
+  """Side data of the loss made by embedding batch inputs with one of the model's towers.
+
+  `batch[batch_key]`, `[batch, k, ...]` inputs of modality `modality` (e.g. the tokenized
+  hard-negative captions `[batch, 3, seq_len]`), is embedded by that tower into
+  `[batch, k, embed_dim]` and passed to the objective as `side[side_key]`. Its gradient flows
+  back into the tower like the main embeddings'.
+  """
+  side_key: str
+  modality: str
+  batch_key: str
+
+
+@dataclasses.dataclass(frozen=True)
 class StepConfig:
   """What the step needs besides the model, the optimizer and the mesh.
 
   Attributes:
     modalities: the model inputs, in the order the objective takes their embeddings.
-    side_keys: batch keys passed to the objective as side data.
+    side_keys: batch keys passed to the objective as side data, as they are.
+    side_inputs: side data that is embedded first (e.g. hard-negative captions), see
+      `SideInput`.
     loss_options: keyword options of the objective (e.g. `label_smoothing`).
     block_size: the ring's tile size (None: the loss picks one).
     accum_steps: GradCache micro-batches per step (1: a plain step).
@@ -82,6 +98,7 @@ class StepConfig:
   """
   modalities: tuple[str, ...]
   side_keys: tuple[str, ...] = ()
+  side_inputs: tuple[SideInput, ...] = ()
   loss_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   block_size: int | None = None
   accum_steps: int = 1
@@ -126,63 +143,76 @@ def make_grad_fn(model: nn.Module, objective: losses.Objective, mesh: Mesh, conf
   """
   loss_fn = make_loss_fn(objective, mesh, config)
   modalities = tuple(config.modalities)
+  side_inputs = tuple(config.side_inputs)
   k = int(config.accum_steps)
   n = num_batch_shards(mesh)
 
-  def embed(params, inputs, rng):
+  def embed(params, inputs, extra, rng):
+    """Embeddings (list), scale, bias and the embedded side data of one (micro-)batch."""
     emb, extras = model.apply({"params": params}, inputs, train=True, rngs={"dropout": rng})
-    return [emb[m] for m in modalities], extras["scale"], extras["bias"]
+    side = {}
+    for i, spec in enumerate(side_inputs):
+      x = extra[spec.batch_key]
+      rows, per_row = x.shape[:2]
+      out, _ = model.apply({"params": params}, {spec.modality: x.reshape(rows * per_row,
+                                                                          *x.shape[2:])},
+                           train=True, rngs={"dropout": jax.random.fold_in(rng, 1 + i)})
+      side[spec.side_key] = out[spec.modality].reshape(rows, per_row, -1)
+    return [emb[m] for m in modalities], extras["scale"], extras["bias"], side
 
   def split(batch):
     inputs = {m: batch[m] for m in modalities}
+    extra = {spec.batch_key: batch[spec.batch_key] for spec in side_inputs}
     side = {key: batch[key] for key in config.side_keys}
-    return inputs, side
+    return inputs, extra, side
 
   def plain(params, batch, rng):
-    inputs, side = split(batch)
+    inputs, extra, side = split(batch)
 
     def total(p):
-      embeddings, scale, bias = embed(p, inputs, rng)
-      return loss_fn(embeddings, scale, bias, side), (scale, bias)
+      embeddings, scale, bias, side_emb = embed(p, inputs, extra, rng)
+      return loss_fn(embeddings, scale, bias, {**side, **side_emb}), (scale, bias)
 
     return jax.value_and_grad(total, has_aux=True)(params)
 
   def gradcache(params, batch, rng):
-    inputs, side = split(batch)
-    micro = jax.tree.map(lambda x: _micro_split(x, k, n, mesh), inputs)
+    inputs, extra, side = split(batch)
+    micro = jax.tree.map(lambda x: _micro_split(x, k, n, mesh), (inputs, extra))
     index = jnp.arange(k)
 
     # 1. Embeddings of every micro-batch; nothing is kept for a backward pass.
     def forward(_, xs):
-      m, mb = xs
-      return None, embed(params, mb, jax.random.fold_in(rng, m))
+      m, (mb, mx) = xs
+      return None, embed(params, mb, mx, jax.random.fold_in(rng, m))
 
-    _, (emb_k, scales, biases) = jax.lax.scan(forward, None, (index, micro))
+    _, (emb_k, scales, biases, side_k) = jax.lax.scan(forward, None, (index, micro))
     scale = scales[0]
     bias = None if biases is None else biases[0]
 
     # 2. The loss over the whole batch, and its gradient w.r.t. embeddings, scale and bias.
-    def whole(emb_k, scale, bias):
-      return loss_fn([_micro_join(e, n, mesh) for e in emb_k], scale, bias, side)
+    def whole(emb_k, scale, bias, side_k):
+      join = lambda e: _micro_join(e, n, mesh)
+      side_emb = jax.tree.map(join, side_k)
+      return loss_fn([join(e) for e in emb_k], scale, bias, {**side, **side_emb})
 
-    loss, (g_emb_k, g_scale, g_bias) = jax.value_and_grad(whole, argnums=(0, 1, 2))(
-        emb_k, scale, bias)
+    loss, (g_emb_k, g_scale, g_bias, g_side_k) = jax.value_and_grad(
+        whole, argnums=(0, 1, 2, 3))(emb_k, scale, bias, side_k)
 
     # 3. Backpropagate each micro-batch's share through the encoders; the scale and bias
     #    cotangents enter once (with the first micro-batch).
     def backward(acc, xs):
-      m, mb, g_e = xs
-      _, vjp = jax.vjp(lambda p: embed(p, mb, jax.random.fold_in(rng, m)), params)
+      m, (mb, mx), g_e, g_s = xs
+      _, vjp = jax.vjp(lambda p: embed(p, mb, mx, jax.random.fold_in(rng, m)), params)
       first = m == 0
       ct_scale = jnp.where(first, g_scale, jnp.zeros_like(g_scale))
       ct_bias = None if g_bias is None else jnp.where(first, g_bias, jnp.zeros_like(g_bias))
-      (g,) = vjp((list(g_e), ct_scale, ct_bias))
+      (g,) = vjp((list(g_e), ct_scale, ct_bias, g_s))
       return jax.tree.map(jnp.add, acc, g), None
 
     zeros = jax.tree.map(jnp.zeros_like, params)
     if param_shardings is not None:
       zeros = jax.lax.with_sharding_constraint(zeros, param_shardings)
-    grads, _ = jax.lax.scan(backward, zeros, (index, micro, list(g_emb_k)))
+    grads, _ = jax.lax.scan(backward, zeros, (index, micro, list(g_emb_k), g_side_k))
     return (loss, (scale, bias)), grads
 
   return plain if k == 1 else gradcache

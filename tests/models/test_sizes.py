@@ -1,11 +1,10 @@
-"""Tests for contrastive/models/sizes.py: the size table, and parameter counts of the named sizes."""
+"""Tests for contrastive/models/sizes.py: the size table and the parameter counts of named sizes."""
 
 import doctest
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 import pytest
 
 from contrastive import models

@@ -3,6 +3,7 @@
 Every run shares one JAX compilation cache, so the runs of a comparison compile once.
 """
 
+import glob
 import json
 import os
 import random
@@ -32,7 +33,9 @@ def demo_run(tmp_path_factory, cache):
   code, out = tt.run(tt.train_command(
       f"configs/demo.py:steps={STEPS},batch_size=64,eval_examples=64", workdir,
       "--config.optim.warmup_steps=2", "--config.optim.lr=1e-3", "--config.log.every_steps=1",
-      "--config.checkpoint.every_steps=4", "--config.eval.report=False"),
+      "--config.checkpoint.every_steps=4", "--config.eval.report=False",
+      "--config.eval.every_steps=4", "--config.log.profile_start_step=2",
+      "--config.log.profile_num_steps=2"),
       tt.env(devices=8, cache_dir=cache), os.path.join(workdir, "stdout.txt"))
   assert code == 0, out[-3000:]
   return workdir, out
@@ -55,6 +58,8 @@ def test_demo_trains_logs_checkpoints_and_evaluates(demo_run):
   assert config["optim"]["on_nonfinite"] == "stop"  # defaults are filled in
   metrics = json.load(open(os.path.join(workdir, "eval", "metrics.json")))
   assert metrics["step"] == STEPS
+  assert set(scalars["eval/zeroshot_shape/top1"]) == {4, STEPS}  # every 4 steps and at the end
+  assert glob.glob(os.path.join(workdir, "profile", "**", "*.xplane.pb"), recursive=True)
   assert re.search(rf"step +{STEPS}/{STEPS}", out) and "Done:" in out and "Checkpoint:" in out
   # Rerunning the finished command resumes, finds nothing to do, and says so.
   code, again = tt.run(tt.train_command(
@@ -120,33 +125,50 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path, cache):
     assert new_loss[step] == ref_loss[step], step
 
 
-def test_nan_loss_stops_and_leaves_the_last_checkpoint_restorable(tmp_path, cache):
+def test_sigterm_saves_then_a_nan_loss_stops_and_leaves_the_last_checkpoint(tmp_path, cache):
   work = str(tmp_path / "run")
   environ = tt.env(devices=8, cache_dir=cache)
   args = ["--config.checkpoint.every_steps=2", "--config.log.every_steps=1"]
-  code, out = tt.run(tt.train_command(CLIP_CPU, work, "--config.total_steps=4", *args),
-                     environ, str(tmp_path / "a.txt"))
-  assert code == 0, out[-3000:]
-  before = tt.load_state(work, 4)
+  # Preemption: SIGTERM mid-run saves the current step and exits cleanly.
+  proc = tt.start(tt.train_command(CLIP_CPU, work, "--config.total_steps=30", *args), environ,
+                  str(tmp_path / "a.txt"))
+  deadline = time.time() + 240
+  while time.time() < deadline and proc.poll() is None:
+    with open(proc.log_path) as f:
+      if re.search(r"step +3/30", f.read()):
+        break
+    time.sleep(0.05)
+  os.kill(proc.pid, signal.SIGTERM)
+  out = tt.finish(proc, timeout=120)
+  assert proc.returncode == 0, out[-3000:]
+  saved = int(re.search(r"Preempted: saved step (\d+)", out).group(1))
+  assert 3 <= saved < 30 and str(saved) in os.listdir(os.path.join(work, "checkpoints"))
+  before = tt.load_state(work, saved)
+  assert int(before["step"]) == saved
 
+  # A NaN loss: the run stops with a clear message and writes nothing more.
   script = os.path.join(os.path.dirname(__file__), "nan_loss_train.py")
   nan_cmd = [sys.executable, script] + tt.train_command(CLIP_CPU, work)[3:]
-  code, out = tt.run(nan_cmd + ["--config.total_steps=8", "--config.loss.name=nan_test", *args],
+  checkpoints = sorted(os.listdir(os.path.join(work, "checkpoints")))
+  code, out = tt.run(nan_cmd + [f"--config.total_steps={saved + 4}",
+                                "--config.loss.name=nan_test", *args],
                      environ, str(tmp_path / "b.txt"))
   assert code == 1, out[-3000:]
-  assert "Step 5: the loss is nan" in out and "last good checkpoint is step 4" in out, out[-3000:]
-  assert sorted(os.listdir(os.path.join(work, "checkpoints"))) == ["2", "4"]
-  tt.assert_trees_equal(tt.load_state(work, 4), before)
+  assert f"Step {saved + 1}: the loss is nan" in out, out[-3000:]
+  assert f"last good checkpoint is step {saved}" in out, out[-3000:]
+  assert sorted(os.listdir(os.path.join(work, "checkpoints"))) == checkpoints
+  tt.assert_trees_equal(tt.load_state(work, saved), before)
 
   # With on_nonfinite=skip, the bad steps change nothing but the counters.
-  code, out = tt.run(nan_cmd + ["--config.total_steps=6", "--config.loss.name=nan_test",
+  code, out = tt.run(nan_cmd + [f"--config.total_steps={saved + 2}",
+                                "--config.loss.name=nan_test",
                                 "--config.optim.on_nonfinite=skip", *args],
                      environ, str(tmp_path / "c.txt"))
   assert code == 0, out[-3000:]
-  after = tt.load_state(work, 6)
+  after = tt.load_state(work, saved + 2)
   tt.assert_trees_equal(after["params"], before["params"])
   tt.assert_trees_equal(after["opt_state"], before["opt_state"])
-  assert int(after["skipped"]) == 2 and int(after["step"]) == 6
+  assert int(after["skipped"]) == 2 and int(after["step"]) == saved + 2
 
 
 def test_two_processes_match_one_process(tmp_path, cache):

@@ -24,23 +24,33 @@ def _model(convention):
 def _batch(mesh, n=32):
   rng = np.random.default_rng(0)
   batch = {"image": rng.normal(size=(n, 16, 16, 3)).astype(np.float32),
-           "text": rng.integers(1, 64, size=(n, 8)).astype(np.int32)}
+           "text": rng.integers(1, 64, size=(n, 8)).astype(np.int32),
+           "negatives": rng.integers(1, 64, size=(n, 3, 8)).astype(np.int32)}
   return jax.device_put(batch, step_lib.batch_sharding(mesh))
 
 
-@pytest.mark.parametrize("loss,convention,k", [("softmax", "clip", 4), ("sigmoid", "siglip", 2)])
-def test_gradcache_equals_one_big_batch(loss, convention, k):
-  mesh = parallel.make_mesh()  # 8 devices on "data"
+@pytest.mark.parametrize("loss,convention,k,fsdp", [("softmax", "clip", 4, 1),
+                                                    ("sigmoid", "siglip", 2, 2),
+                                                    ("hard_negative", "clip", 2, 1)])
+def test_gradcache_equals_one_big_batch(loss, convention, k, fsdp):
+  """Also with FSDP (params split over `fsdp`, the batch over data x fsdp), and with hard
+  negatives embedded by the text tower (their gradient reaches it too)."""
+  mesh = parallel.make_mesh(data=-1, fsdp=fsdp)  # 8 devices: data x fsdp
   model = _model(convention)
-  params = jax.jit(lambda: nn.unbox(model.init(jax.random.key(0), model.dummy_batch(1),
-                                                 train=False))["params"],
+  init = lambda: model.init(jax.random.key(0), model.dummy_batch(1), train=False)
+  shardings = parallel.logical_shardings(jax.eval_shape(init), mesh)["params"]
+  params = jax.jit(lambda: nn.unbox(init())["params"], out_shardings=shardings,
                    compiler_options=FAST)()
   batch = _batch(mesh)
   objective = losses.get(loss)
   results = {}
   for steps in (1, k):
-    config = step_lib.StepConfig(modalities=("image", "text"), accum_steps=steps)
-    grad_fn = step_lib.make_grad_fn(model, objective, mesh, config)
+    side_inputs = ()
+    if loss == "hard_negative":
+      side_inputs = (step_lib.SideInput("neg_y", "text", "negatives"),)
+    config = step_lib.StepConfig(modalities=("image", "text"), accum_steps=steps,
+                                 side_inputs=side_inputs)
+    grad_fn = step_lib.make_grad_fn(model, objective, mesh, config, shardings)
     with parallel.use_rules(mesh):
       results[steps] = jax.jit(grad_fn, compiler_options=FAST)(params, batch, jax.random.key(0))
   (loss_1, (scale_1, _)), grads_1 = results[1]
