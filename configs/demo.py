@@ -8,7 +8,7 @@ cosine decay. At the end, zero-shot shape/colour/count accuracy, image<->text re
 of the same meaning counts), compositional binding and the embedding geometry are evaluated on
 held-out data; the report lands in `runs/demo/eval/`.
 
-Arguments (`configs/demo.py:steps=400,batch_size=256`):
+Arguments (`configs/demo.py:steps=1000,batch_size=256`):
   steps: train steps.
   batch_size: the global batch.
   hard_negatives: train with each caption's three compositional hard negatives as extra
@@ -24,7 +24,7 @@ from contrastive.train import config as train_config
 
 
 def get_config(arg=None):
-  arg = train_config.parse_arg(arg, steps=800, batch_size=128, eval_examples=1000,
+  arg = train_config.parse_arg(arg, steps=600, batch_size=128, eval_examples=1000,
                                hard_negatives=False, runlocal=False)
   c = train_config.defaults()  # every trainer key, so each can be overridden
   c.seed = 0

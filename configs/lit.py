@@ -70,7 +70,7 @@ def get_config(arg=None):
 
   if arg.cpu:
     demo_image = dict(kind="vit", width=128, depth=3, mlp_dim=256, num_heads=4, patch_size=8,
-                      image_size=32, pool="gap", posemb="learn")
+                      image_size=32, pool="cls", posemb="learn")
     c.total_steps = 6
     c.data = data.default_config()
     c.data.update(source="synthetic", image_size=32, batch_size=32, tokenizer="bytes",

@@ -9,6 +9,7 @@ import glob
 import os
 import runpy
 
+import flax.linen as nn
 import jax
 import pytest
 
@@ -33,7 +34,7 @@ def _params(config):
   model = models.make_model(config.model)
   variables = jax.eval_shape(lambda: model.init(jax.random.key(0), model.dummy_batch(1),
                                                 train=False))
-  return model, variables["params"]
+  return model, nn.unbox(variables)["params"]
 
 
 def test_the_shipped_configs():

@@ -12,7 +12,6 @@ import os
 from typing import Any
 
 import flax.linen as nn
-import jax
 from jax.sharding import Mesh
 import ml_collections
 import numpy as np

@@ -41,7 +41,7 @@ def demo_run(tmp_path_factory, cache):
   return workdir, out
 
 
-def test_demo_trains_logs_checkpoints_and_evaluates(demo_run):
+def test_demo_trains_logs_checkpoints_and_evaluates(demo_run, cache):
   workdir, out = demo_run
   scalars = tt.read_scalars(os.path.join(workdir, "tensorboard"))
   loss = [scalars["train/loss"][s] for s in range(1, STEPS + 1)]
@@ -61,6 +61,16 @@ def test_demo_trains_logs_checkpoints_and_evaluates(demo_run):
   assert set(scalars["eval/zeroshot_shape/top1"]) == {4, STEPS}  # every 4 steps and at the end
   assert glob.glob(os.path.join(workdir, "profile", "**", "*.xplane.pb"), recursive=True)
   assert re.search(rf"step +{STEPS}/{STEPS}", out) and "Done:" in out and "Checkpoint:" in out
+  # The evaluation CLI restores the trainer's checkpoint (with the run's own config.json) and
+  # measures what the trainer measured at that step.
+  code, cli = tt.run([sys.executable, "-m", "contrastive.evaluate", f"--workdir={workdir}",
+                      f"--output={workdir}/eval_cli"], tt.env(devices=8, cache_dir=cache),
+                     os.path.join(workdir, "evaluate.txt"))
+  assert code == 0, cli[-3000:]
+  again = json.load(open(os.path.join(workdir, "eval_cli", "metrics.json")))
+  assert again["step"] == STEPS
+  for key in ("zeroshot_shape/top1", "retrieval/image_to_text/recall@1"):
+    assert again[key] == pytest.approx(metrics[key], abs=1e-6), key
   # Rerunning the finished command resumes, finds nothing to do, and says so.
   code, again = tt.run(tt.train_command(
       f"configs/demo.py:steps={STEPS},batch_size=64,eval_examples=64", workdir),
