@@ -70,16 +70,16 @@ def get_config(arg=None):
 
   if arg.cpu:
     demo_image = dict(kind="vit", width=128, depth=3, mlp_dim=256, num_heads=4, patch_size=8,
-                      image_size=32, pool="cls", posemb="learn")
+                      image_size=32, pool="cls", posemb="learn", stem="conv")
     c.total_steps = 6
     c.data = data.default_config()
-    c.data.update(source="synthetic", image_size=32, batch_size=32, tokenizer="bytes",
-                  max_len=112, normalization="inception")
+    c.data.update(source="synthetic", image_size=32, batch_size=32, tokenizer="words",
+                  max_len=24, normalization="inception")
     c.model = models.model_config(image=None, text=None, embed_dim=128, convention="clip")
     c.model.encoders = dict(
         image=demo_image,
         text=dict(kind="text", width=32, depth=1, mlp_dim=64, num_heads=2,
-                  vocab_size=data.ByteTokenizer.vocab_size, max_len=112, causal=False,
+                  vocab_size=data.make_tokenizer(c.data).vocab_size, max_len=24, causal=False,
                   pool="last"))
     c.model.locked = ("image",)
     c.optim.update(lr=1e-3, warmup_steps=2)

@@ -10,8 +10,8 @@ Arguments (`configs/loss_zoo.py:loss=NAME,steps=N,runlocal`):
   runlocal: a few steps of a tiny model (what the tests run).
 
 Losses that need data the built-in dataset does not have (a frozen or teacher modality for
-`cwcl`/`distill`, mixup partners for `m3col`, a momentum encoder's queue for `moco`) are not
-here: they run from Python with the side data given (see the README's loss table).
+`cwcl`/`distill`, mixup partners for `m3col`) are not here: they run from Python with the side
+data given (see the README's loss table).
 """
 
 import importlib.util
@@ -41,6 +41,15 @@ FAMILIES = {
     "mv_infonce": ({}, {}),
     "mv_dhel": ({}, {}),
     "cmc": ({"mode": "all_pairs"}, {}),
+    # Several positives per anchor: examples of the same meaning (the batch's `meaning_id`, as
+    # it is) are positives of each other.
+    "supcon": ({"side_inputs": {"labels": {"batch_key": "meaning_id"}}}, {}),
+    "multi_positive": ({"side_inputs": {"labels": {"batch_key": "meaning_id"}}}, {}),
+    # A momentum (EMA) key encoder and a queue of its past keys per modality, carried in the
+    # train state (contrastive/train/momentum.py). MoCo's queue of 65536 and m = 0.999 are for
+    # runs of ~10^5 steps; a 600-step demo needs a key encoder that keeps up (m = 0.99, a time
+    # constant of 100 steps) and a queue of 16 batches of 256.
+    "moco": ({"queue_size": 4096, "momentum": 0.99}, {}),
 }
 
 

@@ -7,8 +7,8 @@ negatives as extra columns of each image's softmax (`hard_negative` loss). This 
 both ways with the same seed, data order and steps, and compares binding (chance = 0.5),
 zero-shot accuracy and retrieval on the held-out test split.
 
-    python experiments/hard_negatives.py                       # 600 steps each (~2x the demo)
-    python experiments/hard_negatives.py --steps 1200 --batch_size 128
+    python experiments/hard_negatives.py                    # the demo's 900 x 128 steps each
+    python experiments/hard_negatives.py --steps 1800 --batch_size 128
 
 Writes experiments/results/hard_negatives.{json,md}; the runs stay in --workdir.
 """
@@ -35,6 +35,8 @@ METRICS = [
     ("retrieval/image_to_text/recall@1", "image->text R@1"),
     ("retrieval/text_to_image/recall@1", "text->image R@1"),
     ("retrieval/heldout/image_to_text/recall@1", "image->text R@1, held-out"),
+    ("retrieval_exact/image_to_text/recall@1", "image->text R@1, exact pair"),
+    ("retrieval_exact/text_to_image/recall@1", "text->image R@1, exact pair"),
 ]
 
 
@@ -51,8 +53,8 @@ def train(name: str, config: str, workdir: pathlib.Path, log_dir: pathlib.Path) 
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--steps", type=int, default=600)
-  parser.add_argument("--batch_size", type=int, default=256)
+  parser.add_argument("--steps", type=int, default=900)
+  parser.add_argument("--batch_size", type=int, default=128)
   parser.add_argument("--workdir", default="runs/hard_negatives")
   args = parser.parse_args()
   workdir = pathlib.Path(args.workdir).resolve()

@@ -9,6 +9,8 @@ time, against the best rate of the same tile product measured on all 8 devices a
     python experiments/loss_benchmark.py                      # the full study (~15 min on 2 cores)
     python experiments/loss_benchmark.py --quick              # B=4096 only, a smoke run
     python experiments/loss_benchmark.py --losses softmax --sizes 8192
+    python experiments/loss_benchmark.py --losses all --sizes 4096 --memory-sizes 32768 \
+        --huge-batch 0 --repeats 3 --max-seconds 20 --name loss_benchmark_zoo   # every loss
 
 Writes experiments/results/loss_benchmark.{json,md}.
 """
@@ -59,14 +61,17 @@ def _worker(args) -> dict:
   scale, bias = (10.0, -10.0) if objective.uses_bias else (10.0, None)
   params = (scale,) if bias is None else (scale, bias)
 
+  side = {key: jax.device_put(value, batch_sharding)
+          for key, value in _side_data(objective.side_keys, b, d, np).items()}
   if args.impl == "ring":
     def loss_fn(embeddings, *params):
-      inner = lambda e, *p, axis_name: objective(
-          e, p[0], p[1] if len(p) > 1 else None, axis_name=axis_name, block_size=args.block_size)
-      return parallel.shard_loss(inner, mesh)(embeddings, *params)
+      inner = lambda e, side, *p, axis_name: objective(
+          e, p[0], p[1] if len(p) > 1 else None, side, axis_name=axis_name,
+          block_size=args.block_size)
+      return parallel.shard_loss(inner, mesh)(embeddings, side, *params)
   else:
     def loss_fn(embeddings, *params):
-      return objective.dense(embeddings, params[0], params[1] if len(params) > 1 else None)
+      return objective.dense(embeddings, params[0], params[1] if len(params) > 1 else None, side)
 
   step = jax.jit(jax.value_and_grad(loss_fn, argnums=tuple(range(1 + len(params)))))
   abstract = ([jax.ShapeDtypeStruct((b, d), jnp.float32, sharding=batch_sharding)] * k,
@@ -97,6 +102,29 @@ def _worker(args) -> dict:
   out.update(median_s=float(np.median(times)), min_s=float(np.min(times)), runs=len(times),
              peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
   return out
+
+
+def _side_data(keys, b: int, d: int, np) -> dict:
+  """Side data of a loss's `side_keys`, `[b, ...]` global arrays: what the built-in data or a
+  trainer would give (3 hard negatives per pair, 4 examples per label, a queue of `b` keys)."""
+  rng = np.random.default_rng(1)
+
+  def unit(*shape):
+    z = rng.standard_normal(shape, dtype=np.float32)
+    return z / np.linalg.norm(z, axis=-1, keepdims=True)
+
+  makers = {
+      "neg_y": lambda: unit(b, 3, d), "frozen": lambda: unit(b, d),
+      "teacher_x": lambda: unit(b, d), "teacher_y": lambda: unit(b, d),
+      "labels": lambda: (np.arange(b) // 4).astype(np.int32),
+      "mix_lambda": lambda: rng.uniform(size=b).astype(np.float32),
+      "mix_partner": lambda: rng.permutation(b).astype(np.int32),
+      "queue": lambda: unit(b, d),
+  }
+  unknown = [k for k in keys if k not in makers]
+  if unknown:
+    raise ValueError(f"No benchmark side data for {unknown}.")
+  return {k: makers[k]() for k in keys}
 
 
 def _gemm_rate(args, jax, jnp, np, mesh, P):
@@ -163,8 +191,12 @@ def main():
   parser.add_argument("--gemm-reps", type=int, default=32)
   parser.add_argument("--huge-batch", type=int, default=1_048_576,
                       help="the batch of the compile-only memory check (dim 512)")
+  parser.add_argument("--memory-sizes", default="",
+                      help="batch sizes at which ring and dense are compiled, not run (memory)")
   parser.add_argument("--quick", action="store_true", help="B=4096 only, no huge compile")
   parser.add_argument("--out", default=str(RESULTS))
+  parser.add_argument("--name", default=None,
+                      help="the results' file stem (default loss_benchmark[_quick])")
   args = parser.parse_args()
 
   if args.worker:
@@ -213,8 +245,18 @@ def main():
               f"{_gib(r['temp_bytes_per_device'])} GiB/device, peak RSS "
               f"{_gib(r['peak_rss_bytes'])} GiB{share}", flush=True)
 
+  compiled = []
+  for name in names:
+    for b in [int(x) for x in args.memory_sizes.split(",") if x]:
+      for impl in ("dense", "ring"):
+        r = _run(["--loss", name, "--impl", impl, "--batch", str(b), "--compile-only", *common])
+        if r:
+          compiled.append(r)
+          print(f"{name:>16} {impl:>5} B={b:>6} (compile only): scratch "
+                f"{_gib(r['temp_bytes_per_device'])} GiB/device", flush=True)
+
   huge = []
-  if not args.quick:
+  if not args.quick and args.huge_batch:
     for name in names:
       r = _run(["--loss", name, "--impl", "ring", "--batch", str(args.huge_batch),
                 "--compile-only", *common[:2], "--dim", "512", *common[4:6]])
@@ -227,8 +269,8 @@ def main():
   out.mkdir(parents=True, exist_ok=True)
   report = dict(load_average=load, load_average_after=os.getloadavg()[0], cores=os.cpu_count(),
                 devices=args.devices, dim=args.dim, block_size=args.block_size,
-                gemm_flops_per_s_by_tile=gemm, rows=rows, huge_compile=huge)
-  stem = "loss_benchmark_quick" if args.quick else "loss_benchmark"
+                gemm_flops_per_s_by_tile=gemm, rows=rows, compiled=compiled, huge_compile=huge)
+  stem = args.name or ("loss_benchmark_quick" if args.quick else "loss_benchmark")
   (out / f"{stem}.json").write_text(json.dumps(report, indent=1))
   (out / f"{stem}.md").write_text(_markdown(report, args))
   print(f"wrote {out / stem}.json and .md")
@@ -257,6 +299,16 @@ def _markdown(report, args) -> str:
     lines.append(
         f"| {r['loss']} | {r['impl']} | {r['batch']} | {r['median_s']:.3f} | {ratio} | "
         f"{_gib(r['temp_bytes_per_device'])} | {_gib(r['peak_rss_bytes'])} | {rate} |")
+  if report.get("compiled"):
+    lines += ["", "Compile only (no run): scratch GiB/device", "",
+              "| loss | B | dense | ring | ring/dense |", "|---|---:|---:|---:|---:|"]
+    by = {(r["loss"], r["batch"], r["impl"]): r["temp_bytes_per_device"]
+          for r in report["compiled"]}
+    for loss, b in dict.fromkeys((r["loss"], r["batch"]) for r in report["compiled"]):
+      dense, ring = by.get((loss, b, "dense")), by.get((loss, b, "ring"))
+      ratio = f"{ring / dense:.3f}" if dense and ring is not None else ""
+      lines.append(f"| {loss} | {b} | {'' if dense is None else _gib(dense)} | "
+                   f"{'' if ring is None else _gib(ring)} | {ratio} |")
   if report["huge_compile"]:
     lines += ["", "Compile only (no run), ring, d=512:", "",
               "| loss | B | scratch GiB/device | dense would need GiB/device |", "|---|---:|---:|---:|"]

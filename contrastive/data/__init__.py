@@ -31,12 +31,12 @@ Batch keys (per process, leading dimension `b = batch_size // process_count`):
 Config (`config.data`, defaults in `default_config()`): source ("synthetic" | "tfds" |
 "arrayrecord"), train_split ("train"), eval_split ("test"), image_key ("image"), text_key
 ("caption"), label_key (None), image_size (64), batch_size (256, GLOBAL), tokenizer ("bytes" |
-"*.model" | "*.json"), max_len (128), num_workers (0), worker_buffer_size (2), read_threads (1),
-read_buffer_size (64), seed (0), shuffle (True), normalization ("clip" | "inception" | "unit"),
-random_resized_crop (False), crop_scale ((0.9, 1.0)), flip (False), text_delete_prob (0.0),
-text_mask_prob (0.0), hard_negatives (False), and per-source blocks: synthetic (seed 0,
-train_size 100_000, test_size 2_000, view_size 1_000, num_heldout 8, min_objects 1,
-max_objects 3), tfds (name, data_dir), arrayrecord (path).
+"words" | "*.model" | "*.json"), max_len (128), num_workers (0), worker_buffer_size (2),
+read_threads (1), read_buffer_size (64), seed (0), shuffle (True), normalization ("clip" |
+"inception" | "unit"), random_resized_crop (False), crop_scale ((0.9, 1.0)), flip (False),
+text_delete_prob (0.0), text_mask_prob (0.0), hard_negatives (False), and per-source blocks:
+synthetic (seed 0, train_size 100_000, test_size 2_000, view_size 1_000, num_heldout 8,
+min_objects 1, max_objects 3), tfds (name, data_dir), arrayrecord (path).
 
 Datasets from your own files: `python -m contrastive.data.build --help`.
 """
@@ -60,6 +60,7 @@ from contrastive.data.tokenizers import (
     HFTokenizer,
     SentencePieceTokenizer,
     Tokenizer,
+    WordTokenizer,
     detokenize,
     tokenize,
     train_bpe,
@@ -70,6 +71,7 @@ __all__ = [
     "COLOURS", "HARD_NEGATIVE_KINDS", "NORMALIZATIONS", "SHAPES", "SOURCES", "TOKENIZERS",
     "ByteTokenizer", "DataIterator", "ExampleTransform", "HFTokenizer", "ImageTextSource",
     "LabelledView", "SentencePieceTokenizer", "ShapesSource", "Source", "Tokenizer",
+    "WordTokenizer",
     "batch_sharding", "decode_record", "default_config", "detokenize", "encode_record",
     "iter_captions", "labelled_views", "make_pipeline", "make_source", "make_tokenizer", "make_transform",
     "resolve_config", "to_global", "tokenize", "train_bpe",

@@ -35,6 +35,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import re
 from typing import Any, Literal
 
 import numpy as np
@@ -53,9 +54,9 @@ SPLITS = ("train", "test", "shape", "colour", "count")
 RGB = np.array([(220, 40, 40), (245, 140, 20), (240, 225, 40), (40, 170, 60), (40, 205, 225),
                 (40, 70, 225), (145, 60, 205), (248, 248, 248)], np.float32)
 
-# Radius as a fraction of the image side, by size; three-object rows are drawn 0.8 times smaller.
-_RADIUS = (0.11, 0.19)
-_ROW_SCALE = 0.8
+# Radius as a fraction of the image side, by number of objects and size: as large as the layouts
+# allow, because at 32 pixels a small hexagon of radius 3 pixels is a circle.
+_RADIUS = ((0.16, 0.26), (0.13, 0.2), (0.1, 0.15))
 # Caption templates by number of objects; `{0}`, `{1}`, `{2}` are objects, `{r}` the layout.
 _TEMPLATES = (
     ("a {0} {r}", "{r}, a {0}", "there is a {0} {r}", "a picture of a {0} {r}"),
@@ -113,6 +114,16 @@ def labelled_views() -> dict[str, LabelledView]:
       "count": LabelledView("count", COUNT_NAMES, (
           "{} shapes", "a picture of {} shapes", "there are {} shapes", "{} objects")),
   }
+
+
+def vocabulary() -> tuple[str, ...]:
+  """Every word and punctuation mark of the captions and zero-shot prompts, sorted."""
+  phrases = (SHAPES + COLOURS + SIZES + POSITIONS + RELATIONS + DIRECTIONS + COUNT_NAMES
+             + sum(_TEMPLATES, ()) + sum((v.templates for v in labelled_views().values()), ()))
+  words = set()
+  for phrase in phrases:
+    words.update(re.findall(r"\w+|[^\w\s]", re.sub(r"\{\w*\}", " ", phrase.lower())))
+  return tuple(sorted(words))
 
 
 def heldout_pairs(num: int = 8) -> frozenset[tuple[int, int]]:
@@ -323,8 +334,7 @@ def _clip(x: float, lo: float, hi: float) -> float:
 def _placements(scene: Scene, draws: _Draws) -> list[tuple[float, float, float]]:
   """`(cx, cy, radius)` per object, in fractions of the image side."""
   n = len(scene.objects)
-  scale = _ROW_SCALE if n == 3 else 1.0
-  radii = [_RADIUS[o[2]] * scale * draws.uniform(0.92, 1.08) for o in scene.objects]
+  radii = [_RADIUS[n - 1][o[2]] * draws.uniform(0.92, 1.08) for o in scene.objects]
   if n == 1:
     (xlo, xhi), (ylo, yhi) = {0: ((0.17, 0.3), (0.35, 0.65)), 1: ((0.7, 0.83), (0.35, 0.65)),
                               2: ((0.35, 0.65), (0.17, 0.3)), 3: ((0.35, 0.65), (0.7, 0.83)),

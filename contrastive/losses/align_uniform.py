@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from contrastive.losses import _checks, _pairwise, registry
+from contrastive.losses import _checks, _pairwise, reference, registry
 from contrastive.losses.ring import Home, Tile, TileLoss, ring_loss
 
 VARIANTS = ("cua", "cuaxu")
@@ -171,19 +171,22 @@ def _geometry_tiles(clip: bool, cross: bool, alpha: float, t: float, n_dev: int)
   return TileLoss(tile_fn=tile_fn, reductions=reductions, finalize_fn=finalize_fn)
 
 
-def _align_uniform_objective(emb, scale, bias, side, **kw):
+def _align_uniform_objective(emb, scale, bias, side, *, loss_fn=align_uniform_loss, **kw):
   del scale, bias, side
-  return align_uniform_loss(emb[0], emb[1], **kw)
+  return loss_fn(emb[0], emb[1], **kw)
 
 
-def _contrastive_gap_objective(emb, scale, bias, side, **kw):
+def _contrastive_gap_objective(emb, scale, bias, side, *, loss_fn=contrastive_gap_loss, **kw):
   del bias, side
-  return contrastive_gap_loss(emb[0], emb[1], scale, **kw)
+  return loss_fn(emb[0], emb[1], scale, **kw)
 
 
 registry.register(registry.Objective(
     "align_uniform", _align_uniform_objective, init="clip",
-    paper="Alignment and uniformity (Wang & Isola, ICML 2020)"))
+    paper="Alignment and uniformity (Wang & Isola, ICML 2020)",
+    reference=functools.partial(_align_uniform_objective, loss_fn=reference.align_uniform_loss)))
 registry.register(registry.Objective(
     "contrastive_gap", _contrastive_gap_objective, init="clip",
-    paper="CUA/CUAXU, the contrastive gap (Fahim et al., 2024)"))
+    paper="CUA/CUAXU, the contrastive gap (Fahim et al., 2024)",
+    reference=functools.partial(_contrastive_gap_objective,
+                                loss_fn=reference.contrastive_gap_loss)))

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from contrastive.losses import _checks, _pairwise, registry
+from contrastive.losses import _checks, _pairwise, reference, registry
 from contrastive.losses.ring import Home, Tile, TileLoss, ring_loss
 
 
@@ -77,10 +79,11 @@ _AUC_TILES = TileLoss(tile_fn=_tile_fn, reductions={"mw_x": "row_sum", "mw_y": "
                       finalize_fn=_finalize_fn, linear=True)
 
 
-def _objective(emb, scale, bias, side, **kw):
+def _objective(emb, scale, bias, side, *, loss_fn=auc_mw_loss, **kw):
   del bias, side
-  return auc_mw_loss(emb[0], emb[1], scale, **kw)
+  return loss_fn(emb[0], emb[1], scale, **kw)
 
 
 registry.register(registry.Objective(
-    "auc_mw", _objective, init="clip", paper="MW / AUC-driven retrieval loss (2025)"))
+    "auc_mw", _objective, init="clip", paper="MW / AUC-driven retrieval loss (2025)",
+    reference=functools.partial(_objective, loss_fn=reference.auc_mw_loss)))

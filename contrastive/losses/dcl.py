@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from contrastive.losses import _checks, _pairwise, registry
+from contrastive.losses import _checks, _pairwise, reference, registry
 from contrastive.losses.ring import Home, Tile, TileLoss, ring_loss
 
 
@@ -138,17 +138,19 @@ def _dcl_tiles(intra_modal: bool, sigma: float | None) -> TileLoss:
   return TileLoss(tile_fn=tile_fn, reductions=reductions, finalize_fn=finalize_fn)
 
 
-def _dcl_objective(emb, scale, bias, side, **kw):
+def _dcl_objective(emb, scale, bias, side, *, loss_fn=dcl_loss, **kw):
   del bias, side
-  return dcl_loss(emb[0], emb[1], scale, **kw)
+  return loss_fn(emb[0], emb[1], scale, **kw)
 
 
-def _dclw_objective(emb, scale, bias, side, **kw):
+def _dclw_objective(emb, scale, bias, side, *, loss_fn=dclw_loss, **kw):
   del bias, side
-  return dclw_loss(emb[0], emb[1], scale, **kw)
+  return loss_fn(emb[0], emb[1], scale, **kw)
 
 
 registry.register(registry.Objective(
-    "dcl", _dcl_objective, init="clip", paper="DCL (Yeh et al., ECCV 2022)"))
+    "dcl", _dcl_objective, init="clip", paper="DCL (Yeh et al., ECCV 2022)",
+    reference=functools.partial(_dcl_objective, loss_fn=reference.dcl_loss)))
 registry.register(registry.Objective(
-    "dclw", _dclw_objective, init="clip", paper="DCLW (Yeh et al., ECCV 2022)"))
+    "dclw", _dclw_objective, init="clip", paper="DCLW (Yeh et al., ECCV 2022)",
+    reference=functools.partial(_dclw_objective, loss_fn=reference.dclw_loss)))

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from contrastive.losses import _checks, _pairwise, registry
+from contrastive.losses import _checks, _pairwise, reference, registry
 from contrastive.losses.ring import Home, Tile, TileLoss, ring_loss
 
 
@@ -160,19 +160,21 @@ def _softmax_focal_tiles(gamma: float) -> TileLoss:
                   finalize_fn=finalize_fn)
 
 
-def _sigmoid_focal_objective(emb, scale, bias, side, **kw):
+def _sigmoid_focal_objective(emb, scale, bias, side, *, loss_fn=sigmoid_focal_loss, **kw):
   del side
-  return sigmoid_focal_loss(emb[0], emb[1], scale, bias, **kw)
+  return loss_fn(emb[0], emb[1], scale, bias, **kw)
 
 
-def _softmax_focal_objective(emb, scale, bias, side, **kw):
+def _softmax_focal_objective(emb, scale, bias, side, *, loss_fn=softmax_focal_loss, **kw):
   del bias, side
-  return softmax_focal_loss(emb[0], emb[1], scale, **kw)
+  return loss_fn(emb[0], emb[1], scale, **kw)
 
 
 registry.register(registry.Objective(
     "sigmoid_focal", _sigmoid_focal_objective, uses_bias=True, init="siglip",
-    paper="RO-ViT focal contrastive loss (Kim et al., CVPR 2023)"))
+    paper="RO-ViT focal contrastive loss (Kim et al., CVPR 2023)",
+    reference=functools.partial(_sigmoid_focal_objective, loss_fn=reference.sigmoid_focal_loss)))
 registry.register(registry.Objective(
     "softmax_focal", _softmax_focal_objective, init="clip",
-    paper="Focal ITC (Park & Han, CVPR 2023)"))
+    paper="Focal ITC (Park & Han, CVPR 2023)",
+    reference=functools.partial(_softmax_focal_objective, loss_fn=reference.softmax_focal_loss)))

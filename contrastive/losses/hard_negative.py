@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from contrastive.losses import _checks, _pairwise, registry
+from contrastive.losses import _checks, _pairwise, reference, registry
 from contrastive.losses.ring import Home, Tile, TileLoss, ring_loss
 
 
@@ -138,11 +138,12 @@ def _hard_negative_tiles(shared: bool, has_x: bool) -> TileLoss:
   return TileLoss(tile_fn=tile_fn, reductions=reductions, finalize_fn=finalize_fn)
 
 
-def _objective(emb, scale, bias, side, **kw):
+def _objective(emb, scale, bias, side, *, loss_fn=hard_negative_loss, **kw):
   del bias
-  return hard_negative_loss(emb[0], emb[1], scale, side["neg_y"], side.get("neg_x"), **kw)
+  return loss_fn(emb[0], emb[1], scale, side["neg_y"], side.get("neg_x"), **kw)
 
 
 registry.register(registry.Objective(
     "hard_negative", _objective, init="clip", side_keys=("neg_y",),
-    paper="Hard-negative InfoNCE (NegCLIP, Yuksekgonul et al., ICLR 2023)"))
+    paper="Hard-negative InfoNCE (NegCLIP, Yuksekgonul et al., ICLR 2023)",
+    reference=functools.partial(_objective, loss_fn=reference.hard_negative_loss)))

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from contrastive.losses import _checks, _pairwise, registry
+from contrastive.losses import _checks, _pairwise, reference, registry
 from contrastive.losses.ring import Home, Tile, TileLoss, ring_loss
 
 MIXTURES = ("sum", "concat")
@@ -117,11 +117,12 @@ def _kernel_tiles(kernels) -> TileLoss:
   return TileLoss(tile_fn=tile_fn, reductions=reductions, finalize_fn=finalize_fn)
 
 
-def _objective(emb, scale, bias, side, **kw):
+def _objective(emb, scale, bias, side, *, loss_fn=kernel_infonce_loss, **kw):
   del bias, side
-  return kernel_infonce_loss(emb[0], emb[1], scale, **kw)
+  return loss_fn(emb[0], emb[1], scale, **kw)
 
 
 registry.register(registry.Objective(
     "kernel_infonce", _objective, init="clip",
-    paper="Kernel-InfoNCE (Tan et al., ICLR 2024)"))
+    paper="Kernel-InfoNCE (Tan et al., ICLR 2024)",
+    reference=functools.partial(_objective, loss_fn=reference.kernel_infonce_loss)))

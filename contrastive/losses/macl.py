@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from contrastive.losses import _checks, _pairwise, registry
+from contrastive.losses import _checks, _pairwise, reference, registry
 from contrastive.losses.ring import Home, Tile, TileLoss, ring_loss
 
 
@@ -97,10 +99,11 @@ _MACL_TILES = TileLoss(tile_fn=_tile_fn, reductions={"neg_x": "row_lse", "neg_y"
                        finalize_fn=_finalize_fn)
 
 
-def _objective(emb, scale, bias, side, **kw):
+def _objective(emb, scale, bias, side, *, loss_fn=macl_loss, **kw):
   del bias, side
-  return macl_loss(emb[0], emb[1], scale, **kw)
+  return loss_fn(emb[0], emb[1], scale, **kw)
 
 
 registry.register(registry.Objective(
-    "macl", _objective, init="clip", paper="MACL (Huang et al., ICML 2023)"))
+    "macl", _objective, init="clip", paper="MACL (Huang et al., ICML 2023)",
+    reference=functools.partial(_objective, loss_fn=reference.macl_loss)))

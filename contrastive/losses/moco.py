@@ -19,6 +19,9 @@ all three checkpointed with the train state. At each step, in one jitted functio
 3. ``queue, queue_ptr = update_queue(queue, k, queue_ptr)`` with the step's global keys, after
    the loss (the current keys are not negatives of their own step);
 4. ``target_params = ema_update(online_params, target_params, momentum)``.
+
+The trainer does this for the registry's ``moco`` (``contrastive.train.momentum``): with the two
+towers of a model, in both directions, each modality's keys in a queue of their own.
 """
 
 from __future__ import annotations
@@ -259,4 +262,5 @@ def _queue_adapter(fn):
 
 registry.register(registry.Objective(
     "moco", _queue_adapter(moco_loss), modalities=2, init="clip", side_keys=("queue",),
+    momentum_queue=True,
     paper="MoCo (He et al., CVPR 2020)", reference=_queue_adapter(reference.moco_loss)))

@@ -35,6 +35,9 @@ class Objective:
   uses_bias: bool = False  # whether the model must learn a logit bias
   init: Literal["clip", "siglip"] = "clip"  # the scale/bias initialization convention
   side_keys: tuple[str, ...] = ()  # batch keys it reads from `side`
+  # Keys from a momentum encoder and a queue of past keys, both state the trainer carries
+  # (`contrastive.train.momentum`): `embeddings = (queries, keys)`, the queue in `side["queue"]`.
+  momentum_queue: bool = False
   paper: str = ""
   # The dense equivalent with the same calling convention (no axis_name): for tests, benchmarks.
   reference: Callable[..., jax.Array] | None = None

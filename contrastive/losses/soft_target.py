@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from contrastive.losses import _checks, _pairwise, registry
+from contrastive.losses import _checks, _pairwise, reference, registry
 from contrastive.losses.ring import Home, Tile, TileLoss, ring_loss
 
 SPACES = ("weights", "logits")
@@ -245,32 +245,34 @@ def _soft_tiles(targets: TargetFn, space: str, normalize: bool, global_batch: in
 # Registered objectives.
 
 
-def _cwcl_objective(emb, scale, bias, side, **kw):
+def _cwcl_objective(emb, scale, bias, side, *, loss_fn=soft_target_loss, **kw):
   del bias
-  return soft_target_loss(emb[0], emb[1], scale, {"frozen": side["frozen"]},
-                          targets=cwcl_targets(), **kw)
+  return loss_fn(emb[0], emb[1], scale, {"frozen": side["frozen"]}, targets=cwcl_targets(), **kw)
 
 
-def _distill_objective(emb, scale, bias, side, *, teacher_scale=None, **kw):
+def _distill_objective(emb, scale, bias, side, *, teacher_scale=None, loss_fn=soft_target_loss,
+                       **kw):
   del bias
   teacher = {"teacher_x": side["teacher_x"], "teacher_y": side["teacher_y"]}
-  return soft_target_loss(emb[0], emb[1], scale, teacher, targets=teacher_logits(teacher_scale),
-                          space="logits", **kw)
+  return loss_fn(emb[0], emb[1], scale, teacher, targets=teacher_logits(teacher_scale),
+                 space="logits", **kw)
 
 
-def _m3col_objective(emb, scale, bias, side, **kw):
+def _m3col_objective(emb, scale, bias, side, *, loss_fn=soft_target_loss, **kw):
   del bias
   mix = {"mix_lambda": side["mix_lambda"], "mix_partner": side["mix_partner"]}
-  return soft_target_loss(emb[0], emb[1], scale, mix, targets=mixup_targets(), normalize=False,
-                          **kw)
+  return loss_fn(emb[0], emb[1], scale, mix, targets=mixup_targets(), normalize=False, **kw)
 
 
 registry.register(registry.Objective(
     "cwcl", _cwcl_objective, init="clip", side_keys=("frozen",),
-    paper="CWCL (Srinivasa et al., NeurIPS 2023)"))
+    paper="CWCL (Srinivasa et al., NeurIPS 2023)",
+    reference=functools.partial(_cwcl_objective, loss_fn=reference.soft_target_loss)))
 registry.register(registry.Objective(
     "distill", _distill_objective, init="clip", side_keys=("teacher_x", "teacher_y"),
-    paper="Soft-target distillation (ALBEF momentum distillation, Li et al., NeurIPS 2021)"))
+    paper="Soft-target distillation (ALBEF momentum distillation, Li et al., NeurIPS 2021)",
+    reference=functools.partial(_distill_objective, loss_fn=reference.soft_target_loss)))
 registry.register(registry.Objective(
     "m3col", _m3col_objective, init="clip", side_keys=("mix_lambda", "mix_partner"),
-    paper="M3CoL mixup contrastive (Kumar et al., 2024)"))
+    paper="M3CoL mixup contrastive (Kumar et al., 2024)",
+    reference=functools.partial(_m3col_objective, loss_fn=reference.soft_target_loss)))

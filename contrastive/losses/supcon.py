@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from contrastive.losses import _checks, _pairwise, registry
+from contrastive.losses import _checks, _pairwise, reference, registry
 from contrastive.losses.ring import Home, Tile, TileLoss, ring_loss
 
 
@@ -185,19 +185,21 @@ _MULTI_POSITIVE_TILES = TileLoss(
     reductions={"lse_x": "row_lse", "lse_y": "col_lse", "pos_x": "row_lse", "pos_y": "col_lse"})
 
 
-def _supcon_objective(emb, scale, bias, side, **kw):
+def _supcon_objective(emb, scale, bias, side, *, loss_fn=supcon_loss, **kw):
   del bias
-  return supcon_loss(emb[0], emb[1], scale, side["labels"], **kw)
+  return loss_fn(emb[0], emb[1], scale, side["labels"], **kw)
 
 
-def _multi_positive_objective(emb, scale, bias, side, **kw):
+def _multi_positive_objective(emb, scale, bias, side, *, loss_fn=multi_positive_loss, **kw):
   del bias
-  return multi_positive_loss(emb[0], emb[1], scale, side["labels"], **kw)
+  return loss_fn(emb[0], emb[1], scale, side["labels"], **kw)
 
 
 registry.register(registry.Objective(
     "supcon", _supcon_objective, init="clip", side_keys=("labels",),
-    paper="SupCon (Khosla et al., NeurIPS 2020)"))
+    paper="SupCon (Khosla et al., NeurIPS 2020)",
+    reference=functools.partial(_supcon_objective, loss_fn=reference.supcon_loss)))
 registry.register(registry.Objective(
     "multi_positive", _multi_positive_objective, init="clip", side_keys=("labels",),
-    paper="Multi-positive InfoNCE / MIL-NCE (Miech et al., CVPR 2020)"))
+    paper="Multi-positive InfoNCE / MIL-NCE (Miech et al., CVPR 2020)",
+    reference=functools.partial(_multi_positive_objective, loss_fn=reference.multi_positive_loss)))

@@ -16,7 +16,14 @@ The options cover the layouts of big_vision (SigLIP, LiT) and open_clip (CLIP) c
 The class token has no position embedding of its own: a checkpoint whose class token has one
 (CLIP) loads as `cls = class_embedding + positional_embedding[0]`.
 
-Reference: Dosovitskiy et al., "An Image is Worth 16x16 Words", https://arxiv.org/abs/2010.11929.
+`stem="conv"` replaces the patch embedding by the convolutional stem of Xiao et al.: log2(patch)
+3x3 convolutions of stride 2 (channels doubling up to the width) with GELU, then a 1x1
+projection; same token grid, same tokens downstream. On small images it learns local shape far
+sooner (supervised 8-way shape at 32 px after 51k examples: 92% against 52% for 8-pixel
+patches, at 1.7 times the step time; `experiments/shape_probe.py`).
+
+References: Dosovitskiy et al., "An Image is Worth 16x16 Words", https://arxiv.org/abs/2010.11929;
+Xiao et al., "Early Convolutions Help Transformers See Better", https://arxiv.org/abs/2106.14881.
 """
 
 from __future__ import annotations
@@ -34,10 +41,12 @@ from contrastive.models import sizes
 
 Pool = Literal["cls", "gap", "map"]
 Posemb = Literal["learn", "sincos2d"]
+Stem = Literal["patch", "conv"]
 FinalNorm = Literal["pre_pool", "post_pool", "none"]
 
 POOLS = ("cls", "gap", "map")
 POSEMBS = ("learn", "sincos2d")
+STEMS = ("patch", "conv")
 FINAL_NORMS = ("pre_pool", "post_pool", "none")
 
 
@@ -74,6 +83,8 @@ class ViT(nn.Module):
     final_norm: where the last LayerNorm goes: on every token before pooling, on the pooled
       vector, or nowhere.
     patch_bias: whether the patch embedding has a bias (CLIP's has none).
+    stem: `"patch"` (one linear map per patch) or `"conv"` (the convolutional stem above; the
+      patch size must be a power of two).
     act, dropout, stoch_depth, remat, scan, norm_eps: see `layers.Encoder`.
     dtype: compute dtype (parameters stay float32).
   """
@@ -90,6 +101,7 @@ class ViT(nn.Module):
   pre_norm: bool = False
   final_norm: FinalNorm = "pre_pool"
   patch_bias: bool = True
+  stem: Stem = "patch"
   act: layers.Activation = "gelu"
   dropout: float = 0.0
   stoch_depth: float = 0.0
@@ -103,6 +115,7 @@ class ViT(nn.Module):
     layers.check_choice(self.posemb, POSEMBS, what="ViT posemb")
     layers.check_choice(self.pool, POOLS, what="ViT pool")
     layers.check_choice(self.final_norm, FINAL_NORMS, what="ViT final_norm")
+    layers.check_choice(self.stem, STEMS, what="ViT stem")
     layers.validate_encoder_options(act=self.act, remat=self.remat, dropout=self.dropout,
                                     stoch_depth=self.stoch_depth, what="ViT")
     layers.as_dtype(self.dtype)
@@ -110,6 +123,8 @@ class ViT(nn.Module):
     p = dims["patch_size"]
     if h % p or w % p:
       raise ValueError(f"ViT image size {(h, w)} is not divisible by the patch size {p}.")
+    if self.stem == "conv" and p & (p - 1):
+      raise ValueError(f"ViT stem 'conv' needs a power-of-two patch size, got {p}.")
     if self.posemb == "sincos2d" and dims["width"] % 4:
       raise ValueError(f"ViT posemb 'sincos2d' needs a width divisible by 4, got "
                        f"{dims['width']}.")
@@ -136,6 +151,20 @@ class ViT(nn.Module):
   def dummy_input(self, batch_size: int) -> jax.ShapeDtypeStruct:
     """The shape and dtype of a batch of inputs, for `init` and `eval_shape`."""
     return jax.ShapeDtypeStruct((batch_size, *self.image_hw, self.channels), jnp.float32)
+
+  def _conv_stem(self, images: jax.Array, patch_size: int, width: int, dtype) -> jax.Array:
+    """log2(patch) stride-2 3x3 convolutions: `[n, h, w, c]` to `[n, h/p, w/p, width]`."""
+    x = images
+    num_convs = patch_size.bit_length() - 1
+    for k in range(num_convs):
+      features = max(width >> (num_convs - 1 - k), 8)
+      x = nn.Conv(features, (3, 3), strides=(2, 2), padding="SAME", dtype=dtype,
+                  param_dtype=jnp.float32, name=f"stem_{k}",
+                  kernel_init=layers.partitioned(nn.initializers.lecun_normal(),
+                                                 (None, None, None, None)),
+                  bias_init=layers.partitioned(nn.initializers.zeros, (None,)))(x)
+      x = nn.gelu(x)
+    return x
 
   @nn.compact
   def __call__(self, images: ArrayLike, *, train: bool) -> tuple[jax.Array, dict[str, jax.Array]]:
@@ -164,6 +193,8 @@ class ViT(nn.Module):
       raise ValueError(f"ViT with learned position embeddings for image_size {self.image_hw} got "
                        f"images of size {(h, w)}; use posemb='sincos2d' for other sizes.")
     images = layers.constrain(images, ("batch", None, None, None))
+    if self.stem == "conv":
+      images, p = self._conv_stem(images, p, width, dtype), 1
     x = nn.Conv(width, (p, p), strides=(p, p), padding="VALID", use_bias=self.patch_bias,
                 dtype=dtype, param_dtype=jnp.float32, name="embedding",
                 kernel_init=layers.partitioned(nn.initializers.lecun_normal(),

@@ -9,9 +9,9 @@ or from Python:
 
 Modules: `config` (the run config's trainer keys, checks, `parse_arg`), `optimizer` (optax with
 schedules, clipping, decay masks, locking), `state` (the sharded train state), `step` (the jitted
-step, GradCache accumulation), `checkpoint` (orbax with the data iterator), `metrics`
-(TensorBoard, progress line), `evaluation` (the bridge to `contrastive.evaluate`), `hosts`
-(multi-host start-up), `loop` (`train_and_evaluate`).
+step, GradCache accumulation), `momentum` (the key encoder and queues of `moco`), `checkpoint`
+(orbax with the data iterator), `metrics` (TensorBoard, progress line), `evaluation` (the bridge
+to `contrastive.evaluate`), `hosts` (multi-host start-up), `loop` (`train_and_evaluate`).
 """
 
 from contrastive.train.checkpoint import Checkpointer

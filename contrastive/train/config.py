@@ -10,8 +10,8 @@ it (`data`: `contrastive.data.resolve_config`; `model`: `contrastive.models.make
     mesh          data, fsdp, tensor: mesh axis sizes (-1: the rest of the devices)
     data          the data pipeline; `data.batch_size` is the GLOBAL batch size
     model         the tower model
-    loss          name (a key of `contrastive.losses.LOSSES`), block_size, side_inputs, and
-                  the loss's own options
+    loss          name (a key of `contrastive.losses.LOSSES`), block_size, side_inputs,
+                  queue_size and momentum (moco), and the loss's own options
     optim         optimizer, schedule, clipping, accumulation, non-finite handling
     checkpoint    every_steps, keep, async_save, init_from (+ init_from_step, init_from_keys)
     eval          every_steps, at_end, batch_size, report, tasks
@@ -48,9 +48,19 @@ def defaults() -> ml_collections.ConfigDict:
   c.loss = ml_collections.ConfigDict()
   c.loss.name = "softmax"  # a key of contrastive.losses.LOSSES
   c.loss.block_size = config_dict.placeholder(int)  # ring tile size; None: the loss picks
-  # Side data embedded by a tower first: {side_key: {"modality": ..., "batch_key": ...}}, e.g.
-  # neg_y=dict(modality="text", batch_key="hard_negatives") for loss "hard_negative".
+  # Side data of the loss, {side_key: spec}; side_key is an argument the loss reads (its
+  # `side_keys`). Two kinds of spec:
+  #   {"batch_key": K}: batch[K] as it is, e.g. labels=dict(batch_key="meaning_id") for "supcon"
+  #     (examples of the same meaning are positives of each other);
+  #   {"modality": M, "batch_key": K}: batch[K] embedded by the tower of modality M first, e.g.
+  #     neg_y=dict(modality="text", batch_key="hard_negatives") for "hard_negative".
+  # A side key with no spec is read from the batch key of the same name.
   c.loss.side_inputs = ml_collections.ConfigDict()
+  # Losses with a momentum encoder and a queue of its past keys (moco) only; see
+  # contrastive/train/momentum.py. queue_size: keys per modality, a multiple of the devices of
+  # the batch axes (MoCo: 65536); momentum: m of the key encoder's EMA (MoCo: 0.999).
+  c.loss.queue_size = config_dict.placeholder(int)
+  c.loss.momentum = config_dict.placeholder(float)
   # Any other key of `loss` is passed to the loss as a keyword option (e.g. label_smoothing).
 
   c.optim = ml_collections.ConfigDict()
@@ -139,13 +149,7 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   side_inputs = loss.pop("side_inputs", None) or {}
   _merge(out.loss, loss, "loss", open_keys=True)
   for side_key, spec in dict(side_inputs).items():
-    spec = dict(spec)
-    unknown = sorted(set(spec) - {"modality", "batch_key"})
-    missing = sorted({"modality", "batch_key"} - set(spec))
-    if unknown or missing:
-      raise ValueError(f"loss.side_inputs.{side_key} needs exactly 'modality' and 'batch_key', "
-                       f"got {sorted(spec)}.")
-    out.loss.side_inputs[side_key] = ml_collections.ConfigDict(spec)
+    out.loss.side_inputs[side_key] = ml_collections.ConfigDict(_side_input(side_key, spec))
   eval_tasks = dict(given.get("eval", {})).pop("tasks", None)
   if "eval" in given:
     given["eval"] = {k: v for k, v in given["eval"].items() if k != "tasks"}
@@ -154,6 +158,23 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     out.eval.tasks = ml_collections.ConfigDict(eval_tasks)
   check_values(out)
   return out
+
+
+def _side_input(side_key: str, spec: Any) -> dict[str, str]:
+  """A checked `loss.side_inputs` entry: `{"batch_key"}` or `{"modality", "batch_key"}`."""
+  where = f"loss.side_inputs.{side_key}"
+  if not isinstance(spec, Mapping | ml_collections.ConfigDict):
+    raise ValueError(f"{where} must be a group like dict(batch_key='meaning_id'), got {spec!r}.")
+  spec = dict(spec)
+  unknown = sorted(set(spec) - {"modality", "batch_key"})
+  if unknown or "batch_key" not in spec:
+    raise ValueError(
+        f"{where} takes 'batch_key' (the batch array passed as it is) and optionally 'modality' "
+        f"(embed it with that tower first), got {sorted(spec)}.")
+  for key, value in spec.items():
+    if not isinstance(value, str) or not value:
+      raise ValueError(f"{where}.{key} must be a name, got {value!r}.")
+  return spec
 
 
 def _positive_int(value: Any, name: str, *, allow_none: bool = False) -> None:
@@ -177,6 +198,11 @@ def check_values(c: ml_collections.ConfigDict) -> None:
   if not isinstance(c.loss.name, str):
     raise ValueError(f"loss.name must be a loss name, got {c.loss.name!r}.")
   _positive_int(c.loss.block_size, "loss.block_size", allow_none=True)
+  _positive_int(c.loss.queue_size, "loss.queue_size", allow_none=True)
+  m = c.loss.momentum
+  if m is not None and (isinstance(m, bool) or not isinstance(m, (int, float)) or
+                        not 0.0 <= m <= 1.0):
+    raise ValueError(f"loss.momentum must be a number in [0, 1], got {m!r}.")
   o = c.optim
   if not (isinstance(o.lr, (int, float)) and math.isfinite(o.lr) and o.lr >= 0):
     raise ValueError(f"optim.lr must be a finite number >= 0, got {o.lr!r}.")
@@ -201,9 +227,12 @@ def check_values(c: ml_collections.ConfigDict) -> None:
   _positive_int(c.log.profile_num_steps, "log.profile_num_steps")
 
 
+LOSS_TRAINER_KEYS = ("name", "block_size", "side_inputs", "queue_size", "momentum")
+
+
 def loss_options(loss: ml_collections.ConfigDict) -> dict[str, Any]:
   """The keyword options `config.loss` passes to the loss (all but the trainer's keys)."""
-  return {k: v for k, v in loss.items() if k not in ("name", "block_size", "side_inputs")}
+  return {k: v for k, v in loss.items() if k not in LOSS_TRAINER_KEYS}
 
 
 def check_batch(*, batch_size: int, shards: int, accum_steps: int, what: str = "data.batch_size"

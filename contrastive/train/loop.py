@@ -36,6 +36,7 @@ from typing import Any
 
 from absl import logging
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -48,6 +49,7 @@ from contrastive.train import checkpoint as checkpoint_lib
 from contrastive.train import config as config_lib
 from contrastive.train import evaluation
 from contrastive.train import metrics as metrics_lib
+from contrastive.train import momentum as momentum_lib
 from contrastive.train import optimizer as optimizer_lib
 from contrastive.train import state as state_lib
 from contrastive.train import step as step_lib
@@ -78,24 +80,58 @@ def _modalities(model: models.TowerModel, objective: losses.Objective) -> tuple[
 
 def _side_inputs(config: ml_collections.ConfigDict, model: models.TowerModel,
                  objective: losses.Objective) -> tuple[step_lib.SideInput, ...]:
+  """`loss.side_inputs` checked against the loss and the model."""
   out = []
   for side_key, spec in config.items():
-    if spec.modality not in model.modalities:
-      raise ValueError(f"loss.side_inputs.{side_key}.modality is {spec.modality!r}; the model's "
-                       f"modalities are {list(model.modalities)}.")
     if side_key not in objective.side_keys:
       raise ValueError(f"loss.side_inputs names {side_key!r}, which loss {objective.name!r} does "
                        f"not read; it reads {list(objective.side_keys) or 'no side data'}.")
-    out.append(step_lib.SideInput(side_key, spec.modality, spec.batch_key))
+    if objective.momentum_queue and side_key == "queue":
+      raise ValueError(f"loss.side_inputs names 'queue': loss {objective.name!r} gets its queue "
+                       "from the trainer (loss.queue_size), not from the batch.")
+    modality = spec.get("modality")
+    if modality is not None and modality not in model.modalities:
+      raise ValueError(f"loss.side_inputs.{side_key}.modality is {modality!r}; the model's "
+                       f"modalities are {list(model.modalities)}.")
+    out.append(step_lib.SideInput(side_key, modality, spec.batch_key))
   return tuple(out)
 
 
+def _momentum(config: ml_collections.ConfigDict, objective: losses.Objective, shards: int
+              ) -> tuple[int | None, float | None]:
+  """`(queue_size, momentum)` of a momentum-queue loss (`moco`), checked; `(None, None)` for
+  other losses, which must not set them."""
+  loss = config.loss
+  if not objective.momentum_queue:
+    for key in ("queue_size", "momentum"):
+      if loss[key] is not None:
+        raise ValueError(f"loss.{key}={loss[key]!r} is set, but loss {objective.name!r} keeps no "
+                         "momentum encoder or queue (those are for: "
+                         f"{[n for n, o in losses.LOSSES.items() if o.momentum_queue]}).")
+    return None, None
+  if loss.queue_size is None or loss.momentum is None:
+    raise ValueError(f"Loss {objective.name!r} needs loss.queue_size (the keys each modality's "
+                     "queue holds; MoCo: 65536) and loss.momentum (of the key encoder's EMA; "
+                     f"MoCo: 0.999); got {loss.queue_size!r} and {loss.momentum!r}.")
+  if loss.queue_size % shards:
+    raise ValueError(f"loss.queue_size={loss.queue_size} must be divisible by the {shards} "
+                     "devices of the mesh's batch axes (the queue is split over them).")
+  if config.optim.accum_steps != 1:
+    raise ValueError(f"Loss {objective.name!r} (a momentum encoder with queues) does not combine "
+                     "with GradCache accumulation: set optim.accum_steps=1, got "
+                     f"{config.optim.accum_steps}.")
+  return int(loss.queue_size), float(loss.momentum)
+
+
 def _check_loss_options(objective, options, mesh, modalities, side_keys, embed_dim,
-                        block_size) -> None:
+                        block_size, queue_size=None) -> None:
   """Traces the loss once on abstract inputs, so a bad option fails now and says so."""
   n = step_lib.num_batch_shards(mesh)
   emb = [jax.ShapeDtypeStruct((2 * n, embed_dim), np.float32)] * len(modalities)
   side = {k: jax.ShapeDtypeStruct((2 * n,), np.int32) for k in side_keys}
+  if queue_size is not None:
+    side["queue"] = jax.ShapeDtypeStruct((queue_size, embed_dim), np.float32)
+    side_keys = tuple(k for k in side_keys if k != "queue")
   scalar = jax.ShapeDtypeStruct((), np.float32)
   fn = parallel.shard_loss(objective, mesh, step_lib.batch_axes(mesh))
   try:
@@ -136,7 +172,11 @@ def _init_from(state: state_lib.TrainState, shardings: state_lib.TrainState,
                        f"fit the model: shapes {got} vs {want}.")
     params[key] = jax.device_put(jax.tree.map(np.asarray, loaded[key]), shardings.params[key])
   logging.info("Initialized %s from %s, step %d.", list(keys), config.checkpoint.init_from, step)
-  return state.replace(params=params)
+  state = state.replace(params=params)
+  if isinstance(state.loss_state, momentum_lib.MomentumState):  # the key encoder starts as a copy
+    state = state.replace(loss_state=state.loss_state.replace(
+        params=jax.tree.map(jnp.copy, params)))
+  return state
 
 
 class _Stop:
@@ -209,10 +249,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
                            what="eval.batch_size")
   options = config_lib.loss_options(config.loss)
   side_inputs = _side_inputs(config.loss.side_inputs, model, objective)
-  embedded = {spec.side_key for spec in side_inputs}
-  side_keys = tuple(k for k in objective.side_keys if k not in embedded)
+  queue_size, momentum = _momentum(config, objective, shards)
+  given = {spec.side_key for spec in side_inputs} | ({"queue"} if queue_size else set())
+  side_keys = tuple(k for k in objective.side_keys if k not in given)  # batch keys, same names
   _check_loss_options(objective, options, mesh, modalities, tuple(objective.side_keys),
-                      model.embed_dim, config.loss.block_size)
+                      model.embed_dim, config.loss.block_size, queue_size)
   train_iter = data.make_pipeline(config.data, training=True, mesh=mesh,
                                   batch_axes=step_lib.batch_axes(mesh))
 
@@ -233,14 +274,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   checkpointer = checkpoint_lib.Checkpointer(
       checkpoint_lib.checkpoint_dir(workdir), every_steps=config.checkpoint.every_steps,
       keep=config.checkpoint.keep, async_save=config.checkpoint.async_save)
+  batch_sharding = step_lib.batch_sharding(mesh)
+  queue = dict(queue_size=queue_size, queue_sharding=batch_sharding if queue_size else None)
   latest = checkpointer.latest_step()
   if latest is not None:
     abstract, shardings, tx = state_lib.create_train_state(model, make_tx, mesh, seed=config.seed,
-                                                           materialize=False)
+                                                           materialize=False, **queue)
     state, train_iter = checkpointer.restore(latest, abstract, train_iter)
     logging.info("Resuming from step %d (%s).", latest, checkpointer.directory)
   else:
-    state, shardings, tx = state_lib.create_train_state(model, make_tx, mesh, seed=config.seed)
+    state, shardings, tx = state_lib.create_train_state(model, make_tx, mesh, seed=config.seed,
+                                                        **queue)
     if config.checkpoint.init_from:
       state = _init_from(state, shardings, config)
     elif model.locked:
@@ -253,9 +297,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   step_config = step_lib.StepConfig(
       modalities=modalities, side_keys=side_keys, side_inputs=side_inputs, loss_options=options,
       block_size=config.loss.block_size, accum_steps=config.optim.accum_steps,
-      max_scale=model.max_scale, on_nonfinite=config.optim.on_nonfinite, seed=config.seed)
-  keys = modalities + side_keys + tuple(spec.batch_key for spec in side_inputs)
-  batch_sharding = step_lib.batch_sharding(mesh)
+      max_scale=model.max_scale, on_nonfinite=config.optim.on_nonfinite, seed=config.seed,
+      momentum=momentum)
+  keys = tuple(dict.fromkeys(modalities + side_keys +
+                             tuple(spec.batch_key for spec in side_inputs)))
   train_step = step_lib.make_train_step(
       model, objective, tx, schedule_holder["schedule"], mesh, shardings,
       {k: batch_sharding for k in keys}, step_config)
@@ -318,7 +363,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
       missing = [k for k in keys if k not in batch]
       if missing:
         raise ValueError(f"The batch has no {missing} (needed by the model's modalities and "
-                         f"loss {objective.name!r}; hard negatives need "
+                         f"loss {objective.name!r}, see loss.side_inputs; hard negatives need "
                          f"data.hard_negatives=True); its keys: {sorted(batch)}.")
       batch = data.to_global({k: batch[k] for k in keys}, batch_sharding)
       timer.done_waiting()

@@ -1,9 +1,10 @@
 """The train state and where each of its arrays lives on the mesh.
 
-`TrainState` is a plain pytree (step, params, optimizer state, count of skipped steps) with no
-functions inside, so orbax saves and restores it as is. `create_train_state` builds it directly
-in its sharding: parameters laid out by the logical axis rules (`contrastive.parallel`), the
-optimizer's moments like the parameters they follow, counters replicated.
+`TrainState` is a plain pytree (step, params, optimizer state, count of skipped steps, and the
+state of a loss that keeps one) with no functions inside, so orbax saves and restores it as is.
+`create_train_state` builds it directly in its sharding: parameters laid out by the logical axis
+rules (`contrastive.parallel`), the optimizer's moments like the parameters they follow,
+counters replicated; a momentum-queue loss's state as `contrastive.train.momentum` says.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 import optax
 
 from contrastive import parallel
+from contrastive.train import momentum
 
 
 @flax.struct.dataclass
@@ -30,11 +32,14 @@ class TrainState:
     params: the model parameters (float32).
     opt_state: the optax state; locked (LiT) parameters have none.
     skipped: int32 scalar, steps whose update was skipped for a non-finite loss or gradient.
+    loss_state: the loss's own state, None for most losses; a `momentum.MomentumState` (key
+      encoder and queues) for a momentum-queue loss (`moco`).
   """
   step: jax.Array
   params: Any
   opt_state: Any
   skipped: jax.Array
+  loss_state: Any = None
 
 
 def _path(path) -> tuple[str, ...]:
@@ -72,7 +77,8 @@ def abstract_state(state_or_shapes: Any, shardings: Any) -> Any:
 
 
 def create_train_state(model: nn.Module, make_tx: Callable[[Any], optax.GradientTransformation],
-                       mesh: Mesh, *, seed: int, materialize: bool = True
+                       mesh: Mesh, *, seed: int, materialize: bool = True,
+                       queue_size: int | None = None, queue_sharding: NamedSharding | None = None
                        ) -> tuple[TrainState, TrainState, Any]:
   """Initializes the model and optimizer with every array created in its final sharding.
 
@@ -84,11 +90,16 @@ def create_train_state(model: nn.Module, make_tx: Callable[[Any], optax.Gradient
     seed: the init seed (`jax.random.key(seed)`).
     materialize: False returns the state as `jax.ShapeDtypeStruct`s with shardings (the target
       of a restore) without computing anything.
+    queue_size: for a momentum-queue loss (`moco`), the keys each modality's queue holds: the
+      state then carries a `momentum.MomentumState`; None: no loss state.
+    queue_sharding: with `queue_size`, where the queues live (the batch's sharding).
 
   Returns:
     `(state, shardings, tx)`: the `TrainState` (initialized, or abstract), a `TrainState` of
     `NamedSharding`s with its structure, and the optimizer.
   """
+  if (queue_size is None) != (queue_sharding is None):
+    raise ValueError("create_train_state: give both queue_size and queue_sharding, or neither.")
   rng = jax.random.key(seed)
   init = lambda: model.init(rng, model.dummy_batch(1), train=False)
   abstract_vars = jax.eval_shape(init)
@@ -101,11 +112,19 @@ def create_train_state(model: nn.Module, make_tx: Callable[[Any], optax.Gradient
       step=replicated, params=param_shardings,
       opt_state=follow_params(abstract_opt, abstract_params, param_shardings, mesh),
       skipped=replicated)
+  if queue_size is not None:
+    shardings = shardings.replace(loss_state=momentum.state_shardings(
+        param_shardings, model.modalities, queue_sharding))
 
   def create() -> TrainState:
     params = nn.unbox(init())["params"]
+    loss_state = None
+    if queue_size is not None:
+      loss_state = momentum.init_state(params, model.modalities, queue_size=queue_size,
+                                       embed_dim=model.embed_dim,
+                                       key=jax.random.fold_in(rng, 1))
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-                      skipped=jnp.zeros((), jnp.int32))
+                      skipped=jnp.zeros((), jnp.int32), loss_state=loss_state)
 
   if not materialize:
     return abstract_state(jax.eval_shape(create), shardings), shardings, tx

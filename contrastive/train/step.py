@@ -23,6 +23,10 @@ move no data between devices, and the re-joined embeddings are in the original b
 
 Reference: Gao et al., "Scaling Deep Contrastive Learning Batch Size under Memory Limited
 Setup", 2021, https://arxiv.org/abs/2101.06983.
+
+A momentum-queue objective (`moco`) takes its keys from a momentum encoder and its negatives
+from queues, both carried in `TrainState.loss_state` (see `contrastive.train.momentum`); its step
+is `make_momentum_grad_fn` followed by `momentum.update`, and does not combine with GradCache.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ import optax
 
 from contrastive import losses
 from contrastive import parallel
+from contrastive.train import momentum as momentum_lib
 from contrastive.train import optimizer as optimizer_lib
 from contrastive.train.state import TrainState
 
@@ -66,15 +71,16 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
 
 @dataclasses.dataclass(frozen=True)
 class SideInput:
-  """Side data of the loss made by embedding batch inputs with one of the model's towers.
+  """Side data of the loss taken from the batch: as it is, or embedded by one of the towers.
 
-  `batch[batch_key]`, `[batch, k, ...]` inputs of modality `modality` (e.g. the tokenized
-  hard-negative captions `[batch, 3, seq_len]`), is embedded by that tower into
-  `[batch, k, embed_dim]` and passed to the objective as `side[side_key]`. Its gradient flows
-  back into the tower like the main embeddings'.
+  With `modality=None`, `batch[batch_key]` is passed to the objective as `side[side_key]` as it
+  is (e.g. `meaning_id` `[batch]` as the `labels` of `supcon`). Otherwise `batch[batch_key]`,
+  `[batch, k, ...]` inputs of modality `modality` (e.g. the tokenized hard-negative captions
+  `[batch, 3, seq_len]`), is embedded by that tower into `[batch, k, embed_dim]` first; its
+  gradient flows back into the tower like the main embeddings'.
   """
   side_key: str
-  modality: str
+  modality: str | None
   batch_key: str
 
 
@@ -84,9 +90,9 @@ class StepConfig:
 
   Attributes:
     modalities: the model inputs, in the order the objective takes their embeddings.
-    side_keys: batch keys passed to the objective as side data, as they are.
-    side_inputs: side data that is embedded first (e.g. hard-negative captions), see
-      `SideInput`.
+    side_keys: batch keys passed to the objective as side data, as they are, under their names.
+    side_inputs: side data from other batch keys, as it is or embedded first (e.g. hard-negative
+      captions), see `SideInput`.
     loss_options: keyword options of the objective (e.g. `label_smoothing`).
     block_size: the ring's tile size (None: the loss picks one).
     accum_steps: GradCache micro-batches per step (1: a plain step).
@@ -95,6 +101,8 @@ class StepConfig:
       finite leaves params and optimizer state unchanged (`skipped` counts it); the loop stops
       on it in `"stop"` mode.
     seed: the run's seed; step `s` uses `fold_in(key(seed), s)` for dropout.
+    momentum: for a momentum-queue objective (`moco`), the key encoder's EMA momentum `m`; the
+      train state then carries a `momentum.MomentumState`. None: no momentum encoder.
   """
   modalities: tuple[str, ...]
   side_keys: tuple[str, ...] = ()
@@ -105,6 +113,7 @@ class StepConfig:
   max_scale: float | None = None
   on_nonfinite: Literal["stop", "skip"] = "stop"
   seed: int = 0
+  momentum: float | None = None
 
 
 def make_loss_fn(objective: losses.Objective, mesh: Mesh, config: StepConfig):
@@ -143,7 +152,8 @@ def make_grad_fn(model: nn.Module, objective: losses.Objective, mesh: Mesh, conf
   """
   loss_fn = make_loss_fn(objective, mesh, config)
   modalities = tuple(config.modalities)
-  side_inputs = tuple(config.side_inputs)
+  side_inputs = tuple(s for s in config.side_inputs if s.modality is not None)  # embedded
+  raw_inputs = tuple(s for s in config.side_inputs if s.modality is None)
   k = int(config.accum_steps)
   n = num_batch_shards(mesh)
 
@@ -164,6 +174,7 @@ def make_grad_fn(model: nn.Module, objective: losses.Objective, mesh: Mesh, conf
     inputs = {m: batch[m] for m in modalities}
     extra = {spec.batch_key: batch[spec.batch_key] for spec in side_inputs}
     side = {key: batch[key] for key in config.side_keys}
+    side.update({spec.side_key: batch[spec.batch_key] for spec in raw_inputs})
     return inputs, extra, side
 
   def plain(params, batch, rng):
@@ -218,6 +229,37 @@ def make_grad_fn(model: nn.Module, objective: losses.Objective, mesh: Mesh, conf
   return plain if k == 1 else gradcache
 
 
+def make_momentum_grad_fn(model: nn.Module, objective: losses.Objective, mesh: Mesh,
+                          config: StepConfig):
+  """`(params, momentum_state, batch, rng) -> ((loss, (scale, bias)), grads, keys)` for a
+  momentum-queue objective (`moco`): the loss of `contrastive.train.momentum`,
+  `(L(q_a, k_b, queue_b) + L(q_b, k_a, queue_a)) / 2`, and its gradient in the online
+  parameters; `keys` (`{modality: [batch, embed_dim]}`, from the key encoder) go to
+  `momentum.update` after the optimizer step.
+  """
+  if config.accum_steps != 1:
+    raise ValueError(f"Loss {objective.name!r} (a momentum encoder with queues) does not combine "
+                     f"with GradCache: optim.accum_steps must be 1, got {config.accum_steps}.")
+  loss_fn = make_loss_fn(objective, mesh, config)
+  directions = momentum_lib.directions(config.modalities)
+
+  def grad_fn(params, state: momentum_lib.MomentumState, batch, rng):
+    inputs = {m: batch[m] for m in config.modalities}
+    keys = momentum_lib.keys(model, state, inputs)
+
+    def total(p):
+      emb, extras = model.apply({"params": p}, inputs, train=True, rngs={"dropout": rng})
+      scale, bias = extras["scale"], extras["bias"]
+      per_direction = [loss_fn([emb[q], keys[k]], scale, bias, {"queue": state.queues[k]})
+                       for q, k in directions]
+      return sum(per_direction) / len(per_direction), (scale, bias)
+
+    out, grads = jax.value_and_grad(total, has_aux=True)(params)
+    return out, grads, keys
+
+  return grad_fn
+
+
 def make_train_step(model: nn.Module, objective: losses.Objective, tx: optax.GradientTransformation,
                     schedule: optax.Schedule, mesh: Mesh, state_shardings: TrainState,
                     batch_shardings: Mapping[str, NamedSharding], config: StepConfig):
@@ -230,16 +272,26 @@ def make_train_step(model: nn.Module, objective: losses.Objective, tx: optax.Gra
   Calls must happen inside `parallel.use_rules(mesh)`, so that tracing sees the logical axis
   rules; the returned function enters it itself.
   """
-  grad_fn = make_grad_fn(model, objective, mesh, config, state_shardings.params)
+  with_momentum = config.momentum is not None
+  if with_momentum:
+    grad_fn = make_momentum_grad_fn(model, objective, mesh, config)
+  else:
+    grad_fn = make_grad_fn(model, objective, mesh, config, state_shardings.params)
   base_key = jax.random.key(config.seed)
 
   def train_step(state: TrainState, batch: Mapping[str, jax.Array]):
     rng = jax.random.fold_in(base_key, state.step)
-    (loss, (scale, bias)), grads = grad_fn(state.params, batch, rng)
+    if with_momentum:
+      (loss, (scale, bias)), grads, keys = grad_fn(state.params, state.loss_state, batch, rng)
+    else:
+      (loss, (scale, bias)), grads = grad_fn(state.params, batch, rng)
     grad_norm = optimizer_lib.global_norm(grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     params = optimizer_lib.clip_log_scale(params, config.max_scale)
+    loss_state = state.loss_state
+    if with_momentum:  # enqueue this step's keys, move the key encoder towards `params`
+      loss_state = momentum_lib.update(loss_state, params, keys, config.momentum)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     # A non-finite step changes nothing but the counters.
     keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
@@ -247,7 +299,8 @@ def make_train_step(model: nn.Module, objective: losses.Objective, tx: optax.Gra
         step=state.step + 1,
         params=keep(params, state.params),
         opt_state=keep(opt_state, state.opt_state),
-        skipped=state.skipped + jnp.where(finite, 0, 1).astype(jnp.int32))
+        skipped=state.skipped + jnp.where(finite, 0, 1).astype(jnp.int32),
+        loss_state=keep(loss_state, state.loss_state))
     metrics = {
         "loss": loss.astype(jnp.float32),
         "grad_norm": grad_norm,

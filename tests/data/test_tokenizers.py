@@ -64,3 +64,22 @@ def test_specs_and_errors(tmp_path, monkeypatch):
   monkeypatch.setitem(sys.modules, "tokenizers", None)  # as if the extra were not installed
   with pytest.raises(ImportError, match=r"pip install contrastive\[tokenizers\]"):
     T.make_tokenizer(str(tmp_path / "t.json"))
+
+
+def test_words_round_trip_layout_and_unknown_words():
+  from contrastive.data import synthetic  # pylint: disable=g-import-not-at-top
+  tok = T.make_tokenizer("words")
+  assert tok.vocab_size == len(synthetic.vocabulary()) + 4
+  src = synthetic.ShapesSource(split="train", num_examples=200, image_size=16)
+  captions = [src[i]["caption"] for i in range(200)]
+  ids = T.tokenize(tok, captions, 24)
+  assert (ids != tok.unk_id).all()  # the vocabulary covers every built-in caption
+  assert T.detokenize(tok, ids) == captions
+  one = T.tokenize(tok, "A small red circle, on the left", 10)
+  words = ["a", "small", "red", "circle", ",", "on", "the", "left"]
+  np.testing.assert_array_equal(
+      one, [tok.vocabulary.index(w) + 4 for w in words] + [tok.eos_id, 0])
+  assert T.detokenize(tok, T.tokenize(tok, "a purple elephant", 8)) == "a purple <unk>"
+  assert pickle.loads(pickle.dumps(tok)).encode("red ring") == tok.encode("red ring")
+  with pytest.raises(ValueError, match="duplicates"):
+    T.WordTokenizer(["a", "a"])

@@ -100,3 +100,24 @@ def test_bad_options():
   with pytest.raises(ValueError, match=r"expects images of shape \[batch, height, width, 3\]"):
     vit = models.ViT("mu/8", image_size=16)
     jax.eval_shape(lambda r: vit.init(r, jnp.zeros((1, 16, 16)), train=False), key(0))
+
+
+def test_conv_stem_keeps_the_token_grid():
+  vit = models.ViT("mu/8", image_size=32, stem="conv", pool="gap", posemb="sincos2d")
+  images = np.random.default_rng(0).normal(size=(2, 32, 32, 3)).astype(np.float32)
+  variables = jax.jit(lambda r: vit.init(r, images, train=False))(key(2))
+  params = nn.unbox(variables)["params"]
+  # log2(8) = 3 stride-2 convolutions, channels doubling up to the width, then the 1x1 embedding.
+  assert [params[f"stem_{k}"]["kernel"].shape for k in range(3)] == [
+      (3, 3, 3, 8), (3, 3, 8, 16), (3, 3, 16, 32)]
+  assert params["embedding"]["kernel"].shape == (1, 1, 32, 32)
+  pooled, aux = vit.apply(variables, images, train=False)
+  assert pooled.shape == (2, 32) and aux["tokens"].shape == (2, 16, 32)
+
+
+def test_conv_stem_needs_a_power_of_two_patch():
+  with pytest.raises(ValueError, match="stem 'conv' needs a power-of-two patch size, got 12"):
+    models.ViT(width=32, depth=1, mlp_dim=64, num_heads=2, patch_size=12, image_size=24,
+               stem="conv")
+  with pytest.raises(ValueError, match="Unknown ViT stem 'resnet'"):
+    models.ViT("mu/8", stem="resnet")

@@ -72,3 +72,51 @@ def test_cli_reports_an_unknown_override_and_a_bad_config(tmp_path):
                                       "--config.data.batch_size=12"),
                      environ, str(tmp_path / "b.txt"), timeout=120)
   assert code == 1 and "error: The global batch data.batch_size=12" in out, out[-2000:]
+
+
+def test_side_inputs_are_checked(tmp_path):
+  """A side input is `{batch_key}` (the batch array as it is) or `{modality, batch_key}`, for a
+  side key the loss reads; a batch key the batch lacks fails on the first batch, before the
+  step compiles."""
+  zoo = lambda: _config("loss_zoo.py", "loss=supcon,runlocal")
+  config = zoo()
+  config.loss.side_inputs.labels = dict(batch="meaning_id")
+  with pytest.raises(ValueError, match=r"loss.side_inputs.labels takes 'batch_key'"):
+    loop.train_and_evaluate(config, str(tmp_path))
+  config = zoo()
+  config.loss.side_inputs = dict(label=dict(batch_key="meaning_id"))
+  with pytest.raises(ValueError, match=r"names 'label', which loss 'supcon' does not read; it "
+                                       r"reads \['labels'\]"):
+    loop.train_and_evaluate(config, str(tmp_path))
+  config = zoo()
+  config.loss.side_inputs.labels.modality = "audio"
+  with pytest.raises(ValueError, match=r"modality is 'audio'; the model's modalities"):
+    loop.train_and_evaluate(config, str(tmp_path))
+  config = zoo()
+  config.loss.side_inputs.labels.batch_key = "meaning"
+  with pytest.raises(ValueError, match=r"The batch has no \['meaning'\].*loss.side_inputs"):
+    loop.train_and_evaluate(config, str(tmp_path / "run"))
+
+
+def _set(config, path, value):
+  *groups, key = path.split(".")
+  for group in groups:
+    config = config[group]
+  config[key] = value
+
+
+@pytest.mark.parametrize("loss, path, value, message", [
+    ("moco", "loss.queue_size", None, r"Loss 'moco' needs loss.queue_size"),
+    ("moco", "loss.queue_size", 100, r"queue_size=100 must be divisible by the 8 devices"),
+    ("moco", "loss.momentum", 1.5, r"loss.momentum must be a number in \[0, 1\]"),
+    ("moco", "optim.accum_steps", 2, r"does not combine with GradCache"),
+    ("moco", "loss.side_inputs", dict(queue=dict(batch_key="meaning_id")),
+     r"gets its queue from the trainer"),
+    ("softmax", "loss.queue_size", 4096, r"loss 'softmax' keeps no momentum encoder"),
+])
+def test_momentum_queue_options_are_checked(tmp_path, loss, path, value, message):
+  config = _config("loss_zoo.py", f"loss={loss},runlocal")
+  _set(config, path, value)
+  with pytest.raises(ValueError, match=message):
+    loop.train_and_evaluate(config, str(tmp_path))
+  assert not os.path.exists(tmp_path / "checkpoints")

@@ -8,6 +8,7 @@ import pytest
 from contrastive import losses
 from contrastive import models
 from contrastive import parallel
+from contrastive.losses import reference
 from contrastive.train import step as step_lib
 
 # Tiny programs compile several times faster without LLVM's optimizations; the comparison does
@@ -25,16 +26,19 @@ def _batch(mesh, n=32):
   rng = np.random.default_rng(0)
   batch = {"image": rng.normal(size=(n, 16, 16, 3)).astype(np.float32),
            "text": rng.integers(1, 64, size=(n, 8)).astype(np.int32),
-           "negatives": rng.integers(1, 64, size=(n, 3, 8)).astype(np.int32)}
+           "negatives": rng.integers(1, 64, size=(n, 3, 8)).astype(np.int32),
+           "ids": rng.integers(0, 8, size=n).astype(np.int32)}  # 32 pairs of 8 ids
   return jax.device_put(batch, step_lib.batch_sharding(mesh))
 
 
 @pytest.mark.parametrize("loss,convention,k,fsdp", [("softmax", "clip", 4, 1),
                                                     ("sigmoid", "siglip", 2, 2),
-                                                    ("hard_negative", "clip", 2, 1)])
+                                                    ("hard_negative", "clip", 2, 1),
+                                                    ("supcon", "clip", 2, 1)])
 def test_gradcache_equals_one_big_batch(loss, convention, k, fsdp):
-  """Also with FSDP (params split over `fsdp`, the batch over data x fsdp), and with hard
-  negatives embedded by the text tower (their gradient reaches it too)."""
+  """Also with FSDP (params split over `fsdp`, the batch over data x fsdp), with hard
+  negatives embedded by the text tower (their gradient reaches it too), and with labels passed
+  from the batch as they are."""
   mesh = parallel.make_mesh(data=-1, fsdp=fsdp)  # 8 devices: data x fsdp
   model = _model(convention)
   init = lambda: model.init(jax.random.key(0), model.dummy_batch(1), train=False)
@@ -48,6 +52,8 @@ def test_gradcache_equals_one_big_batch(loss, convention, k, fsdp):
     side_inputs = ()
     if loss == "hard_negative":
       side_inputs = (step_lib.SideInput("neg_y", "text", "negatives"),)
+    if loss == "supcon":
+      side_inputs = (step_lib.SideInput("labels", None, "ids"),)
     config = step_lib.StepConfig(modalities=("image", "text"), accum_steps=steps,
                                  side_inputs=side_inputs)
     grad_fn = step_lib.make_grad_fn(model, objective, mesh, config, shardings)
@@ -76,3 +82,23 @@ def test_micro_batches_take_each_devices_rows_and_rejoin_in_order():
   np.testing.assert_array_equal(np.asarray(micro[0, :6, 0]), [0, 1, 8, 9, 16, 17])
   back = jax.jit(lambda a: step_lib._micro_join(a, 8, mesh))(micro)
   np.testing.assert_array_equal(np.asarray(back), np.asarray(x))
+
+
+def test_raw_side_input_reaches_the_loss_as_it_is():
+  """`SideInput(side_key, None, batch_key)`: supcon's labels are the batch's ids, unchanged."""
+  mesh = parallel.make_mesh()
+  model = _model("clip")
+  params = nn.unbox(model.init(jax.random.key(0), model.dummy_batch(1), train=False))["params"]
+  batch = _batch(mesh)
+  config = step_lib.StepConfig(modalities=("image", "text"),
+                               side_inputs=(step_lib.SideInput("labels", None, "ids"),))
+  grad_fn = step_lib.make_grad_fn(model, losses.get("supcon"), mesh, config)
+  rng = jax.random.key(0)
+  with parallel.use_rules(mesh):
+    (loss, (scale, _)), _ = jax.jit(grad_fn, compiler_options=FAST)(params, batch, rng)
+  emb, _ = model.apply({"params": params}, {m: batch[m] for m in ("image", "text")}, train=True,
+                       rngs={"dropout": rng})
+  expected = reference.supcon_loss(emb["image"], emb["text"], scale, batch["ids"])
+  np.testing.assert_allclose(loss, expected, rtol=1e-5)
+  clip = reference.softmax_loss(emb["image"], emb["text"], scale)
+  assert abs(float(loss) - float(clip)) > 1e-3  # the shared ids made positives

@@ -1,0 +1,54 @@
+"""The registry: every loss's ring objective equals its registered dense reference, by name."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from contrastive import losses
+from contrastive import parallel
+from tests.losses.loss_testing import assert_trees_close, sub_mesh, unit_embeddings
+
+B, D = 16, 8
+
+
+def side_data(keys, seed=5):
+  """What a trainer gives each side key: 3 hard negatives per pair, 4 examples per label."""
+  rng = np.random.default_rng(seed)
+
+  def unit(*shape):
+    z = rng.standard_normal(shape).astype(np.float32)
+    return z / np.linalg.norm(z, axis=-1, keepdims=True)
+
+  makers = {
+      "neg_y": lambda: unit(B, 3, D), "frozen": lambda: unit(B, 6),
+      "teacher_x": lambda: unit(B, 6), "teacher_y": lambda: unit(B, 6),
+      "labels": lambda: (np.arange(B) // 4).astype(np.int32),
+      "mix_lambda": lambda: rng.uniform(size=B).astype(np.float32),
+      "mix_partner": lambda: rng.permutation(B).astype(np.int32),
+      "queue": lambda: unit(2 * B, D),
+  }
+  return {k: jnp.asarray(makers[k]()) for k in keys}
+
+
+def test_every_loss_has_a_dense_reference():
+  assert [n for n, o in losses.LOSSES.items() if o.reference is None] == []
+
+
+@pytest.mark.parametrize("name", sorted(losses.LOSSES))
+def test_ring_objective_equals_its_dense_reference(name):
+  objective = losses.get(name)
+  embeddings = unit_embeddings(3, B, D, n=objective.modalities or 3)
+  side = side_data(objective.side_keys)
+  scale, bias = jnp.float32(6.0), jnp.float32(-3.0) if objective.uses_bias else None
+  mesh = sub_mesh(8)
+
+  def ring(emb, s):
+    fn = lambda e, side, s, axis_name: objective(e, s, bias, side, axis_name=axis_name,
+                                                 block_size=1)
+    return parallel.shard_loss(fn, mesh)(emb, side, s)
+
+  dense = lambda emb, s: objective.dense(emb, s, bias, side)
+  got = jax.jit(jax.value_and_grad(ring, argnums=(0, 1)))(embeddings, scale)
+  want = jax.value_and_grad(dense, argnums=(0, 1))(embeddings, scale)
+  assert_trees_close(got, want, rtol=2e-5)
