@@ -210,7 +210,12 @@ class ViT(nn.Module):
       pos = posemb_sincos_2d(gh, gw, width)
     x = x + pos.astype(dtype)
     if self.pool == "cls":
-      cls = self.param("cls", layers.partitioned(nn.initializers.zeros, (None, None, "embed")),
+      # Zeros (big_vision) unless a LayerNorm follows: the LayerNorm of a zero vector divides by
+      # sqrt(eps), which made the first gradient of the class token 1e5 times the others'; CLIP
+      # draws it from N(0, 1/width).
+      cls_init = (nn.initializers.normal(stddev=width ** -0.5) if self.pre_norm
+                  else nn.initializers.zeros)
+      cls = self.param("cls", layers.partitioned(cls_init, (None, None, "embed")),
                        (1, 1, width), jnp.float32)
       x = jnp.concatenate([jnp.broadcast_to(cls.astype(dtype), (n, 1, width)), x], axis=1)
     x = layers.constrain(x, ("batch", "length", "embed"))

@@ -121,3 +121,20 @@ def test_conv_stem_needs_a_power_of_two_patch():
                stem="conv")
   with pytest.raises(ValueError, match="Unknown ViT stem 'resnet'"):
     models.ViT("mu/8", stem="resnet")
+
+
+def test_class_token_under_a_pre_layernorm_gets_a_gradient_like_the_others():
+  # A zero class token under `pre_norm` made the LayerNorm divide by sqrt(eps): its first
+  # gradient was 1e5 times the patch embedding's.
+  vit = models.ViT("mu/8", image_size=16, pre_norm=True, pool="cls")
+  images = np.random.default_rng(0).normal(size=(4, 16, 16, 3)).astype(np.float32)
+  params = nn.unbox(vit.init(key(3), images, train=False))["params"]
+  target = np.random.default_rng(1).normal(size=(4, 32)).astype(np.float32)
+  loss = lambda p: jnp.mean((vit.apply({"params": p}, images, train=False)[0] - target) ** 2)
+  grads = jax.grad(loss)(params)
+  ratio = np.linalg.norm(grads["cls"]) / np.linalg.norm(grads["embedding"]["kernel"])
+  assert 1e-3 < ratio < 10.0, ratio
+  assert np.std(params["cls"]) == pytest.approx(32 ** -0.5, rel=0.3)
+  plain = nn.unbox(models.ViT("mu/8", image_size=16, pool="cls").init(key(3), images,
+                                                                        train=False))["params"]
+  assert not np.any(plain["cls"])  # big_vision's zeros where no LayerNorm follows
