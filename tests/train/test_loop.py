@@ -10,7 +10,6 @@ import random
 import re
 import signal
 import sys
-import time
 
 import numpy as np
 import portpicker
@@ -113,12 +112,7 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path, cache):
   work = str(tmp_path / "killed")
   proc = tt.start(tt.train_command(CLIP_CPU, work, *args), environ, str(tmp_path / "k1.txt"))
   kill_after = random.Random(0).choice([5, 6, 7])
-  deadline = time.time() + 240
-  while time.time() < deadline and proc.poll() is None:
-    with open(proc.log_path) as f:
-      if re.search(rf"step +{kill_after}/{steps}", f.read()):
-        break
-    time.sleep(0.05)
+  tt.wait_for_step(proc, kill_after, steps)
   assert proc.poll() is None, "the run ended before it could be killed"
   tt.kill_group(proc, signal.SIGKILL)
   proc.log_file.close()
@@ -142,12 +136,7 @@ def test_sigterm_saves_then_a_nan_loss_stops_and_leaves_the_last_checkpoint(tmp_
   # Preemption: SIGTERM mid-run saves the current step and exits cleanly.
   proc = tt.start(tt.train_command(CLIP_CPU, work, "--config.total_steps=30", *args), environ,
                   str(tmp_path / "a.txt"))
-  deadline = time.time() + 240
-  while time.time() < deadline and proc.poll() is None:
-    with open(proc.log_path) as f:
-      if re.search(r"step +3/30", f.read()):
-        break
-    time.sleep(0.05)
+  tt.wait_for_step(proc, 3, 30)
   os.kill(proc.pid, signal.SIGTERM)
   out = tt.finish(proc, timeout=120)
   assert proc.returncode == 0, out[-3000:]

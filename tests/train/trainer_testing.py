@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 import signal
 import struct
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
@@ -63,6 +65,16 @@ def finish(proc: subprocess.Popen, timeout: float) -> str:
     proc.log_file.close()
   with open(proc.log_path) as f:
     return f.read()
+
+
+def wait_for_step(proc: subprocess.Popen, step: int, total: int, timeout: float = 240) -> None:
+  """Waits until the log of `proc` shows the progress line of `step` (or it ends, or times out)."""
+  deadline = time.time() + timeout
+  while time.time() < deadline and proc.poll() is None:
+    with open(proc.log_path) as f:
+      if re.search(rf"step +{step}/{total}", f.read()):
+        return
+    time.sleep(0.05)
 
 
 def kill_group(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
