@@ -485,12 +485,19 @@ class ShapesSource:
       pools[draws.integer(n)] = self._held
     return Scene(tuple(self._object(draws, p) for p in pools), layout), -1
 
-  def __getitem__(self, index: int) -> dict[str, Any]:
-    index = int(index) % self.num_examples
+  def _draws(self, index: int) -> _Draws:
     # Philox takes its key directly (no SeedSequence hashing): one independent stream per
     # (seed, split, index).
-    rng = np.random.Generator(np.random.Philox(key=index + (self._key << 64)))
-    draws = _Draws(rng)
+    return _Draws(np.random.Generator(np.random.Philox(key=index + (self._key << 64))))
+
+  def is_heldout(self, index: int) -> bool:
+    """`self[index]["heldout"]`, without drawing the image or the captions."""
+    scene, _ = self.scene(self._draws(int(index) % self.num_examples))
+    return _has_heldout(scene.objects, self.heldout)
+
+  def __getitem__(self, index: int) -> dict[str, Any]:
+    index = int(index) % self.num_examples
+    draws = self._draws(index)
     scene, label = self.scene(draws)
     template = draws.integer(len(_TEMPLATES[len(scene.objects) - 1]))
     forbidden = self.heldout if self.split == "train" else frozenset()

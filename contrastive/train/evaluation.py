@@ -110,7 +110,7 @@ def synthetic_subset(*, split: str, num_examples: int, heldout: bool = True,
     if index > 64 * num_examples + 10_000:
       raise ValueError(f"Found only {len(indices)} records with heldout={heldout} in split "
                        f"{split!r}; is num_heldout 0?")
-    if bool(source[index]["heldout"]) == heldout:
+    if source.is_heldout(index) == heldout:
       indices.append(index)
     index += 1
   view = shapes.labelled_views().get(split)

@@ -161,3 +161,11 @@ def test_bad_arguments():
     S.ShapesSource(split="train", num_examples=10, image_size=4)
   with pytest.raises(ValueError, match="num_heldout"):
     S.heldout_pairs(9)
+
+
+@pytest.mark.parametrize("split", ["train", "test", "shape"])
+def test_is_heldout_reads_the_flag_without_drawing(split):
+  source = S.ShapesSource(split=split, num_examples=200, image_size=16)
+  flags = [source.is_heldout(i) for i in range(200)]
+  assert flags == [bool(source[i]["heldout"]) for i in range(200)]
+  assert any(flags) == (split != "train")  # held-out pairs never occur in train
