@@ -15,6 +15,9 @@ Arguments (`configs/demo.py:steps=900,batch_size=128`, the defaults):
   hard_negatives: train with each caption's three compositional hard negatives as extra
     negatives (loss `hard_negative`; about three times the text compute).
   eval_examples: images per evaluation task (1,000 test pairs for retrieval).
+  max_objects: at most this many objects per image (1 to 3), in training and in the test pairs.
+  shape_variants: train on contrast sets of this many records that differ only in one
+    object's shape (`data.synthetic.shape_variants`; 1: off).
   runlocal: a few steps of a smaller model, no evaluation report (for a smoke test).
 """
 
@@ -26,7 +29,8 @@ from contrastive.train import config as train_config
 
 def get_config(arg=None):
   arg = train_config.parse_arg(arg, steps=900, batch_size=128, eval_examples=1000,
-                               hard_negatives=False, runlocal=False)
+                               hard_negatives=False, max_objects=3, shape_variants=1,
+                               runlocal=False)
   c = train_config.defaults()  # every trainer key, so each can be overridden
   c.seed = 0
   c.total_steps = arg.steps if not arg.runlocal else 4
@@ -39,7 +43,8 @@ def get_config(arg=None):
   c.data.tokenizer = "words"  # the built-in vocabulary: 5 times fewer tokens than bytes
   c.data.max_len = 24  # the longest built-in caption is 23 words, plus end-of-text
   c.data.normalization = "inception"
-  c.data.synthetic.train_size = 200_000
+  c.data.synthetic.update(train_size=200_000, max_objects=arg.max_objects,
+                          shape_variants=arg.shape_variants)
   c.data.num_workers = 1  # drawing the shapes in a second process hides it behind the step
 
   c.model = models.model_config(image=None, text=None, embed_dim=128, convention="clip")
@@ -69,6 +74,9 @@ def get_config(arg=None):
 
   n = arg.eval_examples if not arg.runlocal else 64
   tasks = evaluate.default_tasks(num_examples=n, image_size=32, seed=0, num_heldout=8)
+  for task in tasks.values():  # the test pairs show as many objects as training did
+    if task.source.split == "test":
+      task.source.max_objects = arg.max_objects
   test = dict(tasks.retrieval.source)
   # Exact pairs (a caption retrieves its own image; `retrieval` also counts the same meaning).
   tasks.retrieval_exact = dict(kind="retrieval", source=test, subset_key="heldout")

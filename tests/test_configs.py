@@ -24,6 +24,7 @@ CONFIGS = sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(ROOT, 
                  if not os.path.basename(p).startswith(("_", "common")))
 VARIANTS = [(name, arg) for name in CONFIGS
             for arg in ((None, "runlocal") if name in ("demo", "loss_zoo") else (None, "cpu"))]
+VARIANTS.append(("demo", "max_objects=2,shape_variants=2"))
 
 
 def _get(name, arg):
@@ -81,3 +82,13 @@ def test_lit_cpu_can_load_the_demos_image_tower():
   _, lit = _params(_get("lit", "cpu"))
   shapes = lambda tree: jax.tree.map(lambda x: x.shape, tree)
   assert shapes(lit["image"]) == shapes(demo["image"])
+
+
+def test_demo_object_count_and_contrast_sets_reach_training_and_test_pairs():
+  config = _get("demo", "max_objects=1,shape_variants=2")
+  config.data.update(batch_size=8, image_size=32)
+  batch = next(data.make_pipeline(config.data, split="train"))
+  assert (batch["num_objects"] == 1).all()
+  assert sorted(batch["index"] // 2) == sorted(list(set(batch["index"] // 2)) * 2)  # pairs
+  test_tasks = [t for t in config.eval.tasks.values() if t.source.split == "test"]
+  assert test_tasks and all(t.source.max_objects == 1 for t in test_tasks)

@@ -276,9 +276,12 @@ def make_pipeline(config: ml_collections.ConfigDict, *, split: str | None = None
   if length == 0:
     raise ValueError(f"Split {split!r} of data source {cfg.source!r} is empty.")
 
-  ds = source.dataset()
-  if training and cfg.shuffle:
-    ds = ds.shuffle(seed=seed)  # reshuffled every epoch (grain reseeds by epoch)
+  if training and cfg.batch_size % source.group_size:
+    raise ValueError(f"The global batch size data.batch_size={cfg.batch_size} must be a multiple "
+                     f"of {source.group_size}: the source's records come in groups of that "
+                     "many, which share a batch.")
+  # Reshuffled every epoch (grain reseeds by epoch).
+  ds = source.dataset(shuffle_seed=seed if training and cfg.shuffle else None)
   ds = ds.repeat(num_epochs)
   mapped = ds.random_map(transform, seed=(seed + 1) % 2**32)
   ds = mapped[pi::pc]

@@ -422,6 +422,12 @@ class ShapesSource:
     seed: the dataset seed; with `split` and the index it fixes every example.
     num_heldout: how many (colour, shape) pairs `heldout_pairs` holds out of `train`.
     min_objects, max_objects: the number of objects per image in `train` and `test`.
+    shape_variants: records come in groups of this many (1: no groups): record `k * g + m` is
+      record `k * g`'s scene, drawn in the same place on the same background, with the shape of
+      one object (the same for the whole group) changed to the `m`-th of a random order of
+      other shapes: a contrast set. In one batch, each is the others' hardest negative in both
+      modalities, told apart by a shape alone, which colour, size and layout cannot stand in
+      for. Readers keep the groups together (the pipeline shuffles whole groups).
   """
 
   fields = ("image", "caption", "meaning_id", "heldout", "num_objects", "label",
@@ -430,7 +436,7 @@ class ShapesSource:
 
   def __init__(self, *, split: Literal["train", "test", "shape", "colour", "count"],
                num_examples: int, image_size: int = 64, seed: int = 0, num_heldout: int = 8,
-               min_objects: int = 1, max_objects: int = 3):
+               min_objects: int = 1, max_objects: int = 3, shape_variants: int = 1):
     if split not in SPLITS:
       raise ValueError(f"Unknown split {split!r} of the synthetic dataset; known: {SPLITS}.")
     if not 8 <= image_size <= 1024:
@@ -440,12 +446,15 @@ class ShapesSource:
           f"Need 1 <= min_objects <= max_objects <= 3, got {min_objects}, {max_objects}.")
     if num_examples < 1:
       raise ValueError(f"num_examples must be positive, got {num_examples}.")
+    if not 1 <= shape_variants <= len(SHAPES):
+      raise ValueError(f"shape_variants must be in [1, {len(SHAPES)}], got {shape_variants}.")
     self.split = split
     self.num_examples = int(num_examples)
     self.image_size = int(image_size)
     self.seed = int(seed)
     self.num_heldout = int(num_heldout)
     self.min_objects, self.max_objects = int(min_objects), int(max_objects)
+    self.shape_variants = int(shape_variants)
     self.heldout = heldout_pairs(num_heldout)
     colours_shapes = [(c, s) for c in range(len(COLOURS)) for s in range(len(SHAPES))]
     self._seen = [p for p in colours_shapes if p not in self.heldout]
@@ -459,7 +468,8 @@ class ShapesSource:
   def __repr__(self) -> str:
     return (f"ShapesSource(split={self.split!r}, num_examples={self.num_examples}, "
             f"image_size={self.image_size}, seed={self.seed}, num_heldout={self.num_heldout}, "
-            f"objects={self.min_objects}..{self.max_objects})")
+            f"objects={self.min_objects}..{self.max_objects}"
+            f"{f', shape_variants={self.shape_variants}' if self.shape_variants > 1 else ''})")
 
   def _object(self, draws: _Draws, pool) -> tuple[int, int, int]:
     colour, shape = pool[draws.integer(len(pool))]
@@ -490,18 +500,39 @@ class ShapesSource:
     # (seed, split, index).
     return _Draws(np.random.Generator(np.random.Philox(key=index + (self._key << 64))))
 
+  def _variant(self, scene: Scene, label: int, first: int, member: int) -> tuple[Scene, int]:
+    """Member `member` of the contrast set of record `first` (whose scene is `scene`)."""
+    draws = self._draws(first + 1)  # one draw for the whole group
+    forbidden = self.heldout if self.split == "train" else frozenset()
+    i = draws.integer(len(scene.objects))
+    shape, colour, _ = scene.objects[i]
+    options = [s for s in range(len(SHAPES)) if s != shape and (colour, s) not in forbidden]
+    order = sorted(options, key=lambda _: draws.uniform())
+    new_shape = order[(member - 1) % len(order)]
+    return (Scene(_replace(scene.objects, i, 0, new_shape), scene.layout),
+            new_shape if self.split == "shape" else label)
+
   def is_heldout(self, index: int) -> bool:
     """`self[index]["heldout"]`, without drawing the image or the captions."""
-    scene, _ = self.scene(self._draws(int(index) % self.num_examples))
+    index = int(index) % self.num_examples
+    member = index % self.shape_variants
+    scene, label = self.scene(self._draws(index - member))
+    if member:
+      scene, _ = self._variant(scene, label, index - member, member)
     return _has_heldout(scene.objects, self.heldout)
 
   def __getitem__(self, index: int) -> dict[str, Any]:
     index = int(index) % self.num_examples
-    draws = self._draws(index)
+    member = index % self.shape_variants
+    # A variant replays the draws of its group's first record: it is rendered in the same place.
+    draws = self._draws(index - member)
     scene, label = self.scene(draws)
     template = draws.integer(len(_TEMPLATES[len(scene.objects) - 1]))
     forbidden = self.heldout if self.split == "train" else frozenset()
     negatives = hard_negatives(scene, draws, forbidden=forbidden)
+    if member:
+      scene, label = self._variant(scene, label, index - member, member)
+      negatives = hard_negatives(scene, self._draws(index), forbidden=forbidden)
     return {
         "image": render(scene, draws, self.image_size),
         "caption": caption(scene, template),

@@ -191,3 +191,18 @@ def test_views_and_evaluation_extras():
   for k in range(3):
     assert tok.decode(b["hard_negatives"][0, k]) == record["hard_negative_captions"][k][:15]
   assert b["meaning_id"][0] == record["meaning_id"] and b["heldout"][0] == record["heldout"]
+
+
+def test_shape_variant_groups_share_a_batch_and_are_shuffled():
+  cfg = _config(synthetic=dict(train_size=48, shape_variants=4))
+  batches = _take(pipeline.make_pipeline(cfg, split="train"), 12)
+  for b in batches:
+    groups = b["index"] // 4
+    assert all((groups == g).sum() == 4 for g in groups)  # whole groups only
+  epochs = [np.concatenate([x["index"] for x in batches[i:i + 6]]) for i in (0, 6)]
+  assert sorted(epochs[0]) == list(range(48))
+  assert not np.array_equal(epochs[0], np.arange(48))  # shuffled...
+  assert not np.array_equal(epochs[0], epochs[1])  # ...anew each epoch
+  with pytest.raises(ValueError, match="multiple of 4"):
+    pipeline.make_pipeline(_config(batch_size=6, synthetic=dict(shape_variants=4)),
+                           split="train")

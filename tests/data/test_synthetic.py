@@ -169,3 +169,41 @@ def test_is_heldout_reads_the_flag_without_drawing(split):
   flags = [source.is_heldout(i) for i in range(200)]
   assert flags == [bool(source[i]["heldout"]) for i in range(200)]
   assert any(flags) == (split != "train")  # held-out pairs never occur in train
+
+
+@pytest.mark.parametrize("split", ["train", "shape"])
+def test_shape_variants_differ_in_one_shape_only(split):
+  k = 4
+  plain = S.ShapesSource(split=split, num_examples=400, image_size=32)
+  src = S.ShapesSource(split=split, num_examples=400, image_size=32, shape_variants=k)
+  for first in range(0, 60, k):
+    base = src[first]
+    np.testing.assert_array_equal(base["image"], plain[first]["image"])  # the first is plain
+    assert base["caption"] == plain[first]["caption"]
+    words = re.findall(r"\w+", base["caption"])
+    shapes = set()
+    for m in range(1, k):
+      r = src[first + m]
+      assert r["meaning_id"] != base["meaning_id"] and r["num_objects"] == base["num_objects"]
+      assert src.is_heldout(first + m) == r["heldout"]
+      variant = re.findall(r"\w+", r["caption"])
+      changed = [i for i, (a, b) in enumerate(zip(words, variant)) if a != b]
+      assert len(changed) == 1 and len(words) == len(variant), (base["caption"], r["caption"])
+      assert words[changed[0]] in S.SHAPES and variant[changed[0]] in S.SHAPES
+      shapes |= {words[changed[0]], variant[changed[0]]}
+      # Same background and placement: the images differ only around the objects.
+      differs = (r["image"] != base["image"]).any(axis=-1)
+      assert 0 < differs.mean() < 0.3
+      if split == "shape":
+        assert S.SHAPES[r["label"]] == variant[changed[0]]
+    assert len(shapes) == k  # k different shapes for the changed object
+
+
+def test_shape_variants_keep_heldout_pairs_out_of_train():
+  held = S.heldout_pairs(8)
+  src = S.ShapesSource(split="train", num_examples=10**6, image_size=8, shape_variants=8)
+  for i in range(400):
+    r = src[i]
+    assert not r["heldout"] and not _phrases(r["caption"]) & held, r["caption"]
+  with pytest.raises(ValueError, match="shape_variants"):
+    S.ShapesSource(split="train", num_examples=10, shape_variants=9)
