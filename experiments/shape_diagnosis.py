@@ -6,8 +6,9 @@ For each workdir (a run on the built-in dataset), on 3,000 images of the `shape`
   max_prompt: each class scored by its best-matching prompt instead of the mean.
   conditional: the caption with the image's own colour, size and position, over the 8 shapes
     (how well the model names the shape when the rest of the caption is given).
-  probe_embedding, probe_features: a linear softmax probe (2,000 train, 1,000 test images) on the
-    image embeddings and on the image tower's pooled features: how much shape the image side
+  probe_embedding, probe_features: `evaluate`'s linear probe (logistic regression, L2 chosen on a
+    validation split; 2,000 train, 1,000 test images) on the image embeddings and on the image
+    tower's pooled features: how much shape the image side
     holds at all, whatever the text side does with it.
 
     python experiments/shape_diagnosis.py runs/demo runs/other --name shape_diagnosis
@@ -21,14 +22,12 @@ import argparse
 import json
 import pathlib
 
-import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 
 from contrastive import models
 from contrastive.data import synthetic
+from contrastive.evaluate import probes
 from contrastive.evaluate import zeroshot
 from contrastive.train import checkpoint
 from contrastive.train import evaluation
@@ -37,26 +36,10 @@ RESULTS = pathlib.Path(__file__).parent / "results"
 NUM_IMAGES, NUM_TRAIN = 3000, 2000
 
 
-def _probe(x: np.ndarray, labels: np.ndarray, *, steps: int = 1500) -> float:
-  """Test accuracy of a softmax regression on standardized `x` (first NUM_TRAIN rows train)."""
-  x = (x - x[:NUM_TRAIN].mean(0)) / (x[:NUM_TRAIN].std(0) + 1e-6)
-  train, test = (x[:NUM_TRAIN], labels[:NUM_TRAIN]), (x[NUM_TRAIN:], labels[NUM_TRAIN:])
-  params = (jnp.zeros((x.shape[1], len(synthetic.SHAPES))), jnp.zeros(len(synthetic.SHAPES)))
-  tx = optax.adam(1e-2)
-
-  def loss(p):
-    logits = train[0] @ p[0] + p[1]
-    return optax.softmax_cross_entropy_with_integer_labels(logits, train[1]).mean()
-
-  @jax.jit
-  def step(p, opt_state):
-    updates, opt_state = tx.update(jax.grad(loss)(p), opt_state)
-    return optax.apply_updates(p, updates), opt_state
-
-  opt_state = tx.init(params)
-  for _ in range(steps):
-    params, opt_state = step(params, opt_state)
-  return float(np.mean(np.argmax(test[0] @ params[0] + params[1], -1) == test[1]))
+def _probe(x: np.ndarray, labels: np.ndarray) -> float:
+  """Test accuracy of `evaluate`'s linear probe (first NUM_TRAIN rows train, the rest test)."""
+  return probes.linear_probe(x[:NUM_TRAIN], labels[:NUM_TRAIN], x[NUM_TRAIN:],
+                             labels[NUM_TRAIN:], num_classes=len(synthetic.SHAPES))["accuracy"]
 
 
 def diagnose(workdir: str) -> dict[str, float]:
