@@ -5,7 +5,8 @@ r"""The demo: a tiny CLIP on the built-in shapes dataset, trained and evaluated 
 A ViT of 0.53M parameters on 32-pixel images (a convolutional stem down to a 4x4 token grid) and
 a 0.29M-parameter text transformer over the built-in dataset's 46-word vocabulary, the softmax
 (CLIP) loss over the ring, AdamW with warmup and cosine decay. At the end, zero-shot
-shape/colour/count accuracy, image<->text retrieval (exact pairs, and with a hit of the same
+shape/colour/count accuracy (shape and colour with the marginal prompt ensemble over the other
+attributes, `ensemble="marginal"`), image<->text retrieval (exact pairs, and with a hit of the same
 meaning counted), compositional binding and the embedding geometry are evaluated on held-out
 data; the report lands in `runs/demo/eval/`.
 
@@ -82,7 +83,7 @@ def get_config(arg=None):
   tasks.retrieval_exact = dict(kind="retrieval", source=test, subset_key="heldout")
   # Zero-shot on objects whose (colour, shape) never occurred in training.
   for view in ("shape", "colour"):
-    tasks[f"zeroshot_{view}_heldout"] = dict(kind="zeroshot", source=dict(
+    tasks[f"zeroshot_{view}_heldout"] = dict(kind="zeroshot", ensemble="marginal", source=dict(
         name="synthetic_subset", split=view, num_examples=max(n // 2, 32), image_size=32,
         seed=0, num_heldout=8))
   c.eval.update(at_end=True, batch_size=256 if not arg.runlocal else 32,

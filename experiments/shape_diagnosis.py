@@ -1,8 +1,10 @@
 """Where does zero-shot shape fail? Diagnoses trained runs on single objects of the built-in data.
 
 For each workdir (a run on the built-in dataset), on 3,000 images of the `shape` view:
-  ensemble: zero-shot accuracy with the view's prompt ensemble (mean of the prompt embeddings
-    over sizes and colours, as `evaluate` does).
+  ensemble: zero-shot accuracy with the view's prompt ensemble averaged into one prototype per
+    class (`ensemble="mean"`, the CLIP protocol).
+  marginal: the same prompts scored with the model's softmax and summed per class
+    (`ensemble="marginal"`, what the demo reports).
   max_prompt: each class scored by its best-matching prompt instead of the mean.
   conditional: the caption with the image's own colour, size and position, over the 8 shapes
     (how well the model names the shape when the rest of the caption is given).
@@ -67,6 +69,8 @@ def diagnose(workdir: str) -> dict[str, float]:
   prompts = np.asarray(embed({"text": sum(view.prompts(), [])})[0]["text"])
   prompts = prompts.reshape(len(view.class_names), len(view.templates), -1)
   ensemble = np.argmax(images @ zeroshot.class_prototypes(prompts).T, -1)
+  scale = float(model.apply({"params": params}, {}, train=False)[1]["scale"])
+  marginal = np.argmax(zeroshot.marginal_log_probs(images, prompts, scale=scale), -1)
   max_prompt = np.argmax(np.einsum("nd,ctd->nct", images, prompts).max(-1), -1)
 
   n = 1000  # the conditional captions: 8 per image
@@ -81,6 +85,7 @@ def diagnose(workdir: str) -> dict[str, float]:
   conditional = np.argmax(np.einsum("nd,nkd->nk", images[:n], texts), -1)
   return {"step": step,
           "ensemble": float(np.mean(ensemble == labels)),
+          "marginal": float(np.mean(marginal == labels)),
           "max_prompt": float(np.mean(max_prompt == labels)),
           "conditional": float(np.mean(conditional == labels[:n])),
           "probe_embedding": _probe(images, labels),
@@ -93,7 +98,8 @@ def main():
   parser.add_argument("--name", default="shape_diagnosis")
   args = parser.parse_args()
   rows = {w: diagnose(w) for w in args.workdirs}
-  keys = ("step", "ensemble", "max_prompt", "conditional", "probe_embedding", "probe_features")
+  keys = ("step", "ensemble", "marginal", "max_prompt", "conditional", "probe_embedding",
+          "probe_features")
   lines = ["| run | " + " | ".join(keys) + " |", "| --- |" + " ---: |" * len(keys)]
   for workdir, row in rows.items():
     lines.append(f"| `{workdir}` | " + " | ".join(

@@ -101,13 +101,16 @@ class LabelledView:
 def labelled_views() -> dict[str, LabelledView]:
   """The zero-shot views `shape`, `colour` and `count`, by name.
 
-  Shape and colour prompts are ensembles over the attributes a caption always names with them
-  (CLIP's prompt ensembling): every training caption says "a {size} {colour} {shape}", so the
-  bare "a circle" is out of distribution for the text tower, while the average over every size
-  and colour of "a {size} {colour} circle" marginalizes the other attributes out.
+  Shape and colour prompts are ensembles over the attributes a one-object caption always names
+  with them (CLIP's prompt ensembling): every such caption says "a {size} {colour} {shape}
+  {position}", so the bare "a circle" is out of distribution for the text tower, while the
+  ensemble over every size, colour (or shape) and position marginalizes the other attributes
+  out; score it with `evaluate.marginal_log_probs` (zero-shot `ensemble="marginal"`).
   """
-  shape_templates = tuple(f"a {size} {colour} {{}}" for size in SIZES for colour in COLOURS)
-  colour_templates = tuple(f"a {size} {{}} {shape}" for size in SIZES for shape in SHAPES)
+  shape_templates = tuple(f"a {size} {colour} {{}} {position}"
+                          for size in SIZES for colour in COLOURS for position in POSITIONS)
+  colour_templates = tuple(f"a {size} {{}} {shape} {position}"
+                           for size in SIZES for shape in SHAPES for position in POSITIONS)
   return {
       "shape": LabelledView("shape", SHAPES, shape_templates),
       "colour": LabelledView("colour", COLOURS, colour_templates),

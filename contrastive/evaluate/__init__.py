@@ -39,7 +39,9 @@ from contrastive.evaluate.sources import SOURCES
 from contrastive.evaluate.sources import data_sources
 from contrastive.evaluate.tasks import TASKS
 from contrastive.evaluate.zeroshot import class_prototypes
+from contrastive.evaluate.zeroshot import marginal_log_probs
 from contrastive.evaluate.zeroshot import prompts
+from contrastive.evaluate.zeroshot import score_metrics
 from contrastive.evaluate.zeroshot import zeroshot_metrics
 
 __all__ = [
@@ -47,9 +49,10 @@ __all__ = [
     "binding_metrics", "check_tasks", "class_prototypes", "data_sources", "default_tasks",
     "effective_rank",
     "embed_dataset", "evaluate", "fit_logistic_regression", "geometry_metrics", "knn_classifier",
-    "linear_probe", "log_mean_gaussian_potential", "mean_cosines", "modality_gap",
+    "linear_probe", "log_mean_gaussian_potential", "marginal_log_probs", "mean_cosines",
+    "modality_gap",
     "modality_separability", "positive_ranks", "prompts", "rank_metrics", "read_history",
-    "retrieval_metrics", "retrieval_ranks", "run_tasks", "similarity_samples",
+    "retrieval_metrics", "retrieval_ranks", "run_tasks", "score_metrics", "similarity_samples",
     "singular_values", "topk", "uniformity", "variance_dims", "write_metrics", "write_report",
     "zeroshot_metrics",
 ]

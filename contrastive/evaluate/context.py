@@ -58,6 +58,8 @@ class Context:
     sources: extra source factories by name (see `sources.make_source`).
     block_size: the largest similarity tile.
     jit: wrap `embed_fn` in `jax.jit` here.
+    logit_scale: the model's logit scale (`exp(log_scale)`), for tasks that score with the
+      model's own softmax (zero-shot `ensemble="marginal"`); None if unknown.
     pairs: paired `(image, text)` embeddings kept for the report, by task name.
     task_name: the task running now (set by `run_tasks`).
   """
@@ -71,6 +73,7 @@ class Context:
   sources: Mapping[str, Callable[..., Any]] | None = None
   block_size: int = similarity.DEFAULT_BLOCK_SIZE
   jit: bool = False
+  logit_scale: float | None = None
   pairs: dict[str, tuple[np.ndarray, np.ndarray]] = dataclasses.field(default_factory=dict)
   task_name: str = ""
   _cache: dict[str, Any] = dataclasses.field(default_factory=dict)

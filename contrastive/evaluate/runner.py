@@ -79,7 +79,8 @@ def run_tasks(embed_fn: Callable[[dict[str, jax.Array]], Mapping[str, jax.Array]
               image_modality: str = "image", text_modality: str = "text",
               batch_axes: Sequence[str] = ("data", "fsdp"),
               block_size: int = similarity.DEFAULT_BLOCK_SIZE, jit: bool = False,
-              context: Context | None = None) -> dict[str, float]:
+              logit_scale: float | None = None, context: Context | None = None
+              ) -> dict[str, float]:
   """Runs every task of `tasks` and returns their metrics, keyed `"{task name}/{metric}"`.
 
   Args:
@@ -93,6 +94,7 @@ def run_tasks(embed_fn: Callable[[dict[str, jax.Array]], Mapping[str, jax.Array]
     batch_axes: the mesh axes of the batch dimension.
     block_size: the largest similarity tile.
     jit: wrap `embed_fn` in `jax.jit` here (else the caller has jitted it).
+    logit_scale: the model's logit scale, for zero-shot `ensemble="marginal"`.
     context: reuse a `Context` (its caches, and its kept `pairs` for a report).
 
   Returns:
@@ -102,7 +104,7 @@ def run_tasks(embed_fn: Callable[[dict[str, jax.Array]], Mapping[str, jax.Array]
   ctx = context or Context(embed_fn=embed_fn, prepare=prepare, batch_size=batch_size, mesh=mesh,
                            batch_axes=tuple(batch_axes), image_modality=image_modality,
                            text_modality=text_modality, sources=sources,
-                           block_size=block_size, jit=jit)
+                           block_size=block_size, jit=jit, logit_scale=logit_scale)
   metrics = {}
   for name, config in tasks.items():
     options = dict(config)
@@ -122,8 +124,8 @@ def evaluate(embed_fn: Callable[[dict[str, jax.Array]], Mapping[str, jax.Array]]
              sources: Mapping[str, Callable[..., Any]] | None = None,
              image_modality: str = "image", text_modality: str = "text",
              batch_axes: Sequence[str] = ("data", "fsdp"),
-             block_size: int = similarity.DEFAULT_BLOCK_SIZE, jit: bool = False
-             ) -> dict[str, float]:
+             block_size: int = similarity.DEFAULT_BLOCK_SIZE, jit: bool = False,
+             logit_scale: float | None = None) -> dict[str, float]:
   """`run_tasks`, then (on process 0, with a `workdir`) the history line and the report.
 
   The report's embedding plots use the pairs of the first `geometry` task; `curves.png` draws
@@ -131,7 +133,7 @@ def evaluate(embed_fn: Callable[[dict[str, jax.Array]], Mapping[str, jax.Array]]
 
   Args:
     embed_fn, tasks, prepare, batch_size, mesh, sources, image_modality, text_modality,
-      batch_axes, block_size, jit: as for `run_tasks`.
+      batch_axes, block_size, jit, logit_scale: as for `run_tasks`.
     workdir: where `metrics.json`, `history.jsonl` and the PNGs go; None: no files.
     step: the training step (recorded in the files).
     report: draw the plots (False: only `metrics.json` and the history).
@@ -141,7 +143,8 @@ def evaluate(embed_fn: Callable[[dict[str, jax.Array]], Mapping[str, jax.Array]]
   """
   ctx = Context(embed_fn=embed_fn, prepare=prepare, batch_size=batch_size, mesh=mesh,
                 batch_axes=tuple(batch_axes), image_modality=image_modality,
-                text_modality=text_modality, sources=sources, block_size=block_size, jit=jit)
+                text_modality=text_modality, sources=sources, block_size=block_size, jit=jit,
+                logit_scale=logit_scale)
   metrics = run_tasks(embed_fn, tasks, prepare=prepare, batch_size=batch_size, context=ctx)
   if workdir is not None and jax.process_index() == 0:
     if step is not None:
@@ -160,8 +163,9 @@ def default_tasks(*, num_examples: int = 256, image_size: int = 64, seed: int = 
                   num_heldout: int = 8, probe: bool = False) -> ml_collections.ConfigDict:
   """Evaluation tasks on the built-in dataset, as a config snippet for `config.eval.tasks`.
 
-  Zero-shot on the `shape`, `colour` and `count` views; retrieval (a hit of the same meaning
-  counts), binding and geometry on the `test` split with seen and held-out combinations
+  Zero-shot on the `shape`, `colour` and `count` views (shape and colour with the marginal
+  ensemble over their nuisance attributes, which needs the model's `logit_scale`); retrieval
+  (a hit of the same meaning counts), binding and geometry on the `test` split with seen and held-out combinations
   reported apart; with `probe`, a linear probe and k-NN of the shape labels. `image_size`,
   `seed` and `num_heldout` must match the training data's.
   """
@@ -171,8 +175,8 @@ def default_tasks(*, num_examples: int = 256, image_size: int = 64, seed: int = 
 
   test = source("test")
   tasks = {
-      "zeroshot_shape": dict(kind="zeroshot", source=source("shape")),
-      "zeroshot_colour": dict(kind="zeroshot", source=source("colour")),
+      "zeroshot_shape": dict(kind="zeroshot", source=source("shape"), ensemble="marginal"),
+      "zeroshot_colour": dict(kind="zeroshot", source=source("colour"), ensemble="marginal"),
       "zeroshot_count": dict(kind="zeroshot", source=source("count")),
       "retrieval": dict(kind="retrieval", source=test, meaning_key="meaning_id",
                         subset_key="heldout"),

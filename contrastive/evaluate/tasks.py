@@ -67,23 +67,37 @@ def _subsets(fields, subset_key: str | None, names: Sequence[str]) -> dict[str, 
 
 def zeroshot(ctx: Context, *, source: Source, class_names: Sequence[str] | None = None,
              templates: Sequence[str] | None = None, label_key: str = "label",
-             image_key: str = "image", ks: Sequence[int] = (1, 5)) -> dict[str, float]:
-  """Zero-shot classification of a labelled source with prompt-ensemble prototypes.
+             image_key: str = "image", ks: Sequence[int] = (1, 5),
+             ensemble: Literal["mean", "marginal"] = "mean", scale: float | None = None
+             ) -> dict[str, float]:
+  """Zero-shot classification of a labelled source with a prompt ensemble.
 
   Class names and templates default to the source's own (the built-in labelled views, tfds
-  label names); labels are ints or multi-hot vectors. See `zeroshot.zeroshot_metrics`.
+  label names); labels are ints or multi-hot vectors. `ensemble="mean"` predicts the nearest
+  averaged prototype (CLIP; `zeroshot.class_prototypes`), `"marginal"` sums each class's prompt
+  probabilities under the model's softmax at logit scale `scale` (default: the model's own,
+  `ctx.logit_scale`; `zeroshot.marginal_log_probs`). See `zeroshot.zeroshot_metrics`.
   """
+  if ensemble not in ("mean", "marginal"):
+    raise ValueError(f"ensemble must be 'mean' or 'marginal', got {ensemble!r}.")
+  scale = scale if scale is not None else ctx.logit_scale
+  if ensemble == "marginal" and scale is None:
+    raise ValueError("ensemble='marginal' needs the model's logit scale: give the task a scale, "
+                     "or evaluate with logit_scale set.")
   spec = ctx.source(source)
   names = tuple(class_names or spec.class_names or ())
   if not names:
     raise ValueError(f"Source {dict(source)} has no class names; give class_names.")
   temps = tuple(templates or spec.templates or sources_lib.DEFAULT_TEMPLATES)
   x, fields = ctx.load(source, image_key=image_key)
-  text = ctx.embed_texts(zeroshot_lib.prompts(names, temps))
-  prototypes = zeroshot_lib.class_prototypes(text.reshape(len(names), len(temps), -1))
+  text = ctx.embed_texts(zeroshot_lib.prompts(names, temps)).reshape(len(names), len(temps), -1)
   labels = np.asarray(_field(fields, label_key))
-  return zeroshot_lib.zeroshot_metrics(x, prototypes, labels=labels, ks=ks, class_names=names,
-                                       block_size=ctx.block_size, mesh=ctx.mesh)
+  if ensemble == "marginal":
+    scores = zeroshot_lib.marginal_log_probs(x, text, scale=scale, block_size=ctx.block_size)
+    return zeroshot_lib.score_metrics(scores, labels=labels, ks=ks, class_names=names)
+  return zeroshot_lib.zeroshot_metrics(x, zeroshot_lib.class_prototypes(text), labels=labels,
+                                       ks=ks, class_names=names, block_size=ctx.block_size,
+                                       mesh=ctx.mesh)
 
 
 def retrieval(ctx: Context, *, source: Source, caption_key: str = "caption",

@@ -1,4 +1,14 @@
-"""Zero-shot classification with prompt-template ensembles (the CLIP protocol)."""
+"""Zero-shot classification with prompt-template ensembles.
+
+Two ways to turn `[num_classes, num_templates]` prompt embeddings into a prediction:
+
+- `class_prototypes` (the CLIP protocol): average each class's prompt embeddings into one
+  prototype, predict the nearest prototype.
+- `marginal_log_probs`: score every prompt with the model's own softmax and sum each class's
+  probabilities. When the templates name nuisance attributes (every size and colour of a shape),
+  this marginalizes them out; averaging embeddings instead blurs a class whose direction depends
+  on them.
+"""
 
 from __future__ import annotations
 
@@ -60,6 +70,48 @@ def class_prototypes(template_embeddings: jax.typing.ArrayLike) -> np.ndarray:
   return _common.normalize(_common.normalize(e).mean(axis=1))
 
 
+def marginal_log_probs(x: jax.typing.ArrayLike, template_embeddings: jax.typing.ArrayLike, *,
+                       scale: float, block_size: int = similarity.DEFAULT_BLOCK_SIZE
+                       ) -> np.ndarray:
+  """Class log-probabilities as the sum over each class's prompts of the prompt probabilities.
+
+  With unit-norm prompt embeddings :math:`w_{ct}` (class `c`, template `t`) and the model's
+  logit scale :math:`s`:
+
+  .. math::
+    \\log p(c \\mid x) = \\log \\sum_t \\exp(s \\langle x, w_{ct} \\rangle)
+      - \\log \\sum_{c', t'} \\exp(s \\langle x, w_{c't'} \\rangle)
+
+  As `s` grows this scores a class by its best prompt; as `s` shrinks, by its mean similarity.
+
+  Args:
+    x: `[num, dim]` embeddings (images).
+    template_embeddings: `[num_classes, num_templates, dim]` prompt embeddings (each prompt
+      normalized here).
+    scale: the logit scale the model was trained with (`exp(log_scale)`), > 0.
+    block_size: the side of the largest score tile: `block_size**2` scores are computed at once.
+
+  Returns:
+    `[num, num_classes]` float32 log-probabilities (each row sums to 1 in probability).
+  """
+  x = _common.to_host(_common.matrix("x", x)).astype(np.float32)
+  e = _common.to_host(template_embeddings).astype(np.float32)
+  if e.ndim != 3:
+    raise ValueError("template_embeddings must be [num_classes, num_templates, dim], got shape "
+                     f"{e.shape}.")
+  _common.same_dim(x=x, template_embeddings=e)
+  if not scale > 0:
+    raise ValueError(f"scale must be positive, got {scale!r}.")
+  w = _common.normalize(e)
+  rows = max(1, block_size**2 // (w.shape[0] * w.shape[1]))
+  out = []
+  for start in range(0, len(x), rows):
+    logits = float(scale) * np.einsum("nd,ctd->nct", x[start:start + rows], w)
+    per_class = jax.nn.logsumexp(logits, axis=-1)
+    out.append(np.asarray(per_class - jax.nn.logsumexp(per_class, axis=-1, keepdims=True)))
+  return np.concatenate(out).astype(np.float32)
+
+
 def zeroshot_metrics(x: jax.typing.ArrayLike, prototypes: jax.typing.ArrayLike, *,
                      labels: jax.typing.ArrayLike, ks: Sequence[int] = (1, 5),
                      class_names: Sequence[str] | None = None,
@@ -99,16 +151,34 @@ def zeroshot_metrics(x: jax.typing.ArrayLike, prototypes: jax.typing.ArrayLike, 
   """
   x, prototypes = _common.matrix("x", x), _common.matrix("prototypes", prototypes)
   _common.same_dim(x=x, prototypes=prototypes)
-  num, num_classes = x.shape[0], prototypes.shape[0]
-  multi_hot = _multi_hot(labels, num=num, num_classes=num_classes)
+  num_classes = prototypes.shape[0]
+  ks = tuple(k for k in _common.positive_ints("ks", ks) if k <= num_classes)
+  _, top = similarity.topk(x, prototypes, max(ks, default=1), block_size=block_size, mesh=mesh)
+  return _metrics(_common.to_host(top), labels, ks=ks, num_classes=num_classes,
+                  class_names=class_names)
+
+
+def score_metrics(scores: jax.typing.ArrayLike, *, labels: jax.typing.ArrayLike,
+                  ks: Sequence[int] = (1, 5), class_names: Sequence[str] | None = None
+                  ) -> dict[str, float]:
+  """`zeroshot_metrics` of a prediction given as a `[num, num_classes]` score matrix (e.g.
+  `marginal_log_probs`): the classes ranked by score, ties to the lower index."""
+  scores = _common.to_host(_common.matrix("scores", scores))
+  num_classes = scores.shape[1]
+  ks = tuple(k for k in _common.positive_ints("ks", ks) if k <= num_classes)
+  top = np.argsort(-scores, axis=1, kind="stable")[:, :max(ks, default=1)]
+  return _metrics(top, labels, ks=ks, num_classes=num_classes, class_names=class_names)
+
+
+def _metrics(top: np.ndarray, labels, *, ks: tuple[int, ...], num_classes: int,
+             class_names: Sequence[str] | None) -> dict[str, float]:
+  """The metrics of `zeroshot_metrics` from each row's best classes `top` `[num, k_max]`."""
+  multi_hot = _multi_hot(labels, num=len(top), num_classes=num_classes)
   if class_names is None:
     class_names = [str(c) for c in range(num_classes)]
   if len(class_names) != num_classes:
-    raise ValueError(f"Got {len(class_names)} class names for {num_classes} prototypes.")
-  ks = tuple(k for k in _common.positive_ints("ks", ks) if k <= num_classes)
-  k_max = max(ks, default=1)
-  _, top = similarity.topk(x, prototypes, k_max, block_size=block_size, mesh=mesh)
-  hits = np.take_along_axis(multi_hot, _common.to_host(top), axis=1)  # [num, k_max]
+    raise ValueError(f"Got {len(class_names)} class names for {num_classes} classes.")
+  hits = np.take_along_axis(multi_hot, top, axis=1)  # [num, k_max]
   out = {f"top{k}": float(np.mean(hits[:, :k].any(axis=1))) for k in ks}
   top1 = hits[:, 0]
   per_class = {}

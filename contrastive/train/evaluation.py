@@ -12,6 +12,7 @@ import os
 from typing import Any
 
 import flax.linen as nn
+import jax
 from jax.sharding import Mesh
 import ml_collections
 import numpy as np
@@ -64,13 +65,17 @@ def run(model: nn.Module, params: Any, config: ml_collections.ConfigDict, *, mes
   def embed_fn(batch):
     return model.apply({"params": params}, batch, train=False)[0]
 
+  # An empty batch runs no tower: only the logit scale (replicated, so readable on every host).
+  scale = jax.jit(lambda p: model.apply({"params": p}, {}, train=False)[1]["scale"])(params)
+
   # Traced (by the evaluation's own jit) under the logical axis rules, like the train step.
   with parallel.use_rules(mesh):
     return evaluate.evaluate(
         embed_fn, config.eval.tasks, prepare=make_prepare(config.data),
         batch_size=int(config.eval.batch_size), mesh=mesh,
         workdir=None if workdir is None else os.fspath(workdir), step=step,
-        report=bool(config.eval.report), sources=eval_sources(config.data))
+        report=bool(config.eval.report), sources=eval_sources(config.data),
+        logit_scale=float(scale))
 
 
 def eval_sources(data_config: ml_collections.ConfigDict) -> dict[str, Callable[..., Any]]:

@@ -74,7 +74,11 @@ def _embed(batch):
 
 def test_default_tasks_on_the_built_in_dataset(tmp_path):
   tasks = runner.default_tasks(num_examples=16, image_size=SIZE)
-  m = runner.evaluate(_embed, tasks, prepare=_prepare, batch_size=8, workdir=tmp_path, step=0)
+  with pytest.raises(ValueError, match="needs the model's logit scale"):
+    runner.run_tasks(_embed, {"zeroshot_shape": tasks.zeroshot_shape}, prepare=_prepare,
+                     batch_size=8)
+  m = runner.evaluate(_embed, tasks, prepare=_prepare, batch_size=8, workdir=tmp_path, step=0,
+                      logit_scale=10.0)
   for key in ("zeroshot_shape/top1", "zeroshot_colour/top5", "zeroshot_count/top1",
               "retrieval/image_to_text/recall@1", "retrieval/heldout/text_to_image/mrr",
               "retrieval/seen/rsum", "binding/attribute_swap", "binding/relation_swap",

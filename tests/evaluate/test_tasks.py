@@ -23,6 +23,17 @@ def test_zeroshot_is_perfect(fake):
   assert m["per_class/c3"] == 1.0
 
 
+def test_zeroshot_marginal_uses_the_context_scale(fake):
+  ctx = _ctx(fake)
+  with pytest.raises(ValueError, match="needs the model's logit scale"):
+    tasks.zeroshot(ctx, source=SHARED, ensemble="marginal")
+  with pytest.raises(ValueError, match="ensemble must be 'mean' or 'marginal'"):
+    tasks.zeroshot(ctx, source=SHARED, ensemble="max")
+  assert tasks.zeroshot(ctx, source=SHARED, ensemble="marginal", scale=5.0)["top1"] == 1.0
+  ctx.logit_scale = 30.0
+  assert tasks.zeroshot(ctx, source=SHARED, ensemble="marginal")["top1"] == 1.0
+
+
 def test_retrieval_is_perfect_with_unique_ids(fake):
   m = tasks.retrieval(_ctx(fake, parallel.make_mesh()), source=UNIQUE, subset_key="heldout")
   assert m["image_to_text/recall@1"] == 1.0 and m["text_to_image/recall@1"] == 1.0
