@@ -69,7 +69,7 @@ def diagnose(workdir: str) -> dict[str, float]:
   prompts = np.asarray(embed({"text": sum(view.prompts(), [])})[0]["text"])
   prompts = prompts.reshape(len(view.class_names), len(view.templates), -1)
   ensemble = np.argmax(images @ zeroshot.class_prototypes(prompts).T, -1)
-  scale = float(model.apply({"params": params}, {}, train=False)[1]["scale"])
+  scale = evaluation.logit_scale(model, params)
   marginal = np.argmax(zeroshot.marginal_log_probs(images, prompts, scale=scale), -1)
   max_prompt = np.argmax(np.einsum("nd,ctd->nct", images, prompts).max(-1), -1)
 

@@ -165,9 +165,9 @@ def default_tasks(*, num_examples: int = 256, image_size: int = 64, seed: int = 
 
   Zero-shot on the `shape`, `colour` and `count` views (shape and colour with the marginal
   ensemble over their nuisance attributes, which needs the model's `logit_scale`); retrieval
-  (a hit of the same meaning counts), binding and geometry on the `test` split with seen and held-out combinations
-  reported apart; with `probe`, a linear probe and k-NN of the shape labels. `image_size`,
-  `seed` and `num_heldout` must match the training data's.
+  (a hit of the same meaning counts), binding and geometry on the `test` split with seen and
+  held-out combinations reported apart; with `probe`, a linear probe and k-NN of the shape
+  labels. `image_size`, `seed` and `num_heldout` must match the training data's.
   """
   def source(split: str, n: int = num_examples, **extra) -> dict[str, Any]:
     return dict(name="synthetic", split=split, num_examples=n, image_size=image_size,

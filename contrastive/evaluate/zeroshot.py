@@ -61,13 +61,17 @@ def class_prototypes(template_embeddings: jax.typing.ArrayLike) -> np.ndarray:
     Radford et al., "Learning Transferable Visual Models From Natural Language Supervision",
     2021, https://arxiv.org/abs/2103.00020 (section 3.1.4, prompt ensembling)
   """
-  e = _common.to_host(template_embeddings).astype(np.float32)
-  if e.ndim == 2:
-    e = e[:, None]
+  e = _common.to_host(template_embeddings)
+  return _common.normalize(_templates(e[:, None] if e.ndim == 2 else e).mean(axis=1))
+
+
+def _templates(template_embeddings) -> np.ndarray:
+  """`[num_classes, num_templates, dim]` unit-norm float32 prompt embeddings, checked."""
+  e = _common.to_host(template_embeddings)
   if e.ndim != 3:
     raise ValueError("template_embeddings must be [num_classes, num_templates, dim], got shape "
                      f"{e.shape}.")
-  return _common.normalize(_common.normalize(e).mean(axis=1))
+  return _common.normalize(e)
 
 
 def marginal_log_probs(x: jax.typing.ArrayLike, template_embeddings: jax.typing.ArrayLike, *,
@@ -95,14 +99,10 @@ def marginal_log_probs(x: jax.typing.ArrayLike, template_embeddings: jax.typing.
     `[num, num_classes]` float32 log-probabilities (each row sums to 1 in probability).
   """
   x = _common.to_host(_common.matrix("x", x)).astype(np.float32)
-  e = _common.to_host(template_embeddings).astype(np.float32)
-  if e.ndim != 3:
-    raise ValueError("template_embeddings must be [num_classes, num_templates, dim], got shape "
-                     f"{e.shape}.")
-  _common.same_dim(x=x, template_embeddings=e)
+  w = _templates(template_embeddings)
+  _common.same_dim(x=x, template_embeddings=w)
   if not scale > 0:
     raise ValueError(f"scale must be positive, got {scale!r}.")
-  w = _common.normalize(e)
   rows = max(1, block_size**2 // (w.shape[0] * w.shape[1]))
   out = []
   for start in range(0, len(x), rows):

@@ -65,9 +65,6 @@ def run(model: nn.Module, params: Any, config: ml_collections.ConfigDict, *, mes
   def embed_fn(batch):
     return model.apply({"params": params}, batch, train=False)[0]
 
-  # An empty batch runs no tower: only the logit scale (replicated, so readable on every host).
-  scale = jax.jit(lambda p: model.apply({"params": p}, {}, train=False)[1]["scale"])(params)
-
   # Traced (by the evaluation's own jit) under the logical axis rules, like the train step.
   with parallel.use_rules(mesh):
     return evaluate.evaluate(
@@ -75,7 +72,13 @@ def run(model: nn.Module, params: Any, config: ml_collections.ConfigDict, *, mes
         batch_size=int(config.eval.batch_size), mesh=mesh,
         workdir=None if workdir is None else os.fspath(workdir), step=step,
         report=bool(config.eval.report), sources=eval_sources(config.data),
-        logit_scale=float(scale))
+        logit_scale=logit_scale(model, params))
+
+
+def logit_scale(model: nn.Module, params: Any) -> float:
+  """The model's logit scale (the clipped `exp(log_scale)`), as the losses see it."""
+  # An empty batch runs no tower; the scale is replicated, so every host can read it.
+  return float(jax.jit(lambda p: model.apply({"params": p}, {}, train=False)[1]["scale"])(params))
 
 
 def eval_sources(data_config: ml_collections.ConfigDict) -> dict[str, Callable[..., Any]]:
