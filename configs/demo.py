@@ -2,13 +2,17 @@ r"""The demo: a tiny CLIP on the built-in shapes dataset, trained and evaluated 
 
     python -m contrastive.train --config configs/demo.py --workdir runs/demo
 
-A ViT of 0.53M parameters on 32-pixel images (a convolutional stem down to a 4x4 token grid) and
-a 0.29M-parameter text transformer over the built-in dataset's 46-word vocabulary, the softmax
-(CLIP) loss over the ring, AdamW with warmup and cosine decay. At the end, zero-shot
-shape/colour/count accuracy (shape and colour with the marginal prompt ensemble over the other
-attributes, `ensemble="marginal"`), image<->text retrieval (exact pairs, and with a hit of the same
-meaning counted), compositional binding and the embedding geometry are evaluated on held-out
-data; the report lands in `runs/demo/eval/`.
+A plain CNN of 0.25M parameters on 32-pixel images (2x2 pixel blocks folded into channels, then
+three stages of a 3x3 convolution, the last two with a 2x2 max-pool; the final 4x4 grid flattened,
+so that where things are survives) and a 0.16M-parameter text transformer over the built-in
+dataset's 46-word vocabulary, the softmax (CLIP) loss over the ring, AdamW with warmup and cosine
+decay. Two thirds of the training images show one object (the rest two or three): shape, which
+an object among others shows in few pixels, is then a large enough share of what tells captions
+apart for both towers to learn it. At the end, zero-shot shape/colour/count accuracy (shape and
+colour with the marginal prompt ensemble over the other attributes, `ensemble="marginal"`),
+image<->text retrieval (exact pairs, and with a hit of the same meaning counted), compositional
+binding and the embedding geometry are evaluated on held-out data; the report lands in
+`runs/demo/eval/`.
 
 Arguments (`configs/demo.py:steps=900,batch_size=128`, the defaults):
   steps: train steps.
@@ -17,6 +21,10 @@ Arguments (`configs/demo.py:steps=900,batch_size=128`, the defaults):
     negatives (loss `hard_negative`; about three times the text compute).
   eval_examples: images per evaluation task (1,000 test pairs for retrieval).
   max_objects: at most this many objects per image (1 to 3), in training and in the test pairs.
+  one_object_weight: how much more often a training image shows one object than each other
+    count (`data.synthetic.object_weights`; the test pairs draw the counts uniformly).
+  image_tower: `cnn` or `vit` (a 0.53M-parameter ViT with a convolutional stem down to a 4x4
+    token grid, the demo's tower before the CNN: see experiments/results/demo_tuning.md).
   shape_variants: train on contrast sets of this many records that differ only in one
     object's shape (`data.synthetic.shape_variants`; 1: off).
   runlocal: a few steps of a smaller model, no evaluation report (for a smoke test).
@@ -30,7 +38,8 @@ from contrastive.train import config as train_config
 
 def get_config(arg=None):
   arg = train_config.parse_arg(arg, steps=900, batch_size=128, eval_examples=1000,
-                               hard_negatives=False, max_objects=3, shape_variants=1,
+                               hard_negatives=False, max_objects=3, one_object_weight=4,
+                               shape_variants=1, image_tower="cnn",
                                runlocal=False)
   c = train_config.defaults()  # every trainer key, so each can be overridden
   c.seed = 0
@@ -44,20 +53,29 @@ def get_config(arg=None):
   c.data.tokenizer = "words"  # the built-in vocabulary: 5 times fewer tokens than bytes
   c.data.max_len = 24  # the longest built-in caption is 23 words, plus end-of-text
   c.data.normalization = "inception"
-  c.data.synthetic.update(train_size=200_000, max_objects=arg.max_objects,
-                          shape_variants=arg.shape_variants)
+  c.data.synthetic.update(
+      train_size=200_000, max_objects=arg.max_objects, shape_variants=arg.shape_variants,
+      object_weights=(arg.one_object_weight,) + (1,) * (arg.max_objects - 1))
   c.data.num_workers = 1  # drawing the shapes in a second process hides it behind the step
 
   c.model = models.model_config(image=None, text=None, embed_dim=128, convention="clip")
+  towers = dict(
+      cnn=dict(kind="cnn", widths=(24, 48, 96), width=128, image_size=32, pool="flatten",
+               first_downsample="space_to_depth"),
+      vit=dict(kind="vit", width=128, depth=3, mlp_dim=256, num_heads=4, patch_size=8,
+               image_size=32, pool="cls", posemb="learn", stem="conv"))
+  if arg.image_tower not in towers:
+    raise ValueError(f"image_tower must be one of {sorted(towers)}, got {arg.image_tower!r}.")
   c.model.encoders = dict(
-      image=dict(kind="vit", width=128, depth=3, mlp_dim=256, num_heads=4, patch_size=8,
-                 image_size=32, pool="cls", posemb="learn", stem="conv"),
-      text=dict(kind="text", width=128, depth=2, mlp_dim=256, num_heads=4,
+      image=towers[arg.image_tower],
+      text=dict(kind="text", width=96, depth=2, mlp_dim=192, num_heads=4,
                 vocab_size=data.make_tokenizer(c.data).vocab_size, max_len=24, causal=True,
                 pool="last"),  # end of text is not the largest id: pool by position
   )
   if arg.runlocal:
-    c.model.encoders.image.update(width=32, depth=1, mlp_dim=64, num_heads=2)
+    c.model.encoders.image.update(
+        dict(widths=(8, 16, 32), width=32) if arg.image_tower == "cnn" else
+        dict(width=32, depth=1, mlp_dim=64, num_heads=2))
     c.model.encoders.text.update(width=32, depth=1, mlp_dim=64, num_heads=2)
 
   c.loss.name = "softmax"

@@ -69,8 +69,8 @@ def get_config(arg=None):
   c.log.update(every_steps=100)
 
   if arg.cpu:
-    demo_image = dict(kind="vit", width=128, depth=3, mlp_dim=256, num_heads=4, patch_size=8,
-                      image_size=32, pool="cls", posemb="learn", stem="conv")
+    demo_image = dict(kind="cnn", widths=(24, 48, 96), width=128, image_size=32, pool="flatten",
+                      first_downsample="space_to_depth")
     c.total_steps = 6
     c.data = data.default_config()
     c.data.update(source="synthetic", image_size=32, batch_size=32, tokenizer="words",

@@ -24,7 +24,7 @@ CONFIGS = sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(ROOT, 
                  if not os.path.basename(p).startswith(("_", "common")))
 VARIANTS = [(name, arg) for name in CONFIGS
             for arg in ((None, "runlocal") if name in ("demo", "loss_zoo") else (None, "cpu"))]
-VARIANTS.append(("demo", "max_objects=2,shape_variants=2"))
+VARIANTS += [("demo", "max_objects=2,shape_variants=2"), ("demo", "image_tower=vit,runlocal")]
 
 
 def _get(name, arg):
@@ -82,6 +82,15 @@ def test_lit_cpu_can_load_the_demos_image_tower():
   _, lit = _params(_get("lit", "cpu"))
   shapes = lambda tree: jax.tree.map(lambda x: x.shape, tree)
   assert shapes(lit["image"]) == shapes(demo["image"])
+
+
+def test_demo_image_towers_and_object_weights():
+  assert _get("demo", None).model.encoders.image.kind == "cnn"
+  assert _get("demo", "image_tower=vit").model.encoders.image.kind == "vit"
+  with pytest.raises(ValueError, match=r"image_tower must be one of \['cnn', 'vit'\], got 'rn50'"):
+    _get("demo", "image_tower=rn50")
+  assert _get("demo", None).data.synthetic.object_weights == (4, 1, 1)
+  assert _get("demo", "max_objects=2,one_object_weight=2").data.synthetic.object_weights == (2, 1)
 
 
 def test_demo_object_count_and_contrast_sets_reach_training_and_test_pairs():

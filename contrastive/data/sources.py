@@ -150,7 +150,8 @@ def _options(config: ml_collections.ConfigDict, name: str, defaults: dict[str, A
 
 
 SYNTHETIC_DEFAULTS = dict(seed=0, train_size=100_000, test_size=2_000, view_size=1_000,
-                          num_heldout=8, min_objects=1, max_objects=3, shape_variants=1)
+                          num_heldout=8, min_objects=1, max_objects=3, object_weights=None,
+                          shape_variants=1)
 TFDS_DEFAULTS = dict(name=None, data_dir=None)
 ARRAYRECORD_DEFAULTS = dict(path=None)
 
@@ -162,7 +163,8 @@ def synthetic_source(config: ml_collections.ConfigDict, *, split: str) -> Source
   data = synthetic.ShapesSource(
       split=split, num_examples=size, image_size=config.get("image_size", 64), seed=opts["seed"],
       num_heldout=opts["num_heldout"], min_objects=opts["min_objects"],
-      max_objects=opts["max_objects"], shape_variants=opts["shape_variants"])
+      max_objects=opts["max_objects"], object_weights=opts["object_weights"],
+      shape_variants=opts["shape_variants"])
   return Source(data=SafeSource(data), fields=synthetic.ShapesSource.fields,
                 passthrough=("index", "meaning_id", "heldout", "num_objects", "label"),
                 has_hard_negatives=True, group_size=opts["shape_variants"])

@@ -32,6 +32,7 @@ Splits: `train`, `test`, and the labelled views `shape`, `colour` (one object ea
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 import dataclasses
 import functools
 import hashlib
@@ -209,6 +210,11 @@ class _Draws:
 
   def integer(self, n: int) -> int:
     return min(int(self.uniform() * n), n - 1)
+
+  def weighted(self, cumulative: tuple[float, ...]) -> int:
+    """An index drawn with probabilities given by `cumulative` (increasing, ending at 1)."""
+    u = self.uniform()
+    return next((k for k, c in enumerate(cumulative) if u < c), len(cumulative) - 1)
 
 
 _ATTRIBUTE_SIZES = (len(SHAPES), len(COLOURS), len(SIZES))
@@ -425,6 +431,9 @@ class ShapesSource:
     seed: the dataset seed; with `split` and the index it fixes every example.
     num_heldout: how many (colour, shape) pairs `heldout_pairs` holds out of `train`.
     min_objects, max_objects: the number of objects per image in `train` and `test`.
+    object_weights: relative frequencies of `min_objects, ..., max_objects` objects per image
+      in `train` and `test` (None: uniform). More one-object scenes give shape, which an object
+      among others shows in few pixels, a larger share of what tells the captions apart.
     shape_variants: records come in groups of this many (1: no groups): record `k * g + m` is
       record `k * g`'s scene, drawn in the same place on the same background, with the shape of
       one object (the same for the whole group) changed to the `m`-th of a random order of
@@ -439,7 +448,8 @@ class ShapesSource:
 
   def __init__(self, *, split: Literal["train", "test", "shape", "colour", "count"],
                num_examples: int, image_size: int = 64, seed: int = 0, num_heldout: int = 8,
-               min_objects: int = 1, max_objects: int = 3, shape_variants: int = 1):
+               min_objects: int = 1, max_objects: int = 3,
+               object_weights: Sequence[float] | None = None, shape_variants: int = 1):
     if split not in SPLITS:
       raise ValueError(f"Unknown split {split!r} of the synthetic dataset; known: {SPLITS}.")
     if not 8 <= image_size <= 1024:
@@ -449,6 +459,15 @@ class ShapesSource:
           f"Need 1 <= min_objects <= max_objects <= 3, got {min_objects}, {max_objects}.")
     if num_examples < 1:
       raise ValueError(f"num_examples must be positive, got {num_examples}.")
+    self._object_cdf = None
+    if object_weights is not None:
+      weights = np.asarray(object_weights, np.float64)
+      counts = max_objects - min_objects + 1
+      if weights.shape != (counts,) or not np.all(weights >= 0) or not weights.sum() > 0:
+        raise ValueError(
+            f"object_weights must be {counts} non-negative weights (one per count "
+            f"{min_objects}..{max_objects}), not all zero; got {object_weights!r}.")
+      self._object_cdf = tuple((np.cumsum(weights) / weights.sum()).tolist())
     if not 1 <= shape_variants <= len(SHAPES):
       raise ValueError(f"shape_variants must be in [1, {len(SHAPES)}], got {shape_variants}.")
     self.split = split
@@ -472,6 +491,7 @@ class ShapesSource:
     return (f"ShapesSource(split={self.split!r}, num_examples={self.num_examples}, "
             f"image_size={self.image_size}, seed={self.seed}, num_heldout={self.num_heldout}, "
             f"objects={self.min_objects}..{self.max_objects}"
+            f"{f', object_cdf={self._object_cdf}' if self._object_cdf else ''}"
             f"{f', shape_variants={self.shape_variants}' if self.shape_variants > 1 else ''})")
 
   def _object(self, draws: _Draws, pool) -> tuple[int, int, int]:
@@ -488,6 +508,8 @@ class ShapesSource:
       return scene, obj[0] if split == "shape" else obj[1]
     if split == "count":
       n = 1 + draws.integer(3)
+    elif self._object_cdf is not None:
+      n = self.min_objects + draws.weighted(self._object_cdf)
     else:
       n = self.min_objects + draws.integer(self.max_objects - self.min_objects + 1)
     layout = draws.integer((len(POSITIONS), len(RELATIONS), len(DIRECTIONS))[n - 1])

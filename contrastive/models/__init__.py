@@ -35,7 +35,7 @@ loss = losses.softmax_loss(emb["image"], emb["text"], extras["scale"])      # or
   unrolled (`encoderblock_0`, ...) and scanned (`encoderblock`, stacked) layers.
 
 Model config keys (`config.model`; see `config.py`): `encoders` (`{modality: {"kind": "vit" |
-"text" | "mlp", "variant": ..., **encoder fields, "proj_bias": bool}}`), `embed_dim`,
+"text" | "mlp" | "cnn", "variant": ..., **encoder fields, "proj_bias": bool}}`), `embed_dim`,
 `convention` (`"clip"` | `"siglip"`), `scale_init`, `bias_init`, `max_scale`, `dtype`, `remat`,
 `scan`, `locked`. `models.model_config(image="B/16", text="B", ...)` builds one.
 
@@ -44,6 +44,7 @@ Sizes by name: `sizes.SIZES` (`mu`, `nano`, `micro`, `Ti`, `S`, `M`, `B`, `L`, `
 `CLIP-L`, `CLIP-H`).
 """
 
+from contrastive.models.cnn import CNN
 from contrastive.models.config import count_params
 from contrastive.models.config import ENCODERS
 from contrastive.models.config import make_encoder
@@ -71,8 +72,8 @@ from contrastive.models.vit import posemb_sincos_2d
 from contrastive.models.vit import ViT
 
 __all__ = [
-    "ACTIVATIONS", "CONVENTIONS", "ENCODERS", "Encoder", "MLPEncoder", "REMAT_POLICIES", "SIZES",
-    "TEXT_SIZES", "TextTransformer", "Tower", "TowerModel", "ViT", "count_params",
+    "ACTIVATIONS", "CNN", "CONVENTIONS", "ENCODERS", "Encoder", "MLPEncoder", "REMAT_POLICIES",
+    "SIZES", "TEXT_SIZES", "TextTransformer", "Tower", "TowerModel", "ViT", "count_params",
     "decode_text_variant", "decode_vit_variant", "lock", "make_encoder", "make_model",
     "model_config", "posemb_sincos_2d", "stack_layers", "trainable_labels", "trainable_mask",
     "unstack_layers", "weight_decay_mask",

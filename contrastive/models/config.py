@@ -21,7 +21,9 @@ model = ml_collections.ConfigDict(dict(
 
 Each encoder config has `kind` (a key of `ENCODERS`), an optional `proj_bias` (the tower's
 head), and otherwise the fields of that encoder class (`ViT`, `TextTransformer`,
-`MLPEncoder`); an unknown key fails with the list of known ones.
+`MLPEncoder`, `CNN`); an unknown key fails with the list of known ones. The shared keys
+(`dtype`, `remat`, `scan`) reach only the encoders that have that field (`CNN` and `MLPEncoder`
+take `dtype` alone).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ import jax
 import ml_collections
 from ml_collections import config_dict
 
+from contrastive.models import cnn
 from contrastive.models import layers
 from contrastive.models import mlp
 from contrastive.models import text
@@ -47,6 +50,7 @@ ENCODERS: dict[str, type[nn.Module]] = {
     "vit": vit.ViT,
     "text": text.TextTransformer,
     "mlp": mlp.MLPEncoder,
+    "cnn": cnn.CNN,
 }
 
 # Keys of the model config, and the encoder options they set for every encoder having them.
@@ -102,8 +106,9 @@ def make_encoder(config: Mapping[str, Any] | ml_collections.ConfigDict, *,
   for key, value in (defaults or {}).items():
     if key in fields and key not in kwargs:
       kwargs[key] = value
-  if isinstance(kwargs.get("image_size"), list):
-    kwargs["image_size"] = tuple(kwargs["image_size"])
+  for key in ("image_size", "widths"):  # lists from a config file; modules want tuples
+    if isinstance(kwargs.get(key), list):
+      kwargs[key] = tuple(kwargs[key])
   return ENCODERS[kind](**kwargs)
 
 

@@ -207,3 +207,19 @@ def test_shape_variants_keep_heldout_pairs_out_of_train():
     assert not r["heldout"] and not _phrases(r["caption"]) & held, r["caption"]
   with pytest.raises(ValueError, match="shape_variants"):
     S.ShapesSource(split="train", num_examples=10, shape_variants=9)
+
+
+def test_object_weights_set_the_share_of_each_object_count():
+  def counts(split="train", **kwargs):
+    source = S.ShapesSource(split=split, num_examples=3000, image_size=8, **kwargs)
+    return np.bincount([source[i]["num_objects"] for i in range(3000)], minlength=4)[1:] / 3000
+
+  np.testing.assert_allclose(counts(object_weights=(4, 1, 1)), [4 / 6, 1 / 6, 1 / 6], atol=0.04)
+  np.testing.assert_allclose(counts(object_weights=(1, 1, 1)), [1 / 3] * 3, atol=0.04)
+  np.testing.assert_array_equal(counts("test", min_objects=2, object_weights=(0, 1)), [0, 0, 1])
+  with pytest.raises(ValueError, match="object_weights must be 3 non-negative"):
+    S.ShapesSource(split="train", num_examples=10, object_weights=(1, 1))
+  with pytest.raises(ValueError, match="not all zero"):
+    S.ShapesSource(split="train", num_examples=10, max_objects=2, object_weights=(0, 0))
+  with pytest.raises(ValueError, match="object_weights"):
+    S.ShapesSource(split="train", num_examples=10, object_weights=(2, -1, 1))

@@ -59,6 +59,21 @@ def test_shared_options_reach_every_encoder_unless_overridden():
   assert "encoderblock" in params["image"]["encoder"]["transformer"]
 
 
+def test_shared_options_reach_only_the_encoders_having_them():
+  # The CNN takes `dtype` but neither `remat` nor `scan`; a list of widths becomes a tuple.
+  cfg = models.model_config(image_size=16)
+  cfg.dtype, cfg.scan, cfg.remat = "bfloat16", True, "full"
+  cfg.encoders.image = dict(kind="cnn", image_size=16, widths=[4, 8], width=16)
+  model = models.make_model(cfg)
+  image = model.encoders["image"]
+  assert isinstance(image, models.CNN)
+  assert (image.dtype, image.widths) == ("bfloat16", (4, 8))
+  assert model.encoders["text"].scan
+  params, (emb, extras) = _abstract(model)
+  assert emb["image"].shape == (2, 64) and extras["image/features"].shape == (2, 16)
+  assert set(params["image"]["encoder"]) == {"conv_0_0", "conv_1_0", "head_dense"}
+
+
 def test_more_modalities_audio_and_tabular():
   cfg = dict(embed_dim=8, encoders=dict(
       image=dict(kind="vit", variant="mu/8", image_size=16),
@@ -83,7 +98,8 @@ def test_locked_from_config():
     (lambda c: c.update(temperature=1.0), r"Unknown model config key 'temperature'.*'embed_dim'"),
     (lambda c: c.update(convention="infonce"), r"Unknown scale/bias convention 'infonce'.*'clip'"),
     (lambda c: c.encoders.image.update(kind="resnet"),
-     r"Unknown encoder kind 'resnet' for modality 'image'; known kinds: \['mlp', 'text', 'vit'\]"),
+     r"Unknown encoder kind 'resnet' for modality 'image'; known kinds: "
+     r"\['cnn', 'mlp', 'text', 'vit'\]"),
     (lambda c: c.encoders.image.update(patch=16),
      r"Unknown key 'patch' in the 'vit' encoder config of modality 'image'.*'patch_size'"),
     (lambda c: c.encoders.image.update(variant="B/15", image_size=224),
