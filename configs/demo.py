@@ -14,7 +14,7 @@ image<->text retrieval (exact pairs, and with a hit of the same meaning counted)
 binding and the embedding geometry are evaluated on held-out data; the report lands in
 `runs/demo/eval/`.
 
-Arguments (`configs/demo.py:steps=900,batch_size=128`, the defaults):
+Arguments (`configs/demo.py:steps=1100,batch_size=128`, the defaults):
   steps: train steps.
   batch_size: the global batch.
   hard_negatives: train with each caption's three compositional hard negatives as extra
@@ -37,7 +37,7 @@ from contrastive.train import config as train_config
 
 
 def get_config(arg=None):
-  arg = train_config.parse_arg(arg, steps=900, batch_size=128, eval_examples=1000,
+  arg = train_config.parse_arg(arg, steps=1100, batch_size=128, eval_examples=1000,
                                hard_negatives=False, max_objects=3, one_object_weight=4,
                                shape_variants=1, image_tower="cnn",
                                runlocal=False)

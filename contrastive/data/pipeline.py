@@ -174,8 +174,9 @@ class DataIterator(grain.DatasetIterator):
     if self.num_batches is not None and self._yielded >= self.num_batches:
       raise StopIteration
     if self._batched:
-      # Plain ndarrays (views of grain's shared-memory arrays when workers made them).
-      batch = {k: np.asarray(v) for k, v in next(self._parent).items()}
+      # Copied out of grain's shared memory (when workers made the batch): the segment is
+      # unlinked now, not when the last view dies, which at exit is never.
+      batch = {k: np.array(v) for k, v in next(self._parent).items()}
       self._skipped += int(batch.pop(transforms.SKIPPED_KEY))
     else:
       batch = self._collect()

@@ -11,7 +11,8 @@ Modules: `config` (the run config's trainer keys, checks, `parse_arg`), `optimiz
 schedules, clipping, decay masks, locking), `state` (the sharded train state), `step` (the jitted
 step, GradCache accumulation), `momentum` (the key encoder and queues of `moco`), `checkpoint`
 (orbax with the data iterator), `metrics` (TensorBoard, progress line), `evaluation` (the bridge
-to `contrastive.evaluate`), `hosts` (multi-host start-up), `loop` (`train_and_evaluate`).
+to `contrastive.evaluate`), `hosts` (multi-host start-up), `allocator` (glibc malloc for XLA on
+the CPU), `loop` (`train_and_evaluate`).
 """
 
 from contrastive.train.checkpoint import Checkpointer

@@ -26,6 +26,9 @@ _COORDINATOR = flags.DEFINE_string(
     "coordinator_address", None, "host:port of process 0 (or $JAX_COORDINATOR_ADDRESS).")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
+_TUNE_MALLOC = flags.DEFINE_bool(
+    "tune_malloc", True, "On a run on one CPU device, set glibc malloc to keep XLA's step "
+    "buffers mapped (about 15% faster steps; see contrastive/train/allocator.py).")
 
 
 def _print(line: str) -> None:
@@ -49,9 +52,12 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   # Imported here so that `--help` and flag errors come back without starting JAX.
+  from contrastive.train import allocator  # pylint: disable=g-import-not-at-top
   from contrastive.train import hosts  # pylint: disable=g-import-not-at-top
   from contrastive.train import loop  # pylint: disable=g-import-not-at-top
   _setup_logging(_WORKDIR.value)
+  if _TUNE_MALLOC.value:
+    allocator.keep_step_buffers_mapped()  # before JAX starts its backend
   hosts.initialize(coordinator_address=_COORDINATOR.value, num_processes=_NUM_PROCESSES.value,
                    process_id=_PROCESS_ID.value, distributed=_DISTRIBUTED.value)
   import jax  # pylint: disable=g-import-not-at-top

@@ -2,6 +2,8 @@
 
 import io
 import os
+import subprocess
+import sys
 
 from array_record.python import array_record_module
 import grain
@@ -147,6 +149,29 @@ def test_orbax_checkpoint_with_worker_processes(tmp_path, arrayrecord_dir):
     assert _equal(list(ev), plain) and ev.num_skipped == 1
   finally:
     ev.close()
+
+
+_WORKER_EXIT = r"""
+from contrastive.data import config as config_lib, pipeline
+if __name__ == "__main__":
+  cfg = config_lib.default_config()
+  cfg.update(image_size=16, batch_size=8, max_len=16, num_workers=1)
+  it = pipeline.make_pipeline(cfg, split="train")
+  batches = [next(it) for _ in range(3)]  # still alive at exit, as a trainer's last batch is
+  it.close()
+  print(batches[-1]["image"].shape)
+"""
+
+
+def test_a_process_with_a_worker_exits_without_leaking_shared_memory(tmp_path):
+  script = tmp_path / "worker_exit.py"  # spawned workers import the main module: a file
+  script.write_text(_WORKER_EXIT)
+  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  env = dict(os.environ, PYTHONPATH=root, JAX_PLATFORMS="cpu")
+  proc = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True,
+                        timeout=120, check=True)
+  assert "(8, 16, 16, 3)" in proc.stdout
+  assert "leaked shared_memory" not in proc.stderr, proc.stderr[-2000:]
 
 
 def test_corrupt_and_captionless_records_are_skipped_and_counted(tmp_path, arrayrecord_dir):
