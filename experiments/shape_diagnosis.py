@@ -5,6 +5,8 @@ For each workdir (a run on the built-in dataset), on 3,000 images of the `shape`
     class (`ensemble="mean"`, the CLIP protocol).
   marginal: the same prompts scored with the model's softmax and summed per class
     (`ensemble="marginal"`, what the demo reports).
+  marginal_heldout: the same, on the images (about one in eight) whose (colour, shape) pair
+    training never showed.
   max_prompt: each class scored by its best-matching prompt instead of the mean.
   conditional: the caption with the image's own colour, size and position, over the 8 shapes
     (how well the model names the shape when the rest of the caption is given).
@@ -58,6 +60,7 @@ def diagnose(workdir: str) -> dict[str, float]:
                                   image_size=config.data.image_size)
   records = [source[i] for i in range(NUM_IMAGES)]
   labels = np.array([r["label"] for r in records])
+  heldout = np.array([r["heldout"] for r in records])
   images, features = [], []
   for start in range(0, NUM_IMAGES, 500):
     emb, extras = embed({"image": [r["image"] for r in records[start:start + 500]]})
@@ -86,6 +89,7 @@ def diagnose(workdir: str) -> dict[str, float]:
   return {"step": step,
           "ensemble": float(np.mean(ensemble == labels)),
           "marginal": float(np.mean(marginal == labels)),
+          "marginal_heldout": float(np.mean((marginal == labels)[heldout])),
           "max_prompt": float(np.mean(max_prompt == labels)),
           "conditional": float(np.mean(conditional == labels[:n])),
           "probe_embedding": _probe(images, labels),
@@ -98,8 +102,8 @@ def main():
   parser.add_argument("--name", default="shape_diagnosis")
   args = parser.parse_args()
   rows = {w: diagnose(w) for w in args.workdirs}
-  keys = ("step", "ensemble", "marginal", "max_prompt", "conditional", "probe_embedding",
-          "probe_features")
+  keys = ("step", "ensemble", "marginal", "marginal_heldout", "max_prompt", "conditional",
+          "probe_embedding", "probe_features")
   lines = ["| run | " + " | ".join(keys) + " |", "| --- |" + " ---: |" * len(keys)]
   for workdir, row in rows.items():
     lines.append(f"| `{workdir}` | " + " | ".join(

@@ -84,12 +84,13 @@ def test_lit_cpu_can_load_the_demos_image_tower():
   assert shapes(lit["image"]) == shapes(demo["image"])
 
 
-def test_demo_image_towers_and_object_weights():
+def test_demo_image_towers_object_weights_and_contrast_pairs():
   assert _get("demo", None).model.encoders.image.kind == "cnn"
   assert _get("demo", "image_tower=vit").model.encoders.image.kind == "vit"
   with pytest.raises(ValueError, match=r"image_tower must be one of \['cnn', 'vit'\], got 'rn50'"):
     _get("demo", "image_tower=rn50")
   assert _get("demo", None).data.synthetic.object_weights == (4, 1, 1)
+  assert _get("demo", None).data.synthetic.shape_variants == 2  # contrast pairs
   assert _get("demo", "max_objects=2,one_object_weight=2").data.synthetic.object_weights == (2, 1)
 
 
