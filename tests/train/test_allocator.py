@@ -34,8 +34,7 @@ print(applied, *faults)
 
 
 def _probe(mode):
-  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=tt.ROOT, XLA_FLAGS="")
-  out = subprocess.run([sys.executable, "-c", _PROBE, mode], env=env, check=True,
+  out = subprocess.run([sys.executable, "-c", _PROBE, mode], env=tt.env(devices=1), check=True,
                        capture_output=True, text=True).stdout.split()
   return out[0] == "True", [int(f) for f in out[1:]]
 
