@@ -6,16 +6,17 @@ A plain CNN of 0.25M parameters on 32-pixel images (2x2 pixel blocks folded into
 three stages of a 3x3 convolution, the last two with a 2x2 max-pool; the final 4x4 grid flattened,
 so that where things are survives) and a 0.16M-parameter text transformer over the built-in
 dataset's 46-word vocabulary, the softmax (CLIP) loss over the ring, AdamW with warmup and cosine
-decay. Two thirds of the training images show one object (the rest two or three): shape, which
-an object among others shows in few pixels, is then a large enough share of what tells captions
-apart for both towers to learn it. Training records come in contrast pairs (`shape_variants=2`):
-a scene, then the same scene with one object's shape changed, in the same batch, so every image
-and caption has a negative that only its shape tells apart (zero-shot shape on (colour, shape)
-pairs never seen in training: 82% -> 89%). At the end, zero-shot shape/colour/count accuracy
-(shape and colour with the marginal prompt ensemble over the other attributes,
-`ensemble="marginal"`), image<->text retrieval (exact pairs, and with a hit of the same meaning
-counted), compositional binding and the embedding geometry are evaluated on held-out data; the
-report lands in `runs/demo/eval/`.
+decay and CLIP's weight decay of 0.2 (against 0.05: shape features less bound to the colour,
+held-out shape 88% -> 90% on the mean of three seeds). Two thirds of the training images show one
+object (the rest two or three): shape, which an object among others shows in few pixels, is then a
+large enough share of what tells captions apart for both towers to learn it. Training records come
+in contrast pairs (`shape_variants=2`): a scene, then the same scene with one object's shape
+changed, in the same batch, so every image and caption has a negative that only its shape tells
+apart (zero-shot shape on (colour, shape) pairs never seen in training: 82% -> 89%). At the end,
+zero-shot shape/colour/count accuracy (shape and colour with the marginal prompt ensemble over the
+other attributes, `ensemble="marginal"`), image<->text retrieval (exact pairs, and with a hit of
+the same meaning counted), compositional binding and the embedding geometry are evaluated on
+held-out data; the report lands in `runs/demo/eval/`.
 
 Arguments (`configs/demo.py:steps=1100,batch_size=128`, the defaults):
   steps: train steps.
@@ -90,7 +91,7 @@ def get_config(arg=None):
     c.loss.side_inputs = dict(neg_y=dict(modality="text", batch_key="hard_negatives"))
 
   c.optim.update(name="adamw", lr=3e-3, schedule="cosine", warmup_steps=50, end_lr=1e-5,
-                 b1=0.9, b2=0.98, eps=1e-6, weight_decay=0.05, grad_clip_norm=1.0)
+                 b1=0.9, b2=0.98, eps=1e-6, weight_decay=0.2, grad_clip_norm=1.0)
 
   c.checkpoint.update(every_steps=200, keep=2)
 
