@@ -2,6 +2,7 @@
 
 import csv
 import io
+import pathlib
 import types
 
 import numpy as np
@@ -25,6 +26,12 @@ def png_bytes(seed: int) -> bytes:
 
 
 CORRUPT = b"\xff\xd8\xff\xe0 definitely not a jpeg"
+
+
+@pytest.fixture
+def repo_root() -> str:
+  """The repository root: where the subprocess tests run and what they put on PYTHONPATH."""
+  return str(pathlib.Path(__file__).resolve().parents[2])
 
 
 @pytest.fixture

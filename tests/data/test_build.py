@@ -87,17 +87,16 @@ def test_webdataset_round_trip_and_bpe(tmp_path, encoded):
     build.main(["--webdataset", str(tmp_path / "00009.tar"), "--output", out])
 
 
-def test_command_line(tmp_path, image_folder):
+def test_command_line(tmp_path, image_folder, repo_root):
   folder, csv_path, _, _ = image_folder
   out = str(tmp_path / "cli")
-  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   run = subprocess.run([sys.executable, "-m", "contrastive.data.build", "--images", folder,
                         "--captions", csv_path, "--output", out, "--num_shards", "2"],
-                       capture_output=True, text=True, cwd=root, timeout=120)
+                       capture_output=True, text=True, cwd=repo_root, timeout=120)
   assert run.returncode == 0, run.stderr
   assert json.loads(run.stdout)["num_examples"] == 12
   bad = subprocess.run([sys.executable, "-m", "contrastive.data.build", "--output", out],
-                       capture_output=True, text=True, cwd=root, timeout=120)
+                       capture_output=True, text=True, cwd=repo_root, timeout=120)
   assert bad.returncode == 2 and "--webdataset" in bad.stderr
 
 

@@ -163,11 +163,10 @@ if __name__ == "__main__":
 """
 
 
-def test_a_process_with_a_worker_exits_without_leaking_shared_memory(tmp_path):
+def test_a_process_with_a_worker_exits_without_leaking_shared_memory(tmp_path, repo_root):
   script = tmp_path / "worker_exit.py"  # spawned workers import the main module: a file
   script.write_text(_WORKER_EXIT)
-  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-  env = dict(os.environ, PYTHONPATH=root, JAX_PLATFORMS="cpu")
+  env = dict(os.environ, PYTHONPATH=repo_root, JAX_PLATFORMS="cpu")
   proc = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True,
                         timeout=120, check=True)
   assert "(8, 16, 16, 3)" in proc.stdout

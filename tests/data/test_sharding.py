@@ -74,18 +74,17 @@ print("OK", jax.process_index())
 """
 
 
-def test_two_jax_processes_assemble_the_global_batch(tmp_path):
+def test_two_jax_processes_assemble_the_global_batch(tmp_path, repo_root):
   """Two real JAX processes: disjoint per-process batches become one global array."""
   script = tmp_path / "two.py"
   script.write_text(_TWO_PROCESS_SCRIPT)
   with socket.socket() as s:
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
-  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-  env.update(PYTHONPATH=root, JAX_PLATFORMS="cpu")
-  procs = [subprocess.Popen([sys.executable, str(script), str(port), str(i)], cwd=root, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+  env.update(PYTHONPATH=repo_root, JAX_PLATFORMS="cpu")
+  procs = [subprocess.Popen([sys.executable, str(script), str(port), str(i)], cwd=repo_root,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True) for i in range(2)]
   outs = []
   for p in procs:
