@@ -28,19 +28,6 @@ from contrastive import evaluate
 from contrastive import models
 from contrastive.train import config as train_config
 
-IMAGENET_TEMPLATES = (
-    "a photo of a {}.", "a bad photo of a {}.", "a photo of many {}.", "a sculpture of a {}.",
-    "a rendering of a {}.", "graffiti of a {}.", "a cropped photo of the {}.",
-    "a tattoo of a {}.", "the embroidered {}.", "a bright photo of a {}.",
-    "a photo of a clean {}.", "a photo of a dirty {}.", "a dark photo of the {}.",
-    "a drawing of a {}.", "a photo of my {}.", "the plastic {}.", "a photo of the cool {}.",
-    "a close-up photo of a {}.", "a black and white photo of the {}.", "a painting of the {}.",
-    "a pixelated photo of the {}.", "a jpeg corrupted photo of a {}.", "a blurry photo of the {}.",
-    "a photo of the {}.", "a good photo of the {}.", "a photo of one {}.",
-    "a low resolution photo of the {}.", "a photo of a large {}.", "a photo of a small {}.",
-    "itap of a {}.", "art of the {}.", "a photo of the large {}.", "a photo of the small {}.",
-)
-
 
 def get_config(arg=None):
   arg = train_config.parse_arg(arg, cpu=False, batch_size=32_768)
@@ -76,7 +63,8 @@ def get_config(arg=None):
 
   c.checkpoint.update(every_steps=2_000, keep=3)
   c.eval.update(every_steps=10_000, at_end=True, batch_size=1_024, report=True, tasks=dict(
-      imagenet=dict(kind="zeroshot", templates=IMAGENET_TEMPLATES,
+      # CLIP's protocol: OpenAI's cleaned class names and its 80 prompt templates.
+      imagenet=dict(kind="zeroshot", class_names="imagenet", templates="imagenet80",
                     source=dict(name="tfds", dataset="imagenet2012", split="validation"))))
   c.log.update(every_steps=100)
 

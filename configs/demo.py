@@ -2,21 +2,32 @@ r"""The demo: a tiny CLIP on the built-in shapes dataset, trained and evaluated 
 
     python -m contrastive.train --config configs/demo.py --workdir runs/demo
 
-A plain CNN of 0.25M parameters on 32-pixel images (2x2 pixel blocks folded into channels, then
-three stages of a 3x3 convolution, the last two with a 2x2 max-pool; the final 4x4 grid flattened,
-so that where things are survives) and a 0.16M-parameter text transformer over the built-in
-dataset's 46-word vocabulary, the softmax (CLIP) loss over the ring, AdamW with warmup and cosine
-decay and CLIP's weight decay of 0.2 (against 0.05: shape features less bound to the colour,
-held-out shape 88% -> 90% on the mean of three seeds). Two thirds of the training images show one
-object (the rest two or three): shape, which an object among others shows in few pixels, is then a
-large enough share of what tells captions apart for both towers to learn it. Training records come
-in contrast pairs (`shape_variants=2`): a scene, then the same scene with one object's shape
-changed, in the same batch, so every image and caption has a negative that only its shape tells
-apart (zero-shot shape on (colour, shape) pairs never seen in training: 82% -> 89%). At the end,
-zero-shot shape/colour/count accuracy (shape and colour with the marginal prompt ensemble over the
-other attributes, `ensemble="marginal"`), image<->text retrieval (exact pairs, and with a hit of
-the same meaning counted), compositional binding and the embedding geometry are evaluated on
-held-out data; the report lands in `runs/demo/eval/`.
+The recipe:
+  model: a plain CNN of 0.25M parameters on 32-pixel images (2x2 pixel blocks folded into
+    channels, then three stages of a 3x3 convolution, the last two with a 2x2 max-pool; the final
+    4x4 grid flattened, so that where things are survives) and a 0.16M-parameter causal text
+    transformer over the built-in dataset's 46-word vocabulary (`words` tokenizer), joint
+    embedding 128, CLIP's scale initialization.
+  loss: softmax (CLIP) over the ring.
+  optimizer: AdamW with CLIP's b1 0.9, b2 0.98, eps 1e-6 and weight decay 0.2 (Radford et al.,
+    2021), gradient clipping at 1.0 (open_clip's common setting); lr 3e-3, 50 warmup steps, cosine
+    decay to 1e-5; 1,100 steps at batch 128.
+  data: the built-in shapes dataset; two thirds of the training images show one object (the
+    rest two or three), so that shape, which an object among others shows in few pixels, is a
+    large share of what tells captions apart; records come in contrast pairs
+    (`shape_variants=2`: a scene, then the same scene with one object's shape changed, in the
+    same batch), so every image and caption has a negative that only a shape tells apart.
+  evaluation, at the end, on held-out data: zero-shot shape, colour and count (shape and colour
+    with the marginal prompt ensemble over the other attributes, `ensemble="marginal"`, also on
+    (colour, shape) pairs never seen in training), image<->text retrieval (exact pairs, and with
+    a hit of the same meaning counted), compositional binding and the embedding geometry; the
+    report lands in `{workdir}/eval/`.
+
+Where the values come from: the optimizer's betas, epsilon and weight decay are CLIP's; the
+towers' sizes, the learning rate and schedule, the step count, the share of one-object images
+and the contrast pairs are our choices for a CPU budget of about 4 minutes, each picked by
+comparing full demo runs on held-out data and speed (the runs and what they measured:
+experiments/results/demo_tuning.md; docs/training.md describes the demo).
 
 Arguments (`configs/demo.py:steps=1100,batch_size=128`, the defaults):
   steps: train steps.

@@ -19,8 +19,20 @@ bidirectional text tower over 16 SentencePiece tokens, bfloat16 compute. The ima
 match the checkpoint it comes from (here a `clip_vit_b16.py` run; edit `model.encoders.image`
 for another).
 
+With `pretrained=PATH`, a checkpoint as downloaded (open_clip, Hugging Face, big_vision; see
+`models.load_pretrained`): the image tower is the checkpoint's, locked, loaded from it
+(`checkpoint.init_from=PATH`); the model config, tokenizer, context length, image size and
+normalization are read from it when this config is built (`contrastive.train.pretrained`); the
+loss is the family's (softmax for CLIP, sigmoid for SigLIP: SigLiT). The text tower has the
+checkpoint's architecture and vocabulary, and `text=scratch` (the default, LiT's "Lu" with the
+LiT optimizer above) starts it from random weights, while `text=pretrained` loads it too, with
+the logit scale and bias, and trains it at fine-tuning settings (those of `configs/finetune.py`:
+FLYP's learning rate 1e-5, weight decay 0.1, 500 warmup steps, AdamW betas (0.9, 0.999)).
+
 Arguments: `cpu` (CPU sizes on the built-in data; the image tower is `configs/demo.py`'s, so
-`init_from` can be a demo run); `batch_size=N`.
+`init_from` can be a demo run; with `pretrained`, the checkpoint's model on the built-in data);
+`batch_size=N`; `pretrained=PATH`; `name=NAME` (the open_clip architecture where the path does
+not say); `text=scratch|pretrained`.
 """
 
 from ml_collections import config_dict
@@ -29,10 +41,16 @@ from contrastive import data
 from contrastive import evaluate
 from contrastive import models
 from contrastive.train import config as train_config
+from contrastive.train import pretrained as train_pretrained
+
+TEXT_INITS = ("scratch", "pretrained")
 
 
 def get_config(arg=None):
-  arg = train_config.parse_arg(arg, cpu=False, batch_size=16_384)
+  arg = train_config.parse_arg(arg, cpu=False, batch_size=16_384, pretrained="", name="",
+                               text="scratch")
+  if arg.text not in TEXT_INITS:
+    raise ValueError(f"text must be one of {list(TEXT_INITS)}, got {arg.text!r}.")
   c = train_config.defaults()  # every trainer key, so each can be overridden
   c.seed = 0
   c.total_steps = 60_000
@@ -64,7 +82,7 @@ def get_config(arg=None):
   # Required: the workdir whose `image` parameters to load (--config.checkpoint.init_from=DIR).
   c.checkpoint.update(every_steps=2_000, keep=3, init_from_keys=("image",))
   c.eval.update(every_steps=5_000, at_end=True, batch_size=1_024, report=True, tasks=dict(
-      imagenet=dict(kind="zeroshot", templates=("a photo of a {}.",),
+      imagenet=dict(kind="zeroshot", class_names="imagenet", templates=("a photo of a {}.",),
                     source=dict(name="tfds", dataset="imagenet2012", split="validation"))))
   c.log.update(every_steps=100)
 
@@ -87,4 +105,26 @@ def get_config(arg=None):
     c.eval.update(at_end=False, batch_size=32)
     c.eval.tasks = evaluate.default_tasks(num_examples=64, image_size=32)
     c.log.update(every_steps=2)
+  if arg.pretrained:
+    _pretrained(c, arg)
+    if arg.cpu:  # the checkpoint's model on the built-in data
+      c.model.dtype = "float32"
+      c.optim.update(warmup_steps=2)
+      c.eval.tasks = evaluate.default_tasks(num_examples=64, image_size=c.data.image_size)
   return c
+
+
+def _pretrained(c, arg):
+  """The image tower (and with `text=pretrained` the text tower) of a downloaded checkpoint."""
+  ckpt = train_pretrained.settings(arg.pretrained, name=arg.name or None)
+  dtype = c.model.dtype
+  c.model = ckpt.model_config
+  c.model.update(dtype=dtype, locked=("image",))
+  c.data = train_pretrained.data_config(ckpt, c.data)
+  bias = train_pretrained.uses_bias(c.model)
+  c.loss.name = "sigmoid" if bias else "softmax"
+  keys = ("image",)
+  if arg.text == "pretrained":
+    keys = ("image", "text", "log_scale") + (("bias",) if bias else ())
+    c.optim.update(lr=1e-5, warmup_steps=500, b2=0.999, weight_decay=0.1)
+  c.checkpoint.update(init_from=ckpt.path, init_from_keys=keys, init_from_name=arg.name or None)

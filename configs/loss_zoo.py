@@ -11,7 +11,7 @@ Arguments (`configs/loss_zoo.py:loss=NAME,steps=N,runlocal`):
 
 Losses that need data the built-in dataset does not have (a frozen or teacher modality for
 `cwcl`/`distill`, mixup partners for `m3col`) are not here: they run from Python with the side
-data given (see the README's loss table).
+data given (see the loss table in docs/losses.md).
 """
 
 import importlib.util

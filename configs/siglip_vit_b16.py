@@ -59,7 +59,7 @@ def get_config(arg=None):
 
   c.checkpoint.update(every_steps=2_000, keep=3)
   c.eval.update(every_steps=10_000, at_end=True, batch_size=1_024, report=True, tasks=dict(
-      imagenet=dict(kind="zeroshot", templates=("a photo of a {}.",),
+      imagenet=dict(kind="zeroshot", class_names="imagenet", templates=("a photo of a {}.",),
                     source=dict(name="tfds", dataset="imagenet2012", split="validation"))))
   c.log.update(every_steps=100)
 

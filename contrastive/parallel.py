@@ -1,22 +1,37 @@
-"""Meshes and the bridge from global arrays to per-device losses.
+"""Meshes, where arrays go on them, the bridge to per-device losses, and multi-host start-up.
 
-A loss in `contrastive.losses` is written for the local shard of the batch and reaches the other
-devices itself (a ring of `ppermute` over `axis_name`). `shard_loss` wraps such a loss so it can be
-called on global, batch-sharded `jax.Array`s, which is what a jitted train step holds.
+- `make_mesh`: the `("data", "fsdp", "tensor")` mesh every part of the library uses.
+- `BATCH_AXES`, `batch_axes`, `batch_shards`, `batch_sharding`: the leading (batch) dimension of
+  inputs, embeddings and queues is split over `data` and `fsdp` (those the mesh has).
+- `shard_loss`: a loss in `contrastive.losses` is written for the local shard of the batch and
+  reaches the other devices itself (a ring of `ppermute` over `axis_name`); `shard_loss` wraps it
+  so it can be called on global, batch-sharded `jax.Array`s, which is what a jitted step holds.
+- `LOGICAL_RULES`, `logical_shardings`, `use_rules`, `sharded_init`: model code names the axes
+  of its parameters and activations; one table decides where they go on the mesh.
+- `initialize`, `define_host_flags`: connecting the processes of a multi-host run.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+import contextlib
+import dataclasses
 import functools
+import os
+import sys
 from typing import Any
 
+from absl import flags
+from absl import logging
+import flax.linen as nn
 import jax
 from jax.experimental import mesh_utils
-from jax.sharding import Mesh, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 import numpy as np
 
 MESH_AXES = ("data", "fsdp", "tensor")
+# The mesh axes the batch dimension is split over: data parallelism, and FSDP's share of it.
+BATCH_AXES = ("data", "fsdp")
 
 
 def make_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1, *, devices=None) -> Mesh:
@@ -56,6 +71,36 @@ def make_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1, *, devices=None) -
   return Mesh(device_array, MESH_AXES,
               axis_types=(jax.sharding.AxisType.Auto,) * len(MESH_AXES))
 
+
+# The batch dimension.
+# ------------------------------------------------------------------------------------------------
+
+def _present(mesh: Mesh, axes: Sequence[str]) -> tuple[str, ...]:
+  present = tuple(a for a in axes if a in mesh.axis_names)
+  if not present:
+    raise ValueError(f"None of the batch axes {tuple(axes)} is in the mesh, whose axes are "
+                     f"{tuple(mesh.axis_names)}.")
+  return present
+
+
+def batch_axes(mesh: Mesh, axes: Sequence[str] = BATCH_AXES) -> tuple[str, ...]:
+  """Those of `axes` that `mesh` has, in order; at least one must be there."""
+  return _present(mesh, axes)
+
+
+def batch_shards(mesh: Mesh, axes: Sequence[str] = BATCH_AXES) -> int:
+  """How many pieces the batch dimension is cut into: the product of `batch_axes`' sizes."""
+  return int(np.prod([mesh.shape[a] for a in _present(mesh, axes)]))
+
+
+def batch_sharding(mesh: Mesh, *, batch_axes: Sequence[str] = BATCH_AXES) -> NamedSharding:
+  """`NamedSharding(mesh, P(axes))`: the leading dimension split over the `batch_axes` that
+  `mesh` has, the others replicated."""
+  return NamedSharding(mesh, P(_present(mesh, batch_axes)))
+
+
+# Ring losses on global arrays.
+# ------------------------------------------------------------------------------------------------
 
 def _axis_size(mesh: Mesh, axis: str | Sequence[str]) -> int:
   names = (axis,) if isinstance(axis, str) else tuple(axis)
@@ -105,20 +150,15 @@ def shard_loss(loss_fn: Callable[..., jax.Array], mesh: Mesh, axis: str | Sequen
 # `embed`, `mlp`, ...); this one table decides where they go on the mesh.
 # ------------------------------------------------------------------------------------------------
 
-import contextlib  # noqa: E402  (this section was appended to the module; its imports are here)
-
-from absl import logging  # noqa: E402
-import flax.linen as nn  # noqa: E402
-
 LogicalRules = tuple[tuple[str, "str | tuple[str, ...] | None"], ...]
 
 # (logical name, mesh axes), in priority order: an array dimension takes the first rule for its
 # name whose mesh axes the array's other dimensions have not taken already. So an activation
-# `[batch, length, embed]` puts `batch` on ("data", "fsdp") and leaves `embed` whole, while a
+# `[batch, length, embed]` puts `batch` on `BATCH_AXES` and leaves `embed` whole, while a
 # parameter `[embed, mlp]` is split over `fsdp` (FSDP / ZeRO-3) and `tensor` (Megatron-style
 # tensor parallelism). With `fsdp = tensor = 1` this is plain data parallelism.
 LOGICAL_RULES: LogicalRules = (
-    ("batch", ("data", "fsdp")),   # examples: data parallel, and FSDP's share of the batch
+    ("batch", BATCH_AXES),         # examples: data parallel, and FSDP's share of the batch
     ("embed", "fsdp"),             # the residual stream of parameters (not of activations)
     ("mlp", "tensor"),             # MLP hidden units
     ("heads", "tensor"),           # attention heads
@@ -136,13 +176,13 @@ def logical_spec(names: Sequence[str | None], *, rules: LogicalRules = LOGICAL_R
 
 
 def logical_sharding(names: Sequence[str | None], mesh: Mesh, *,
-                     rules: LogicalRules = LOGICAL_RULES) -> jax.sharding.NamedSharding:
+                     rules: LogicalRules = LOGICAL_RULES) -> NamedSharding:
   """A `NamedSharding` for one array (an input batch, an activation) with logical `names`.
 
   Example:
     >>> images = jax.device_put(images, logical_sharding(("batch", None, None, None), mesh))
   """
-  return jax.sharding.NamedSharding(mesh, logical_spec(names, rules=rules))
+  return NamedSharding(mesh, logical_spec(names, rules=rules))
 
 
 def _fit_spec(spec: P, shape: Sequence[int], mesh: Mesh) -> tuple[P, list[str]]:
@@ -181,11 +221,11 @@ def logical_shardings(tree: Any, mesh: Mesh, *, rules: LogicalRules = LOGICAL_RU
     elif isinstance(leaf, nn.Partitioned):
       spec = P(*leaf.names)
     else:
-      return jax.sharding.NamedSharding(mesh, P())
+      return NamedSharding(mesh, P())
     spec, dims = _fit_spec(spec, np.shape(leaf.value), mesh)
     for dim in dims:
       whole.setdefault(dim, []).append(jax.tree_util.keystr(path))
-    return jax.sharding.NamedSharding(mesh, spec)
+    return NamedSharding(mesh, spec)
 
   shardings = jax.tree_util.tree_map_with_path(
       one, tree, is_leaf=lambda x: isinstance(x, nn.Partitioned))
@@ -221,3 +261,95 @@ def sharded_init(init_fn: Callable[..., Any], mesh: Mesh, *args,
   with use_rules(mesh, rules=rules):
     variables = jax.jit(lambda *a: nn.unbox(init_fn(*a)), out_shardings=shardings)(*args)
   return variables, shardings
+
+
+# Multi-host start-up: `jax.distributed.initialize()` when the flags or the environment say so.
+# ------------------------------------------------------------------------------------------------
+# The same command runs on one process or many. `initialize` connects the processes when
+#
+# - a coordinator address is given (`--coordinator_address`, or `JAX_COORDINATOR_ADDRESS` in the
+#   environment), with `--num_processes` and `--process_id` (or `JAX_NUM_PROCESSES`,
+#   `JAX_PROCESS_ID`); this is how a GPU host runs one process per GPU group, or how processes on
+#   one machine are tested; or
+# - `--distributed` is set, for clusters JAX detects by itself (Cloud TPU pods, SLURM, Open MPI
+#   and others), which need no address.
+#
+# Otherwise it does nothing: a single process with all local devices.
+
+def _env_int(name: str) -> int | None:
+  value = os.environ.get(name)
+  return None if value in (None, "") else int(value)
+
+
+def initialize(*, coordinator_address: str | None = None, num_processes: int | None = None,
+               process_id: int | None = None, distributed: bool = False,
+               heartbeat_timeout_seconds: int | None = None) -> bool:
+  """Connects this process to the others if asked; returns whether it did.
+
+  Call it before anything starts JAX's backend (`jax.devices()`, a first array).
+
+  Args:
+    coordinator_address: `host:port` of process 0; default `$JAX_COORDINATOR_ADDRESS`.
+    num_processes, process_id: default `$JAX_NUM_PROCESSES`, `$JAX_PROCESS_ID`.
+    distributed: initialize even without an address (cluster auto-detection).
+    heartbeat_timeout_seconds: how long the others wait for a process that stopped answering
+      before they abort (JAX's default is about 100 s); default `$CONTRASTIVE_HEARTBEAT_TIMEOUT`.
+  """
+  coordinator_address = coordinator_address or os.environ.get("JAX_COORDINATOR_ADDRESS")
+  if num_processes is None:
+    num_processes = _env_int("JAX_NUM_PROCESSES")
+  if process_id is None:
+    process_id = _env_int("JAX_PROCESS_ID")
+  if heartbeat_timeout_seconds is None:
+    heartbeat_timeout_seconds = _env_int("CONTRASTIVE_HEARTBEAT_TIMEOUT")
+  if not (coordinator_address or distributed):
+    return False
+  kwargs = {}
+  if heartbeat_timeout_seconds is not None:
+    kwargs["heartbeat_timeout_seconds"] = int(heartbeat_timeout_seconds)
+  jax.distributed.initialize(coordinator_address=coordinator_address,
+                             num_processes=num_processes, process_id=process_id, **kwargs)
+  logging.info("Process %d of %d started (%d local devices, %d in all).", jax.process_index(),
+               jax.process_count(), jax.local_device_count(), jax.device_count())
+  return True
+
+
+@dataclasses.dataclass(frozen=True)
+class HostFlags:
+  """The multi-host flags of a command line (see `define_host_flags`)."""
+  distributed: flags.FlagHolder[bool]
+  coordinator_address: flags.FlagHolder[str | None]
+  num_processes: flags.FlagHolder[int | None]
+  process_id: flags.FlagHolder[int | None]
+
+  def initialize(self) -> bool:
+    """`initialize` with the parsed flags' values; returns whether it connected processes."""
+    return initialize(coordinator_address=self.coordinator_address.value,
+                      num_processes=self.num_processes.value, process_id=self.process_id.value,
+                      distributed=self.distributed.value)
+
+
+def define_host_flags(flag_values: flags.FlagValues = flags.FLAGS) -> HostFlags:
+  """Declares `--distributed`, `--coordinator_address`, `--num_processes` and `--process_id`.
+
+  They are declared as the calling module's flags, so its `--help` lists them.
+
+  Example (a `__main__` module):
+    >>> _HOSTS = parallel.define_host_flags()
+    >>> def main(argv):
+    ...   _HOSTS.initialize()   # before anything starts JAX's backend
+  """
+  caller = sys._getframe(1).f_globals.get("__name__")  # pylint: disable=protected-access
+  kwargs = dict(flag_values=flag_values,
+                module_name=sys.argv[0] if caller == "__main__" else caller)  # as absl names it
+  return HostFlags(
+      distributed=flags.DEFINE_bool(
+          "distributed", False, "Call jax.distributed.initialize() with cluster auto-detection.",
+          **kwargs),
+      coordinator_address=flags.DEFINE_string(
+          "coordinator_address", None, "host:port of process 0 (or $JAX_COORDINATOR_ADDRESS).",
+          **kwargs),
+      num_processes=flags.DEFINE_integer(
+          "num_processes", None, "Number of processes (or $JAX_NUM_PROCESSES).", **kwargs),
+      process_id=flags.DEFINE_integer(
+          "process_id", None, "This process's index (or $JAX_PROCESS_ID).", **kwargs))

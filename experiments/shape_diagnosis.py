@@ -31,10 +31,10 @@ import numpy as np
 
 from contrastive import models
 from contrastive.data import synthetic
+from contrastive.evaluate import configured as evaluation
 from contrastive.evaluate import probes
 from contrastive.evaluate import zeroshot
 from contrastive.train import checkpoint
-from contrastive.train import evaluation
 
 RESULTS = pathlib.Path(__file__).parent / "results"
 NUM_IMAGES, NUM_TRAIN = 3000, 2000

@@ -18,6 +18,8 @@ from contrastive import evaluate
 from contrastive import losses
 from contrastive import models
 from contrastive.train import config as train_config
+from contrastive.train import pretrained
+from tests import pretrained_testing as pt
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(ROOT, "configs", "*.py"))
@@ -39,7 +41,7 @@ def _params(config):
 
 
 def test_the_shipped_configs():
-  assert {"demo", "clip_vit_b16", "siglip_vit_b16", "lit"} <= set(CONFIGS)
+  assert {"demo", "clip_vit_b16", "siglip_vit_b16", "lit", "finetune"} <= set(CONFIGS)
 
 
 @pytest.mark.parametrize("name,arg", VARIANTS)
@@ -102,3 +104,65 @@ def test_demo_object_count_and_contrast_sets_reach_training_and_test_pairs():
   assert sorted(batch["index"] // 2) == sorted(list(set(batch["index"] // 2)) * 2)  # pairs
   test_tasks = [t for t in config.eval.tasks.values() if t.source.split == "test"]
   assert test_tasks and all(t.source.max_objects == 1 for t in test_tasks)
+
+
+# Recipes built from an imported checkpoint (tiny, random, saved as its family saves it).
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+  root = tmp_path_factory.mktemp("pretrained")
+  out = {}
+  for family, convention in (("open_clip", "clip"), ("hf", "siglip")):
+    path = str(root / f"{family}_{convention}")
+    out[convention] = (path, *pt.save_tiny(path, convention=convention, family=family))
+  return out
+
+
+@pytest.mark.parametrize("convention,loss,normalization", [
+    ("clip", "softmax", "clip"), ("siglip", "sigmoid", "inception")])
+def test_finetune_takes_the_checkpoints_model_data_and_loss(checkpoints, convention, loss,
+                                                            normalization):
+  path, model_config, _ = checkpoints[convention]
+  for arg in (f"pretrained={path}", f"cpu,pretrained={path}"):
+    test_config_passes_the_startup_checks("finetune", arg)
+    c = _get("finetune", arg)
+    assert c.loss.name == loss and c.checkpoint.init_from == path
+    assert pretrained.config_differences(c.model, model_config, ("image", "text")) == []
+    assert c.model.locked == ()
+    assert (c.data.image_size, c.data.max_len, c.data.normalization) == (
+        32, 16, normalization)
+  c = _get("finetune", f"pretrained={path}")
+  assert c.model.dtype == "bfloat16" and c.data.random_resized_crop
+  assert (c.optim.lr, c.optim.weight_decay, c.optim.warmup_steps, c.optim.b2) == (
+      1e-5, 0.1, 500, 0.999)  # FLYP's
+  assert c.eval.tasks.imagenet.templates == "imagenet80"
+  assert c.eval.tasks.retrieval.source.name == "data"
+  assert not _get("finetune", f"pretrained={path},imagenet=False,eval_split=").eval.tasks
+  assert (c.data.tokenizer == "clip") == (convention == "clip")
+
+
+def test_finetune_without_a_checkpoint_is_openai_clip_b16():
+  _, params = _params(_get("finetune", None))
+  assert abs(models.count_params(params) - 149_620_737) < 1_000
+
+
+def test_lit_locks_the_imported_image_tower(checkpoints):
+  path, model_config, _ = checkpoints["clip"]
+  for arg in (f"pretrained={path}", f"cpu,pretrained={path}",
+              f"pretrained={path},text=pretrained"):
+    test_config_passes_the_startup_checks("lit", arg)
+  scratch = _get("lit", f"pretrained={path}")
+  assert scratch.model.locked == ("image",) and scratch.checkpoint.init_from == path
+  assert scratch.checkpoint.init_from_keys == ("image",)
+  assert pretrained.config_differences(scratch.model, model_config, ("image", "text")) == []
+  assert scratch.optim.lr == 1e-3  # LiT's, for a text tower from scratch
+  assert scratch.eval.tasks.imagenet.class_names == "imagenet"
+  both = _get("lit", f"pretrained={path},text=pretrained")
+  assert both.checkpoint.init_from_keys == ("image", "text", "log_scale")
+  assert both.optim.lr == 1e-5
+  siglip = _get("lit", f"pretrained={checkpoints['siglip'][0]},text=pretrained")
+  assert siglip.loss.name == "sigmoid"
+  assert siglip.checkpoint.init_from_keys == ("image", "text", "log_scale", "bias")
+  with pytest.raises(ValueError, match=r"text must be one of \['scratch', 'pretrained'\]"):
+    _get("lit", f"pretrained={path},text=frozen")

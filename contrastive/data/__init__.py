@@ -29,14 +29,20 @@ Batch keys (per process, leading dimension `b = batch_size // process_count`):
   hard_negatives_mask bool  [b, 3]           relation swap, attribute change; mask False = none
 
 Config (`config.data`, defaults in `default_config()`): source ("synthetic" | "tfds" |
-"arrayrecord"), train_split ("train"), eval_split ("test"), image_key ("image"), text_key
+"arrayrecord" | "xor"), train_split ("train"), eval_split ("test"), image_key ("image"), text_key
 ("caption"), label_key (None), image_size (64), batch_size (256, GLOBAL), tokenizer ("bytes" |
 "words" | "*.model" | "*.json"), max_len (128), num_workers (0), worker_buffer_size (2),
 read_threads (1), read_buffer_size (64), seed (0), shuffle (True), normalization ("clip" |
 "inception" | "unit"), random_resized_crop (False), crop_scale ((0.9, 1.0)), flip (False),
 text_delete_prob (0.0), text_mask_prob (0.0), hard_negatives (False), and per-source blocks:
 synthetic (seed 0, train_size 100_000, test_size 2_000, view_size 1_000, num_heldout 8,
-min_objects 1, max_objects 3), tfds (name, data_dir), arrayrecord (path).
+min_objects 1, max_objects 3), tfds (name, data_dir), arrayrecord (path), xor (seed 0,
+train_size 100_000, test_size 2_000, bits 4, xor_prob 1.0, noise 0.0, jitter False, tokens ()).
+
+Source "xor" (`contrastive.data.xor`, Symile's higher-order construction) has three
+modalities instead of image and text: batch keys `a`, `b`, `c` (float32 [b, H, W, 3] images,
+or int32 [b, max_len] for those in `xor.tokens`), the bits they show `a_bits`, `b_bits`,
+`c_bits` int32 [b, bits] (c = a XOR b), `mask` and `index`; name the towers `a`, `b`, `c`.
 
 Datasets from your own files: `python -m contrastive.data.build --help`.
 """

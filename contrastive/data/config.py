@@ -11,7 +11,7 @@ from contrastive.data import sources as sources_lib
 def default_config() -> ml_collections.ConfigDict:
   """The data config (`config.data`) with every key and its default."""
   c = ml_collections.ConfigDict()
-  c.source = "synthetic"  # a key of sources.SOURCES: "synthetic", "tfds", "arrayrecord"
+  c.source = "synthetic"  # a key of sources.SOURCES: "synthetic", "tfds", "arrayrecord", "xor"
   c.train_split = "train"
   c.eval_split = "test"
   c.image_key = "image"  # record fields; "/" reaches into nested features
@@ -38,6 +38,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.tfds = ml_collections.ConfigDict(
       {"name": config_dict.placeholder(str), "data_dir": config_dict.placeholder(str)})
   c.arrayrecord = ml_collections.ConfigDict({"path": config_dict.placeholder(str)})
+  c.xor = ml_collections.ConfigDict(sources_lib.XOR_DEFAULTS)  # see contrastive.data.xor
   return c
 
 

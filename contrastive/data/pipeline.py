@@ -33,22 +33,31 @@ from jax.sharding import Mesh
 import ml_collections
 import numpy as np
 
-from contrastive.data import sharding
+from contrastive import parallel
 from contrastive.data import sources as sources_lib
 from contrastive.data import tokenizers as tokenizers_lib
 from contrastive.data import transforms
 from contrastive.data.config import resolve_config
 
 
-def make_tokenizer(config: ml_collections.ConfigDict) -> tokenizers_lib.Tokenizer:
-  """The tokenizer `config.tokenizer` names (`"bytes"` by default)."""
+def make_tokenizer(config: ml_collections.ConfigDict | str) -> tokenizers_lib.Tokenizer:
+  """The tokenizer `config.tokenizer` names (`"bytes"` by default), or a spec such as `"clip"`.
+
+  A string is a spec for `tokenizers.make_tokenizer` (e.g. `Pretrained.data.tokenizer`).
+  """
+  if isinstance(config, str):
+    return tokenizers_lib.make_tokenizer(config)
   return tokenizers_lib.make_tokenizer(resolve_config(config).tokenizer)
 
 
 def make_transform(config: ml_collections.ConfigDict, source: sources_lib.Source, *,
                    training: bool, hard_negatives: bool | None = None
-                   ) -> transforms.ExampleTransform:
-  """The per-example transform the pipeline runs; checks the config against the source."""
+                   ) -> transforms.ExampleTransform | transforms.ModalityTransform:
+  """The per-example transform the pipeline runs; checks the config against the source.
+
+  A source of named modalities (`source.modalities`, e.g. `xor`) gets a
+  `transforms.ModalityTransform`, every other one an `ExampleTransform`.
+  """
   cfg = resolve_config(config)
   hard_negatives = cfg.hard_negatives if hard_negatives is None else hard_negatives
   if hard_negatives and not source.has_hard_negatives:
@@ -58,6 +67,8 @@ def make_transform(config: ml_collections.ConfigDict, source: sources_lib.Source
     raise ValueError("data.flip=True would contradict the left/right words of the built-in "
                      "dataset's captions; leave it off for source 'synthetic'.")
   tokenizer = tokenizers_lib.make_tokenizer(cfg.tokenizer)
+  if source.modalities:
+    return _modality_transform(cfg, source, tokenizer)
   if cfg.source == "synthetic" and cfg.tokenizer == "bytes" and cfg.max_len < 110:
     logging.warning("data.max_len=%d cuts some built-in captions (up to 109 bytes + end); their "
                     "relation words may be lost.", cfg.max_len)
@@ -68,6 +79,20 @@ def make_transform(config: ml_collections.ConfigDict, source: sources_lib.Source
       random_resized_crop=cfg.random_resized_crop, crop_scale=tuple(cfg.crop_scale),
       flip=cfg.flip, normalization=cfg.normalization, text_delete_prob=cfg.text_delete_prob,
       text_mask_prob=cfg.text_mask_prob, hard_negatives=hard_negatives, passthrough=passthrough)
+
+
+def _modality_transform(cfg: ml_collections.ConfigDict, source: sources_lib.Source,
+                        tokenizer: tokenizers_lib.Tokenizer) -> transforms.ModalityTransform:
+  """The transform of a source of named modalities, which takes no augmentation."""
+  for key in ("random_resized_crop", "flip", "text_delete_prob", "text_mask_prob"):
+    if cfg[key]:
+      raise ValueError(f"data.{key}={cfg[key]!r} has no effect on data source {cfg.source!r}, "
+                       f"whose modalities {list(source.modalities)} are not augmented; leave "
+                       "it off.")
+  passthrough = tuple(k for k in source.passthrough if k != cfg.label_key)
+  return transforms.ModalityTransform(
+      modalities=tuple(source.modalities), tokenizer=tokenizer, max_len=cfg.max_len,
+      normalization=cfg.normalization, label_key=cfg.label_key, passthrough=passthrough)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -192,7 +217,7 @@ class DataIterator(grain.DatasetIterator):
         self._exhausted = True
         break
       self._skipped += int(example.get(transforms.SKIPPED_KEY, 0))
-      if "image" in example:
+      if "mask" in example:  # not a lone count of dropped records
         examples.append(example)
     if self._template is None:
       first = examples[0] if examples else self._template_fn()
@@ -221,7 +246,7 @@ def make_pipeline(config: ml_collections.ConfigDict, *, split: str | None = None
                   training: bool = True, seed: int | None = None,
                   num_epochs: int | None = None, hard_negatives: bool | None = None,
                   process_index: int | None = None, process_count: int | None = None,
-                  mesh: Mesh | None = None, batch_axes: Sequence[str] = ("data", "fsdp")
+                  mesh: Mesh | None = None, batch_axes: Sequence[str] = parallel.BATCH_AXES
                   ) -> DataIterator:
   """The data iterator of one split, for this process.
 
@@ -263,7 +288,7 @@ def make_pipeline(config: ml_collections.ConfigDict, *, split: str | None = None
     raise ValueError(f"The global batch size data.batch_size={cfg.batch_size} must be a "
                      f"positive multiple of the process count {pc}.")
   if mesh is not None:
-    shards = sharding.batch_shards(mesh, batch_axes)
+    shards = parallel.batch_shards(mesh, batch_axes)
     if cfg.batch_size % shards:
       raise ValueError(f"The global batch size data.batch_size={cfg.batch_size} does not divide "
                        f"over the {shards} devices of mesh axes {tuple(batch_axes)}.")

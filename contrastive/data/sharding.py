@@ -5,31 +5,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import jax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
 import numpy as np
 
-
-def batch_axes_of(mesh: Mesh, batch_axes: Sequence[str]) -> tuple[str, ...]:
-  """The `batch_axes` that `mesh` has; at least one must be there."""
-  axes = tuple(a for a in batch_axes if a in mesh.axis_names)
-  if not axes:
-    raise ValueError(f"None of the batch axes {tuple(batch_axes)} is in the mesh, whose axes are "
-                     f"{tuple(mesh.axis_names)}.")
-  return axes
-
-
-def batch_shards(mesh: Mesh, batch_axes: Sequence[str]) -> int:
-  """How many devices the batch dimension is split over."""
-  return int(np.prod([mesh.shape[a] for a in batch_axes_of(mesh, batch_axes)]))
-
-
-def batch_sharding(mesh: Mesh, *, batch_axes: Sequence[str] = ("data", "fsdp")) -> NamedSharding:
-  """`NamedSharding(mesh, P(axes))` over the `batch_axes` present in `mesh`."""
-  return NamedSharding(mesh, P(batch_axes_of(mesh, batch_axes)))
+from contrastive import parallel
+# The batch's sharding is the mesh's business; it is re-exported here as `data.batch_sharding`.
+from contrastive.parallel import batch_sharding
 
 
 def to_global(batch: dict[str, np.ndarray], mesh_or_sharding: Mesh | NamedSharding, *,
-              batch_axes: Sequence[str] = ("data", "fsdp")) -> dict[str, jax.Array]:
+              batch_axes: Sequence[str] = parallel.BATCH_AXES) -> dict[str, jax.Array]:
   """This process's batch to global `jax.Array`s sharded along the batch dimension.
 
   Every process calls it with its own batch of `b` rows; the result has `b * process_count`

@@ -1,4 +1,4 @@
-"""Data sources by name: `synthetic`, `tfds`, `arrayrecord`.
+"""Data sources by name: `synthetic`, `tfds`, `arrayrecord`, `xor`.
 
 A source is random access (`len`, `[i]`) over dicts. `make_source(config, split=...)` looks the
 name `config.source` up in `SOURCES`, checks that the configured fields exist, and returns a
@@ -22,6 +22,13 @@ Sources and their options (`config.<source>.<option>`):
   in the pipeline, so a corrupt one is skipped.
 - `arrayrecord`: a directory written by `python -m contrastive.data.build`. Options: `path`.
   Fields: `image` (encoded bytes), `caption` (list of str), `key`.
+- `xor`: three modalities `a`, `b`, `c = a XOR b` whose signal is in no pair (Symile's
+  construction; `contrastive.data.xor`), drawn at `config.image_size`. Options: `seed` (0),
+  `train_size` (100_000), `test_size` (2_000), `bits` (4), `xor_prob` (1.0), `noise` (0.0),
+  `jitter` (False), `tokens` (()). Splits: `train`, `test`. Fields: `a`, `b`, `c` (uint8
+  images, or str for the modalities in `tokens`), `a_bits`, `b_bits`, `c_bits`, `index`. Its
+  modalities reach the batch under their own names (`Source.modalities`); `image_key` and
+  `text_key` are unused.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ import ml_collections
 from contrastive.data import records
 from contrastive.data import synthetic
 from contrastive.data import transforms
+from contrastive.data import xor
 from contrastive.data.transforms import ERROR_KEY
 
 
@@ -51,12 +59,16 @@ class Source:
     has_hard_negatives: whether records carry `hard_negative_captions`.
     group_size: records `[k * group_size, (k + 1) * group_size)` belong together (the built-in
       dataset's shape variants): a shuffle moves whole groups, so they share a batch.
+    modalities: record fields that are model inputs under their own names (`xor`: `a`, `b`,
+      `c`); when set, the pipeline runs `transforms.ModalityTransform` instead of reading
+      `image_key` and `text_key`.
   """
   data: Any
   fields: tuple[str, ...]
   passthrough: tuple[str, ...] = ("index",)
   has_hard_negatives: bool = False
   group_size: int = 1
+  modalities: tuple[str, ...] = ()
 
   def __len__(self) -> int:
     return len(self.data)
@@ -154,6 +166,7 @@ SYNTHETIC_DEFAULTS = dict(seed=0, train_size=100_000, test_size=2_000, view_size
                           shape_variants=1)
 TFDS_DEFAULTS = dict(name=None, data_dir=None)
 ARRAYRECORD_DEFAULTS = dict(path=None)
+XOR_DEFAULTS = xor.XOR_DEFAULTS
 
 
 def synthetic_source(config: ml_collections.ConfigDict, *, split: str) -> Source:
@@ -232,11 +245,22 @@ def arrayrecord_source(config: ml_collections.ConfigDict, *, split: str) -> Sour
   return Source(data=SafeSource(data), fields=records.FIELDS, passthrough=("index",))
 
 
+def xor_source(config: ml_collections.ConfigDict, *, split: str) -> Source:
+  """Symile's XOR modalities (`contrastive.data.xor`) at `config.image_size`."""
+  opts = _options(config, "xor", XOR_DEFAULTS)
+  size = opts["train_size"] if split == "train" else opts["test_size"]
+  data = xor.XorSource(split=split, num_examples=size, image_size=config.get("image_size", 64),
+                       **{k: v for k, v in opts.items() if k not in ("train_size", "test_size")})
+  return Source(data=SafeSource(data), fields=xor.XorSource.fields,
+                passthrough=("index", "a_bits", "b_bits", "c_bits"), modalities=xor.MODALITIES)
+
+
 # Sources by the name `config.source` gives.
 SOURCES: dict[str, Callable[..., Source]] = {
     "synthetic": synthetic_source,
     "tfds": tfds_source,
     "arrayrecord": arrayrecord_source,
+    "xor": xor_source,
 }
 
 
@@ -257,6 +281,8 @@ def make_source(config: ml_collections.ConfigDict, *, split: str) -> Source:
     raise ValueError(f"Unknown data source {name!r}; known: {sorted(SOURCES)}.")
   source = SOURCES[name](config, split=split)
   for key_name in ("image_key", "text_key", "label_key"):
+    if source.modalities and key_name != "label_key":
+      continue  # its modalities are read under their own names
     key = config.get(key_name)
     if key is None:
       continue

@@ -1,6 +1,6 @@
-"""Tokenizers to fixed-length int32 ids, with 0 as padding.
+"""Tokenizers to fixed-length int32 ids.
 
-Four kinds, picked by `make_tokenizer(spec)`:
+Kinds, picked by `make_tokenizer(spec)`:
 
 - `"bytes"`: UTF-8 bytes, no files and no extra packages. Ids: 0 padding, 1 end of text,
   2 mask, 3 + byte. Vocabulary 259.
@@ -10,11 +10,20 @@ Four kinds, picked by `make_tokenizer(spec)`:
 - a path ending in `.model`: a SentencePiece model (`pip install contrastive[tokenizers]`).
 - a path ending in `.json`: a Hugging Face `tokenizers` file, e.g. one written by `train_bpe`
   (`pip install contrastive[tokenizers]`).
+- pretrained tokenizers, whose ids are their source's exactly (no shift, the source's own start,
+  end and padding ids): `"clip"` (OpenAI CLIP's BPE, shipped in the package: the ids of
+  `open_clip.tokenize`; `"clip:PATH"` for another merges file; see `clip_bpe`),
+  `"siglip:PATH"` (a SigLIP `spiece.model` as transformers' `SiglipTokenizer` reads it, or a
+  `tokenizer.json` as open_clip's SigLIP reads it), `"big_vision:PATH"` (big_vision's
+  SigLIP text op) and `"hf:PATH"` (a `tokenizers` file with its own template); see
+  `pretrained_tokenizers` for each one's cleaning, end and padding.
 
-Every tokenizer encodes a text to its ids, cut to `max_len - 1`, then the end-of-text id, then
-padding: `[max_len]` int32. A SentencePiece or `tokenizers` vocabulary whose padding id is not 0
-is shifted up by one (`offset`), so 0 stays padding everywhere. Tokenizers pickle as their
-file path, so grain worker processes can carry them.
+Every tokenizer frames the same way: the optional start id (`bos_id`), the text's ids, the
+end-of-text id (`eos_id`, if any), cut to `max_len` with the start and end kept, then `pad_id`:
+`[max_len]` int32. The tokenizers trained here pad with 0; a SentencePiece or `tokenizers`
+vocabulary given as a bare path whose padding id is not 0 is shifted up by one (`offset`) so that
+0 stays padding; pretrained ones are never shifted (SigLIP pads with 1). Tokenizers pickle as
+their file path, so grain worker processes can carry them.
 """
 
 from __future__ import annotations
@@ -30,43 +39,62 @@ _EXTRA = "pip install contrastive[tokenizers]"
 
 
 class Tokenizer(Protocol):
-  """What the pipeline needs of a tokenizer."""
+  """What the pipeline needs of a tokenizer (`bos_id` is optional: None when absent)."""
 
-  pad_id: int  # always 0
+  pad_id: int  # 0, except for pretrained tokenizers whose source pads otherwise
   eos_id: int | None
   mask_id: int | None
   vocab_size: int
 
   def encode(self, text: str) -> list[int]:
-    """The ids of `text`, without padding or end of text."""
+    """The ids of `text`, without padding, start or end of text."""
 
   def decode(self, ids: Sequence[int]) -> str:
-    """The text of `ids`; padding, end-of-text and mask ids are dropped."""
+    """The text of `ids`; padding, start, end-of-text and mask ids are dropped."""
+
+
+def _specials(tokenizer: Tokenizer) -> tuple[list[int], list[int]]:
+  bos = getattr(tokenizer, "bos_id", None)
+  return ([] if bos is None else [bos]), ([] if tokenizer.eos_id is None else [tokenizer.eos_id])
+
+
+def frame(tokenizer: Tokenizer, ids: Sequence[int], max_len: int) -> np.ndarray:
+  """`[bos] + ids + [eos]`, cut to `max_len` with both kept, then `pad_id`: int32 `[max_len]`.
+
+  This is open_clip's truncation (`tokens[:L]`, then the last set to the end token) and
+  big_vision's `eos="sticky"`.
+  """
+  head, tail = _specials(tokenizer)
+  keep = max_len - len(head) - len(tail)
+  if keep < 1:
+    raise ValueError(f"max_len must be at least {len(head) + len(tail) + 1} for {tokenizer!r}, "
+                     f"got {max_len}.")
+  out = np.full(max_len, tokenizer.pad_id, np.int32)
+  ids = head + list(ids[:keep]) + tail
+  out[:len(ids)] = ids
+  return out
 
 
 def tokenize(tokenizer: Tokenizer, texts: str | Sequence[str], max_len: int) -> np.ndarray:
-  """Encodes to fixed length.
+  """Encodes to fixed length (see `frame`).
 
   Args:
     tokenizer: any `Tokenizer`.
     texts: one text or a sequence of `n`.
-    max_len: the length, at least 2.
+    max_len: the length, at least 2 (3 with a start token).
 
   Returns:
-    int32 `[max_len]` for one text, `[n, max_len]` for a sequence: the ids (at most
-    `max_len - 1`), the end-of-text id, zeros.
+    int32 `[max_len]` for one text, `[n, max_len]` for a sequence: the start id if any, the ids,
+    the end-of-text id, padding. For `make_tokenizer("clip")` and `max_len=77` this equals
+    `open_clip.tokenize(texts)`.
   """
   if max_len < 2:
     raise ValueError(f"max_len must be at least 2, got {max_len}.")
   single = isinstance(texts, str)
   texts = [texts] if single else list(texts)
   out = np.zeros((len(texts), max_len), np.int32)
-  keep = max_len - 1 if tokenizer.eos_id is not None else max_len
   for row, text in zip(out, texts):
-    ids = tokenizer.encode(text)[:keep]
-    if tokenizer.eos_id is not None:
-      ids = ids + [tokenizer.eos_id]
-    row[:len(ids)] = ids
+    row[:] = frame(tokenizer, tokenizer.encode(text), max_len)
   return out[0] if single else out
 
 
@@ -242,17 +270,37 @@ class HFTokenizer(_FileTokenizer):
     return self.model.decode([int(i) - self.offset for i in ids if i not in drop])
 
 
-# Tokenizers by spec: a name, or a file suffix.
+def _clip(spec: str) -> Tokenizer:
+  from contrastive.data import clip_bpe  # pylint: disable=g-import-not-at-top
+  _, _, path = spec.partition(":")
+  return clip_bpe.ClipTokenizer(path or clip_bpe.VOCAB_FILE)
+
+
+def _pretrained(spec: str) -> Tokenizer:
+  from contrastive.data import pretrained_tokenizers  # pylint: disable=g-import-not-at-top
+  kind, _, path = spec.partition(":")
+  return pretrained_tokenizers.from_spec(kind, path)
+
+
+# Tokenizers by spec: a name, a `kind:` prefix (a pretrained tokenizer), or a file suffix.
 TOKENIZERS: dict[str, Callable[[str], Tokenizer]] = {
     "bytes": lambda spec: ByteTokenizer(),
     "words": _builtin_words,
+    "clip": _clip,
+    "clip:": _clip,
+    "siglip:": _pretrained,
+    "big_vision:": _pretrained,
+    "hf:": _pretrained,
     ".model": SentencePieceTokenizer,
     ".json": HFTokenizer,
 }
 
 
 def make_tokenizer(spec: str) -> Tokenizer:
-  """A tokenizer from its spec: `"bytes"`, `"words"`, a `.model` (SentencePiece) or `.json` path.
+  """A tokenizer from its spec (see the module docstring).
+
+  `"bytes"`, `"words"`, `"clip"`, `"clip:PATH"`, `"siglip:PATH"`, `"big_vision:PATH"`,
+  `"hf:PATH"`, or a bare `.model` (SentencePiece) or `.json` (`tokenizers`) path.
 
   Raises:
     ValueError: an unknown spec, listing the known ones.
@@ -261,11 +309,15 @@ def make_tokenizer(spec: str) -> Tokenizer:
   spec = os.fspath(spec)
   if spec in TOKENIZERS:
     return TOKENIZERS[spec](spec)
+  prefix = spec.split(":", 1)[0] + ":"
+  if ":" in spec and prefix in TOKENIZERS:
+    return TOKENIZERS[prefix](spec)
   suffix = os.path.splitext(spec)[1]
   if suffix in TOKENIZERS and suffix != spec:
     return TOKENIZERS[suffix](spec)
-  raise ValueError(f"Unknown tokenizer {spec!r}; known: 'bytes', 'words', a SentencePiece "
-                   "'*.model' path or a Hugging Face tokenizers '*.json' path.")
+  raise ValueError(f"Unknown tokenizer {spec!r}; known: 'bytes', 'words', 'clip', a SentencePiece "
+                   "'*.model' path or a Hugging Face tokenizers '*.json' path, or a pretrained "
+                   "'siglip:PATH', 'big_vision:PATH', 'hf:PATH'.")
 
 
 def train_bpe(texts: Iterable[str], path: str, *, vocab_size: int = 8192,

@@ -163,11 +163,8 @@ def augment_tokens(ids: list[int], rng: np.random.Generator, *, delete_prob: flo
 
 
 def _pad(ids: list[int], tokenizer: tokenizers_lib.Tokenizer, max_len: int) -> np.ndarray:
-  keep = max_len - 1 if tokenizer.eos_id is not None else max_len
-  ids = ids[:keep] + ([tokenizer.eos_id] if tokenizer.eos_id is not None else [])
-  out = np.zeros(max_len, np.int32)
-  out[:len(ids)] = ids
-  return out
+  # One framing for every path (start/end ids, truncation, padding id): see tokenizers.frame.
+  return tokenizers_lib.frame(tokenizer, ids, max_len)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -302,3 +299,64 @@ def stack_examples(examples: Sequence[dict[str, Any]]) -> dict[str, np.ndarray]:
   out = {k: np.stack([e[k] for e in examples]) for k in examples[0] if k != SKIPPED_KEY}
   out[SKIPPED_KEY] = int(sum(e.get(SKIPPED_KEY, 0) for e in examples))
   return out
+
+
+@dataclasses.dataclass(frozen=True)
+class ModalityTransform:
+  """One record of a source of named modalities (`Source.modalities`, e.g. `xor`) to one example.
+
+  Each modality field becomes the model input of the same name, with no augmentation:
+    a uint8 `[H, W, 3]` image: float32 `[H, W, 3]`, normalized by `normalization` (not resized:
+      such a source draws at `data.image_size`);
+    a str: int32 `[max_len]`, tokenized and framed as `ExampleTransform` does captions;
+    another integer array: int32 (token ids as they are); a float array: float32 (vectors).
+  Besides: `mask` (True), `label` (int32, when `label_key` is set) and the `passthrough` fields
+  that are present (bool stays bool, integers become int32, floats float32; arrays keep their
+  shape). An unreadable record gives `{"_bad": reason}`.
+  """
+  modalities: tuple[str, ...]
+  tokenizer: tokenizers_lib.Tokenizer
+  max_len: int
+  normalization: Normalization = "clip"
+  label_key: str | None = None
+  passthrough: tuple[str, ...] = ("index",)
+
+  def __post_init__(self):
+    if self.normalization not in NORMALIZATIONS:
+      raise ValueError(f"Unknown normalization {self.normalization!r}; known: "
+                       f"{sorted(NORMALIZATIONS)}.")
+
+  def __call__(self, record: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
+    del rng  # nothing random: no augmentation
+    if ERROR_KEY in record:
+      index = record.get("index", "?")
+      logging.log_every_n_seconds(logging.WARNING, "Skipping record %s: %s", 60, index,
+                                  record[ERROR_KEY])
+      return {BAD_KEY: f"unreadable record ({record[ERROR_KEY]})"}
+    example = {"mask": np.bool_(True), SKIPPED_KEY: 0}
+    for name in self.modalities:
+      example[name] = self._input(get_field(record, name))
+    if self.label_key is not None:
+      example["label"] = np.int32(get_field(record, self.label_key))
+    for key in self.passthrough:
+      if key in record and key not in example:
+        example[key] = _numeric(record[key])
+    return example
+
+  def _input(self, value: Any) -> np.ndarray:
+    if isinstance(value, (str, bytes)):
+      text = value.decode("utf-8", errors="replace") if isinstance(value, bytes) else value
+      return _pad(self.tokenizer.encode(text), self.tokenizer, self.max_len)
+    value = np.asarray(value)
+    if value.dtype == np.uint8 and value.ndim == 3 and value.shape[-1] == 3:
+      return normalize(np.ascontiguousarray(value), self.normalization)
+    return _numeric(value)
+
+
+def _numeric(value: Any) -> np.ndarray:
+  value = np.asarray(value)
+  if value.dtype == np.bool_:
+    return value
+  if np.issubdtype(value.dtype, np.integer):
+    return value.astype(np.int32)
+  return value.astype(np.float32)

@@ -17,6 +17,9 @@ from contrastive.evaluate.geometry import similarity_samples
 from contrastive.evaluate.geometry import singular_values
 from contrastive.evaluate.geometry import uniformity
 from contrastive.evaluate.geometry import variance_dims
+from contrastive.evaluate.imagenet import IMAGENET_CLASSNAMES
+from contrastive.evaluate.imagenet import OPENAI_IMAGENET_TEMPLATES
+from contrastive.evaluate.imagenet import SIMPLE_IMAGENET_TEMPLATES
 from contrastive.evaluate.probes import fit_logistic_regression
 from contrastive.evaluate.probes import knn_classifier
 from contrastive.evaluate.probes import linear_probe
@@ -37,6 +40,14 @@ from contrastive.evaluate.similarity import topk
 from contrastive.evaluate.sources import EvalSource
 from contrastive.evaluate.sources import SOURCES
 from contrastive.evaluate.sources import data_sources
+from contrastive.evaluate.interactive import Embedder
+from contrastive.evaluate.interactive import image_grid
+from contrastive.evaluate.interactive import metrics_table
+from contrastive.evaluate.interactive import plot_comparison
+from contrastive.evaluate.interactive import records
+from contrastive.evaluate.interactive import report_images
+from contrastive.evaluate.interactive import show_report
+from contrastive.evaluate.interactive import Table
 from contrastive.evaluate.tasks import TASKS
 from contrastive.evaluate.zeroshot import class_prototypes
 from contrastive.evaluate.zeroshot import marginal_log_probs
@@ -45,7 +56,10 @@ from contrastive.evaluate.zeroshot import score_metrics
 from contrastive.evaluate.zeroshot import zeroshot_metrics
 
 __all__ = [
-    "Context", "EvalSource", "SOURCES", "TASKS", "alignment", "append_history",
+    "Embedder", "Table", "image_grid", "metrics_table", "plot_comparison", "records",
+    "report_images", "show_report",
+    "Context", "EvalSource", "IMAGENET_CLASSNAMES", "OPENAI_IMAGENET_TEMPLATES",
+    "SIMPLE_IMAGENET_TEMPLATES", "SOURCES", "TASKS", "alignment", "append_history",
     "binding_metrics", "check_tasks", "class_prototypes", "data_sources", "default_tasks",
     "effective_rank",
     "embed_dataset", "evaluate", "fit_logistic_regression", "geometry_metrics", "knn_classifier",

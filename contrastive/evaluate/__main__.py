@@ -4,11 +4,16 @@ r"""Evaluates a checkpoint written by the trainer on the config's `eval.tasks`.
     python -m contrastive.evaluate --workdir runs/demo --checkpoint 400           # its config.json
     python -m contrastive.evaluate --config configs/demo.py --workdir runs/demo \
         --config.eval.tasks.retrieval.source.num_examples=2000 --output runs/demo/eval_2k
+    python -m contrastive.evaluate --pretrained /ckpt/clip_vit_b16 --output runs/b16_eval
 
 Without `--config`, the run's resolved config (`{workdir}/config.json`, written by the trainer)
 is used. A workdir without checkpoints is evaluated at initialization (the untrained baseline).
 The report (`metrics.json`, `history.jsonl`, PNG plots) goes to `--output`, by default
-`{workdir}/eval`. The work is done by `contrastive.evaluate.workdir.evaluate_workdir`.
+`{workdir}/eval`. The work is done by `contrastive.train.evaluation.evaluate_workdir`: a
+workdir is the trainer's (its config keys, its checkpoints), so this one command reads `train`.
+With `--pretrained PATH` (instead of `--workdir`), an imported checkpoint is evaluated with its
+own tokenizer and image settings on `--config`'s eval tasks, or the built-in set without one
+(`contrastive.evaluate.pretrained`, which reads nothing of `train`).
 """
 
 import json
@@ -19,17 +24,22 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from contrastive import parallel
+
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "A config file (`configs/NAME.py[:arg]`); default: {workdir}/config.json.",
     lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "The training run's directory.", required=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "The training run's directory.")
+_PRETRAINED = flags.DEFINE_string(
+    "pretrained", None, "Instead of --workdir: an imported checkpoint (open_clip, Hugging Face or "
+    "big_vision, as downloaded), evaluated on --config's eval tasks (its model is ignored) or on "
+    "the built-in set; see contrastive.evaluate.pretrained.")
+_PRETRAINED_NAME = flags.DEFINE_string(
+    "pretrained_name", None, "The architecture where --pretrained does not say (e.g. ViT-B-32).")
+flags.mark_flags_as_mutual_exclusive(["workdir", "pretrained"], required=True)
 _CHECKPOINT = flags.DEFINE_integer("checkpoint", None, "The step to evaluate (default: latest).")
 _OUTPUT = flags.DEFINE_string("output", None, "Where the report goes (default {workdir}/eval).")
-_DISTRIBUTED = flags.DEFINE_bool(
-    "distributed", False, "Call jax.distributed.initialize() with cluster auto-detection.")
-_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0.")
-_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes.")
-_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
+_HOSTS = parallel.define_host_flags()
 
 
 def _run_config(workdir: str):
@@ -46,26 +56,36 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   if not flags.FLAGS["stderrthreshold"].present:
     flags.FLAGS.stderrthreshold = "warning"
-  # Imported here so that `--help` and flag errors come back without starting JAX.
-  from contrastive.evaluate import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
-  from contrastive.train import hosts  # pylint: disable=g-import-not-at-top
-  hosts.initialize(coordinator_address=_COORDINATOR.value, num_processes=_NUM_PROCESSES.value,
-                   process_id=_PROCESS_ID.value, distributed=_DISTRIBUTED.value)
+  # The library is imported here, so that `--help` and flag errors come back without JAX.
+  _HOSTS.initialize()
   import jax  # pylint: disable=g-import-not-at-top
   try:
-    config = _CONFIG.value if _CONFIG.value is not None else _run_config(_WORKDIR.value)
-    metrics = workdir_lib.evaluate_workdir(config, _WORKDIR.value, step=_CHECKPOINT.value,
-                                           output_dir=_OUTPUT.value)
-  except (ValueError, FileNotFoundError) as e:
+    if _PRETRAINED.value:
+      from contrastive.evaluate import pretrained  # pylint: disable=g-import-not-at-top
+      metrics = pretrained.evaluate_path(_PRETRAINED.value, _CONFIG.value,
+                                         name=_PRETRAINED_NAME.value, output_dir=_OUTPUT.value)
+    else:
+      from contrastive.train import evaluation  # pylint: disable=g-import-not-at-top
+      config = _CONFIG.value if _CONFIG.value is not None else _run_config(_WORKDIR.value)
+      metrics = evaluation.evaluate_workdir(config, _WORKDIR.value, step=_CHECKPOINT.value,
+                                            output_dir=_OUTPUT.value)
+  except (ValueError, FileNotFoundError, ImportError) as e:
     print(f"error: {e}", file=sys.stderr, flush=True)
     sys.exit(1)
   if jax.process_index() == 0:  # the CLI's output: the one place that prints
     width = max((len(k) for k in metrics), default=0)
     for key in sorted(metrics):
       print(f"{key:<{width}}  {metrics[key]:.4f}")
-    output = _OUTPUT.value or os.path.join(_WORKDIR.value, "eval")
-    print(f"Report: {output}/metrics.json and PNG plots.", flush=True)
+    output = _OUTPUT.value or (_WORKDIR.value and os.path.join(_WORKDIR.value, "eval"))
+    if output:  # --pretrained without --output writes no files
+      print(f"Report: {output}/metrics.json and PNG plots.", flush=True)
+
+
+def _parse_flags(argv):
+  # The run config's own parser: a bad config file or override is one line, not a traceback.
+  from contrastive.train import overrides  # pylint: disable=g-import-not-at-top
+  return overrides.parse_flags(argv)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)

@@ -29,6 +29,7 @@ from jax.sharding import Mesh
 import ml_collections
 import numpy as np
 
+from contrastive import parallel
 from contrastive.evaluate import embed
 from contrastive.evaluate import similarity
 from contrastive.evaluate import sources as sources_lib
@@ -67,7 +68,7 @@ class Context:
   prepare: Prepare
   batch_size: int
   mesh: Mesh | None = None
-  batch_axes: Sequence[str] = ("data", "fsdp")
+  batch_axes: Sequence[str] = parallel.BATCH_AXES
   image_modality: str = "image"
   text_modality: str = "text"
   sources: Mapping[str, Callable[..., Any]] | None = None

@@ -6,21 +6,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 import collections
 
 import jax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh
 import numpy as np
 
+from contrastive import parallel
 from contrastive.evaluate import _common
 
 EmbedFn = Callable[[dict[str, jax.Array]], Mapping[str, jax.Array]]
-
-
-def batch_sharding(mesh: Mesh, *, batch_axes: Sequence[str] = ("data", "fsdp")) -> NamedSharding:
-  """The leading dimension split over those of `batch_axes` that the mesh has."""
-  axes = tuple(a for a in batch_axes if a in mesh.axis_names)
-  if not axes:
-    raise ValueError(f"None of the batch axes {tuple(batch_axes)} is in the mesh, whose axes are "
-                     f"{tuple(mesh.axis_names)}.")
-  return NamedSharding(mesh, P(axes))
 
 
 def pad_batch(batch: Mapping[str, np.ndarray], batch_size: int) -> tuple[dict[str, np.ndarray],
@@ -46,7 +38,7 @@ def pad_batch(batch: Mapping[str, np.ndarray], batch_size: int) -> tuple[dict[st
 
 def embed_dataset(embed_fn: EmbedFn, batches: Iterable[Mapping[str, np.ndarray]], *,
                   batch_size: int, mesh: Mesh | None = None,
-                  batch_axes: Sequence[str] = ("data", "fsdp"), jit: bool = False
+                  batch_axes: Sequence[str] = parallel.BATCH_AXES, jit: bool = False
                   ) -> dict[str, np.ndarray]:
   """Embeds every batch with `embed_fn` and concatenates the outputs on the host.
 
@@ -76,8 +68,8 @@ def embed_dataset(embed_fn: EmbedFn, batches: Iterable[Mapping[str, np.ndarray]]
     raise ValueError(f"batch_size must be positive, got {batch_size!r}.")
   sharding = None
   if mesh is not None:
-    sharding = batch_sharding(mesh, batch_axes=batch_axes)
-    shards = int(np.prod([mesh.shape[a] for a in sharding.spec[0]]))
+    sharding = parallel.batch_sharding(mesh, batch_axes=batch_axes)
+    shards = parallel.batch_shards(mesh, batch_axes)
     if batch_size % shards:
       raise ValueError(f"batch_size {batch_size} is not divisible by the {shards} devices of the "
                        f"batch axes {sharding.spec[0]}.")

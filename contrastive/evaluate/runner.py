@@ -25,6 +25,8 @@ import jax
 from jax.sharding import Mesh
 import ml_collections
 
+from contrastive import parallel
+from contrastive.evaluate import imagenet
 from contrastive.evaluate import report as report_lib
 from contrastive.evaluate import similarity
 from contrastive.evaluate.context import Context
@@ -68,6 +70,9 @@ def check_tasks(tasks: Mapping[str, Mapping[str, Any]] | ml_collections.ConfigDi
                and p not in config]
     if missing:
       raise ValueError(f"Task {name!r} ({kind}) needs option(s) {missing}.")
+    if kind == "zeroshot":  # a misspelt named set fails here, not after other tasks have run
+      imagenet.class_names(config.get("class_names"))
+      imagenet.templates(config.get("templates"))
     out[name] = {"kind": kind, **config}
   return out
 
@@ -77,7 +82,7 @@ def run_tasks(embed_fn: Callable[[dict[str, jax.Array]], Mapping[str, jax.Array]
               prepare: Prepare, batch_size: int, mesh: Mesh | None = None,
               sources: Mapping[str, Callable[..., Any]] | None = None,
               image_modality: str = "image", text_modality: str = "text",
-              batch_axes: Sequence[str] = ("data", "fsdp"),
+              batch_axes: Sequence[str] = parallel.BATCH_AXES,
               block_size: int = similarity.DEFAULT_BLOCK_SIZE, jit: bool = False,
               logit_scale: float | None = None, context: Context | None = None
               ) -> dict[str, float]:
@@ -123,7 +128,7 @@ def evaluate(embed_fn: Callable[[dict[str, jax.Array]], Mapping[str, jax.Array]]
              step: int | None = None, mesh: Mesh | None = None, report: bool = True,
              sources: Mapping[str, Callable[..., Any]] | None = None,
              image_modality: str = "image", text_modality: str = "text",
-             batch_axes: Sequence[str] = ("data", "fsdp"),
+             batch_axes: Sequence[str] = parallel.BATCH_AXES,
              block_size: int = similarity.DEFAULT_BLOCK_SIZE, jit: bool = False,
              logit_scale: float | None = None) -> dict[str, float]:
   """`run_tasks`, then (on process 0, with a `workdir`) the history line and the report.

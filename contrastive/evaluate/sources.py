@@ -18,6 +18,8 @@ adds, such as `data_sources(config.data)`) and the factory's keyword arguments:
   "num_heldout": 8}`: the built-in dataset (any `ShapesSource` option);
 - `{"name": "tfds", "dataset": "imagenette", "split": "validation", "data_dir": ...,
   "num_examples": 1000}`: a tfds classification dataset prepared as ArrayRecord;
+- `{"name": "arrayrecord", "path": "/data/my_set", "split": "val"}`: a dataset directory
+  written by `python -m contrastive.data.build`;
 - `{"name": "data", "split": "test", "num_examples": 512}`: the training data config's own
   source (`data_sources`).
 """
@@ -109,6 +111,15 @@ def tfds(*, dataset: str, split: str, data_dir: str | None = None, image_key: st
   return EvalSource(_head(source, num_examples), names or None, tuple(templates))
 
 
+def arrayrecord(*, path: str, split: str, num_examples: int | None = None) -> EvalSource:
+  """A dataset directory written by `python -m contrastive.data.build` (`image` left encoded,
+  `caption` a list of str), e.g. `{"name": "arrayrecord", "path": "/data/my_set",
+  "split": "val"}` for retrieval."""
+  from contrastive import data  # pylint: disable=g-import-not-at-top
+  cfg = data.resolve_config(dict(source="arrayrecord", arrayrecord=dict(path=path)))
+  return EvalSource(_head(data.make_source(cfg, split=split).data, num_examples))
+
+
 def data_sources(data_config: Any) -> dict[str, Callable[..., EvalSource]]:
   """`{"data": factory}`: evaluation sources read through the training data config.
 
@@ -162,6 +173,7 @@ def _head(source, n: int | None):
 SOURCES: dict[str, Callable[..., EvalSource]] = {
     "synthetic": synthetic,
     "tfds": tfds,
+    "arrayrecord": arrayrecord,
 }
 
 

@@ -20,6 +20,7 @@ import numpy as np
 
 from contrastive.evaluate import binding as binding_lib
 from contrastive.evaluate import geometry as geometry_lib
+from contrastive.evaluate import imagenet
 from contrastive.evaluate import probes
 from contrastive.evaluate import retrieval as retrieval_lib
 from contrastive.evaluate import sources as sources_lib
@@ -65,21 +66,24 @@ def _subsets(fields, subset_key: str | None, names: Sequence[str]) -> dict[str, 
   return {names[0]: ~flag, names[1]: flag}
 
 
-def zeroshot(ctx: Context, *, source: Source, class_names: Sequence[str] | None = None,
-             templates: Sequence[str] | None = None, label_key: str = "label",
+def zeroshot(ctx: Context, *, source: Source, class_names: Sequence[str] | str | None = None,
+             templates: Sequence[str] | str | None = None, label_key: str = "label",
              image_key: str = "image", ks: Sequence[int] = (1, 5),
              ensemble: Literal["mean", "marginal"] = "mean", scale: float | None = None
              ) -> dict[str, float]:
   """Zero-shot classification of a labelled source with a prompt ensemble.
 
   Class names and templates default to the source's own (the built-in labelled views, tfds
-  label names); labels are ints or multi-hot vectors. `ensemble="mean"` predicts the nearest
-  averaged prototype (CLIP; `zeroshot.class_prototypes`), `"marginal"` sums each class's prompt
-  probabilities under the model's softmax at logit scale `scale` (default: the model's own,
-  `ctx.logit_scale`; `zeroshot.marginal_log_probs`). See `zeroshot.zeroshot_metrics`.
+  label names), or name a set of `contrastive.evaluate.imagenet` (`class_names="imagenet"`,
+  `templates="imagenet80"` or `"imagenet7"`); labels are ints or multi-hot vectors.
+  `ensemble="mean"` predicts the nearest averaged prototype (CLIP;
+  `zeroshot.class_prototypes`), `"marginal"` sums each class's prompt probabilities under the
+  model's softmax at logit scale `scale` (default: the model's own, `ctx.logit_scale`;
+  `zeroshot.marginal_log_probs`). See `zeroshot.zeroshot_metrics`.
   """
   if ensemble not in ("mean", "marginal"):
     raise ValueError(f"ensemble must be 'mean' or 'marginal', got {ensemble!r}.")
+  class_names, templates = imagenet.class_names(class_names), imagenet.templates(templates)
   scale = scale if scale is not None else ctx.logit_scale
   if ensemble == "marginal" and scale is None:
     raise ValueError("ensemble='marginal' needs the model's logit scale: give the task a scale, "

@@ -65,10 +65,3 @@ def masked_logsumexp(values: jax.Array, keep: jax.Array, axis: int) -> jax.Array
   some = total > 0
   return jnp.where(some, jnp.log(jnp.where(some, total, 1.)) + jnp.squeeze(top, axis), -jnp.inf)
 
-
-def modalities_adapter(fn):
-  """Adapts ``fn(embeddings, scale, **kw)`` to the registry's calling convention."""
-  def adapted(embeddings, scale, bias, side, **kw):
-    del bias, side
-    return fn(embeddings, scale, **kw)
-  return adapted

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from contrastive.losses import _checks, _pairwise, reference, registry
+from contrastive.losses import _checks, _pairwise
 from contrastive.losses.ring import Home, Tile, TileLoss, ring_loss
 
 VARIANTS = ("cua", "cuaxu")
@@ -48,7 +48,10 @@ def align_uniform_loss(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, *, alph
     more.
 
   Example:
+    >>> x = y = jnp.eye(4)  # aligned pairs, every two samples at squared distance 2
     >>> loss = align_uniform_loss(x, y, alpha=2.0, t=2.0)
+    >>> print(f"{loss:.3f}")  # 0 + (U(x) + U(y)) / 2 with U = -2 t
+    -4.000
 
   References:
     Wang & Isola, Understanding Contrastive Representation Learning through Alignment and
@@ -95,7 +98,10 @@ def contrastive_gap_loss(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike,
     float32 scalar, identical on every device of ``axis_name``.
 
   Example:
-    >>> loss = contrastive_gap_loss(x, y, 1 / 0.07, variant="cuaxu")
+    >>> x = y = jnp.eye(4)
+    >>> loss = contrastive_gap_loss(x, y, 2.0, variant="cua")
+    >>> print(f"{loss:.3f}")  # CLIP's log(1 + 3 e^-2), alignment 0, uniformity -2 t = -4
+    -3.659
 
   References:
     Fahim, Murphy & Fyshe, It's Not a Modality Gap: Characterizing and Addressing the
@@ -169,24 +175,3 @@ def _geometry_tiles(clip: bool, cross: bool, alpha: float, t: float, n_dev: int)
   if clip:
     reductions.update(lse_xy="row_lse", lse_yx="col_lse")
   return TileLoss(tile_fn=tile_fn, reductions=reductions, finalize_fn=finalize_fn)
-
-
-def _align_uniform_objective(emb, scale, bias, side, *, loss_fn=align_uniform_loss, **kw):
-  del scale, bias, side
-  return loss_fn(emb[0], emb[1], **kw)
-
-
-def _contrastive_gap_objective(emb, scale, bias, side, *, loss_fn=contrastive_gap_loss, **kw):
-  del bias, side
-  return loss_fn(emb[0], emb[1], scale, **kw)
-
-
-registry.register(registry.Objective(
-    "align_uniform", _align_uniform_objective, init="clip",
-    paper="Alignment and uniformity (Wang & Isola, ICML 2020)",
-    reference=functools.partial(_align_uniform_objective, loss_fn=reference.align_uniform_loss)))
-registry.register(registry.Objective(
-    "contrastive_gap", _contrastive_gap_objective, init="clip",
-    paper="CUA/CUAXU, the contrastive gap (Fahim et al., 2024)",
-    reference=functools.partial(_contrastive_gap_objective,
-                                loss_fn=reference.contrastive_gap_loss)))

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from contrastive.losses import _checks, _pairwise, reference, registry
+from contrastive.losses import _checks, _pairwise
 from contrastive.losses.ring import Home, Tile, TileLoss, ring_loss
 
 
@@ -45,7 +43,10 @@ def auc_mw_loss(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, scale: jax.typ
     more.
 
   Example:
-    >>> loss = auc_mw_loss(queries, documents, 1 / 0.07)
+    >>> queries = documents = jnp.eye(4)  # every positive scores 1, every negative 0
+    >>> loss = auc_mw_loss(queries, documents, 2.0)
+    >>> print(f"{loss:.3f}")  # -log sigmoid(t (1 - 0))
+    0.127
 
   References:
     Optimizing What Matters: AUC-Driven Learning for Robust Neural Retrieval, 2025 (the MW loss:
@@ -77,13 +78,3 @@ def _finalize_fn(home: Home):
 
 _AUC_TILES = TileLoss(tile_fn=_tile_fn, reductions={"mw_x": "row_sum", "mw_y": "col_sum"},
                       finalize_fn=_finalize_fn, linear=True)
-
-
-def _objective(emb, scale, bias, side, *, loss_fn=auc_mw_loss, **kw):
-  del bias, side
-  return loss_fn(emb[0], emb[1], scale, **kw)
-
-
-registry.register(registry.Objective(
-    "auc_mw", _objective, init="clip", paper="MW / AUC-driven retrieval loss (2025)",
-    reference=functools.partial(_objective, loss_fn=reference.auc_mw_loss)))

@@ -7,8 +7,8 @@ from typing import Literal
 
 import jax
 
-from contrastive.losses import _checks, reference, registry
-from contrastive.losses._modalities import check_modalities, modalities_adapter
+from contrastive.losses import _checks
+from contrastive.losses._modalities import check_modalities
 from contrastive.losses.softmax import softmax_loss
 
 MODES = ("all_pairs", "core")
@@ -49,7 +49,10 @@ def cmc_loss(embeddings, scale: jax.typing.ArrayLike, *,
     float32 scalar, identical on every device of ``axis_name``.
 
   Example:
-    >>> loss = cmc_loss([luminance, chrominance, depth], 1 / 0.07, mode="core")
+    >>> luminance = chrominance = depth = jnp.eye(4)  # three views of four samples
+    >>> loss = cmc_loss([luminance, chrominance, depth], 1.0, mode="core")
+    >>> print(f"{loss:.3f}")  # two pairs (core, other), each CLIP's log(1 + 3 / e)
+    1.487
 
   References:
     Tian, Krishnan, Isola. Contrastive Multiview Coding. ECCV 2020.
@@ -65,9 +68,3 @@ def cmc_loss(embeddings, scale: jax.typing.ArrayLike, *,
            else ((0, q) for q in range(1, len(emb))))
   return sum(softmax_loss(emb[p], emb[q], scale, label_smoothing=label_smoothing,
                           axis_name=axis_name, block_size=block_size) for p, q in pairs)
-
-
-registry.register(registry.Objective(
-    "cmc", modalities_adapter(cmc_loss), modalities=None, init="clip",
-    paper="CMC (Tian et al., ECCV 2020)",
-    reference=modalities_adapter(reference.cmc_loss)))

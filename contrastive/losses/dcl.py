@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from contrastive.losses import _checks, _pairwise, reference, registry
+from contrastive.losses import _checks, _pairwise
 from contrastive.losses.ring import Home, Tile, TileLoss, ring_loss
 
 
@@ -44,7 +44,10 @@ def dcl_loss(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, scale: jax.typing
     more (each positive needs a negative).
 
   Example:
-    >>> loss = dcl_loss(x, y, 1 / 0.1)
+    >>> x = y = jnp.eye(4)  # four orthogonal pairs
+    >>> loss = dcl_loss(x, y, 2.0)
+    >>> print(f"{loss:.3f}")  # -t + log 3
+    -0.901
 
   References:
     Yeh et al., Decoupled Contrastive Learning, ECCV 2022 (arXiv:2110.06848); the two-view form
@@ -83,7 +86,10 @@ def dclw_loss(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, scale: jax.typin
     float32 scalar, identical on every device of ``axis_name``.
 
   Example:
-    >>> loss = dclw_loss(x, y, 1 / 0.1, sigma=0.5)
+    >>> x = y = jnp.eye(4)  # equally good positives: every weight is 1, as in DCL
+    >>> loss = dclw_loss(x, y, 2.0, sigma=0.5)
+    >>> print(f"{loss:.3f}")
+    -0.901
 
   References:
     Yeh et al., Decoupled Contrastive Learning, ECCV 2022; weight as in the authors' code
@@ -136,21 +142,3 @@ def _dcl_tiles(intra_modal: bool, sigma: float | None) -> TileLoss:
   if intra_modal:
     reductions.update(neg_xx="row_lse", neg_yy="col_lse")
   return TileLoss(tile_fn=tile_fn, reductions=reductions, finalize_fn=finalize_fn)
-
-
-def _dcl_objective(emb, scale, bias, side, *, loss_fn=dcl_loss, **kw):
-  del bias, side
-  return loss_fn(emb[0], emb[1], scale, **kw)
-
-
-def _dclw_objective(emb, scale, bias, side, *, loss_fn=dclw_loss, **kw):
-  del bias, side
-  return loss_fn(emb[0], emb[1], scale, **kw)
-
-
-registry.register(registry.Objective(
-    "dcl", _dcl_objective, init="clip", paper="DCL (Yeh et al., ECCV 2022)",
-    reference=functools.partial(_dcl_objective, loss_fn=reference.dcl_loss)))
-registry.register(registry.Objective(
-    "dclw", _dclw_objective, init="clip", paper="DCLW (Yeh et al., ECCV 2022)",
-    reference=functools.partial(_dclw_objective, loss_fn=reference.dclw_loss)))

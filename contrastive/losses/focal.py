@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from contrastive.losses import _checks, _pairwise, reference, registry
+from contrastive.losses import _checks, _pairwise
 from contrastive.losses.ring import Home, Tile, TileLoss, ring_loss
 
 
@@ -46,7 +46,10 @@ def sigmoid_focal_loss(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike,
     float32 scalar, identical on every device of ``axis_name``.
 
   Example:
+    >>> x = y = jnp.eye(4)  # positives at similarity 1, negatives at 0
     >>> loss = sigmoid_focal_loss(x, y, 10.0, -10.0, gamma=1.0)
+    >>> print(f"{loss:.3f}")  # the positives' (1/2) log 2 each, the negatives' nearly 0
+    0.347
 
   References:
     Kim, Angelova & Kuo, Region-Aware Pretraining for Open-Vocabulary Object Detection with
@@ -100,7 +103,10 @@ def softmax_focal_loss(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike,
     more.
 
   Example:
-    >>> loss = softmax_focal_loss(x, y, 1 / 0.07, gamma=2.0)
+    >>> x = y = jnp.eye(4)  # four orthogonal pairs
+    >>> loss = softmax_focal_loss(x, y, 2.0, gamma=2.0)
+    >>> print(f"{loss:.3f}")  # (1 - P)^2 (-log P), P = e^2 / (e^2 + 3)
+    0.028
 
   References:
     Park & Han, Multi-Modal Representation Learning with Text-Driven Soft Masks, CVPR 2023 (a
@@ -158,23 +164,3 @@ def _softmax_focal_tiles(gamma: float) -> TileLoss:
 
   return TileLoss(tile_fn=tile_fn, reductions={"neg_x": "row_lse", "neg_y": "col_lse"},
                   finalize_fn=finalize_fn)
-
-
-def _sigmoid_focal_objective(emb, scale, bias, side, *, loss_fn=sigmoid_focal_loss, **kw):
-  del side
-  return loss_fn(emb[0], emb[1], scale, bias, **kw)
-
-
-def _softmax_focal_objective(emb, scale, bias, side, *, loss_fn=softmax_focal_loss, **kw):
-  del bias, side
-  return loss_fn(emb[0], emb[1], scale, **kw)
-
-
-registry.register(registry.Objective(
-    "sigmoid_focal", _sigmoid_focal_objective, uses_bias=True, init="siglip",
-    paper="RO-ViT focal contrastive loss (Kim et al., CVPR 2023)",
-    reference=functools.partial(_sigmoid_focal_objective, loss_fn=reference.sigmoid_focal_loss)))
-registry.register(registry.Objective(
-    "softmax_focal", _softmax_focal_objective, init="clip",
-    paper="Focal ITC (Park & Han, CVPR 2023)",
-    reference=functools.partial(_softmax_focal_objective, loss_fn=reference.softmax_focal_loss)))

@@ -7,8 +7,8 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from contrastive.losses import _checks, reference, registry, softmax
-from contrastive.losses._modalities import check_modalities, modalities_adapter
+from contrastive.losses import _checks, softmax
+from contrastive.losses._modalities import check_modalities
 from contrastive.losses.ring import Home, Tile, TileLoss, ring_loss
 
 # A Gram determinant below this is taken as this: the volume is floored at 1e-6, which keeps
@@ -64,7 +64,11 @@ def gram_loss(embeddings, scale: jax.typing.ArrayLike, *, label_smoothing: float
     float32 scalar, identical on every device of ``axis_name``.
 
   Example:
+    >>> u = jax.random.normal(jax.random.key(1), (3, 8, 16))  # 3 modalities, batch 8, dim 16
+    >>> text, video, audio = u / jnp.linalg.norm(u, axis=-1, keepdims=True)
     >>> loss = gram_loss([text, video, audio], 1 / 0.07, label_smoothing=0.1)
+    >>> print(f"{loss:.3f}")
+    2.785
 
   References:
     Cicchetti, Grassucci, Sigillo, Comminiello. Gramian Multimodal Representation Learning and
@@ -143,9 +147,3 @@ def _gram_tiles(label_smoothing: float) -> TileLoss:
 
   return TileLoss(tile_fn=tile_fn, reductions=softmax.infonce_reductions(label_smoothing),
                   finalize_fn=finalize_fn)
-
-
-registry.register(registry.Objective(
-    "gram", modalities_adapter(gram_loss), modalities=None, init="clip",
-    paper="GRAM (Cicchetti et al., ICLR 2025)",
-    reference=modalities_adapter(reference.gram_loss)))

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from contrastive.losses import _checks, _pairwise, reference, registry
+from contrastive.losses import _checks, _pairwise
 from contrastive.losses.ring import Home, Tile, TileLoss, ring_loss
 
 
@@ -57,7 +57,11 @@ def hard_negative_loss(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike,
     float32 scalar, identical on every device of ``axis_name``.
 
   Example:
-    >>> loss = hard_negative_loss(images, captions, 1 / 0.07, swapped_captions[:, None, :])
+    >>> images = captions = jnp.eye(4)  # four orthogonal pairs
+    >>> negatives = -captions[:, None, :]  # one hard negative per image: [batch, 1, dim]
+    >>> loss = hard_negative_loss(images, captions, 2.0, negatives)
+    >>> print(f"{loss:.3f}")  # (log(1 + 3 e^-2 + e^-4) + log(1 + 3 e^-2)) / 2
+    0.347
 
   References:
     Yuksekgonul et al., When and Why Vision-Language Models Behave like Bags-of-Words (NegCLIP),
@@ -136,14 +140,3 @@ def _hard_negative_tiles(shared: bool, has_x: bool) -> TileLoss:
     if has_x:
       reductions["hard_y"] = "col_lse"
   return TileLoss(tile_fn=tile_fn, reductions=reductions, finalize_fn=finalize_fn)
-
-
-def _objective(emb, scale, bias, side, *, loss_fn=hard_negative_loss, **kw):
-  del bias
-  return loss_fn(emb[0], emb[1], scale, side["neg_y"], side.get("neg_x"), **kw)
-
-
-registry.register(registry.Objective(
-    "hard_negative", _objective, init="clip", side_keys=("neg_y",),
-    paper="Hard-negative InfoNCE (NegCLIP, Yuksekgonul et al., ICLR 2023)",
-    reference=functools.partial(_objective, loss_fn=reference.hard_negative_loss)))

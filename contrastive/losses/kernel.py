@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from contrastive.losses import _checks, _pairwise, reference, registry
+from contrastive.losses import _checks, _pairwise
 from contrastive.losses.ring import Home, Tile, TileLoss, ring_loss
 
 MIXTURES = ("sum", "concat")
@@ -56,7 +56,10 @@ def kernel_infonce_loss(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike,
     float32 scalar, identical on every device of ``axis_name``.
 
   Example:
-    >>> loss = kernel_infonce_loss(x, y, 1 / 0.5, gamma=1.0, mix_weight=0.5)
+    >>> x = y = jnp.eye(4)  # aligned pairs, every other pair at distance sqrt(2)
+    >>> loss = kernel_infonce_loss(x, y, 2.0, gamma=1.0, mix_weight=0.5)
+    >>> print(f"{loss:.3f}")
+    0.108
 
   References:
     Tan, Zhang, Yang & Yuan, Contrastive Learning Is Spectral Clustering On Similarity Graph,
@@ -115,14 +118,3 @@ def _kernel_tiles(kernels) -> TileLoss:
   for k in range(len(kernels)):
     reductions.update({f"lse_x{k}": "row_lse", f"lse_y{k}": "col_lse"})
   return TileLoss(tile_fn=tile_fn, reductions=reductions, finalize_fn=finalize_fn)
-
-
-def _objective(emb, scale, bias, side, *, loss_fn=kernel_infonce_loss, **kw):
-  del bias, side
-  return loss_fn(emb[0], emb[1], scale, **kw)
-
-
-registry.register(registry.Objective(
-    "kernel_infonce", _objective, init="clip",
-    paper="Kernel-InfoNCE (Tan et al., ICLR 2024)",
-    reference=functools.partial(_objective, loss_fn=reference.kernel_infonce_loss)))

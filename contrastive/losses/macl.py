@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from contrastive.losses import _checks, _pairwise, reference, registry
+from contrastive.losses import _checks, _pairwise
 from contrastive.losses.ring import Home, Tile, TileLoss, ring_loss
 
 
@@ -56,7 +54,10 @@ def macl_loss(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, scale: jax.typin
     more.
 
   Example:
-    >>> loss = macl_loss(x, y, 10.0, alpha=0.5)
+    >>> x = y = jnp.eye(4)  # four orthogonal pairs: A = 1
+    >>> loss = macl_loss(x, y, 5.0, alpha=0.5)
+    >>> print(f"{loss:.3f}")
+    1.052
 
   References:
     Huang et al., Model-Aware Contrastive Learning: Towards Escaping the Dilemmas, ICML 2023;
@@ -97,13 +98,3 @@ def _finalize_fn(home: Home):
 
 _MACL_TILES = TileLoss(tile_fn=_tile_fn, reductions={"neg_x": "row_lse", "neg_y": "col_lse"},
                        finalize_fn=_finalize_fn)
-
-
-def _objective(emb, scale, bias, side, *, loss_fn=macl_loss, **kw):
-  del bias, side
-  return loss_fn(emb[0], emb[1], scale, **kw)
-
-
-registry.register(registry.Objective(
-    "macl", _objective, init="clip", paper="MACL (Huang et al., ICML 2023)",
-    reference=functools.partial(_objective, loss_fn=reference.macl_loss)))

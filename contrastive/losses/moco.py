@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from contrastive.losses import _checks, reference, registry
+from contrastive.losses import _checks
 from contrastive.losses._modalities import masked_logsumexp
 from contrastive.losses.ring import (DEFAULT_BLOCK_SIZE, Home, Tile, TileLoss, _axis_size, _vary,
                                      ring_loss)
@@ -87,9 +87,15 @@ def moco_loss(q: jax.typing.ArrayLike, k: jax.typing.ArrayLike, queue: jax.typin
     float32 scalar, identical on every device of ``axis_name``.
 
   Example:
-    >>> queue, ptr = init_queue(jax.random.key(0), 4096, 128)
+    >>> queue, ptr = init_queue(jax.random.key(0), 8, 4)  # 8 random unit keys, pointer 0
+    >>> q = k = jnp.eye(4)  # four queries and their keys
     >>> loss = moco_loss(q, jax.lax.stop_gradient(k), queue, 1 / 0.07)
     >>> queue, ptr = update_queue(queue, jax.lax.stop_gradient(k), ptr)
+    >>> print(int(ptr), bool(jnp.all(queue[:4] == k)))  # the keys took the queue's first rows
+    4 True
+    >>> loss = moco_loss(q, k, -k, 2.0)  # one negative each at -1, three at 0
+    >>> print(f"{loss:.3f}")  # log(1 + e^-4 + 3 e^-2)
+    0.354
 
   References:
     He, Fan, Wu, Xie, Girshick. Momentum Contrast for Unsupervised Visual Representation
@@ -248,19 +254,3 @@ def ema_update(online_params, target_params, momentum: jax.typing.ArrayLike):
     return mixed.astype(target.dtype)
 
   return jax.tree.map(update, online_params, jax.lax.stop_gradient(target_params))
-
-
-def _queue_adapter(fn):
-  """Adapts ``fn(q, k, queue, scale, **kw)`` to the registry: ``embeddings = (q, k)``, the queue
-  in ``side["queue"]``."""
-  def adapted(embeddings, scale, bias, side, **kw):
-    del bias
-    q, k = embeddings
-    return fn(q, k, side["queue"], scale, **kw)
-  return adapted
-
-
-registry.register(registry.Objective(
-    "moco", _queue_adapter(moco_loss), modalities=2, init="clip", side_keys=("queue",),
-    momentum_queue=True,
-    paper="MoCo (He et al., CVPR 2020)", reference=_queue_adapter(reference.moco_loss)))

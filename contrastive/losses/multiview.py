@@ -10,8 +10,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from contrastive.losses import _checks, reference, registry
-from contrastive.losses._modalities import check_modalities, masked_logsumexp, modalities_adapter
+from contrastive.losses import _checks
+from contrastive.losses._modalities import check_modalities, masked_logsumexp
 from contrastive.losses.ring import Home, Tile, TileLoss, ring_loss
 
 
@@ -44,7 +44,10 @@ def mv_infonce_loss(embeddings, scale: jax.typing.ArrayLike, *,
     float32 scalar, identical on every device of ``axis_name``.
 
   Example:
-    >>> loss = mv_infonce_loss([view1, view2, view3], 1 / 0.2)
+    >>> view1 = view2 = view3 = jnp.eye(4)  # identical views: every positive at similarity 1
+    >>> loss = mv_infonce_loss([view1, view2, view3], 2.0)
+    >>> print(f"{loss:.3f}")
+    0.476
 
   References:
     Koromilas et al., A Principled Framework for Multi-View Contrastive Learning, 2025.
@@ -85,7 +88,10 @@ def mv_dhel_loss(embeddings, scale: jax.typing.ArrayLike, *,
     float32 scalar, identical on every device of ``axis_name``.
 
   Example:
-    >>> loss = mv_dhel_loss([view1, view2, view3, view4, view5], 1 / 0.2)
+    >>> view1 = view2 = view3 = jnp.eye(4)  # k = 3 views of four orthogonal samples
+    >>> loss = mv_dhel_loss([view1, view2, view3], 2.0)
+    >>> print(f"{loss:.3f}")  # 3 log 3 - (t + log 3)
+    0.197
 
   References:
     Koromilas et al., A Principled Framework for Multi-View Contrastive Learning, 2025.
@@ -141,13 +147,3 @@ def _mv_dhel_tiles(k: int) -> TileLoss:
 
   return TileLoss(tile_fn=tile_fn, reductions={f"energy_{l}": "row_lse" for l in range(k)},
                   finalize_fn=finalize_fn)
-
-
-registry.register(registry.Objective(
-    "mv_infonce", modalities_adapter(mv_infonce_loss), modalities=None, init="clip",
-    paper="MV-InfoNCE (Koromilas et al., 2025)",
-    reference=modalities_adapter(reference.mv_infonce_loss)))
-registry.register(registry.Objective(
-    "mv_dhel", modalities_adapter(mv_dhel_loss), modalities=None, init="clip",
-    paper="MV-DHEL (Koromilas et al., 2025)",
-    reference=modalities_adapter(reference.mv_dhel_loss)))

@@ -33,7 +33,10 @@ def sigmoid_loss(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, scale: jax.ty
     float32 scalar, identical on every device of ``axis_name``.
 
   Example:
+    >>> x = y = jnp.eye(4)  # four orthogonal pairs: logits t + b on the diagonal, b elsewhere
     >>> loss = sigmoid_loss(x, y, 10.0, -10.0)
+    >>> print(f"{loss:.3f}")  # log 2 + 3 log(1 + e^-10)
+    0.693
 
   References:
     Zhai et al., Sigmoid Loss for Language Image Pre-Training, 2023.

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from contrastive.losses import _checks, _pairwise, reference, registry
+from contrastive.losses import _checks, _pairwise
 from contrastive.losses.ring import Home, Tile, TileLoss, ring_loss
 
 SPACES = ("weights", "logits")
@@ -98,8 +98,11 @@ def soft_target_loss(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike,
     and column of :math:`w` must have a positive sum (else the loss is NaN).
 
   Example:
-    >>> loss = soft_target_loss(x, y, 1 / 0.07, {"frozen": jax.lax.stop_gradient(x)},
-    ...                         targets=cwcl_targets())
+    >>> x = y = jnp.eye(4)  # four orthogonal pairs
+    >>> side = {"frozen": jnp.eye(4)}  # CWCL's weights: 1 on the diagonal, 1/2 elsewhere
+    >>> loss = soft_target_loss(x, y, 2.0, side, targets=cwcl_targets())
+    >>> print(f"{loss:.3f}")  # log(1 + 3 e^-2) + (3/5) t
+    1.541
 
   References:
     Srinivasa et al., CWCL: Cross-Modal Transfer with Continuously Weighted Contrastive Loss,
@@ -239,40 +242,3 @@ def _soft_tiles(targets: TargetFn, space: str, normalize: bool, global_batch: in
     k = "lse" if name == "lse" else kind
     reductions.update({f"{name}_x": f"row_{k}", f"{name}_y": f"col_{k}"})
   return TileLoss(tile_fn=tile_fn, reductions=reductions, finalize_fn=finalize_fn)
-
-
-# ----------------------------------------------------------------------------------------------
-# Registered objectives.
-
-
-def _cwcl_objective(emb, scale, bias, side, *, loss_fn=soft_target_loss, **kw):
-  del bias
-  return loss_fn(emb[0], emb[1], scale, {"frozen": side["frozen"]}, targets=cwcl_targets(), **kw)
-
-
-def _distill_objective(emb, scale, bias, side, *, teacher_scale=None, loss_fn=soft_target_loss,
-                       **kw):
-  del bias
-  teacher = {"teacher_x": side["teacher_x"], "teacher_y": side["teacher_y"]}
-  return loss_fn(emb[0], emb[1], scale, teacher, targets=teacher_logits(teacher_scale),
-                 space="logits", **kw)
-
-
-def _m3col_objective(emb, scale, bias, side, *, loss_fn=soft_target_loss, **kw):
-  del bias
-  mix = {"mix_lambda": side["mix_lambda"], "mix_partner": side["mix_partner"]}
-  return loss_fn(emb[0], emb[1], scale, mix, targets=mixup_targets(), normalize=False, **kw)
-
-
-registry.register(registry.Objective(
-    "cwcl", _cwcl_objective, init="clip", side_keys=("frozen",),
-    paper="CWCL (Srinivasa et al., NeurIPS 2023)",
-    reference=functools.partial(_cwcl_objective, loss_fn=reference.soft_target_loss)))
-registry.register(registry.Objective(
-    "distill", _distill_objective, init="clip", side_keys=("teacher_x", "teacher_y"),
-    paper="Soft-target distillation (ALBEF momentum distillation, Li et al., NeurIPS 2021)",
-    reference=functools.partial(_distill_objective, loss_fn=reference.soft_target_loss)))
-registry.register(registry.Objective(
-    "m3col", _m3col_objective, init="clip", side_keys=("mix_lambda", "mix_partner"),
-    paper="M3CoL mixup contrastive (Kumar et al., 2024)",
-    reference=functools.partial(_m3col_objective, loss_fn=reference.soft_target_loss)))

@@ -39,7 +39,10 @@ def softmax_loss(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, scale: jax.ty
     float32 scalar, identical on every device of ``axis_name``.
 
   Example:
-    >>> loss = softmax_loss(x, y, 1 / 0.07)
+    >>> x = y = jnp.eye(4)  # four orthogonal pairs: logits t on the diagonal, 0 elsewhere
+    >>> loss = softmax_loss(x, y, 2.0)
+    >>> print(f"{loss:.3f}")  # log(1 + 3 e^-2)
+    0.341
 
   References:
     Radford et al., Learning Transferable Visual Models From Natural Language Supervision, 2021.

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from contrastive.losses import _checks, _pairwise, reference, registry
+from contrastive.losses import _checks, _pairwise
 from contrastive.losses.ring import Home, Tile, TileLoss, ring_loss
 
 
@@ -54,7 +54,11 @@ def supcon_loss(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, scale: jax.typ
     float32 scalar, identical on every device of ``axis_name``.
 
   Example:
-    >>> loss = supcon_loss(x, y, 1 / 0.07, labels)
+    >>> x = y = jnp.eye(4)  # four orthogonal pairs in two classes
+    >>> labels = jnp.array([0, 0, 1, 1])
+    >>> loss = supcon_loss(x, y, 2.0, labels)
+    >>> print(f"{loss:.3f}")  # log(1 + 3 e^-2) + t / 2
+    1.341
 
   References:
     Khosla et al., Supervised Contrastive Learning, NeurIPS 2020 (the :math:`L_{out}` form, Eq. 2;
@@ -99,7 +103,11 @@ def multi_positive_loss(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike,
     float32 scalar, identical on every device of ``axis_name``.
 
   Example:
-    >>> loss = multi_positive_loss(images, captions, 1 / 0.07, image_ids)
+    >>> images = captions = jnp.eye(4)  # four orthogonal pairs of two images
+    >>> image_ids = jnp.array([0, 0, 1, 1])
+    >>> loss = multi_positive_loss(images, captions, 2.0, image_ids)
+    >>> print(f"{loss:.3f}")  # log(1 + 3 e^-2) - log(1 + e^-2)
+    0.214
 
   References:
     Miech et al., End-to-End Learning of Visual Representations from Uncurated Instructional
@@ -183,23 +191,3 @@ def _multi_positive_finalize_fn(home: Home):
 _MULTI_POSITIVE_TILES = TileLoss(
     tile_fn=_multi_positive_tile_fn, finalize_fn=_multi_positive_finalize_fn,
     reductions={"lse_x": "row_lse", "lse_y": "col_lse", "pos_x": "row_lse", "pos_y": "col_lse"})
-
-
-def _supcon_objective(emb, scale, bias, side, *, loss_fn=supcon_loss, **kw):
-  del bias
-  return loss_fn(emb[0], emb[1], scale, side["labels"], **kw)
-
-
-def _multi_positive_objective(emb, scale, bias, side, *, loss_fn=multi_positive_loss, **kw):
-  del bias
-  return loss_fn(emb[0], emb[1], scale, side["labels"], **kw)
-
-
-registry.register(registry.Objective(
-    "supcon", _supcon_objective, init="clip", side_keys=("labels",),
-    paper="SupCon (Khosla et al., NeurIPS 2020)",
-    reference=functools.partial(_supcon_objective, loss_fn=reference.supcon_loss)))
-registry.register(registry.Objective(
-    "multi_positive", _multi_positive_objective, init="clip", side_keys=("labels",),
-    paper="Multi-positive InfoNCE / MIL-NCE (Miech et al., CVPR 2020)",
-    reference=functools.partial(_multi_positive_objective, loss_fn=reference.multi_positive_loss)))

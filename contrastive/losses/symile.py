@@ -9,8 +9,8 @@ from typing import Literal
 import jax
 import jax.numpy as jnp
 
-from contrastive.losses import _checks, reference, registry
-from contrastive.losses._modalities import check_modalities, modalities_adapter, roll_batch
+from contrastive.losses import _checks
+from contrastive.losses._modalities import check_modalities, roll_batch
 from contrastive.losses.ring import Home, Tile, TileLoss, ring_loss
 
 NEGATIVES = ("shifted", "aligned")
@@ -68,7 +68,10 @@ def symile_loss(embeddings, scale: jax.typing.ArrayLike, *,
     float32 scalar, identical on every device of ``axis_name``.
 
   Example:
-    >>> loss = symile_loss([image, text, audio], 1 / 0.07)
+    >>> image = text = audio = jnp.eye(4)  # four orthogonal triples
+    >>> loss = symile_loss([image, text, audio], 2.0)
+    >>> print(f"{loss:.3f}")  # MIPs 1 for the triples, 0 for the shifted products: log(1 + 3 e^-2)
+    0.341
 
   References:
     Saporta, Puli, Goldstein, Ranganath. Contrasting with Symile: Simple Model-Agnostic
@@ -123,9 +126,3 @@ def _symile_tiles(k: int, shifted: bool) -> TileLoss:
 
   return TileLoss(tile_fn=tile_fn, reductions={f"lse_{m}": "row_lse" for m in range(k)},
                   finalize_fn=finalize_fn)
-
-
-registry.register(registry.Objective(
-    "symile", modalities_adapter(symile_loss), modalities=None, init="clip",
-    paper="Symile (Saporta et al., NeurIPS 2024)",
-    reference=modalities_adapter(reference.symile_loss)))

@@ -33,6 +33,11 @@ loss = losses.softmax_loss(emb["image"], emb["text"], extras["scale"])      # or
   activations follow the rules too (see `contrastive.parallel`).
 - Checkpoint layouts: `models.stack_layers` / `models.unstack_layers` convert parameters between
   unrolled (`encoderblock_0`, ...) and scanned (`encoderblock`, stacked) layers.
+- Published checkpoints: `models.load_pretrained(path, name=None) -> models.Pretrained`
+  (`model_config`, float32 `params`, the checkpoint's `data` settings) reads open_clip / OpenAI
+  CLIP, Hugging Face CLIP and SigLIP, and big_vision SigLIP checkpoints;
+  `models.save_pretrained(pre_or_config, params, path, family="open_clip" | "hf")` writes them
+  back (see `models.pretrained` and docs/pretrained.md).
 
 Model config keys (`config.model`; see `config.py`): `encoders` (`{modality: {"kind": "vit" |
 "text" | "mlp" | "cnn", "variant": ..., **encoder fields, "proj_bias": bool}}`), `embed_dim`,
@@ -60,6 +65,10 @@ from contrastive.models.locking import trainable_labels
 from contrastive.models.locking import trainable_mask
 from contrastive.models.locking import weight_decay_mask
 from contrastive.models.mlp import MLPEncoder
+from contrastive.models.pretrained import load_pretrained
+from contrastive.models.pretrained import Pretrained
+from contrastive.models.pretrained import PretrainedError
+from contrastive.models.pretrained import save_pretrained
 from contrastive.models.sizes import decode_text_variant
 from contrastive.models.sizes import decode_vit_variant
 from contrastive.models.sizes import SIZES
@@ -72,9 +81,10 @@ from contrastive.models.vit import posemb_sincos_2d
 from contrastive.models.vit import ViT
 
 __all__ = [
-    "ACTIVATIONS", "CNN", "CONVENTIONS", "ENCODERS", "Encoder", "MLPEncoder", "REMAT_POLICIES",
-    "SIZES", "TEXT_SIZES", "TextTransformer", "Tower", "TowerModel", "ViT", "count_params",
-    "decode_text_variant", "decode_vit_variant", "lock", "make_encoder", "make_model",
-    "model_config", "posemb_sincos_2d", "stack_layers", "trainable_labels", "trainable_mask",
-    "unstack_layers", "weight_decay_mask",
+    "ACTIVATIONS", "CNN", "CONVENTIONS", "ENCODERS", "Encoder", "MLPEncoder", "Pretrained",
+    "PretrainedError", "REMAT_POLICIES", "SIZES", "TEXT_SIZES", "TextTransformer", "Tower",
+    "TowerModel", "ViT", "count_params", "decode_text_variant", "decode_vit_variant",
+    "load_pretrained", "lock", "make_encoder", "make_model", "model_config", "posemb_sincos_2d",
+    "save_pretrained", "stack_layers", "trainable_labels", "trainable_mask", "unstack_layers",
+    "weight_decay_mask",
 ]

@@ -19,8 +19,9 @@ model = ml_collections.ConfigDict(dict(
 ))
 ```
 
-Each encoder config has `kind` (a key of `ENCODERS`), an optional `proj_bias` (the tower's
-head), and otherwise the fields of that encoder class (`ViT`, `TextTransformer`,
+Each encoder config has `kind` (a key of `ENCODERS`), optional `proj_bias` and `proj` (the
+tower's head: its bias, and whether there is one; `proj=False` needs the encoder's width to equal
+`embed_dim`), and otherwise the fields of that encoder class (`ViT`, `TextTransformer`,
 `MLPEncoder`, `CNN`); an unknown key fails with the list of known ones. The shared keys
 (`dtype`, `remat`, `scan`) reach only the encoders that have that field (`CNN` and `MLPEncoder`
 take `dtype` alone).
@@ -57,7 +58,7 @@ ENCODERS: dict[str, type[nn.Module]] = {
 MODEL_KEYS = ("encoders", "embed_dim", "convention", "scale_init", "bias_init", "max_scale",
               "dtype", "remat", "scan", "locked")
 SHARED_ENCODER_KEYS = ("dtype", "remat", "scan")
-TOWER_KEYS = ("kind", "proj_bias")
+TOWER_KEYS = ("kind", "proj_bias", "proj")
 
 
 def _to_dict(config: Any) -> dict[str, Any]:
@@ -71,7 +72,7 @@ def _to_dict(config: Any) -> dict[str, Any]:
 
 
 def encoder_fields(kind: str) -> tuple[str, ...]:
-  """The config keys an encoder of `kind` accepts (besides `kind` and `proj_bias`)."""
+  """The config keys an encoder of `kind` accepts (besides those of `TOWER_KEYS`)."""
   layers.check_choice(kind, ENCODERS, what="encoder kind")
   return tuple(f.name for f in dataclasses.fields(ENCODERS[kind])
                if f.name not in ("parent", "name"))
@@ -153,17 +154,19 @@ def make_model(config: Mapping[str, Any] | ml_collections.ConfigDict) -> towers.
     raise ValueError(f"The model config's 'encoders' must map modality names to encoder "
                      f"configs, got {encoder_configs!r}.")
   defaults = {k: config[k] for k in SHARED_ENCODER_KEYS if config.get(k) is not None}
-  encoders, proj_bias = {}, {}
+  encoders, proj_bias, proj = {}, {}, {}
   for modality, enc_config in encoder_configs.items():
     if not isinstance(enc_config, Mapping):
       raise ValueError(f"Modality {modality!r} has no encoder config (got {enc_config!r}); give "
                        f"{{'kind': one of {sorted(ENCODERS)}, ...}}.")
     encoders[modality] = make_encoder(enc_config, defaults=defaults, modality=modality)
     proj_bias[modality] = bool(enc_config.get("proj_bias", False))
+    proj[modality] = bool(enc_config.get("proj", True))
   locked = config.get("locked") or ()
   if isinstance(locked, str):
     locked = (locked,)
   return towers.TowerModel(encoders=encoders, embed_dim=config["embed_dim"], proj_bias=proj_bias,
+                           proj=proj,
                            locked=tuple(locked), **init)
 
 

@@ -7,6 +7,8 @@ Token and learned position embeddings, pre-LayerNorm blocks with causal (CLIP) o
   end-of-text token has the largest id of the vocabulary);
 - `"last"`: the last non-padding token (the end-of-text token of any tokenizer that appends
   one and pads on the right);
+- `"eos"`: the first position holding `eos_id` (position 0 where a row has none), Hugging Face
+  CLIP's convention for configs whose `eos_token_id` is not the legacy 2;
 - `"mean"`: the mean over non-padding tokens.
 
 Token id `pad_id` (default 0) is padding: no token attends to it and no pooling reads it, so the
@@ -35,10 +37,10 @@ import jax.numpy as jnp
 from contrastive.models import layers
 from contrastive.models import sizes
 
-Pool = Literal["eot", "last", "mean"]
+Pool = Literal["eot", "last", "mean", "eos"]
 FinalNorm = Literal["pre_pool", "post_pool", "none"]
 
-POOLS = ("eot", "last", "mean")
+POOLS = ("eot", "last", "mean", "eos")
 FINAL_NORMS = ("pre_pool", "post_pool", "none")
 
 
@@ -52,7 +54,8 @@ class TextTransformer(nn.Module):
     vocab_size: rows of the token embedding table (required).
     max_len: rows of the position table, the longest text accepted (required).
     causal: causal (each token sees itself and earlier tokens) or bidirectional attention.
-    pool: `"eot"`, `"last"` or `"mean"` (see the module docstring).
+    pool: `"eot"`, `"last"`, `"mean"` or `"eos"` (see the module docstring).
+    eos_id: the end-of-text id that pool `"eos"` looks for (required by it, unused otherwise).
     pad_id: the padding token id, or None for no padding.
     final_norm: where the last LayerNorm goes: on every token before pooling, on the pooled
       vector, or nowhere.
@@ -69,6 +72,7 @@ class TextTransformer(nn.Module):
   causal: bool = True
   pool: Pool = "last"
   pad_id: int | None = 0
+  eos_id: int | None = None
   final_norm: FinalNorm = "pre_pool"
   act: layers.Activation = "gelu"
   dropout: float = 0.0
@@ -85,6 +89,8 @@ class TextTransformer(nn.Module):
       if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"TextTransformer needs {field}, a positive int; got {value!r}.")
     layers.check_choice(self.pool, POOLS, what="text pool")
+    if self.pool == "eos" and (isinstance(self.eos_id, bool) or not isinstance(self.eos_id, int)):
+      raise ValueError(f"TextTransformer pool 'eos' needs eos_id, an int; got {self.eos_id!r}.")
     layers.check_choice(self.final_norm, FINAL_NORMS, what="text final_norm")
     layers.validate_encoder_options(act=self.act, remat=self.remat, dropout=self.dropout,
                                     stoch_depth=self.stoch_depth, what="TextTransformer")
@@ -155,9 +161,11 @@ class TextTransformer(nn.Module):
     positions = jnp.arange(seq_len)
     if self.pool == "eot":
       index = jnp.argmax(tokens, axis=-1)
+    elif self.pool == "eos":
+      index = jnp.argmax(tokens == self.eos_id, axis=-1)
     elif self.pool == "last":
       index = jnp.max(jnp.where(valid, positions[None], 0), axis=-1)
-    if self.pool in ("eot", "last"):
+    if self.pool in ("eot", "last", "eos"):
       pooled = jnp.take_along_axis(x, index[:, None, None], axis=1)[:, 0]
     else:
       weights = valid.astype(jnp.float32)

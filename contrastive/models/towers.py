@@ -10,7 +10,8 @@ log space (the scale) and initialized by convention:
 | `clip`     | `1/0.07` (log 2.659) | none      | 100       |
 | `siglip`   | `10` (log 2.303)     | `-10`     | none      |
 
-Parameters: `params[modality]["encoder"]`, `params[modality]["head"]`, `params["log_scale"]`
+Parameters: `params[modality]["encoder"]`, `params[modality]["head"]` (unless the tower has
+`proj=False`: no head, the encoder's width is the embedding), `params["log_scale"]`
 and, with a bias, `params["bias"]`.
 
 References: Radford et al. 2021 (CLIP), https://arxiv.org/abs/2103.00020; Zhai et al. 2023
@@ -55,12 +56,15 @@ class Tower(nn.Module):
       `([batch, width], aux)`.
     embed_dim: the shared embedding size.
     proj_bias: whether the head has a bias (CLIP: no; SigLIP: yes).
+    proj: whether there is a head at all; without one the encoder's pooled width must equal
+      `embed_dim` (the image tower of SigLIP checkpoints in open_clip and transformers).
     lock_encoder: run the encoder in inference mode and stop its gradient (LiT).
     lock_head: also stop the head's gradient.
   """
   encoder: nn.Module
   embed_dim: int
   proj_bias: bool = False
+  proj: bool = True
   lock_encoder: bool = False
   lock_head: bool = False
 
@@ -71,6 +75,12 @@ class Tower(nn.Module):
     if self.lock_encoder:
       features = jax.lax.stop_gradient(features)
     features = features.astype(jnp.float32)
+    if not self.proj:
+      if features.shape[-1] != self.embed_dim:
+        raise ValueError(f"A tower without a head needs encoder width {features.shape[-1]} to "
+                         f"equal embed_dim {self.embed_dim}.")
+      embedding, norm = l2_normalize(features)
+      return layers.constrain(embedding, ("batch", "joint")), {"features": features, "norm": norm}
     z = nn.Dense(self.embed_dim, use_bias=self.proj_bias, dtype=jnp.float32,
                  param_dtype=jnp.float32, name="head",
                  kernel_init=layers.partitioned(
@@ -90,6 +100,7 @@ class TowerModel(nn.Module):
     encoders: `{modality: encoder module}`; the encoders come unbound (e.g. `ViT("B/16")`).
     embed_dim: the shared embedding size.
     proj_bias: whether the heads have a bias: one bool, or `{modality: bool}` (missing: False).
+    proj: whether the towers have a head: one bool, or `{modality: bool}` (missing: True).
     scale_init: the initial logit scale `t` (stored as `log t`).
     bias_init: the initial logit bias `b`, or None for a model without a bias.
     max_scale: the largest scale; `exp(log_scale)` is clipped there (no gradient beyond it).
@@ -101,6 +112,7 @@ class TowerModel(nn.Module):
   encoders: Mapping[str, nn.Module]
   embed_dim: int
   proj_bias: bool | Mapping[str, bool] = False
+  proj: bool | Mapping[str, bool] = True
   scale_init: float = CONVENTIONS["clip"]["scale_init"]
   bias_init: float | None = CONVENTIONS["clip"]["bias_init"]
   max_scale: float | None = CONVENTIONS["clip"]["max_scale"]
@@ -127,6 +139,8 @@ class TowerModel(nn.Module):
       raise ValueError(f"bias_init must be a number or None, got {self.bias_init!r}.")
     if isinstance(self.proj_bias, Mapping):
       self._check_modalities(self.proj_bias, what="proj_bias")
+    if isinstance(self.proj, Mapping):
+      self._check_modalities(self.proj, what="proj")
     for entry in self.locked:
       if entry not in self.encoders and entry not in {f"{m}/encoder" for m in self.encoders}:
         raise ValueError(
@@ -153,6 +167,11 @@ class TowerModel(nn.Module):
     if isinstance(self.proj_bias, Mapping):
       return bool(self.proj_bias.get(name, False))
     return bool(self.proj_bias)
+
+  def _proj(self, name: str) -> bool:
+    if isinstance(self.proj, Mapping):
+      return bool(self.proj.get(name, True))
+    return bool(self.proj)
 
   @nn.compact
   def __call__(self, batch: Mapping[str, ArrayLike], *, train: bool
@@ -182,7 +201,7 @@ class TowerModel(nn.Module):
       if name not in batch:
         continue
       tower = Tower(encoder.clone(parent=None, name=None), embed_dim=self.embed_dim,
-                    proj_bias=self._proj_bias(name),
+                    proj_bias=self._proj_bias(name), proj=self._proj(name),
                     lock_encoder=name in locked or f"{name}/encoder" in locked,
                     lock_head=name in locked, name=name)
       embeddings[name], aux = tower(batch[name], train=train)

@@ -13,8 +13,9 @@ The options cover the layouts of big_vision (SigLIP, LiT) and open_clip (CLIP) c
 | timm / MAE (GAP)  | `gap` | False    | `post_pool` | `gelu`       | True       | 1e-6     |
 
 (With class-token pooling, applying the final LayerNorm before or after pooling is the same.)
-The class token has no position embedding of its own: a checkpoint whose class token has one
-(CLIP) loads as `cls = class_embedding + positional_embedding[0]`.
+By default the class token has no position embedding of its own; `cls_posemb=True` gives it the
+first row of the learned table (`pos_embedding` `[1, 1 + patches, width]`), CLIP's layout, so that
+a CLIP checkpoint maps onto it tensor for tensor with the same parameter count.
 
 `stem="conv"` replaces the patch embedding by the convolutional stem of Xiao et al.: log2(patch)
 3x3 convolutions of stride 2 (channels doubling up to the width) with GELU, then a 1x1
@@ -74,7 +75,11 @@ class ViT(nn.Module):
   Attributes:
     variant: a size name such as `"B/16"` (see `sizes.SIZES`); None to give every dimension.
     width, depth, mlp_dim, num_heads, patch_size: override the variant's dimensions.
-    image_size: the input side (an int) or `(height, width)`; must be divisible by the patch.
+    image_size: the input side (an int) or `(height, width)`; must be divisible by the patch
+      unless `drop_remainder`.
+    drop_remainder: let an image side that is not a multiple of the patch lose its last
+      `side % patch` pixels, as a VALID convolution does (SigLIP So400m/14 at 384 px sees 27x27
+      patches of 14); patch stem only.
     channels: input channels (3 for RGB; 1 for e.g. an audio spectrogram).
     posemb: `"learn"` (a learned table for `image_size`) or `"sincos2d"` (fixed, any size).
     pool: `"cls"` (class token), `"gap"` (mean of the patch tokens) or `"map"` (attention
@@ -85,6 +90,8 @@ class ViT(nn.Module):
     patch_bias: whether the patch embedding has a bias (CLIP's has none).
     stem: `"patch"` (one linear map per patch) or `"conv"` (the convolutional stem above; the
       patch size must be a power of two).
+    cls_posemb: with `pool="cls"` and `posemb="learn"`, the class token has its own (first) row
+      of the position table, added after the class token is prepended (CLIP).
     act, dropout, stoch_depth, remat, scan, norm_eps: see `layers.Encoder`.
     dtype: compute dtype (parameters stay float32).
   """
@@ -96,12 +103,14 @@ class ViT(nn.Module):
   patch_size: int | None = None
   image_size: int | tuple[int, int] = 224
   channels: int = 3
+  drop_remainder: bool = False
   posemb: Posemb = "learn"
   pool: Pool = "cls"
   pre_norm: bool = False
   final_norm: FinalNorm = "pre_pool"
   patch_bias: bool = True
   stem: Stem = "patch"
+  cls_posemb: bool = False
   act: layers.Activation = "gelu"
   dropout: float = 0.0
   stoch_depth: float = 0.0
@@ -121,13 +130,18 @@ class ViT(nn.Module):
     layers.as_dtype(self.dtype)
     h, w = self.image_hw
     p = dims["patch_size"]
-    if h % p or w % p:
+    if self.drop_remainder and self.stem != "patch":
+      raise ValueError(f"ViT drop_remainder needs stem 'patch', got {self.stem!r}.")
+    if (h % p or w % p) and not self.drop_remainder:
       raise ValueError(f"ViT image size {(h, w)} is not divisible by the patch size {p}.")
     if self.stem == "conv" and p & (p - 1):
       raise ValueError(f"ViT stem 'conv' needs a power-of-two patch size, got {p}.")
     if self.posemb == "sincos2d" and dims["width"] % 4:
       raise ValueError(f"ViT posemb 'sincos2d' needs a width divisible by 4, got "
                        f"{dims['width']}.")
+    if self.cls_posemb and (self.pool != "cls" or self.posemb != "learn"):
+      raise ValueError(f"ViT cls_posemb needs pool 'cls' and posemb 'learn', got pool "
+                       f"{self.pool!r} and posemb {self.posemb!r}.")
     if isinstance(self.channels, bool) or not isinstance(self.channels, int) or self.channels < 1:
       raise ValueError(f"ViT channels must be a positive int, got {self.channels!r}.")
     super().__post_init__()
@@ -187,7 +201,7 @@ class ViT(nn.Module):
       raise ValueError(f"ViT expects images of shape [batch, height, width, {self.channels}], "
                        f"got {images.shape}.")
     h, w = images.shape[1:3]
-    if h % p or w % p:
+    if (h % p or w % p) and not self.drop_remainder:
       raise ValueError(f"ViT image size {(h, w)} is not divisible by the patch size {p}.")
     if self.posemb == "learn" and (h, w) != self.image_hw:
       raise ValueError(f"ViT with learned position embeddings for image_size {self.image_hw} got "
@@ -205,10 +219,11 @@ class ViT(nn.Module):
     if self.posemb == "learn":
       pos = self.param("pos_embedding", layers.partitioned(
           nn.initializers.normal(stddev=width ** -0.5), (None, None, "embed")),
-          (1, gh * gw, width), jnp.float32)
+          (1, int(self.cls_posemb) + gh * gw, width), jnp.float32)
     else:
       pos = posemb_sincos_2d(gh, gw, width)
-    x = x + pos.astype(dtype)
+    if not self.cls_posemb:
+      x = x + pos.astype(dtype)
     if self.pool == "cls":
       # Zeros (big_vision) unless a LayerNorm follows: the LayerNorm of a zero vector divides by
       # sqrt(eps), which made the first gradient of the class token 1e5 times the others'; CLIP
@@ -218,6 +233,8 @@ class ViT(nn.Module):
       cls = self.param("cls", layers.partitioned(cls_init, (None, None, "embed")),
                        (1, 1, width), jnp.float32)
       x = jnp.concatenate([jnp.broadcast_to(cls.astype(dtype), (n, 1, width)), x], axis=1)
+    if self.cls_posemb:
+      x = x + pos.astype(dtype)
     x = layers.constrain(x, ("batch", "length", "embed"))
     if self.pre_norm:
       x = layers.layer_norm(dtype=dtype, eps=self.norm_eps, name="norm_pre")(x)

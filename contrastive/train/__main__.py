@@ -16,16 +16,18 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", "configs/demo.py", "A config file (`configs/NAME.py[:arg]`).", lock_config=True)
+from contrastive import parallel
+
+_DEFAULT_CONFIG = "configs/demo.py"
+try:
+  _CONFIG = config_flags.DEFINE_config_file(
+      "config", _DEFAULT_CONFIG, "A config file (`configs/NAME.py[:arg]`).", lock_config=True)
+except Exception as e:  # noqa: BLE001  (without --config the default file loads here)
+  from contrastive.train import overrides  # pylint: disable=g-import-not-at-top
+  overrides.fail(sys.argv, e, config=_DEFAULT_CONFIG)
 _WORKDIR = flags.DEFINE_string("workdir", None, "The run's directory (checkpoints, logs).",
                                required=True)
-_DISTRIBUTED = flags.DEFINE_bool(
-    "distributed", False, "Call jax.distributed.initialize() with cluster auto-detection.")
-_COORDINATOR = flags.DEFINE_string(
-    "coordinator_address", None, "host:port of process 0 (or $JAX_COORDINATOR_ADDRESS).")
-_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes.")
-_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
+_HOSTS = parallel.define_host_flags()
 _TUNE_MALLOC = flags.DEFINE_bool(
     "tune_malloc", True, "On a run on one CPU device, set glibc malloc to keep XLA's step "
     "buffers mapped (about 15% faster steps; see contrastive/train/allocator.py).")
@@ -53,13 +55,11 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   # Imported here so that `--help` and flag errors come back without starting JAX.
   from contrastive.train import allocator  # pylint: disable=g-import-not-at-top
-  from contrastive.train import hosts  # pylint: disable=g-import-not-at-top
   from contrastive.train import loop  # pylint: disable=g-import-not-at-top
   _setup_logging(_WORKDIR.value)
   if _TUNE_MALLOC.value:
     allocator.keep_step_buffers_mapped()  # before JAX starts its backend
-  hosts.initialize(coordinator_address=_COORDINATOR.value, num_processes=_NUM_PROCESSES.value,
-                   process_id=_PROCESS_ID.value, distributed=_DISTRIBUTED.value)
+  _HOSTS.initialize()
   import jax  # pylint: disable=g-import-not-at-top
   logging.info("JAX %s: process %d of %d, %d local devices (%s).", jax.__version__,
                jax.process_index(), jax.process_count(), jax.local_device_count(),
@@ -68,10 +68,17 @@ def main(argv):
   try:
     loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value, progress=progress)
   except (ValueError, FileNotFoundError, loop.NonFiniteLossError) as e:
-    logging.error("%s", e)
+    logging.info("error: %s", e)  # to the log file; the console gets the line below
     print(f"error: {e}", file=sys.stderr, flush=True)
     sys.exit(1)
+  except KeyboardInterrupt:
+    sys.exit(130)  # the loop saved what it could and said so; no traceback
+
+
+def _parse_flags(argv):
+  from contrastive.train import overrides  # pylint: disable=g-import-not-at-top
+  return overrides.parse_flags(argv)  # a bad config file or override: one line, no traceback
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)

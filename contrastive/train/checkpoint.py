@@ -14,7 +14,10 @@ with the same number of processes (model arrays reshard freely).
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import threading
 from typing import Any
 
 from absl import logging
@@ -97,6 +100,27 @@ class Checkpointer:
   def close(self) -> None:
     self._manager.wait_until_finished()
     self._manager.close()
+
+
+class StopOnSigterm(contextlib.AbstractContextManager):
+  """SIGTERM in a single-process run sets `requested`: the trainer finishes the step, saves and
+  returns (several processes learn of a preemption from `Checkpointer.reached_preemption`).
+  Leaving the context restores the previous handler."""
+
+  def __init__(self):
+    self.requested = False
+    self._old = {}
+    if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
+      self._old[signal.SIGTERM] = signal.signal(signal.SIGTERM, self._handle)
+
+  def _handle(self, signum, frame):
+    del frame
+    logging.warning("Signal %d received: saving a checkpoint after this step.", signum)
+    self.requested = True
+
+  def __exit__(self, *exc) -> None:
+    for sig, old in self._old.items():
+      signal.signal(sig, old)
 
 
 def checkpoint_dir(workdir: str | os.PathLike) -> str:

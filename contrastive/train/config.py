@@ -13,13 +13,19 @@ it (`data`: `contrastive.data.resolve_config`; `model`: `contrastive.models.make
     loss          name (a key of `contrastive.losses.LOSSES`), block_size, side_inputs,
                   queue_size and momentum (moco), and the loss's own options
     optim         optimizer, schedule, clipping, accumulation, non-finite handling
-    checkpoint    every_steps, keep, async_save, init_from (+ init_from_step, init_from_keys)
+    checkpoint    every_steps, keep, async_save, init_from (+ init_from_step, init_from_keys,
+                  init_from_name)
     eval          every_steps, at_end, batch_size, report, tasks
-    log           every_steps, profile_start_step, profile_num_steps
+    log           every_steps, progress, profile_start_step, profile_num_steps
 
 `resolve(config)` fills the trainer defaults in, rejects unknown fields (naming the closest
 known one), and checks values; `check_run` then checks the config against the model, the loss
-and the mesh (modalities, bias, divisibility of the batch).
+and the mesh (modalities, bias, side inputs, queues, divisibility of the batch, the loss's
+options) and returns the step's `StepConfig`. Both run before anything heavy, so a bad config
+fails in a second with one line that names the field.
+
+Config files and `key=value` overrides, from Python (`get_config`) and the command line
+(`parse_flags`), are loaded by `contrastive.train.overrides`.
 """
 
 from __future__ import annotations
@@ -29,12 +35,23 @@ import difflib
 import math
 from typing import Any
 
+import jax
+from jax.sharding import Mesh
 import ml_collections
 from ml_collections import config_dict
+import numpy as np
+
+from contrastive import data
+from contrastive import evaluate
+from contrastive import losses
+from contrastive import models
+from contrastive import parallel
+from contrastive.train import step as step_lib
 
 GROUPS = ("mesh", "data", "model", "loss", "optim", "checkpoint", "eval", "log")
 TOP_LEVEL = ("seed", "total_steps") + GROUPS
 NONFINITE = ("stop", "skip")
+PROGRESS = ("auto", "bar", "lines")
 
 
 def defaults() -> ml_collections.ConfigDict:
@@ -84,6 +101,9 @@ def defaults() -> ml_collections.ConfigDict:
   c.checkpoint.init_from = config_dict.placeholder(str)  # a workdir to take parameters from
   c.checkpoint.init_from_step = config_dict.placeholder(int)  # None: its latest checkpoint
   c.checkpoint.init_from_keys = ()  # top-level parameter names to take (empty: all)
+  # init_from may also be a checkpoint as downloaded (contrastive.train.pretrained); its
+  # architecture name where the files do not give it (models.load_pretrained's name=).
+  c.checkpoint.init_from_name = config_dict.placeholder(str)
 
   c.eval = ml_collections.ConfigDict()
   c.eval.every_steps = config_dict.placeholder(int)  # None: only at the end
@@ -94,17 +114,26 @@ def defaults() -> ml_collections.ConfigDict:
 
   c.log = ml_collections.ConfigDict()
   c.log.every_steps = 50  # TensorBoard scalars and the console line
+  # auto: a tqdm bar in a terminal or a notebook (IPython), the progress line otherwise;
+  # bar | lines: always that.
+  c.log.progress = "auto"
   c.log.profile_start_step = config_dict.placeholder(int)  # jax.profiler trace from this step
   c.log.profile_num_steps = 5
   return c
 
 
-def _known_error(path: str, key: str, known: Sequence[str]) -> ValueError:
+def unknown_field(path: str, key: str, known: Sequence[str]) -> str:
+  """The one-line message for field `key` that group `path` (`""`: the top) lacks: the closest
+  known name, and the known ones."""
   where = f"{path}.{key}" if path else key
   close = difflib.get_close_matches(key, list(known), n=1)
-  hint = f" Did you mean {close[0]!r}?" if close else ""
-  return ValueError(f"Unknown config field {where!r}.{hint} Known fields"
-                    f"{' of ' + path if path else ''}: {sorted(known)}.")
+  hint = f" Did you mean {(path + '.' if path else '') + close[0]!r}?" if close else ""
+  return (f"Unknown config field {where!r}.{hint} Known fields"
+          f"{' of ' + path if path else ''}: {sorted(known)}.")
+
+
+def _known_error(path: str, key: str, known: Sequence[str]) -> ValueError:
+  return ValueError(unknown_field(path, key, known))
 
 
 def _merge(out: ml_collections.ConfigDict, given: Mapping[str, Any], path: str, *,
@@ -221,6 +250,8 @@ def check_values(c: ml_collections.ConfigDict) -> None:
   _positive_int(c.eval.every_steps, "eval.every_steps", allow_none=True)
   _positive_int(c.eval.batch_size, "eval.batch_size")
   _positive_int(c.log.every_steps, "log.every_steps")
+  if c.log.progress not in PROGRESS:
+    raise ValueError(f"log.progress must be one of {list(PROGRESS)}, got {c.log.progress!r}.")
   if c.log.profile_start_step is not None:
     if isinstance(c.log.profile_start_step, bool) or c.log.profile_start_step < 0:
       raise ValueError(f"log.profile_start_step must be >= 0, got {c.log.profile_start_step!r}.")
@@ -246,6 +277,128 @@ def check_batch(*, batch_size: int, shards: int, accum_steps: int, what: str = "
     raise ValueError(
         f"With optim.accum_steps={accum_steps}, the global batch {what}={batch_size} must be "
         f"divisible by {shards} devices x {accum_steps} micro-batches = {shards * accum_steps}.")
+
+
+def check_run(config: ml_collections.ConfigDict, *, model: models.TowerModel,
+              objective: losses.Objective, mesh: Mesh) -> step_lib.StepConfig:
+  """Checks a resolved config against its model, loss and mesh; returns the step's config.
+
+  Everything that can be wrong with a run and is known before its first batch fails here, each
+  with one line naming the field: the data config, the evaluation tasks, the loss against the
+  model (modalities, a learnable bias), `loss.side_inputs`, the momentum queue of `moco`, the
+  loss's options (the loss is traced once on abstract inputs), and the train and eval batches
+  against the devices of the mesh's batch axes and `optim.accum_steps`.
+
+  Args:
+    config: a config from `resolve`.
+    model: `models.make_model(config.model)`.
+    objective: `losses.get(config.loss.name)`.
+    mesh: the run's mesh.
+
+  Returns:
+    The `StepConfig` of `contrastive.train.step.make_train_step`.
+
+  Raises:
+    ValueError, FileNotFoundError: the first problem found.
+  """
+  data_config = data.resolve_config(config.data)
+  modalities = _modalities(model, objective)
+  if config.eval.tasks:
+    evaluate.check_tasks(config.eval.tasks)
+  shards = parallel.batch_shards(mesh)
+  check_batch(batch_size=data_config.batch_size, shards=shards,
+              accum_steps=config.optim.accum_steps)
+  if config.eval.tasks:
+    check_batch(batch_size=config.eval.batch_size, shards=shards, accum_steps=1,
+                what="eval.batch_size")
+  side_inputs = _side_inputs(config.loss.side_inputs, model, objective)
+  queue_size, momentum = _momentum(config.loss, objective, shards)
+  given = {spec.side_key for spec in side_inputs} | ({"queue"} if queue_size else set())
+  options = loss_options(config.loss)
+  _trace_loss(objective, options, mesh, modalities, model.embed_dim, config.loss.block_size,
+              queue_size)
+  step_config = step_lib.StepConfig(
+      modalities=modalities, side_keys=tuple(k for k in objective.side_keys if k not in given),
+      side_inputs=side_inputs, loss_options=options, block_size=config.loss.block_size,
+      accum_steps=config.optim.accum_steps, max_scale=model.max_scale,
+      on_nonfinite=config.optim.on_nonfinite, seed=config.seed, momentum=momentum)
+  step_lib.check_step_config(objective, step_config)
+  return step_config
+
+
+def _modalities(model: models.TowerModel, objective: losses.Objective) -> tuple[str, ...]:
+  modalities = tuple(model.modalities)
+  if objective.modalities is not None and len(modalities) != objective.modalities:
+    raise ValueError(
+        f"Loss {objective.name!r} takes {objective.modalities} modalities, but the model has "
+        f"{len(modalities)}: {list(modalities)}.")
+  if objective.uses_bias and model.bias_init is None:
+    raise ValueError(
+        f"Loss {objective.name!r} needs a learnable logit bias, and the model has none; set "
+        f"model.convention='{objective.init}' (or model.bias_init).")
+  return modalities
+
+
+def _side_inputs(config: ml_collections.ConfigDict, model: models.TowerModel,
+                 objective: losses.Objective) -> tuple[step_lib.SideInput, ...]:
+  """`loss.side_inputs` checked against the loss and the model."""
+  out = []
+  for side_key, spec in config.items():
+    if side_key not in objective.side_keys:
+      raise ValueError(f"loss.side_inputs names {side_key!r}, which loss {objective.name!r} does "
+                       f"not read; it reads {list(objective.side_keys) or 'no side data'}.")
+    if objective.momentum_queue and side_key == "queue":
+      raise ValueError(f"loss.side_inputs names 'queue': loss {objective.name!r} gets its queue "
+                       "from the trainer (loss.queue_size), not from the batch.")
+    modality = spec.get("modality")
+    if modality is not None and modality not in model.modalities:
+      raise ValueError(f"loss.side_inputs.{side_key}.modality is {modality!r}; the model's "
+                       f"modalities are {list(model.modalities)}.")
+    out.append(step_lib.SideInput(side_key, modality, spec.batch_key))
+  return tuple(out)
+
+
+def _momentum(loss: ml_collections.ConfigDict, objective: losses.Objective, shards: int
+              ) -> tuple[int | None, float | None]:
+  """`(queue_size, momentum)` of a momentum-queue loss (`moco`), checked; `(None, None)` for
+  other losses, which must not set them."""
+  if not objective.momentum_queue:
+    for key in ("queue_size", "momentum"):
+      if loss[key] is not None:
+        raise ValueError(f"loss.{key}={loss[key]!r} is set, but loss {objective.name!r} keeps no "
+                         "momentum encoder or queue (those are for: "
+                         f"{[n for n, o in losses.LOSSES.items() if o.momentum_queue]}).")
+    return None, None
+  if loss.queue_size is None or loss.momentum is None:
+    raise ValueError(f"Loss {objective.name!r} needs loss.queue_size (the keys each modality's "
+                     "queue holds; MoCo: 65536) and loss.momentum (of the key encoder's EMA; "
+                     f"MoCo: 0.999); got {loss.queue_size!r} and {loss.momentum!r}.")
+  if loss.queue_size % shards:
+    raise ValueError(f"loss.queue_size={loss.queue_size} must be divisible by the {shards} "
+                     "devices of the mesh's batch axes (the queue is split over them).")
+  return int(loss.queue_size), float(loss.momentum)
+
+
+def _trace_loss(objective, options, mesh, modalities, embed_dim, block_size, queue_size) -> None:
+  """Traces the loss once on abstract inputs, so a bad option fails now and says so."""
+  n = parallel.batch_shards(mesh)
+  emb = [jax.ShapeDtypeStruct((2 * n, embed_dim), np.float32)] * len(modalities)
+  side = {k: jax.ShapeDtypeStruct((2 * n,), np.int32) for k in objective.side_keys}
+  batch_side_keys = tuple(objective.side_keys)
+  if queue_size is not None:
+    side["queue"] = jax.ShapeDtypeStruct((queue_size, embed_dim), np.float32)
+    batch_side_keys = tuple(k for k in batch_side_keys if k != "queue")
+  scalar = jax.ShapeDtypeStruct((), np.float32)
+  fn = parallel.shard_loss(objective, mesh, parallel.batch_axes(mesh))
+  try:
+    jax.eval_shape(lambda e, s, b: fn(e, s, b, side, block_size=block_size, **options),
+                   emb, scalar, scalar if objective.uses_bias else None)
+  except TypeError as e:
+    raise ValueError(f"Bad option for loss {objective.name!r} in config.loss "
+                     f"({sorted(options)}): {e}") from e
+  except Exception:  # noqa: BLE001  (side data of other shapes: checked on the real batch)
+    if not batch_side_keys:
+      raise
 
 
 def parse_arg(arg: str | None, **spec: Any) -> ml_collections.ConfigDict:
@@ -291,3 +444,4 @@ def parse_arg(arg: str | None, **spec: Any) -> ml_collections.ConfigDict:
     else:
       out[key] = value
   return out
+

@@ -1,127 +1,68 @@
-"""The trainer's bridge to `contrastive.evaluate`: model inputs from raw records, and a run.
+"""Evaluating a run's checkpoint: what `python -m contrastive.evaluate --workdir DIR` calls.
 
-`make_prepare(config.data)` turns the raw batches the evaluation tasks read (uint8 images,
-caption strings) into model inputs with the training pipeline's own transforms (centre crop and
-resize, normalization, tokenizer, length), so evaluation sees what training saw.
+The model, the data transforms and the tasks all come from the run config; the parameters from
+`{workdir}/checkpoints/{step}` (the latest by default). A workdir without a checkpoint is
+evaluated at initialization (seed `config.seed`), which gives the untrained baseline. The
+evaluation itself is `contrastive.evaluate.configured.run`, the one the trainer runs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import functools
 import os
 from typing import Any
 
-import flax.linen as nn
+from absl import logging
 import jax
-from jax.sharding import Mesh
 import ml_collections
-import numpy as np
 
-from contrastive import data
 from contrastive import evaluate
+from contrastive import models
 from contrastive import parallel
-from contrastive.data import tokenizers
-from contrastive.data import transforms
-from contrastive.evaluate import sources as evaluate_sources
+from contrastive.evaluate import configured
+from contrastive.train import checkpoint as checkpoint_lib
+from contrastive.train import config as config_lib
 
 
-def make_prepare(data_config: ml_collections.ConfigDict, *, image_modality: str = "image",
-                 text_modality: str = "text") -> Callable[[Mapping[str, Any]], dict[str, Any]]:
-  """`raw -> model inputs` for the evaluation tasks (see `contrastive.evaluate.context`)."""
-  cfg = data.resolve_config(data_config)
-  tokenizer = data.make_tokenizer(cfg)
-  size, kind, max_len = int(cfg.image_size), cfg.normalization, int(cfg.max_len)
+def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
+                     step: int | None = None, output_dir: str | os.PathLike | None = None
+                     ) -> dict[str, float]:
+  """Evaluates the checkpoint of `workdir` on `config.eval.tasks`; writes the report.
 
-  def image(x: Any) -> np.ndarray:
-    if isinstance(x, (bytes, np.bytes_)) or (isinstance(x, np.ndarray) and x.dtype == object):
-      x = transforms.decode_image(x)  # encoded (JPEG, PNG, ...), as tfds sources leave them
-    x = np.asarray(x)
-    if x.ndim == 2:
-      x = x[:, :, None]
-    if x.shape[-1] == 1:
-      x = np.repeat(x, 3, axis=-1)
-    if x.shape[:2] != (size, size):
-      x = transforms.center_crop_resize(x[..., :3], size)
-    return transforms.normalize(x[..., :3], kind)
+  Args:
+    config: the run config (as for `python -m contrastive.train`).
+    workdir: the run's directory.
+    step: the checkpoint to evaluate; None: the latest, or the initial parameters when there
+      is no checkpoint yet.
+    output_dir: where the report goes; default `{workdir}/eval`.
 
-  def prepare(raw: Mapping[str, Any]) -> dict[str, Any]:
-    out = {}
-    for key, value in raw.items():
-      if key == image_modality:
-        out[key] = np.stack([image(x) for x in value])
-      elif key == text_modality:
-        out[key] = tokenizers.tokenize(tokenizer, [str(t) for t in value], max_len)
-      else:
-        raise ValueError(f"Cannot prepare {key!r} for the model; it takes {image_modality!r} "
-                         f"and {text_modality!r}.")
-    return out
+  Returns:
+    The metrics (also in `{output_dir}/metrics.json`).
 
-  return prepare
-
-
-def run(model: nn.Module, params: Any, config: ml_collections.ConfigDict, *, mesh: Mesh,
-        workdir: str | os.PathLike | None, step: int | None) -> dict[str, float]:
-  """Runs `config.eval.tasks` on the model with `params`; writes the report under `workdir`."""
-  def embed_fn(batch):
-    return model.apply({"params": params}, batch, train=False)[0]
-
-  # Traced (by the evaluation's own jit) under the logical axis rules, like the train step.
-  with parallel.use_rules(mesh):
-    return evaluate.evaluate(
-        embed_fn, config.eval.tasks, prepare=make_prepare(config.data),
-        batch_size=int(config.eval.batch_size), mesh=mesh,
-        workdir=None if workdir is None else os.fspath(workdir), step=step,
-        report=bool(config.eval.report), sources=eval_sources(config.data),
-        logit_scale=logit_scale(model, params))
-
-
-def logit_scale(model: nn.Module, params: Any) -> float:
-  """The model's logit scale (the clipped `exp(log_scale)`), as the losses see it."""
-  # An empty batch runs no tower; the scale is replicated, so every host can read it.
-  return float(jax.jit(lambda p: model.apply({"params": p}, {}, train=False)[1]["scale"])(params))
-
-
-def eval_sources(data_config: ml_collections.ConfigDict) -> dict[str, Callable[..., Any]]:
-  """Evaluation sources beyond `contrastive.evaluate.SOURCES`: `data` (the run's own data
-  config, any split) and `synthetic_subset` (see `synthetic_subset`)."""
-  return {**evaluate_sources.data_sources(data_config), "synthetic_subset": synthetic_subset}
-
-
-class _Subset:
-  """The records of `source` at `indices` (a stable, deterministic selection)."""
-
-  def __init__(self, source, indices: list[int]):
-    self._source, self._indices = source, list(indices)
-
-  def __len__(self) -> int:
-    return len(self._indices)
-
-  def __getitem__(self, index: int):
-    return self._source[self._indices[index]]
-
-  def __repr__(self) -> str:
-    return f"_Subset({self._source!r}, {len(self._indices)} records)"
-
-
-def synthetic_subset(*, split: str, num_examples: int, heldout: bool = True,
-                     **kwargs) -> evaluate_sources.EvalSource:
-  """The first `num_examples` records of a built-in split whose `heldout` flag is `heldout`.
-
-  E.g. `{"name": "synthetic_subset", "split": "shape", "num_examples": 500}` is zero-shot shape
-  classification on held-out (colour, shape) combinations only: objects never seen in training.
-  (An adapter until the evaluation tasks split zero-shot results by subset themselves.)
+  Raises:
+    FileNotFoundError: `step` was given and there is no such checkpoint.
+    ValueError: a bad config (unknown keys, tasks, sources...), before anything runs.
   """
-  from contrastive.data import synthetic as shapes  # pylint: disable=g-import-not-at-top
-  source = shapes.ShapesSource(split=split, num_examples=2**30, **kwargs)
-  indices, index = [], 0
-  while len(indices) < num_examples:
-    if index > 64 * num_examples + 10_000:
-      raise ValueError(f"Found only {len(indices)} records with heldout={heldout} in split "
-                       f"{split!r}; is num_heldout 0?")
-    if source.is_heldout(index) == heldout:
-      indices.append(index)
-    index += 1
-  view = shapes.labelled_views().get(split)
-  return evaluate_sources.EvalSource(
-      _Subset(source, indices), view.class_names if view else None,
-      view.templates if view else None, tuple(shapes.HARD_NEGATIVE_KINDS))
+  config = config_lib.resolve(config)
+  if not config.eval.tasks:
+    raise ValueError("config.eval.tasks is empty: nothing to evaluate (see "
+                     "contrastive.evaluate.default_tasks).")
+  evaluate.check_tasks(config.eval.tasks)
+  mesh = parallel.make_mesh(**config.mesh.to_dict())
+  model = models.make_model(config.model)
+  init = functools.partial(model.init, train=False)
+  args = (jax.random.key(int(config.seed)), model.dummy_batch(2))
+  shardings = parallel.logical_shardings(jax.eval_shape(init, *args), mesh)["params"]
+  params: Any
+  try:
+    params, step = checkpoint_lib.restore_params(workdir, step=step)
+    params = jax.device_put(params, shardings)
+    logging.info("Evaluating checkpoint %d of %s.", step, workdir)
+  except FileNotFoundError:
+    if step is not None:
+      raise
+    logging.warning("No checkpoint in %s: evaluating the initial parameters (seed %d).",
+                    workdir, config.seed)
+    params, step = parallel.sharded_init(init, mesh, *args)[0]["params"], 0
+  output_dir = os.path.join(os.fspath(workdir), "eval") if output_dir is None else output_dir
+  return configured.run(model, params, config, mesh=mesh, workdir=output_dir, step=step)

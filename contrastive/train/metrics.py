@@ -1,17 +1,24 @@
-"""Training metrics: TensorBoard scalars, the progress line, and timers for steps and data.
+"""Training metrics: TensorBoard scalars, the console (a progress bar or line), and timers.
 
 Only process 0 writes (`MetricWriter` is a no-op elsewhere). Keys carry a prefix: `train/loss`,
 `train/lr`, `train/scale`, `train/bias`, `train/grad_norm`, `train/param_norm`,
 `train/examples_per_sec`, `train/step_time`, `train/data_wait_share`, `train/skipped_steps`,
 and `eval/{task}/{metric}` from the evaluations.
+
+`Progress` is what a person watching the run sees: a `tqdm.auto` bar (a widget in Jupyter and
+Colab, text in a terminal) with the loss and throughput beside it, or, where nobody watches
+(output to a file, a job log), `progress_line` every `log.every_steps` steps.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+import contextlib
 import math
 import os
+import sys
 import time
+from typing import Any, Literal, TextIO
 
 from absl import logging
 import jax
@@ -132,6 +139,142 @@ def progress_line(step: int, total_steps: int, scalars: Mapping[str, float], *,
   return " | ".join(parts)
 
 
+def summary(results: Mapping[str, float], *, steps: int, workdir: str, checkpoint: str) -> str:
+  """The closing lines of a run: steps, time, final loss, the evaluation, where things are."""
+  lines = [f"Done: {steps} steps in {results.get('wall_time', math.nan):.0f} s (final loss "
+           f"{results.get('train/loss', math.nan):.4f})."]
+  if any(k.startswith("eval/") for k in results):
+    lines.append(f"Evaluation: {headline(results)}")
+    lines.append(f"Report: {os.path.join(workdir, 'eval')}/metrics.json and PNG plots.")
+  lines.append(f"Checkpoint: {checkpoint}")
+  lines.append(f"TensorBoard: tensorboard --logdir {os.path.join(workdir, 'tensorboard')}")
+  return "\n".join(lines)
+
+
 def log_lines(text: str) -> None:
   for line in text.splitlines():
     logging.info("%s", line)
+
+
+def train_scalars(metrics: Mapping[str, Any]) -> dict[str, float]:
+  """The step's metrics as `train/...` floats (the `finite` flag dropped)."""
+  host = jax.device_get(dict(metrics))
+  return {f"train/{k}": float(v) for k, v in host.items() if k != "finite"}
+
+
+def headline(eval_metrics: Mapping[str, float]) -> str:
+  """The accuracies and recalls@1 of an evaluation on one line (the overall ones, not the
+  seen/held-out splits, when there are both)."""
+  keys = [k for k in eval_metrics if k.endswith(("/top1", "/accuracy", "recall@1", "/rsum"))]
+  keys = [k for k in keys if "/seen/" not in k and "/heldout/" not in k] or keys
+  return ", ".join(f"{k} {eval_metrics[k]:.3f}" for k in sorted(keys)[:12])
+
+
+def interactive() -> bool:
+  """True in a terminal (stdout is a TTY) or inside IPython (Jupyter, Colab)."""
+  ipython = sys.modules.get("IPython")
+  try:
+    if ipython is not None and ipython.get_ipython() is not None:
+      return True
+  except AttributeError:
+    pass
+  return bool(getattr(sys.stdout, "isatty", lambda: False)())
+
+
+def _log(text: str) -> None:
+  log_lines(text)
+
+
+class Progress:
+  """The run's console: a `tqdm.auto` bar, or a `progress_line` every log interval.
+
+  Args:
+    mode: `"bar"`, `"lines"`, or `"auto"` (a bar when `interactive()`); `config.log.progress`.
+    total_steps, first_step: the run's length and where it starts (a resumed run's bar starts
+      there).
+    write: where lines and messages go; default `absl.logging` (in bar mode, messages print
+      above the bar, as `tqdm.write` does). Processes other than 0 only log.
+    file: the bar's stream (default stdout).
+  """
+
+  def __init__(self, mode: Literal["auto", "bar", "lines"], *, total_steps: int,
+               first_step: int = 0, write: Callable[[str], None] | None = None,
+               file: TextIO | None = None):
+    self.total_steps = int(total_steps)
+    self._write = write
+    self._file = file or sys.stdout
+    self._bar = None
+    if (mode == "bar" or (mode == "auto" and interactive())) and jax.process_index() == 0:
+      from tqdm import auto as tqdm_auto  # pylint: disable=g-import-not-at-top
+      self._bar = tqdm_auto.tqdm(total=total_steps, initial=first_step, unit="step",
+                                 dynamic_ncols=True, file=self._file, leave=True)
+
+  @property
+  def bar(self):
+    """The tqdm bar, or None in lines mode."""
+    return self._bar
+
+  def advance(self, steps: int = 1) -> None:
+    """Called after every step: moves the bar."""
+    if self._bar is not None:
+      self._bar.update(steps)
+
+  def log(self, step: int, scalars: Mapping[str, float], *, elapsed: float | None = None
+          ) -> None:
+    """Every log interval: the progress line (in bar mode, to the log; the bar shows the loss,
+    learning rate and throughput)."""
+    line = progress_line(step, self.total_steps, scalars, elapsed=elapsed)
+    if self._bar is None:
+      (self._write or _log)(line)
+      return
+    logging.info("%s", line)
+    parts = (("loss", "train/loss", ".4f"), ("lr", "train/lr", ".2e"),
+             ("ex/s", "train/examples_per_sec", ".0f"))
+    self._bar.set_postfix_str(", ".join(
+        f"{name} {scalars[key]:{spec}}" for name, key, spec in parts if key in scalars),
+        refresh=False)
+
+  def message(self, text: str) -> None:
+    """An evaluation's headline, the closing summary, a notice."""
+    if self._bar is None:
+      (self._write or _log)(text)
+    elif self._write is None:
+      logging.info("%s", text)
+      self._bar.write(text, file=self._file)
+    else:
+      with self._bar.external_write_mode():
+        self._write(text)
+
+  def close(self) -> None:
+    if self._bar is not None:
+      self._bar.close()
+      self._bar = None
+
+
+class Profile(contextlib.AbstractContextManager):
+  """A `jax.profiler` trace of the steps after `log.profile_start_step` (`log.profile_num_steps`
+  of them) into `logdir`; nothing when the start step is None. The loop calls `before(step)` and
+  `after(step, state)` around each step; leaving the context stops a trace still running."""
+
+  def __init__(self, log_config, logdir: str | os.PathLike):
+    self.start = log_config.profile_start_step
+    self.stop = None if self.start is None else self.start + log_config.profile_num_steps
+    self.logdir = os.fspath(logdir)
+    self.running = False
+
+  def before(self, step: int) -> None:
+    if self.start is not None and step - 1 == self.start and not self.running:
+      jax.profiler.start_trace(self.logdir)
+      self.running = True
+
+  def after(self, step: int, state: Any) -> None:
+    if self.running and step == self.stop:
+      jax.block_until_ready(state)
+      jax.profiler.stop_trace()
+      self.running = False
+      logging.info("Profile of steps %d-%d written to %s.", self.start + 1, step, self.logdir)
+
+  def __exit__(self, *exc) -> None:
+    if self.running:
+      jax.profiler.stop_trace()
+      self.running = False

@@ -39,7 +39,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
-import numpy as np
 import optax
 
 from contrastive import losses
@@ -47,27 +46,6 @@ from contrastive import parallel
 from contrastive.train import momentum as momentum_lib
 from contrastive.train import optimizer as optimizer_lib
 from contrastive.train.state import TrainState
-
-BATCH_AXES = ("data", "fsdp")
-
-
-def batch_axes(mesh: Mesh) -> tuple[str, ...]:
-  """The mesh axes the batch dimension is split over: `data` and `fsdp`, those the mesh has."""
-  axes = tuple(a for a in BATCH_AXES if a in mesh.axis_names)
-  if not axes:
-    raise ValueError(f"The mesh has none of the batch axes {BATCH_AXES}: {mesh.axis_names}.")
-  return axes
-
-
-def num_batch_shards(mesh: Mesh) -> int:
-  """How many pieces the global batch is cut into (the product of the batch axes' sizes)."""
-  return int(np.prod([mesh.shape[a] for a in batch_axes(mesh)]))
-
-
-def batch_sharding(mesh: Mesh) -> NamedSharding:
-  """Leading (batch) dimension split over the batch axes, the rest replicated."""
-  return NamedSharding(mesh, P(batch_axes(mesh)))
-
 
 @dataclasses.dataclass(frozen=True)
 class SideInput:
@@ -116,9 +94,19 @@ class StepConfig:
   momentum: float | None = None
 
 
+def check_step_config(objective: losses.Objective, config: StepConfig) -> None:
+  """Refuses what the step cannot run: a momentum-queue objective (`moco`) with GradCache (its
+  queues take one batch of keys per update). `contrastive.train.config.check_run` calls this
+  before anything is built, `make_momentum_grad_fn` again for direct callers."""
+  if (config.momentum is not None or objective.momentum_queue) and config.accum_steps != 1:
+    raise ValueError(f"Loss {objective.name!r} (a momentum encoder with queues) does not combine "
+                     "with GradCache accumulation: set optim.accum_steps=1, got "
+                     f"{config.accum_steps}.")
+
+
 def make_loss_fn(objective: losses.Objective, mesh: Mesh, config: StepConfig):
   """`(embeddings list, scale, bias, side) -> scalar` on global batch-sharded arrays (the ring)."""
-  sharded = parallel.shard_loss(objective, mesh, batch_axes(mesh))
+  sharded = parallel.shard_loss(objective, mesh, parallel.batch_axes(mesh))
 
   def loss_fn(embeddings: Sequence[jax.Array], scale, bias, side) -> jax.Array:
     return sharded(list(embeddings), scale, bias, dict(side), block_size=config.block_size,
@@ -132,7 +120,8 @@ def _micro_split(x: jax.Array, k: int, n: int, mesh: Mesh) -> jax.Array:
   b = x.shape[0] // n
   rest = x.shape[1:]
   y = x.reshape(n, k, b // k, *rest).swapaxes(0, 1).reshape(k, x.shape[0] // k, *rest)
-  return jax.lax.with_sharding_constraint(y, NamedSharding(mesh, P(None, batch_axes(mesh))))
+  spec = P(None, parallel.batch_axes(mesh))
+  return jax.lax.with_sharding_constraint(y, NamedSharding(mesh, spec))
 
 
 def _micro_join(y: jax.Array, n: int, mesh: Mesh) -> jax.Array:
@@ -140,7 +129,7 @@ def _micro_join(y: jax.Array, n: int, mesh: Mesh) -> jax.Array:
   k, bk = y.shape[:2]
   rest = y.shape[2:]
   x = y.reshape(k, n, bk // n, *rest).swapaxes(0, 1).reshape(k * bk, *rest)
-  return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, P(batch_axes(mesh))))
+  return jax.lax.with_sharding_constraint(x, parallel.batch_sharding(mesh))
 
 
 def make_grad_fn(model: nn.Module, objective: losses.Objective, mesh: Mesh, config: StepConfig,
@@ -155,7 +144,7 @@ def make_grad_fn(model: nn.Module, objective: losses.Objective, mesh: Mesh, conf
   side_inputs = tuple(s for s in config.side_inputs if s.modality is not None)  # embedded
   raw_inputs = tuple(s for s in config.side_inputs if s.modality is None)
   k = int(config.accum_steps)
-  n = num_batch_shards(mesh)
+  n = parallel.batch_shards(mesh)
 
   def embed(params, inputs, extra, rng):
     """Embeddings (list), scale, bias and the embedded side data of one (micro-)batch."""
@@ -237,9 +226,7 @@ def make_momentum_grad_fn(model: nn.Module, objective: losses.Objective, mesh: M
   parameters; `keys` (`{modality: [batch, embed_dim]}`, from the key encoder) go to
   `momentum.update` after the optimizer step.
   """
-  if config.accum_steps != 1:
-    raise ValueError(f"Loss {objective.name!r} (a momentum encoder with queues) does not combine "
-                     f"with GradCache: optim.accum_steps must be 1, got {config.accum_steps}.")
+  check_step_config(objective, config)
   loss_fn = make_loss_fn(objective, mesh, config)
   directions = momentum_lib.directions(config.modalities)
 

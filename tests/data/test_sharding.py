@@ -34,7 +34,7 @@ def test_to_global_shards_the_batch():
     assert len(array.addressable_shards) == 8
     np.testing.assert_array_equal(np.asarray(array), batch[key])
   assert arrays["image"].addressable_shards[1].data.shape == (2, 16, 16, 3)
-  data_only = sharding.batch_sharding(mesh, batch_axes=("data",))
+  data_only = parallel.batch_sharding(mesh, batch_axes=("data",))
   assert sharding.to_global(batch, data_only)["text"].sharding == data_only
   with pytest.raises(ValueError, match="12 rows.*8 devices"):
     sharding.to_global({"x": np.zeros((12, 2))}, mesh)

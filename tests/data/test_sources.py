@@ -89,7 +89,7 @@ def test_tfds_errors(tfds_dir, tmp_path):
 def test_registry_contract(tmp_path, arrayrecord_dir):
   """Every registered source gives records with its declared fields and an index."""
   configs = {"synthetic": _config(image_size=16), "arrayrecord": _config(source="arrayrecord"),
-             "tfds": None}
+             "tfds": None, "xor": _config(source="xor", image_size=16)}
   configs["arrayrecord"].arrayrecord.path = arrayrecord_dir
   assert set(configs) == set(sources.SOURCES)
   for name, cfg in configs.items():
@@ -102,7 +102,7 @@ def test_registry_contract(tmp_path, arrayrecord_dir):
     assert src.dataset()[1]["index"] == 1
     assert "Source" in repr(src.data)
   with pytest.raises(ValueError, match="'webdataset'.*known: \\['arrayrecord', 'synthetic', "
-                     "'tfds'\\]"):
+                     "'tfds', 'xor'\\]"):
     sources.make_source(_config(source="webdataset"), split="train")
   with pytest.raises(ValueError, match="needs data.arrayrecord.path"):
     sources.make_source(_config(source="arrayrecord"), split="train")

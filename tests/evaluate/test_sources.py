@@ -24,9 +24,29 @@ def test_extra_sources_and_bare_sources():
   assert isinstance(made, sources.EvalSource) and made.source == [0, 1, 2, 3]
 
 
+def test_arrayrecord_folder(tmp_path):
+  import io  # pylint: disable=g-import-not-at-top
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  from contrastive.data import build  # pylint: disable=g-import-not-at-top
+
+  def png(value):
+    out = io.BytesIO()
+    Image.fromarray(np.full((4, 4, 3), value, np.uint8)).save(out, format="PNG")
+    return out.getvalue()
+
+  examples = [build.Example(key=f"k{i}", image=png(i), captions=[f"caption {i}", "another"])
+              for i in range(5)]
+  build.write_dataset(examples, str(tmp_path), split="val", num_shards=2)
+  made = sources.make_source({"name": "arrayrecord", "path": str(tmp_path), "split": "val",
+                              "num_examples": 3})
+  assert len(made.source) == 3 and made.class_names is None
+  assert sorted(made.source[i]["caption"][0] for i in range(3)) == [
+      "caption 0", "caption 2", "caption 4"]  # shards in turn: 0, 2, 4 are in shard 0
+
+
 def test_errors():
   with pytest.raises(ValueError, match=r"Unknown evaluation source 'imagenet'; known: "
-                                       r"\['synthetic', 'tfds'\]"):
+                                       r"\['arrayrecord', 'synthetic', 'tfds'\]"):
     sources.make_source({"name": "imagenet"})
   with pytest.raises(ValueError, match=r"Bad options \['colour', 'num_examples', 'split'\]"):
     sources.make_source({"name": "synthetic", "split": "shape", "num_examples": 2,

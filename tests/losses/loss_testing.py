@@ -1,12 +1,32 @@
-"""Helpers for loss tests: random embeddings, sub-meshes, and tree comparison.
+"""The test kit of the losses: inputs, meshes, value-and-gradient runners, and comparisons.
 
-Import as `from tests.losses.loss_testing import ...`."""
+Import as `from tests.losses.loss_testing import ...`.
+
+Float32 results computed in different orders (tile sizes, device counts, ring against dense)
+agree to about 1e-6 of the magnitude of what they sum, so `assert_close` compares each leaf
+relative to its largest magnitude by default; `relative_to="element"` compares element by
+element (with an `atol` for the elements near 0).
+"""
+
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from contrastive import parallel
+
+# The n-modal and queue tests: a batch of 24 of dim 8, and (devices, block_size) in which 5 does
+# not divide the batch of 24 on one device, 2 does not divide the local batch of 3 on eight, and
+# None takes the whole local batch as one tile.
+RTOL, ATOL = 1e-5, 1e-6
+BATCH, DIM = 24, 8
+CONFIGS = [(1, 5), (8, None), (8, 2)]
+CONFIG_IDS = ["1dev-bs5", "8dev-bsNone", "8dev-bs2"]
+
+
+# ----------------------------------------------------------------------------------------------
+# Inputs and meshes.
 
 
 def unit_embeddings(seed: int, batch: int, dim: int, n: int = 2, dtype=jnp.float32):
@@ -20,17 +40,136 @@ def unit_embeddings(seed: int, batch: int, dim: int, n: int = 2, dtype=jnp.float
   return out
 
 
+def unit_rows(seed: int, shape) -> jax.Array:
+  """Independent L2-normalized random rows."""
+  x = jax.random.normal(jax.random.key(seed), shape, jnp.float32)
+  return x / jnp.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def modalities(k: int, seed: int = 0, batch: int = BATCH, dim: int = DIM) -> list[jax.Array]:
+  """`k` independent [batch, dim] arrays of unit rows."""
+  return [unit_rows(seed * 100 + m, (batch, dim)) for m in range(k)]
+
+
+def extreme_cases(batch: int, dim: int):
+  """(x, y) pairs a loss must survive at scale 100: all embeddings identical; well separated."""
+  same = np.ones((batch, dim), np.float32) / np.sqrt(dim)
+  rng = np.random.default_rng(0)
+  apart = rng.normal(size=(batch, dim)).astype(np.float32)
+  apart /= np.linalg.norm(apart, axis=1, keepdims=True)
+  return [(same, same), (apart, apart)]
+
+
 def sub_mesh(n_devices: int):
   return parallel.make_mesh(devices=jax.devices()[:n_devices])
 
 
-def assert_trees_close(actual, expected, rtol=1e-5, atol=0.0):
-  """Each leaf agrees to `rtol` relative to the leaf's largest magnitude (plus `atol`)."""
+# ----------------------------------------------------------------------------------------------
+# Values and gradients.
+
+
+def ring_fn(loss_fn, n_devices: int):
+  """`loss_fn` on one device (axis_name=None) or wrapped by shard_loss over `n_devices`."""
+  return loss_fn if n_devices == 1 else parallel.shard_loss(loss_fn, sub_mesh(n_devices))
+
+
+def grad_fn(fn, argnums, **kwargs):
+  """jit(value_and_grad) of `fn(*args, **kwargs)` in the positions `argnums`: compile once, call
+  on several inputs of one shape. Integer leaves (labels, ids) get float0 cotangents, which the
+  comparisons skip."""
+  return jax.jit(jax.value_and_grad(lambda *a: fn(*a, **kwargs), argnums=argnums,
+                                    allow_int=True))
+
+
+def value_and_grads(fn, args, argnums, **kwargs):
+  """`grad_fn(fn, argnums, **kwargs)(*args)`."""
+  return grad_fn(fn, argnums, **kwargs)(*args)
+
+
+def reference_value_and_grads(ref_fn, args, argnums, **kwargs):
+  """Value and gradients of a dense reference, eagerly (tiny batches: cheaper than compiling)."""
+  return jax.value_and_grad(lambda *a: ref_fn(*a, **kwargs), argnums=argnums,
+                            allow_int=True)(*args)
+
+
+def ring_value_and_grad(loss_fn, args, n_devices: int, block_size, **options):
+  """jit(value_and_grad) of ``loss_fn(*args)`` in every argument, on one device or a mesh of
+  every (simulated) device."""
+  if n_devices == 1:
+    fn = lambda *a: loss_fn(*a, block_size=block_size, **options)
+  else:
+    assert n_devices == jax.device_count(), "the mesh takes every (simulated) device"
+    fn = parallel.shard_loss(
+        lambda *a, axis_name: loss_fn(*a, axis_name=axis_name, block_size=block_size, **options),
+        parallel.make_mesh())
+  return jax.jit(jax.value_and_grad(fn, argnums=tuple(range(len(args)))))(*args)
+
+
+# ----------------------------------------------------------------------------------------------
+# Comparisons.
+
+
+def assert_close(actual, expected, *, rtol: float = 1e-5, atol: float = 0.0,
+                 relative_to: Literal["leaf", "element"] = "leaf"):
+  """The trees have the same leaves, each finite and close to the expected one.
+
+  ``relative_to="leaf"``: ``|a - e| <= atol + rtol * s`` with ``s`` the leaf's largest ``|e|``
+  (at least 1 for a scalar, a loss value); ``"element"``: ``s = |e|`` element by element
+  (``np.testing.assert_allclose``). float0 leaves (the cotangents of integer inputs) are skipped.
+  """
   a_leaves, e_leaves = jax.tree.leaves(actual), jax.tree.leaves(expected)
-  assert len(a_leaves) == len(e_leaves)
+  assert len(a_leaves) == len(e_leaves), (len(a_leaves), len(e_leaves))
   for a, e in zip(a_leaves, e_leaves):
+    if np.asarray(a).dtype == jax.dtypes.float0:
+      continue
     a, e = np.asarray(a, np.float64), np.asarray(e, np.float64)
-    assert a.shape == e.shape
+    assert a.shape == e.shape, (a.shape, e.shape)
     assert np.all(np.isfinite(a)), "non-finite values"
-    scale = max(np.max(np.abs(e)), 1e-30)
-    np.testing.assert_allclose(a, e, rtol=0, atol=rtol * scale + atol)
+    if relative_to == "element":
+      np.testing.assert_allclose(a, e, rtol=rtol, atol=atol)
+    else:
+      scale = max(np.max(np.abs(e)), 1.0 if e.ndim == 0 else 1e-30)
+      np.testing.assert_allclose(a, e, rtol=0, atol=rtol * scale + atol)
+
+
+def assert_finite(tree):
+  """Every float leaf of ``tree`` is finite (float0 leaves are skipped)."""
+  for leaf in jax.tree.leaves(tree):
+    if np.asarray(leaf).dtype == jax.dtypes.float0:
+      continue
+    assert np.all(np.isfinite(np.asarray(leaf))), leaf
+
+
+def assert_finite_losses(loss_fn, *cases, **options):
+  """Asserts the loss and its gradients in every argument are finite for every argument tuple in
+  ``cases`` (of one shape: one compilation); returns the loss values."""
+  fn = jax.jit(jax.value_and_grad(lambda *a: loss_fn(*a, **options),
+                                  argnums=tuple(range(len(cases[0])))))
+  values = []
+  for args in cases:
+    value, grads = fn(*args)
+    assert np.isfinite(float(value)), (value, args)
+    assert_finite(grads)
+    values.append(value)
+  return values
+
+
+def check_ring_matches_reference(loss_fn, ref_fn, args, argnums, *, n_devices, block_size,
+                                 rtol=1e-5, **kwargs):
+  """Value and gradients (in `argnums`) of the ring loss equal the dense reference's, relative to
+  each leaf's magnitude."""
+  expected = reference_value_and_grads(ref_fn, args, argnums, **kwargs)
+  actual = value_and_grads(ring_fn(loss_fn, n_devices), args, argnums, block_size=block_size,
+                           **kwargs)
+  assert_close(actual, expected, rtol=rtol)
+  return actual
+
+
+def assert_matches_reference(loss_fn, reference_fn, args, n_devices, block_size, **options):
+  """Value and every gradient of the ring loss equal the dense reference's, element by element."""
+  value, grads = ring_value_and_grad(loss_fn, args, n_devices, block_size, **options)
+  want, want_grads = jax.value_and_grad(lambda *a: reference_fn(*a, **options),
+                                        argnums=tuple(range(len(args))))(*args)
+  assert value.dtype == jnp.float32 and value.shape == ()
+  assert_close(value, want, rtol=RTOL, atol=ATOL, relative_to="element")
+  assert_close(grads, want_grads, rtol=RTOL, atol=ATOL, relative_to="element")

@@ -5,10 +5,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tests.losses._multimodal_helpers import (CONFIG_IDS, CONFIGS, assert_finite, assert_matches_reference,
-                                 modalities)
 from contrastive import losses
 from contrastive.losses import reference, registry
+from tests.losses.loss_testing import (CONFIGS, CONFIG_IDS, assert_finite_losses,
+                                       assert_matches_reference, modalities)
 
 
 @pytest.mark.parametrize("mode", ["all_pairs", "core"])
@@ -41,7 +41,7 @@ def test_full_graph_and_core_view():
 
 
 def test_extreme_inputs_stay_finite():
-  assert_finite(losses.cmc_loss, ([jnp.ones((24, 8)) / jnp.sqrt(8.0)] * 3, 1e4))
+  assert_finite_losses(losses.cmc_loss, ([jnp.ones((24, 8)) / jnp.sqrt(8.0)] * 3, 1e4))
 
 
 def test_bad_input():

@@ -7,10 +7,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tests.losses._multimodal_helpers import (CONFIG_IDS, CONFIGS, assert_finite, assert_matches_reference,
-                                 modalities)
 from contrastive import losses
 from contrastive.losses import reference, registry
+from tests.losses.loss_testing import (CONFIGS, CONFIG_IDS, assert_finite_losses,
+                                       assert_matches_reference, modalities)
 
 LOSSES = {"mv_infonce": (losses.mv_infonce_loss, reference.mv_infonce_loss),
           "mv_dhel": (losses.mv_dhel_loss, reference.mv_dhel_loss)}
@@ -61,8 +61,8 @@ def test_view_order_does_not_matter(name):
 @pytest.mark.parametrize("name", sorted(LOSSES))
 def test_extreme_inputs_stay_finite(name):
   ring, _ = LOSSES[name]
-  assert_finite(ring, ([jnp.ones((24, 8)) / jnp.sqrt(8.0)] * 3, 1e4),
-                ([100.0 * e for e in modalities(3, seed=4)], 10.0))
+  assert_finite_losses(ring, ([jnp.ones((24, 8)) / jnp.sqrt(8.0)] * 3, 1e4),
+                       ([100.0 * e for e in modalities(3, seed=4)], 10.0))
 
 
 @pytest.mark.parametrize("name", sorted(LOSSES))

@@ -1,4 +1,8 @@
-"""The registry: every loss's ring objective equals its registered dense reference, by name."""
+"""The registry: every loss's ring objective equals its registered dense reference, by name;
+the table, and the modules that stay out of it."""
+
+import ast
+import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -7,7 +11,7 @@ import pytest
 
 from contrastive import losses
 from contrastive import parallel
-from tests.losses.loss_testing import assert_trees_close, sub_mesh, unit_embeddings
+from tests.losses.loss_testing import assert_close, sub_mesh, unit_embeddings
 
 B, D = 16, 8
 
@@ -51,4 +55,54 @@ def test_ring_objective_equals_its_dense_reference(name):
   dense = lambda emb, s: objective.dense(emb, s, bias, side)
   got = jax.jit(jax.value_and_grad(ring, argnums=(0, 1)))(embeddings, scale)
   want = jax.value_and_grad(dense, argnums=(0, 1))(embeddings, scale)
-  assert_trees_close(got, want, rtol=2e-5)
+  assert_close(got, want, rtol=2e-5)
+
+
+def test_the_table_is_keyed_by_the_objectives_names():
+  assert [n for n, o in losses.LOSSES.items() if o.name != n] == []
+
+
+def test_register_adds_a_new_name_only():
+  objective = losses.Objective("registry_test", losses.LOSSES["softmax"].fn)
+  try:
+    assert losses.register(objective) is objective
+    assert losses.get("registry_test") is objective
+    with pytest.raises(ValueError, match="already registered"):
+      losses.register(objective)
+  finally:
+    del losses.LOSSES["registry_test"]
+
+
+def test_unknown_name_lists_the_known_ones():
+  with pytest.raises(ValueError, match="Unknown loss 'softmx'; known: .*softmax"):
+    losses.get("softmx")
+
+
+def _imports(path: pathlib.Path) -> set[str]:
+  """The `contrastive.losses` modules a file imports (``from contrastive.losses import a`` counts
+  as ``contrastive.losses.a``)."""
+  names = set()
+  for node in ast.walk(ast.parse(path.read_text())):
+    if isinstance(node, ast.Import):
+      names.update(a.name for a in node.names)
+    elif isinstance(node, ast.ImportFrom) and node.module:
+      names.add(node.module)
+      names.update(f"{node.module}.{a.name}" for a in node.names)
+  return {n for n in names if n.startswith("contrastive.losses")}
+
+
+LOSSES_DIR = pathlib.Path(losses.__file__).parent
+
+
+def test_loss_modules_import_nothing_from_the_registry():
+  importers = [p.name for p in LOSSES_DIR.glob("*.py") if p.name not in ("registry.py",
+                                                                          "__init__.py")
+               if any(n.startswith("contrastive.losses.registry") for n in _imports(p))]
+  assert importers == []
+
+
+def test_references_import_only_references():
+  imports = {p.name: _imports(p) for p in (LOSSES_DIR / "reference").glob("*.py")}
+  outside = {name: sorted(n for n in found if not n.startswith("contrastive.losses.reference"))
+             for name, found in imports.items()}
+  assert {name: found for name, found in outside.items() if found} == {}

@@ -8,7 +8,7 @@ import pytest
 
 from contrastive import losses, parallel
 from contrastive.losses import Home, Tile, TileLoss, ring_loss
-from tests.losses.loss_testing import assert_trees_close, sub_mesh, unit_embeddings
+from tests.losses.loss_testing import assert_close, sub_mesh, unit_embeddings
 
 B, D = 24, 8
 
@@ -99,7 +99,7 @@ def test_two_pass_engine_matches_autodiff_of_dense(n_devices, block_size):
   args = (x0, x1, y, 3.0, u, w, label)
   got = jax.jit(jax.value_and_grad(ring_fn, argnums=(0, 1, 2, 3, 4, 5)))(*args)
   want = jax.value_and_grad(two_pass_dense, argnums=(0, 1, 2, 3, 4, 5))(*args)
-  assert_trees_close(got, want, rtol=1e-5)
+  assert_close(got, want, rtol=1e-5)
 
 
 @pytest.mark.parametrize("n_devices, block_size", [(1, 5), (8, None), (8, 2)])
@@ -118,7 +118,7 @@ def test_linear_engine_matches_autodiff_of_dense(n_devices, block_size):
   args = (x, y, 4.0, -2.0, c)
   got = jax.jit(jax.value_and_grad(fn, argnums=(0, 1, 2, 3, 4)))(*args)
   want = jax.value_and_grad(linear_dense, argnums=(0, 1, 2, 3, 4))(*args)
-  assert_trees_close(got, want, rtol=1e-5)
+  assert_close(got, want, rtol=1e-5)
 
 
 def test_tile_loss_rejects_unknown_reductions():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from contrastive import losses, parallel
-from tests.losses.loss_testing import assert_trees_close, sub_mesh, unit_embeddings
+from tests.losses.loss_testing import assert_close, sub_mesh, unit_embeddings
 
 B, D = 48, 16
 
@@ -29,7 +29,7 @@ def test_matches_dense_reference(n_devices, block_size):
   x, y = unit_embeddings(0, B, D)
   got = ring_value_and_grad(n_devices, block_size=block_size)(x, y, 10.0, -4.0)
   want = reference_value_and_grad(x, y, 10.0, -4.0)
-  assert_trees_close(got, want, rtol=1e-5)
+  assert_close(got, want, rtol=1e-5)
 
 
 def test_hand_computed_value():
@@ -38,13 +38,14 @@ def test_hand_computed_value():
   t, b = 2.0, -1.0
   softplus = lambda z: np.log1p(np.exp(z))
   want = (3 * softplus(-(t + b)) + 6 * softplus(b)) / 3
-  np.testing.assert_allclose(losses.sigmoid_loss(x, x, t, b), want, rtol=1e-6)
+  np.testing.assert_allclose(losses.sigmoid_loss(x, x, t, b), want, rtol=1e-5)
 
 
 def test_block_size_does_not_change_the_result():
   x, y = unit_embeddings(1, B, D)
   results = [losses.sigmoid_loss(x, y, 10.0, -10.0, block_size=bs) for bs in (1, 5, 16, 48)]
-  np.testing.assert_allclose(results, results[0], rtol=1e-6)
+  # Block sizes change the order of the float32 sums: agreement to their rounding error.
+  np.testing.assert_allclose(results, results[0], rtol=1e-5)
 
 
 def test_bfloat16_inputs():
@@ -54,7 +55,7 @@ def test_bfloat16_inputs():
       x.astype(jnp.float32), y.astype(jnp.float32), 10.0, -4.0)
   np.testing.assert_allclose(value, want_value, rtol=1e-5)
   assert grads[0].dtype == jnp.bfloat16
-  assert_trees_close(grads, want_grads, rtol=1e-2)
+  assert_close(grads, want_grads, rtol=1e-2)
 
 
 @pytest.mark.parametrize("case", ["identical", "all_equal", "large_logits"])
@@ -69,7 +70,7 @@ def test_extreme_inputs_stay_finite(case):
     x, y = 5 * x, 5 * y
   got = ring_value_and_grad(8, block_size=5)(x, y, scale, bias)
   want = reference_value_and_grad(x, y, scale, bias)
-  assert_trees_close(got, want, rtol=1e-4, atol=1e-5)
+  assert_close(got, want, rtol=1e-4, atol=1e-5)
 
 
 def test_backward_scales_the_fused_gradient_by_the_cotangent():
@@ -77,8 +78,8 @@ def test_backward_scales_the_fused_gradient_by_the_cotangent():
   fn = lambda x: losses.sigmoid_loss(x, y, 10.0, -4.0, block_size=7)
   g1 = jax.grad(fn)(x)
   g3 = jax.grad(lambda x: 3.0 * fn(x))(x)
-  assert_trees_close(g3, 3.0 * g1, rtol=1e-6)
-  assert_trees_close(jax.jit(jax.grad(fn))(x), g1, rtol=1e-5)
+  assert_close(g3, 3.0 * g1, rtol=1e-5)
+  assert_close(jax.jit(jax.grad(fn))(x), g1, rtol=1e-5)
 
 
 def test_the_ring_runs_without_gathering_the_batch():

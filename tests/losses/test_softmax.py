@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from contrastive import losses, parallel
-from tests.losses.loss_testing import assert_trees_close, sub_mesh, unit_embeddings
+from tests.losses.loss_testing import assert_close, sub_mesh, unit_embeddings
 
 B, D = 48, 16
 
@@ -33,20 +33,21 @@ def test_matches_dense_reference(n_devices, block_size, label_smoothing):
   got = ring_value_and_grad(n_devices, block_size=block_size,
                             label_smoothing=label_smoothing)(x, y, 14.0)
   want = reference_value_and_grad(label_smoothing=label_smoothing)(x, y, 14.0)
-  assert_trees_close(got, want, rtol=1e-5)
+  assert_close(got, want, rtol=1e-5)
 
 
 def test_hand_computed_value():
   # Two orthogonal pairs: every row is softmax over logits (t, 0), so L = log(1 + e^-t).
   x = jnp.eye(2)
   t = 3.0
-  np.testing.assert_allclose(losses.softmax_loss(x, x, t), np.log1p(np.exp(-t)), rtol=1e-6)
+  np.testing.assert_allclose(losses.softmax_loss(x, x, t), np.log1p(np.exp(-t)), rtol=1e-5)
 
 
 def test_block_size_does_not_change_the_result():
   x, y = unit_embeddings(1, B, D)
   results = [losses.softmax_loss(x, y, 20.0, block_size=bs) for bs in (1, 3, 16, 48, 1000)]
-  np.testing.assert_allclose(results, results[0], rtol=1e-6)
+  # Block sizes change the order of the float32 sums: agreement to their rounding error.
+  np.testing.assert_allclose(results, results[0], rtol=1e-5)
 
 
 def test_bfloat16_inputs():
@@ -59,7 +60,7 @@ def test_bfloat16_inputs():
   assert value.dtype == jnp.float32
   assert grads[0].dtype == grads[1].dtype == jnp.bfloat16
   np.testing.assert_allclose(value, want_value, rtol=1e-5)
-  assert_trees_close(grads, want_grads, rtol=1e-2)
+  assert_close(grads, want_grads, rtol=1e-2)
 
 
 @pytest.mark.parametrize("case", ["identical", "all_equal", "large_scale"])
@@ -74,7 +75,7 @@ def test_extreme_inputs_stay_finite(case):
     x, y, scale = 5 * x, 5 * y, 100.0  # logits up to 2,500
   got = ring_value_and_grad(8, block_size=5)(x, y, scale)
   want = reference_value_and_grad()(x, y, scale)
-  assert_trees_close(got, want, rtol=1e-4, atol=1e-5)
+  assert_close(got, want, rtol=1e-4, atol=1e-5)
   if case == "all_equal":  # every logit equal: L = log B exactly
     np.testing.assert_allclose(got[0], np.log(B), rtol=1e-5)
 
@@ -83,11 +84,11 @@ def test_jit_and_grad_compose():
   x, y = unit_embeddings(4, B, D)
   fn = lambda x, y: losses.softmax_loss(x, y, 10.0, block_size=7)
   eager = jax.grad(fn)(x, y)
-  assert_trees_close(jax.jit(jax.grad(fn))(x, y), eager, rtol=1e-5)
-  assert_trees_close(jax.grad(jax.jit(fn))(x, y), eager, rtol=1e-5)
+  assert_close(jax.jit(jax.grad(fn))(x, y), eager, rtol=1e-5)
+  assert_close(jax.grad(jax.jit(fn))(x, y), eager, rtol=1e-5)
   # Second use of the gradient inside a larger jitted program (a train step's shape).
   step = jax.jit(lambda x, y: x - 0.1 * jax.grad(fn)(x, y))
-  assert_trees_close(step(x, y), x - 0.1 * eager, rtol=1e-5)
+  assert_close(step(x, y), x - 0.1 * eager, rtol=1e-5)
 
 
 def test_the_ring_runs_without_gathering_the_batch():

@@ -7,9 +7,8 @@ import pytest
 
 from contrastive import losses
 from contrastive.losses import reference
-from tests.losses.loss_testing import unit_embeddings
-from tests.losses.pairs_testing import (assert_close, assert_finite, check_ring_matches_reference,
-                           extreme_cases, grad_fn)
+from tests.losses.loss_testing import (assert_close, assert_finite, check_ring_matches_reference,
+                                       extreme_cases, grad_fn, unit_embeddings)
 
 B, D, SCALE = 24, 8, 7.0
 LABELS = jax.random.randint(jax.random.key(1), (B,), 0, 5)  # repeated labels: several positives

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from tests.losses._multimodal_helpers import (CONFIG_IDS, CONFIGS, assert_finite, assert_matches_reference,
-                                 modalities)
 from contrastive import losses, parallel
 from contrastive.losses import reference, registry
 from contrastive.losses._modalities import roll_batch
+from tests.losses.loss_testing import (CONFIGS, CONFIG_IDS, assert_finite_losses,
+                                       assert_matches_reference, modalities)
 
 
 @pytest.mark.parametrize("negatives", ["shifted", "aligned"])
@@ -52,7 +52,7 @@ def test_roll_batch_crosses_devices():
 def test_extreme_inputs_stay_finite():
   same = [jnp.ones((24, 8)) / jnp.sqrt(8.0)] * 3
   big = [100.0 * e for e in modalities(3, seed=4)]
-  assert_finite(losses.symile_loss, (same, 1e4), (big, 100.0))
+  assert_finite_losses(losses.symile_loss, (same, 1e4), (big, 100.0))
 
 
 def test_bfloat16_inputs():

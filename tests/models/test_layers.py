@@ -101,7 +101,7 @@ def test_remat_does_not_change_gradients(x, unrolled_params, unrolled_grads):
 def test_stochastic_depth_and_dropout(x, unrolled_params, unrolled_out):
   options = dict(stoch_depth=0.5, dropout=0.1)
   evaluated = _apply_fn(**options)(unrolled_params, x, key(0))
-  np.testing.assert_allclose(evaluated, unrolled_out, rtol=1e-6)  # inactive at inference
+  np.testing.assert_allclose(evaluated, unrolled_out, rtol=1e-5)  # inactive at inference
   train = _apply_fn(train=True, **options)
   a, b = train(unrolled_params, x, key(3)), train(unrolled_params, x, key(4))
   assert a.shape == x.shape and not np.allclose(a, b)

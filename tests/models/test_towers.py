@@ -140,3 +140,20 @@ def test_model_errors():
     models.TowerModel(encoders={"a": models.MLPEncoder(in_features=2)}, embed_dim=0)
   with pytest.raises(ValueError, match="needs at least one encoder"):
     models.TowerModel(encoders={}, embed_dim=2)
+
+
+def test_tower_without_a_head():
+  # SigLIP's image tower in open_clip and transformers: the encoder's pooled width is the embedding.
+  config = models.model_config(image="mu/8", text="mu", embed_dim=32)
+  config.encoders.image.proj = False
+  model = models.make_model(config)
+  batch = model.dummy_batch(2)
+  batch["image"] = np.random.default_rng(0).normal(size=batch["image"].shape).astype(np.float32)
+  variables = nn.unbox(jax.jit(lambda r: model.init(r, batch, train=False))(key(0)))
+  assert "head" not in variables["params"]["image"] and "head" in variables["params"]["text"]
+  emb, extras = model.apply(variables, batch, train=False)
+  norm = np.linalg.norm(extras["image/features"], axis=-1, keepdims=True)
+  np.testing.assert_allclose(emb["image"], extras["image/features"] / norm, rtol=1e-5, atol=1e-7)
+  config.embed_dim = 16
+  with pytest.raises(ValueError, match="width 32 to equal embed_dim 16"):
+    models.make_model(config).init(key(0), batch, train=False)

@@ -138,3 +138,19 @@ def test_class_token_under_a_pre_layernorm_gets_a_gradient_like_the_others():
   plain = nn.unbox(models.ViT("mu/8", image_size=16, pool="cls").init(key(3), images,
                                                                         train=False))["params"]
   assert not np.any(plain["cls"])  # big_vision's zeros where no LayerNorm follows
+
+
+def test_class_token_with_its_own_position_row():
+  # CLIP's layout: the class token has row 0 of the position table; without it, the same model.
+  images = np.random.default_rng(0).normal(size=(2, 16, 16, 3)).astype(np.float32)
+  vit = models.ViT("mu/8", image_size=16, pool="cls", pre_norm=True, cls_posemb=True)
+  params = nn.unbox(vit.init(key(0), images, train=False))["params"]
+  assert params["pos_embedding"].shape == (1, 1 + 4, 32)
+  plain = dict(params, cls=params["cls"] + params["pos_embedding"][:, :1],
+               pos_embedding=params["pos_embedding"][:, 1:])
+  ours = vit.apply({"params": params}, images, train=False)[0]
+  folded = models.ViT("mu/8", image_size=16, pool="cls", pre_norm=True).apply(
+      {"params": plain}, images, train=False)[0]
+  np.testing.assert_allclose(ours, folded, rtol=1e-5, atol=1e-6)
+  with pytest.raises(ValueError, match="cls_posemb needs pool 'cls'"):
+    models.ViT("mu/8", pool="map", cls_posemb=True)

@@ -4,6 +4,7 @@ Every run shares one JAX compilation cache, so the runs of a comparison compile 
 """
 
 import glob
+import hashlib
 import json
 import os
 import random
@@ -119,6 +120,18 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path, cache):
   saved = sorted(int(s) for s in os.listdir(os.path.join(work, "checkpoints")) if s.isdigit())
   assert saved and saved[-1] < steps, saved
 
+  # Rerunning with a changed model is refused before anything runs, in one line that names the
+  # key with both values; the checkpoints and config.json stay byte for byte as they were.
+  files = _digest(work)
+  width = json.load(open(os.path.join(work, "config.json")))["model"]["embed_dim"]
+  code, out = tt.run(tt.train_command(CLIP_CPU, work, *args, "--config.model.embed_dim=64"),
+                     environ, str(tmp_path / "changed.txt"), timeout=120)
+  assert code == 1 and len(out.strip().splitlines()) == 1, out[-3000:]
+  assert out.startswith(f"error: Cannot resume {work}: its checkpoints (up to step {saved[-1]})")
+  assert f"model.embed_dim: {width} -> 64" in out and "another workdir" in out, out
+  assert _digest(work) == files
+
+  # The unchanged command resumes, and ends bitwise where the uninterrupted run ended.
   code, out = tt.run(tt.train_command(CLIP_CPU, work, *args), environ, str(tmp_path / "k2.txt"))
   assert code == 0, out[-3000:]
   tt.assert_trees_equal(tt.load_state(work, steps), tt.load_state(ref, steps))
@@ -127,6 +140,16 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path, cache):
   new_loss = tt.read_scalars(os.path.join(work, "tensorboard"))["train/loss"]
   for step in range(saved[-1] + 1, steps + 1):
     assert new_loss[step] == ref_loss[step], step
+
+
+def _digest(workdir):
+  """sha256 of every file of the checkpoints and config.json."""
+  out = {}
+  for folder, _, names in os.walk(os.path.join(workdir, "checkpoints")):
+    for name in names:
+      out[os.path.join(folder, name)] = None
+  out[os.path.join(workdir, "config.json")] = None
+  return {path: hashlib.sha256(open(path, "rb").read()).hexdigest() for path in out}
 
 
 def test_sigterm_saves_then_a_nan_loss_stops_and_leaves_the_last_checkpoint(tmp_path, cache):

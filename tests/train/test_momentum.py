@@ -32,18 +32,18 @@ def _batch(mesh, seed):
   rng = np.random.default_rng(seed)
   batch = {"image": rng.normal(size=(BATCH, 16, 16, 3)).astype(np.float32),
            "text": rng.integers(1, 64, size=(BATCH, 8)).astype(np.int32)}
-  return jax.device_put(batch, step_lib.batch_sharding(mesh))
+  return jax.device_put(batch, parallel.batch_sharding(mesh))
 
 
 def _setup(mesh, *, materialize=True):
   model = _model()
   state, shardings, tx = state_lib.create_train_state(
       model, lambda _: optax.adam(1e-2), mesh, seed=0, materialize=materialize,
-      queue_size=QUEUE, queue_sharding=step_lib.batch_sharding(mesh))
+      queue_size=QUEUE, queue_sharding=parallel.batch_sharding(mesh))
   config = step_lib.StepConfig(modalities=MODALITIES, momentum=M)
   train_step = step_lib.make_train_step(
       model, losses.get("moco"), tx, lambda s: 1e-2, mesh, shardings,
-      {m: step_lib.batch_sharding(mesh) for m in MODALITIES}, config)
+      {m: parallel.batch_sharding(mesh) for m in MODALITIES}, config)
   return model, state, shardings, train_step
 
 
@@ -62,7 +62,7 @@ def test_state_layout(mesh):
   for m in MODALITIES:
     queue = state.loss_state.queues[m]
     assert queue.shape == (QUEUE, 16)
-    assert queue.sharding == step_lib.batch_sharding(mesh)  # split over the batch axes
+    assert queue.sharding == parallel.batch_sharding(mesh)  # split over the batch axes
     np.testing.assert_allclose(np.linalg.norm(np.asarray(queue), axis=-1), 1.0, rtol=1e-5)
   assert shardings.loss_state.params == shardings.params  # the key encoder like the online one
   jax.tree.map(np.testing.assert_array_equal, _host(state.loss_state.params), _host(state.params))
@@ -116,7 +116,7 @@ def test_checkpoint_round_trip_resumes_exactly(mesh, tmp_path):
   checkpointer.close()
   assert isinstance(restored.loss_state, momentum_lib.MomentumState)
   jax.tree.map(np.testing.assert_array_equal, _host(restored), saved)
-  assert restored.loss_state.queues["text"].sharding == step_lib.batch_sharding(mesh)
+  assert restored.loss_state.queues["text"].sharding == parallel.batch_sharding(mesh)
   # The next step from the restored state equals the next step of the run, bit for bit.
   batch = _batch(mesh, 2)
   a, _ = train_step(state, batch)

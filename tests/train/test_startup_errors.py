@@ -120,3 +120,25 @@ def test_momentum_queue_options_are_checked(tmp_path, loss, path, value, message
   with pytest.raises(ValueError, match=message):
     loop.train_and_evaluate(config, str(tmp_path))
   assert not os.path.exists(tmp_path / "checkpoints")
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda c: setattr(c.loss, "name", "sigmod"), r"^Unknown loss 'sigmod'; known: "),
+    (lambda c: setattr(c.optim, "lrr", 1.0),
+     r"^Unknown config field 'optim.lrr'. Did you mean 'optim.lr'\?"),
+    (lambda c: setattr(c.data, "batch_size", 12), r"^The global batch data.batch_size=12 "),
+])
+def test_python_errors_are_one_line_before_anything_is_built(tmp_path, monkeypatch, change,
+                                                             message):
+  """What a notebook sees: the CLI's one-line errors, raised before the data pipeline, the
+  state or the step exist (so nothing compiles and nothing is written)."""
+  def built(*args, **kwargs):
+    raise AssertionError("the data pipeline was built before the config was checked")
+
+  monkeypatch.setattr(loop.data, "make_pipeline", built)
+  config = _config()
+  change(config)
+  with pytest.raises(ValueError, match=message) as info:
+    loop.train_and_evaluate(config, str(tmp_path / "run"))
+  assert "\n" not in str(info.value)
+  assert not os.path.exists(tmp_path / "run")

@@ -28,7 +28,7 @@ def _batch(mesh, n=32):
            "text": rng.integers(1, 64, size=(n, 8)).astype(np.int32),
            "negatives": rng.integers(1, 64, size=(n, 3, 8)).astype(np.int32),
            "ids": rng.integers(0, 8, size=n).astype(np.int32)}  # 32 pairs of 8 ids
-  return jax.device_put(batch, step_lib.batch_sharding(mesh))
+  return jax.device_put(batch, parallel.batch_sharding(mesh))
 
 
 @pytest.mark.parametrize("loss,convention,k,fsdp", [("softmax", "clip", 4, 1),
@@ -61,8 +61,8 @@ def test_gradcache_equals_one_big_batch(loss, convention, k, fsdp):
       results[steps] = jax.jit(grad_fn, compiler_options=FAST)(params, batch, jax.random.key(0))
   (loss_1, (scale_1, _)), grads_1 = results[1]
   (loss_k, (scale_k, _)), grads_k = results[k]
-  np.testing.assert_allclose(loss_k, loss_1, rtol=1e-6)
-  np.testing.assert_allclose(scale_k, scale_1, rtol=1e-6)
+  np.testing.assert_allclose(loss_k, loss_1, rtol=1e-5)  # accumulation reorders the sums
+  np.testing.assert_allclose(scale_k, scale_1, rtol=1e-5)
   flat_1 = jax.tree_util.tree_flatten_with_path(grads_1)[0]
   flat_k = jax.tree.leaves(grads_k)
   largest = max(float(np.max(np.abs(g))) for _, g in flat_1)
@@ -75,7 +75,7 @@ def test_gradcache_equals_one_big_batch(loss, convention, k, fsdp):
 def test_micro_batches_take_each_devices_rows_and_rejoin_in_order():
   mesh = parallel.make_mesh()
   x = jax.device_put(np.arange(64, dtype=np.float32)[:, None] * np.ones((1, 3), np.float32),
-                     step_lib.batch_sharding(mesh))
+                     parallel.batch_sharding(mesh))
   micro = jax.jit(lambda a: step_lib._micro_split(a, 4, 8, mesh))(x)
   assert micro.shape == (4, 16, 3)
   # Micro-batch 0 holds the first 2 of each device's 8 rows: 0, 1, 8, 9, 16, 17, ...

@@ -4,6 +4,7 @@ checkpoints back."""
 from __future__ import annotations
 
 import glob
+import hashlib
 import os
 import re
 import signal
@@ -109,6 +110,17 @@ def read_scalars(logdir: str) -> dict[str, dict[int, float]]:
       for value in event.summary.value:
         if value.HasField("simple_value"):
           out.setdefault(value.tag, {})[int(event.step)] = float(value.simple_value)
+  return out
+
+
+def digest(root: str) -> dict[str, str]:
+  """sha256 of every file below `root`, by relative path: a workdir's bytes, to compare."""
+  out = {}
+  for folder, _, names in os.walk(root):
+    for name in names:
+      path = os.path.join(folder, name)
+      with open(path, "rb") as f:
+        out[os.path.relpath(path, root)] = hashlib.sha256(f.read()).hexdigest()
   return out
 
 

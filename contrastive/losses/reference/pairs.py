@@ -7,15 +7,18 @@ accepted and ignored.
 
 from __future__ import annotations
 
+import types
+
 import jax
 import jax.numpy as jnp
 
 from contrastive.losses.reference.clip import softmax_loss
 
 __all__ = [
-    "align_uniform_loss", "auc_mw_loss", "contrastive_gap_loss", "dcl_loss", "dclw_loss",
-    "hard_negative_loss", "kernel_infonce_loss", "macl_loss", "multi_positive_loss",
-    "sigmoid_focal_loss", "soft_target_loss", "softmax_focal_loss", "supcon_loss",
+    "align_uniform_loss", "auc_mw_loss", "contrastive_gap_loss", "cwcl_targets", "dcl_loss",
+    "dclw_loss", "hard_negative_loss", "kernel_infonce_loss", "macl_loss", "mixup_targets",
+    "multi_positive_loss", "sigmoid_focal_loss", "soft_target_loss", "softmax_focal_loss",
+    "supcon_loss", "teacher_logits",
 ]
 
 _HI = jax.lax.Precision.HIGHEST
@@ -131,20 +134,23 @@ def multi_positive_loss(x, y, scale, labels, *, block_size=None):
 
 
 # ----------------------------------------------------------------------------------------------
-# Soft targets (CWCL, distillation, M3CoL mixup, label smoothing).
+# Soft targets: the loss, and the CWCL, M3CoL and distillation targets over all pairs.
 
 
 def soft_target_loss(x, y, scale, side=None, *, targets, space="weights", normalize=True,
                      block_size=None):
   """-(1/2B) [sum_ij q^x_ij log softmax_j(l_ij) + sum_ij q^y_ij log softmax_i(l_ij)], with the
-  target matrix w = targets(whole batch) normalised per row (q^x) and per column (q^y)."""
-  from contrastive.losses.soft_target import TargetTile  # noqa: PLC0415  (no import cycle)
+  target matrix w = targets(all pairs) normalised per row (q^x) and per column (q^y).
+
+  ``targets`` sees every pair of the batch at once, with the fields of a ``TargetTile``.
+  """
   n = x.shape[0]
   ids = jnp.arange(n, dtype=jnp.int32)
   logits = scale * _sim(x, y)
-  w = targets(TargetTile(row=side, col=side, row_ids=ids, col_ids=ids, global_batch=n,
-                         scale=jnp.asarray(scale, jnp.float32)))
-  w = jnp.broadcast_to(jnp.asarray(w, jnp.float32), logits.shape)
+  pairs = types.SimpleNamespace(row=side, col=side, row_ids=ids, col_ids=ids, global_batch=n,
+                                scale=jnp.asarray(scale, jnp.float32),
+                                diagonal=jnp.eye(n, dtype=bool))
+  w = jnp.broadcast_to(jnp.asarray(targets(pairs), jnp.float32), logits.shape)
   if space == "logits":
     q_x, q_y = jax.nn.softmax(w, axis=1), jax.nn.softmax(w, axis=0)
   elif normalize:
@@ -154,6 +160,30 @@ def soft_target_loss(x, y, scale, side=None, *, targets, space="weights", normal
   x_to_y = -jnp.sum(q_x * jax.nn.log_softmax(logits, axis=1))
   y_to_x = -jnp.sum(q_y * jax.nn.log_softmax(logits, axis=0))
   return (x_to_y + y_to_x) / (2 * n)
+
+
+def cwcl_targets(key="frozen"):
+  """CWCL: w_ij = (1 + p_i . p_j) / 2, p the frozen modality's embeddings side[key]."""
+  return lambda pairs: (1 + _sim(pairs.row[key], pairs.col[key])) / 2
+
+
+def mixup_targets(lam_key="mix_lambda", partner_key="mix_partner"):
+  """M3CoL: w_ij = lam_i [j = i] + (1 - lam_i) [j = pi(i)], lam = side[lam_key],
+  pi = side[partner_key]."""
+  def targets(pairs):
+    lam, partner = pairs.row[lam_key][:, None], pairs.row[partner_key]
+    is_partner = jax.nn.one_hot(partner, pairs.global_batch, dtype=bool)
+    return lam * pairs.diagonal + (1 - lam) * is_partner
+  return targets
+
+
+def teacher_logits(scale=None, x_key="teacher_x", y_key="teacher_y"):
+  """Distillation: target logits t' u_i . v_j, u = side[x_key], v = side[y_key]; t' = sg(t) when
+  ``scale`` is None."""
+  def targets(pairs):
+    t = jax.lax.stop_gradient(pairs.scale) if scale is None else scale
+    return t * _sim(pairs.row[x_key], pairs.col[y_key])
+  return targets
 
 
 # ----------------------------------------------------------------------------------------------

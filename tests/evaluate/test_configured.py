@@ -1,12 +1,12 @@
-"""The trainer's evaluation sources: `synthetic_subset` keeps only the records it names."""
+"""Evaluation as a run config says: `synthetic_subset` keeps only the records it names."""
 
 from contrastive.data import synthetic
-from contrastive.train import evaluation
+from contrastive.evaluate import configured
 
 
 def test_synthetic_subset_keeps_the_first_records_of_one_heldout_flag():
-  held = evaluation.synthetic_subset(split="shape", num_examples=20, image_size=16)
-  seen = evaluation.synthetic_subset(split="shape", num_examples=20, image_size=16, heldout=False)
+  held = configured.synthetic_subset(split="shape", num_examples=20, image_size=16)
+  seen = configured.synthetic_subset(split="shape", num_examples=20, image_size=16, heldout=False)
   assert len(held.source) == len(seen.source) == 20
   assert all(held.source[i]["heldout"] for i in range(20))
   assert not any(seen.source[i]["heldout"] for i in range(20))

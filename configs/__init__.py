@@ -1,0 +1,1 @@
+"""Run configs, one file per recipe: `get_config(arg)` (installed as `contrastive.configs`)."""
