@@ -92,6 +92,14 @@ class Embedder:
   params: Any
   prepare: Callable[[Mapping[str, Any]], Mapping[str, Any]]
 
+  @classmethod
+  def from_pretrained(cls, pre: Any) -> "Embedder":
+    """An imported checkpoint (`models.load_pretrained`), with its own input settings."""
+    from contrastive import models  # pylint: disable=g-import-not-at-top
+    from contrastive.evaluate import pretrained  # pylint: disable=g-import-not-at-top
+    return cls(models.make_model(pre.model_config), pre.params,
+               pretrained.make_prepare(pre.data))
+
   def __post_init__(self):
     self._apply = jax.jit(lambda params, batch: self.model.apply(
         {"params": params}, batch, train=False))

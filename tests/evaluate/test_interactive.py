@@ -1,5 +1,7 @@
 """The notebook helpers: records, figures, tables and the Embedder's zero-shot predictions."""
 
+import os
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -102,3 +104,16 @@ def test_report_images_finds_the_pngs_or_says_why_not(tmp_path):
     (tmp_path / "eval" / name).write_bytes(b"png")
   assert [p.rsplit("/", 1)[1] for p in evaluate.report_images(tmp_path)] == ["pca.png",
                                                                              "spectrum.png"]
+
+
+def test_embedder_from_a_pretrained_checkpoint_uses_its_input_settings():
+  from contrastive import models  # pylint: disable=g-import-not-at-top
+  path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "models", "pretrained",
+                      "fixtures", "open_clip_clip")
+  pre = models.load_pretrained(path)
+  emb = evaluate.Embedder.from_pretrained(pre)
+  images = np.random.default_rng(0).integers(0, 256, (3, 40, 50, 3), dtype=np.uint8)
+  x = emb.embed("image", list(images))
+  assert x.shape == (3, pre.model_config.embed_dim)
+  np.testing.assert_allclose(np.linalg.norm(x, axis=1), 1.0, rtol=1e-5)
+  assert emb.scale == pytest.approx(float(np.exp(pre.params["log_scale"])), rel=1e-6)
