@@ -63,6 +63,8 @@ import re
 from collections.abc import Sequence
 import unicodedata
 
+from contrastive.data import tokenizers
+
 VOCAB_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                           "bpe_simple_vocab_16e6.txt.gz")
 NUM_MERGES = 49152 - 256 - 2  # the first line of the file is a header
@@ -220,15 +222,14 @@ def _regex():
   return regex
 
 
-class ClipTokenizer:
+class ClipTokenizer(tokenizers.FileTokenizer):
   """OpenAI CLIP's BPE (49,408 ids); start 49406, end 49407, padding 0, no mask id."""
 
   pad_id = 0
   mask_id = None
 
   def __init__(self, path: str | os.PathLike = VOCAB_FILE):
-    self.path = os.fspath(path)
-    self._load()
+    super().__init__(path)
 
   def _load(self) -> None:
     if not os.path.isfile(self.path):
@@ -256,13 +257,6 @@ class ClipTokenizer:
     self._pattern = _regex().compile(
         START + "|" + END + r"""|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+""",
         _regex().IGNORECASE)
-
-  def __getstate__(self):
-    return {"path": self.path}
-
-  def __setstate__(self, state):
-    self.path = state["path"]
-    self._load()
 
   def __repr__(self) -> str:
     return ("ClipTokenizer()" if self.path == VOCAB_FILE else f"ClipTokenizer({self.path!r})")

@@ -47,6 +47,7 @@ import re
 import string
 
 from contrastive.data import clip_bpe
+from contrastive.data import tokenizers
 
 _EXTRA = "pip install contrastive[tokenizers]"
 _PUNCTUATION = str.maketrans("", "", string.punctuation)
@@ -96,30 +97,11 @@ def _token_name(value) -> str | None:
   return value if isinstance(value, str) else None
 
 
-class _Pretrained:
-  """Loads at once (errors at start-up, not in a grain worker) and pickles as its spec."""
+class _Pretrained(tokenizers.FileTokenizer):
+  """Loads at once (errors at start-up, not in a grain worker) and pickles as its path."""
 
   mask_id = None
   bos_id = None
-
-  def __init__(self, path: str | os.PathLike):
-    self.path = os.fspath(path)
-    if not os.path.isfile(self.path):
-      raise FileNotFoundError(f"Tokenizer file {self.path!r} does not exist.")
-    self._load()
-
-  def __getstate__(self):
-    return {"path": self.path}
-
-  def __setstate__(self, state):
-    self.path = state["path"]
-    self._load()
-
-  def __repr__(self) -> str:
-    return f"{type(self).__name__}({self.path!r})"
-
-  def _load(self) -> None:
-    raise NotImplementedError
 
 
 class SiglipSentencePiece(_Pretrained):

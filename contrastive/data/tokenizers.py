@@ -175,7 +175,7 @@ def _require(module: str):
     raise ImportError(f"The {module!r} package is needed for this tokenizer: {_EXTRA}") from e
 
 
-class _FileTokenizer:
+class FileTokenizer:
   """Loads its file at once (errors at start-up) and pickles as its path."""
 
   def __init__(self, path: str):
@@ -205,7 +205,7 @@ class _FileTokenizer:
     raise NotImplementedError
 
 
-class SentencePieceTokenizer(_FileTokenizer):
+class SentencePieceTokenizer(FileTokenizer):
   """A SentencePiece `.model` file; ids shift by one unless its padding id is already 0."""
 
   def _load(self) -> None:
@@ -233,7 +233,7 @@ _EOS_NAMES = ("<eos>", "</s>", "<|endoftext|>", "[SEP]", "<EOS>")
 _MASK_NAMES = ("<mask>", "[MASK]", "<|mask|>", "<unk>", "[UNK]")
 
 
-class HFTokenizer(_FileTokenizer):
+class HFTokenizer(FileTokenizer):
   """A Hugging Face `tokenizers` JSON file (e.g. from `train_bpe`).
 
   Special tokens are found by name: padding `<pad>`/`[PAD]`, end `<eos>`/`</s>`/`<|endoftext|>`,

@@ -44,6 +44,7 @@ import numpy as np
 from contrastive.models import config as model_config_lib
 from contrastive.models import layers
 from contrastive.models.pretrained import common
+from contrastive.models.pretrained import hf_params
 from contrastive.models.pretrained import weights as weights_lib
 
 CONFIG = "config.json"
@@ -89,9 +90,6 @@ OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 # that for configs written before its PR #24773); any other id pools at its first position.
 LEGACY_EOS = 2
 # Keys old transformers versions saved as buffers; nothing to load.
-_IGNORED_SUFFIXES = ("position_ids",)
-
-
 def _err(path: str, message: str) -> common.PretrainedError:
   return common.PretrainedError(f"{path}: {message}")
 
@@ -124,12 +122,6 @@ def _open_weights(directory: str) -> weights_lib.Weights:
     if os.path.isfile(os.path.join(directory, name)):
       return weights_lib.open_weights(os.path.join(directory, name))
   raise _err(directory, f"no {WEIGHTS} and no {INDEX}; found {common.describe(directory)}.")
-
-
-def _contiguous(x) -> np.ndarray:
-  """`x` as a C-ordered float32 array, copied only if needed (0-d stays 0-d, unlike numpy's
-  `ascontiguousarray`)."""
-  return np.array(x, dtype=np.float32, order="C", copy=None)
 
 
 def _read_json(path: str) -> dict[str, Any]:
@@ -214,153 +206,6 @@ def model_config_from_hf(config: dict[str, Any], *, path: str = CONFIG
       max_scale=math.inf, dtype="float32", remat="none", scan=False, locked=()))
 
 
-# ------------------------------------------------------------------------------------ mapping
-
-_CLS, _VPOS = "image/encoder/cls", "image/encoder/pos_embedding"
-_HF_CLS = "vision_model.embeddings.class_embedding"
-_HF_VPOS = "vision_model.embeddings.position_embedding.weight"
-
-# kind: (HF shape from this library's shape, to this library's layout, to HF's layout)
-_TRANSFORMS = {
-    "copy": (lambda s: s, lambda x, s: x.reshape(s), lambda x, h: x.reshape(h)),
-    "linear": (lambda s: s[::-1], lambda x, s: x.T, lambda x, h: x.T),
-    "qkv": (lambda s: (s[1] * s[2], s[0]), lambda x, s: x.T.reshape(s),
-            lambda x, h: x.reshape(x.shape[0], -1).T),
-    "out": (lambda s: (s[2], s[0] * s[1]), lambda x, s: x.T.reshape(s),
-            lambda x, h: x.reshape(-1, x.shape[-1]).T),
-    "flat": (lambda s: (math.prod(s),), lambda x, s: x.reshape(s), lambda x, h: x.reshape(h)),
-    "unbatch": (lambda s: s[1:], lambda x, s: x.reshape(s), lambda x, h: x.reshape(h)),
-    "conv": (lambda s: (s[3], s[2], s[0], s[1]), lambda x, s: x.transpose(2, 3, 1, 0),
-             lambda x, h: x.transpose(3, 2, 0, 1)),
-}
-
-
-def _block_rules(here: str, hf: str) -> list[tuple[str, str, str]]:
-  rules = []
-  for ours, theirs in (("query", "q_proj"), ("key", "k_proj"), ("value", "v_proj")):
-    rules += [(f"{here}/attn/{ours}/kernel", f"{hf}.self_attn.{theirs}.weight", "qkv"),
-              (f"{here}/attn/{ours}/bias", f"{hf}.self_attn.{theirs}.bias", "flat")]
-  rules += [(f"{here}/attn/out/kernel", f"{hf}.self_attn.out_proj.weight", "out"),
-            (f"{here}/attn/out/bias", f"{hf}.self_attn.out_proj.bias", "copy")]
-  for ours, theirs in (("norm1", "layer_norm1"), ("norm2", "layer_norm2")):
-    rules += [(f"{here}/{ours}/scale", f"{hf}.{theirs}.weight", "copy"),
-              (f"{here}/{ours}/bias", f"{hf}.{theirs}.bias", "copy")]
-  for fc in ("fc1", "fc2"):
-    rules += [(f"{here}/mlp/{fc}/kernel", f"{hf}.mlp.{fc}.weight", "linear"),
-              (f"{here}/mlp/{fc}/bias", f"{hf}.mlp.{fc}.bias", "copy")]
-  return rules
-
-
-def _norm_rules(here: str, hf: str) -> list[tuple[str, str, str]]:
-  return [(f"{here}/scale", f"{hf}.weight", "copy"), (f"{here}/bias", f"{hf}.bias", "copy")]
-
-
-def _rules(kind: str, image_depth: int, text_depth: int, cls_posemb: bool = True
-           ) -> list[tuple[str, str, str]]:
-  """(here key, HF key, transform) for every tensor but SigLIP's fused `in_proj` (and CLIP's
-  class token and position table when the class token has no position row of its own)."""
-  img, txt = "image/encoder", "text/encoder"
-  rules = [(_VPOS, _HF_VPOS, "unbatch")] if kind == "siglip" or cls_posemb else []
-  if kind == "clip" and cls_posemb:
-    rules.append((_CLS, _HF_CLS, "flat"))
-  rules += [(f"{img}/embedding/kernel", "vision_model.embeddings.patch_embedding.weight", "conv"),
-           (f"{txt}/embedding/embedding", "text_model.embeddings.token_embedding.weight", "copy"),
-           (f"{txt}/pos_embedding", "text_model.embeddings.position_embedding.weight", "copy")]
-  for i in range(image_depth):
-    rules += _block_rules(f"{img}/transformer/encoderblock_{i}",
-                          f"vision_model.encoder.layers.{i}")
-  for i in range(text_depth):
-    rules += _block_rules(f"{txt}/transformer/encoderblock_{i}",
-                          f"text_model.encoder.layers.{i}")
-  rules += _norm_rules(f"{img}/norm", "vision_model.post_layernorm")
-  rules += _norm_rules(f"{txt}/norm", "text_model.final_layer_norm")
-  if kind == "clip":
-    rules += _norm_rules(f"{img}/norm_pre", "vision_model.pre_layrnorm")
-    rules += [("image/head/kernel", "visual_projection.weight", "linear"),
-              ("text/head/kernel", "text_projection.weight", "linear"),
-              ("log_scale", "logit_scale", "copy")]
-  else:
-    head = "vision_model.head"
-    rules += [(f"{img}/embedding/bias", "vision_model.embeddings.patch_embedding.bias", "copy"),
-              (f"{img}/map/probe", f"{head}.probe", "copy"),
-              (f"{img}/map/attn/out/kernel", f"{head}.attention.out_proj.weight", "out"),
-              (f"{img}/map/attn/out/bias", f"{head}.attention.out_proj.bias", "copy"),
-              ("text/head/kernel", "text_model.head.weight", "linear"),
-              ("text/head/bias", "text_model.head.bias", "copy"),
-              ("log_scale", "logit_scale", "copy"), ("bias", "logit_bias", "copy")]
-    rules += _norm_rules(f"{img}/map/norm", f"{head}.layernorm")
-    for fc in ("fc1", "fc2"):
-      rules += [(f"{img}/map/mlp/{fc}/kernel", f"{head}.mlp.{fc}.weight", "linear"),
-                (f"{img}/map/mlp/{fc}/bias", f"{head}.mlp.{fc}.bias", "copy")]
-  return rules
-
-
-_MAP_QKV = tuple(f"image/encoder/map/attn/{n}/{p}" for p in ("kernel", "bias")
-                 for n in ("query", "key", "value"))
-_HF_IN_PROJ = ("vision_model.head.attention.in_proj_weight",
-               "vision_model.head.attention.in_proj_bias")
-
-
-def _here_shapes(model_config) -> dict[str, tuple[int, ...]]:
-  model = model_config_lib.make_model(model_config)
-  abstract = jax.eval_shape(lambda: model.init(jax.random.key(0), model.dummy_batch(1),
-                                               train=False))
-  params = flax.linen.unbox(abstract)["params"]
-  return {k: tuple(v.shape) for k, v in flax.traverse_util.flatten_dict(params, sep="/").items()}
-
-
-def _hf_shapes(kind: str, rules, here: dict[str, tuple[int, ...]]) -> dict[str, tuple]:
-  """The shape of every tensor transformers keeps for this model."""
-  shapes = {hf: _TRANSFORMS[t][0](here[ours]) for ours, hf, t in rules}
-  if kind == "clip":
-    if _HF_CLS not in shapes:  # a class token without its own position row
-      w = here[_CLS][-1]
-      shapes[_HF_CLS], shapes[_HF_VPOS] = (w,), (here[_VPOS][1] + 1, w)
-    shapes["logit_scale"] = ()
-  else:
-    w = here["image/encoder/map/probe"][-1]
-    shapes[_HF_IN_PROJ[0]], shapes[_HF_IN_PROJ[1]] = (3 * w, w), (3 * w,)
-    shapes["logit_scale"] = shapes["logit_bias"] = (1,)
-  return shapes
-
-
-def _check_weights(weights: weights_lib.Weights, expected: dict[str, tuple], *, config_path: str,
-                   architecture: str) -> None:
-  found = {k for k in weights.keys() if not k.endswith(_IGNORED_SUFFIXES)}
-  missing = sorted(set(expected) - found)
-  extra = sorted(found - set(expected))
-  if missing or extra:
-    detail = []
-    if missing:
-      detail.append(f"{len(missing)} missing, e.g. {missing[0]!r}")
-    if extra:
-      detail.append(f"{len(extra)} unexpected, e.g. {extra[0]!r}")
-    raise _err(weights.path, f"does not hold the {architecture} that {config_path} describes: "
-               f"keys {'; '.join(detail)}.")
-  for key, shape in expected.items():
-    if tuple(weights.shape(key)) != tuple(shape):
-      raise _err(weights.file(key), f"{key} has shape {tuple(weights.shape(key))} but "
-                 f"{config_path} implies {tuple(shape)}; the config does not match the weights.")
-
-
-def params_from_hf(weights: weights_lib.Weights, model_config, *, config_path: str = CONFIG
-                   ) -> dict[str, Any]:
-  """This library's params from the tensors of a transformers checkpoint, read one by one."""
-  kind = model_config.convention
-  here = _here_shapes(model_config)
-  enc = model_config.encoders
-  rules = _rules(kind, enc.image.depth, enc.text.depth)
-  _check_weights(weights, _hf_shapes(kind, rules, here), config_path=config_path,
-                 architecture=ARCHITECTURES[kind])
-  flat = {ours: _contiguous(_TRANSFORMS[t][1](weights.pop(hf), here[ours]))
-          for ours, hf, t in rules}
-  if kind == "siglip":
-    for value, names in zip((weights.pop(k) for k in _HF_IN_PROJ), (_MAP_QKV[:3], _MAP_QKV[3:])):
-      for part, name in zip(np.split(value, 3, axis=0), names):
-        flat[name] = _contiguous(part.T if part.ndim == 2 else part).reshape(here[name])
-  return flax.traverse_util.unflatten_dict(flat, sep="/")
-
-
 def load(path: str | os.PathLike, *, name: str | None = None) -> common.Pretrained:
   """Loads a transformers `CLIPModel` or `SiglipModel` directory.
 
@@ -381,7 +226,8 @@ def load(path: str | os.PathLike, *, name: str | None = None) -> common.Pretrain
   config = _read_json(config_path)
   model_config = model_config_from_hf(config, path=config_path)
   weights = _open_weights(directory)
-  params = params_from_hf(weights, model_config, config_path=config_path)
+  params = hf_params.params_from_hf(weights, model_config, config_path=config_path,
+                                     architecture=ARCHITECTURES[model_config.convention])
   return common.Pretrained(model_config=model_config, params=params,
                            data=data_from_hf(directory, config, model_config), family="hf",
                            source=directory)
@@ -569,7 +415,7 @@ def save(model_config, params, path: str | os.PathLike, *, data=None) -> None:
   unrolled.scan = False
   for m in ("image", "text"):
     unrolled.encoders[m].scan = False
-  here = _here_shapes(unrolled)
+  here = hf_params.here_shapes(unrolled)
   flat = flax.traverse_util.flatten_dict(
       layers.unstack_layers(jax.tree.map(np.asarray, flax.linen.unbox(params))), sep="/")
   missing = sorted(set(here) - set(flat))
@@ -581,20 +427,8 @@ def save(model_config, params, path: str | os.PathLike, *, data=None) -> None:
       raise common.PretrainedError(f"Param {key} has shape {tuple(flat[key].shape)}; the model "
                                    f"config gives {shape}.")
   cls_posemb = bool(getattr(model.encoders["image"], "cls_posemb", False))
-  rules = _rules(kind, dims["image"]["depth"], dims["text"]["depth"], cls_posemb)
-  hf_shapes = _hf_shapes(kind, rules, here)
-  f32 = lambda x: np.asarray(x, np.float32)
-  out = {hf: _TRANSFORMS[t][2](f32(flat[ours]), hf_shapes[hf]) for ours, hf, t in rules}
-  if kind == "clip" and not cls_posemb:
-    pos = f32(flat[_VPOS])[0]
-    out[_HF_CLS] = f32(flat[_CLS]).reshape(-1)
-    # -0.0 is the identity of float addition, so class_embedding + row 0 is the class token.
-    out[_HF_VPOS] = np.concatenate([np.full((1, pos.shape[-1]), -0.0, np.float32), pos])
-  if kind == "siglip":
-    out[_HF_IN_PROJ[0]] = np.concatenate([f32(flat[k]).reshape(f32(flat[k]).shape[0], -1).T
-                                          for k in _MAP_QKV[:3]])
-    out[_HF_IN_PROJ[1]] = np.concatenate([f32(flat[k]).reshape(-1) for k in _MAP_QKV[3:]])
-  out = {k: _contiguous(v.reshape(hf_shapes[k])) for k, v in out.items()}
+  out = hf_params.params_to_hf(flat, here, kind=kind, image_depth=dims["image"]["depth"],
+                               text_depth=dims["text"]["depth"], cls_posemb=cls_posemb)
   preprocessor = _preprocessor(kind, data) if data is not None else None
   directory = os.fspath(path)
   os.makedirs(directory, exist_ok=True)
