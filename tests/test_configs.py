@@ -57,11 +57,14 @@ def test_config_passes_the_startup_checks(name, arg):
   assert (model.bias_init is not None) == objective.uses_bias
   if config.eval.tasks:
     evaluate.check_tasks(config.eval.tasks)
-  text = config.model.encoders.text
-  assert text.max_len >= data_config.max_len
-  if data_config.tokenizer == "bytes":
-    assert text.vocab_size >= data.ByteTokenizer.vocab_size
-  assert data_config.image_size == config.model.encoders.image.image_size
+  towers = config.model.encoders
+  if "text" in towers:  # configs/symile_xor.py has image towers `a`, `b`, `c` and no text
+    assert towers.text.max_len >= data_config.max_len
+    if data_config.tokenizer == "bytes":
+      assert towers.text.vocab_size >= data.ByteTokenizer.vocab_size
+  for name in ("image",) if "image" in towers else data.make_source(
+      data_config, split="train").modalities:
+    assert data_config.image_size == towers[name].image_size
   for locked in model.locked:
     assert locked.split("/")[0] in params
 
