@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 
+import flax
 import flax.linen as nn
 import jax
 import ml_collections
@@ -71,3 +72,12 @@ def save_tiny(path: str | os.PathLike, *, convention: str = "clip", family: str 
   params = random_params(cfg, seed)
   models.save_pretrained(cfg, params, os.fspath(path), family=family)
   return cfg, params
+
+
+def assert_params_bit_exact(a, b) -> None:
+  """Two params trees hold the same keys and the same float32 bytes (a round trip)."""
+  a, b = (flax.traverse_util.flatten_dict(jax.tree.map(np.asarray, t), sep="/") for t in (a, b))
+  assert sorted(a) == sorted(b)
+  for key in a:
+    assert a[key].dtype == b[key].dtype == np.float32, key
+    assert a[key].shape == b[key].shape and a[key].tobytes() == b[key].tobytes(), key

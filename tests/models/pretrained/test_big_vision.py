@@ -19,6 +19,7 @@ from contrastive import data
 from contrastive import models
 from contrastive.models.pretrained import big_vision
 from contrastive.models.pretrained import common
+from tests import pretrained_testing as pt
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DIRECTORY = os.path.join(HERE, "fixtures", "big_vision_siglip")
@@ -41,17 +42,6 @@ def _unrolled(arrays, *, prefix=""):
     else:
       out[prefix + bare] = value
   return out
-
-
-def _flat(params):
-  return flax.traverse_util.flatten_dict(jax.tree.map(np.asarray, params), sep="/")
-
-
-def _assert_bit_exact(a, b):
-  a, b = _flat(a), _flat(b)
-  assert sorted(a) == sorted(b)
-  for key in a:
-    assert a[key].shape == b[key].shape and a[key].tobytes() == b[key].tobytes(), key
 
 
 def _embed(pre, x):
@@ -85,7 +75,7 @@ def test_embeddings_scale_and_bias_match_transformers_on_the_same_weights():
 def test_unrolled_layout_without_prefix_loads_the_same(tmp_path):
   path = str(tmp_path / "unrolled.npz")
   np.savez(path, **_unrolled(_arrays()))
-  _assert_bit_exact(big_vision.load(path).params, big_vision.load(NPZ).params)
+  pt.assert_params_bit_exact(big_vision.load(path).params, big_vision.load(NPZ).params)
 
 
 def test_scanned_params_are_this_librarys_scanned_layout():
@@ -107,7 +97,7 @@ def test_scanned_params_are_this_librarys_scanned_layout():
 def test_dispatch_file_and_directory():
   assert big_vision.detect(NPZ) and big_vision.detect(DIRECTORY)
   assert models.pretrained.detect_family(NPZ) == "big_vision"
-  _assert_bit_exact(models.load_pretrained(DIRECTORY).params, big_vision.load(NPZ).params)
+  pt.assert_params_bit_exact(models.load_pretrained(DIRECTORY).params, big_vision.load(NPZ).params)
   assert not big_vision.detect(os.path.join(HERE, "fixtures", "hf_siglip"))
 
 

@@ -18,6 +18,7 @@ import pytest
 from contrastive import data
 from contrastive import models
 from contrastive.models.pretrained import common
+from tests import pretrained_testing as pt
 from contrastive.models.pretrained import hf
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -48,18 +49,6 @@ def _embed(pre, x):
   model = models.make_model(pre.model_config)
   return model.apply({"params": pre.params}, {"image": x["images"], "text": x["ids"]},
                      train=False)
-
-
-def _flat(params):
-  return flax.traverse_util.flatten_dict(jax.tree.map(np.asarray, params), sep="/")
-
-
-def _assert_bit_exact(a, b):
-  a, b = _flat(a), _flat(b)
-  assert sorted(a) == sorted(b)
-  for key in a:
-    assert a[key].dtype == b[key].dtype == np.float32, key
-    assert a[key].shape == b[key].shape and a[key].tobytes() == b[key].tobytes(), key
 
 
 def _one_line_error(match, fn, *args, **kwargs):
@@ -104,7 +93,7 @@ def test_dispatch_and_a_file_in_the_directory(kind):
   assert hf.detect(_fixture(kind))
   assert models.pretrained.detect_family(_fixture(kind)) == "hf"
   by_file = models.load_pretrained(os.path.join(_fixture(kind), hf.WEIGHTS))
-  _assert_bit_exact(by_file.params, hf.load(_fixture(kind)).params)
+  pt.assert_params_bit_exact(by_file.params, hf.load(_fixture(kind)).params)
 
 
 def test_detect_says_no_to_other_layouts(tmp_path):
@@ -126,7 +115,7 @@ def test_sharded_checkpoint_loads_like_one_file(tmp_path):
     save_file({k: tensors[k] for k in part}, str(directory / name), metadata={"format": "pt"})
     weight_map.update({k: name for k in part})
   (directory / hf.INDEX).write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
-  _assert_bit_exact(hf.load(str(directory)).params, hf.load(_fixture("siglip")).params)
+  pt.assert_params_bit_exact(hf.load(str(directory)).params, hf.load(_fixture("siglip")).params)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -135,7 +124,7 @@ def test_round_trip_here_hf_here_is_bit_exact(kind, tmp_path):
   out = str(tmp_path / "out")
   models.save_pretrained(pre, pre.params, out, family="hf")
   again = hf.load(out)
-  _assert_bit_exact(again.params, pre.params)
+  pt.assert_params_bit_exact(again.params, pre.params)
   assert again.model_config.to_dict() == pre.model_config.to_dict()
   with open(os.path.join(out, hf.CONFIG)) as f:
     assert json.load(f)["architectures"] == [hf.ARCHITECTURES[kind]]
@@ -146,7 +135,7 @@ def test_round_trip_of_a_scanned_model(tmp_path):
   config = pre.model_config.copy_and_resolve_references()
   config.scan = True
   hf.save(config, models.stack_layers(pre.params), str(tmp_path))
-  _assert_bit_exact(hf.load(str(tmp_path)).params, pre.params)
+  pt.assert_params_bit_exact(hf.load(str(tmp_path)).params, pre.params)
 
 
 def test_a_model_built_here_exports_with_its_embeddings(tmp_path):
@@ -367,12 +356,10 @@ def test_live_against_transformers(kind, tmp_path):
 
 def test_an_open_clip_checkpoint_exports_to_transformers(tmp_path):
   source = os.path.join(FIXTURES, "open_clip_clip")
-  if not os.path.isdir(source):
-    pytest.skip("no open_clip fixture")
   pre = models.load_pretrained(source)
   models.save_pretrained(pre, pre.params, str(tmp_path), family="hf")
   back = hf.load(str(tmp_path))
-  _assert_bit_exact(back.params, pre.params)
+  pt.assert_params_bit_exact(back.params, pre.params)
   expected = np.load(os.path.join(source, "expected.npz"))
   model = models.make_model(back.model_config)
   emb, _ = model.apply({"params": back.params},
@@ -383,8 +370,6 @@ def test_an_open_clip_checkpoint_exports_to_transformers(tmp_path):
 
 def test_live_an_open_clip_checkpoint_in_transformers(tmp_path):
   source = os.path.join(FIXTURES, "open_clip_clip")
-  if not os.path.isdir(source):
-    pytest.skip("no open_clip fixture")
   torch = pytest.importorskip("torch")
   from tests import peers  # pylint: disable=g-import-not-at-top
   peers.install_torchvision_stand_in()
