@@ -1,4 +1,5 @@
-"""Evaluation: zero-shot classification, retrieval, binding, probes and embedding geometry.
+"""Evaluation: zero-shot classification, retrieval, binding, probes, embedding
+geometry and how a space treats its negatives.
 
 Pure functions over embeddings (arrays in, plain floats out), then runners that embed evaluation
 sets with any model (`embed_dataset`, `run_tasks`, `evaluate`) and a report (`write_report`).
@@ -20,6 +21,8 @@ from contrastive.evaluate.geometry import variance_dims
 from contrastive.evaluate.imagenet import IMAGENET_CLASSNAMES
 from contrastive.evaluate.imagenet import OPENAI_IMAGENET_TEMPLATES
 from contrastive.evaluate.imagenet import SIMPLE_IMAGENET_TEMPLATES
+from contrastive.evaluate.negatives import hardest_negative_share
+from contrastive.evaluate.negatives import tolerance
 from contrastive.evaluate.probes import fit_logistic_regression
 from contrastive.evaluate.probes import knn_classifier
 from contrastive.evaluate.probes import linear_probe
@@ -62,11 +65,12 @@ __all__ = [
     "SIMPLE_IMAGENET_TEMPLATES", "SOURCES", "TASKS", "alignment", "append_history",
     "binding_metrics", "check_tasks", "class_prototypes", "data_sources", "default_tasks",
     "effective_rank",
-    "embed_dataset", "evaluate", "fit_logistic_regression", "geometry_metrics", "knn_classifier",
+    "embed_dataset", "evaluate", "fit_logistic_regression", "geometry_metrics", "hardest_negative_share",
+    "knn_classifier",
     "linear_probe", "log_mean_gaussian_potential", "marginal_log_probs", "mean_cosines",
     "modality_gap",
     "modality_separability", "positive_ranks", "prompts", "rank_metrics", "read_history",
     "retrieval_metrics", "retrieval_ranks", "run_tasks", "score_metrics", "similarity_samples",
-    "singular_values", "topk", "uniformity", "variance_dims", "write_metrics", "write_report",
+    "singular_values", "tolerance", "topk", "uniformity", "variance_dims", "write_metrics", "write_report",
     "zeroshot_metrics",
 ]

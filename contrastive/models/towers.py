@@ -39,6 +39,8 @@ CONVENTIONS: dict[str, dict[str, float | None]] = {
     "clip": dict(scale_init=1 / 0.07, bias_init=None, max_scale=100.0),
     "siglip": dict(scale_init=10.0, bias_init=-10.0, max_scale=None),
 }
+# The model's own scalar parameters, which `locked` may also name (a fixed temperature or bias).
+SCALARS = ("log_scale", "bias")
 
 
 def l2_normalize(x: jax.Array, *, eps: float = 1e-12) -> tuple[jax.Array, jax.Array]:
@@ -106,8 +108,10 @@ class TowerModel(nn.Module):
     max_scale: the largest scale; `exp(log_scale)` is clipped there (no gradient beyond it).
       None: no clipping.
     locked: modalities whose tower is locked (LiT): `"image"` locks the encoder and head,
-      `"image/encoder"` the encoder only. A locked part runs in inference mode and passes no
-      gradient; pair it with `trainable_mask(params, locked=model.locked)` in the optimizer.
+      `"image/encoder"` the encoder only; `"log_scale"` fixes the scale at `scale_init` (a
+      fixed temperature, as in SimCLR or Wang & Liu), `"bias"` the bias at `bias_init`. A
+      locked part runs in inference mode and passes no gradient; pair it with
+      `trainable_mask(params, locked=model.locked)` in the optimizer.
   """
   encoders: Mapping[str, nn.Module]
   embed_dim: int
@@ -142,10 +146,12 @@ class TowerModel(nn.Module):
     if isinstance(self.proj, Mapping):
       self._check_modalities(self.proj, what="proj")
     for entry in self.locked:
-      if entry not in self.encoders and entry not in {f"{m}/encoder" for m in self.encoders}:
+      if entry not in {*self.encoders, *(f"{m}/encoder" for m in self.encoders), *SCALARS}:
         raise ValueError(
-            f"Cannot lock {entry!r}: a locked entry is a modality or '<modality>/encoder', with "
-            f"modalities {list(self.encoders)}.")
+            f"Cannot lock {entry!r}: a locked entry is a modality, '<modality>/encoder' or one "
+            f"of {list(SCALARS)}, with modalities {list(self.encoders)}.")
+      if entry == "bias" and self.bias_init is None:
+        raise ValueError("Cannot lock 'bias': the model has none (bias_init is None).")
     super().__post_init__()
 
   def _check_modalities(self, names, *, what: str) -> None:
@@ -209,6 +215,8 @@ class TowerModel(nn.Module):
 
     log_scale = self.param("log_scale", nn.initializers.constant(math.log(self.scale_init)),
                            (), jnp.float32)
+    if "log_scale" in locked:
+      log_scale = jax.lax.stop_gradient(log_scale)
     if self.max_scale is not None:
       scale = jnp.exp(jnp.minimum(log_scale, math.log(self.max_scale)))
     else:
@@ -216,5 +224,7 @@ class TowerModel(nn.Module):
     bias = None
     if self.bias_init is not None:
       bias = self.param("bias", nn.initializers.constant(self.bias_init), (), jnp.float32)
+      if "bias" in locked:
+        bias = jax.lax.stop_gradient(bias)
     extras.update(scale=scale, bias=bias, log_scale=log_scale)
     return embeddings, extras

@@ -200,9 +200,9 @@ def _restore_or_init(config, model, mesh, checkpointer, train_iter):
                                                         **queue)
     if config.checkpoint.init_from:
       state = _init_from(state, shardings, config)
-    elif locked:
+    elif towers := [e for e in locked if e not in models.towers.SCALARS]:
       logging.warning("model.locked=%s but checkpoint.init_from is not set: the locked towers "
-                      "keep their random initialization.", list(locked))
+                      "keep their random initialization.", towers)
     _log_params(state.params, locked)
     return state, shardings, tx, train_iter
   abstract, shardings, tx = state_lib.create_train_state(model, make_tx, mesh, seed=config.seed,

@@ -23,14 +23,12 @@ import argparse
 import json
 import os
 import pathlib
-import shutil
 import sys
 import time
 
 import numpy as np
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-RESULTS = ROOT / "experiments" / "results" / "claims"
+import _study
 
 # label -> (zoo loss, the loss's options)
 LOSSES = {
@@ -55,54 +53,20 @@ METRICS = [
 ]
 
 
-def make_config(loss: str, options: dict, *, steps: int, batch_size: int, seed: int,
-                eval_every: int, eval_examples: int):
-  from contrastive import train  # noqa: PLC0415 (jax starts only when a run does)
-  import ml_collections  # noqa: PLC0415
-
-  c = train.get_config(str(ROOT / f"configs/loss_zoo.py:loss={loss},steps={steps},"
-                                  f"batch_size={batch_size}"),
-                       {"seed": seed, "eval.every_steps": eval_every, "eval.report": False,
-                        "log.progress": "lines",
-                        "checkpoint.every_steps": steps})  # only the end: saves are not timed
-  c.loss.update(options)
-  tasks = {k: c.eval.tasks[k].to_dict() for k in TASKS}
-  for task in tasks.values():
-    for key in ("source",):
-      if key in task and task[key].get("split") in ("test", "shape", "colour"):
-        task[key]["num_examples"] = eval_examples
-  c.eval.tasks = ml_collections.ConfigDict(tasks)
-  return c
-
-
 def run_one(label: str, seed: int, args, workdir: pathlib.Path) -> dict:
-  from contrastive import train  # noqa: PLC0415
-  from contrastive.evaluate import report  # noqa: PLC0415
-
   loss, options = LOSSES[label]
-  config = make_config(loss, options, steps=args.steps, batch_size=args.batch_size, seed=seed,
-                       eval_every=args.eval_every, eval_examples=args.eval_examples)
-  run_dir = workdir / f"{label.lower()}_s{seed}"
-  if run_dir.exists():
-    shutil.rmtree(run_dir)  # a fresh run: never resume one of other settings
-  run_dir.mkdir(parents=True)
-  log = open(run_dir / "progress.log", "w")
-  start = time.time()
-  load_before = os.getloadavg()
-  print(f"[{label} seed {seed}] {loss} {options} -> {run_dir}", flush=True)
-  final = train.train_and_evaluate(config, run_dir, progress=lambda s: print(s, file=log,
-                                                                             flush=True))
-  log.close()
-  wall = time.time() - start
-  history = report.read_history(run_dir / "eval")
-  print(f"[{label} seed {seed}] {wall:.0f} s; gap {final.get('eval/geometry/gap', float('nan')):.3f}"
-        f", zero-shot shape {final.get('eval/zeroshot_shape/top1', float('nan')):.3f}", flush=True)
-  return dict(label=label, seed=seed, wall_s=wall, load_before=load_before,
-              load_after=os.getloadavg(),
+  config = _study.zoo_config(loss, steps=args.steps, batch_size=args.batch_size, seed=seed,
+                             tasks=TASKS, eval_examples=args.eval_examples,
+                             eval_every=args.eval_every)
+  config.loss.update(options)
+  run = _study.train_run(config, workdir / f"{label.lower()}_s{seed}", f"{label} seed {seed}")
+  final = run["final"]
+  return dict(label=label, seed=seed, wall_s=run["wall_s"], load_before=run["load_before"],
+              load_after=run["load_after"],
               final={k: final.get(f"eval/{k}") for k, _ in METRICS},
-              train_loss=final.get("train/loss"), logit_scale=final.get("train/logit_scale"),  # None where the trainer logs none
+              train_loss=final.get("train/loss"), logit_scale=final.get("train/logit_scale"),
               history=[{"step": h["step"], **{k: h.get(k) for k, _ in METRICS}}
-                       for h in history])
+                       for h in run["history"]])
 
 
 def summarize(runs: list[dict]) -> dict:
@@ -113,10 +77,7 @@ def summarize(runs: list[dict]) -> dict:
       continue
     stats = {}
     for key, _ in METRICS:
-      values = np.array([r["final"][key] for r in mine if r["final"][key] is not None], float)
-      stats[key] = dict(mean=float(values.mean()) if values.size else None,
-                        std=float(values.std(ddof=1)) if values.size > 1 else None,
-                        values=values.tolist())
+      stats[key] = _study.seed_stats([r["final"][key] for r in mine])
     out[label] = stats
   return out
 
@@ -166,15 +127,6 @@ def verdict(summary: dict, curves: dict, n_seeds: int) -> tuple[str, str]:
   return result, agree
 
 
-def fmt(stat: dict, pct: bool) -> str:
-  if stat["mean"] is None:
-    return "n/a"
-  k = 100 if pct else 1
-  d = 1 if pct else 3
-  spread = "" if stat["std"] is None else f" ± {k * stat['std']:.{d}f}"
-  return f"{k * stat['mean']:.{d}f}{spread}"
-
-
 def write_markdown(path, report, summary, result, agree):
   a = report["args"]
   lines = [
@@ -204,13 +156,13 @@ def write_markdown(path, report, summary, result, agree):
               "", "| metric | value |", "|---|---:|"]
     for key, name in METRICS:
       pct = "top1" in key or "recall" in key
-      lines.append(f"| {name}{' (%)' if pct else ''} | {fmt(stats[key], pct)} |")
+      lines.append(f"| {name}{' (%)' if pct else ''} | {_study.fmt(stats[key], pct)} |")
     lines.append("")
   lines += ["## Side by side (means)", "",
             "| metric | " + " | ".join(summary) + " |", "|---|" + "---:|" * len(summary)]
   for key, name in METRICS:
     pct = "top1" in key or "recall" in key
-    lines.append(f"| {name} | " + " | ".join(fmt(summary[k][key], pct) for k in summary) + " |")
+    lines.append(f"| {name} | " + " | ".join(_study.fmt(summary[k][key], pct) for k in summary) + " |")
   lines += ["", "## The gap over training (mean over seeds)", "",
             "| step | " + " | ".join(summary) + " |", "|---:|" + "---:|" * len(summary)]
   curves = report["curves"]
@@ -293,7 +245,7 @@ def main():
   parser.add_argument("--eval_examples", type=int, default=500)
   parser.add_argument("--losses", default=",".join(LOSSES))
   parser.add_argument("--workdir", default="runs/claims/gap")
-  parser.add_argument("--out", default=str(RESULTS), help="where gap.{md,png,json} go")
+  parser.add_argument("--out", default=str(_study.RESULTS), help="where gap.{md,png,json} go")
   parser.add_argument("--notes", default="", help="a paragraph added to the markdown")
   parser.add_argument("--from_json", default=None,
                       help="rewrite gap.{md,png,json} from this gap.json's runs (no training)")

@@ -95,3 +95,34 @@ def test_lock_with_nothing_locked_is_the_optimizer(setup):
   _, _, params = setup
   tx = optax.sgd(1.0)
   assert models.lock(tx, params) is tx
+
+
+def test_locked_scale_and_bias_stay_fixed_through_training():
+  enc = lambda n: models.MLPEncoder(in_features=n, width=8, depth=1)
+  model = models.TowerModel(encoders={"image": enc(3), "text": enc(5)}, embed_dim=4,
+                            scale_init=20.0, bias_init=-3.0, locked=("log_scale", "bias"))
+  batch = {"image": np.random.default_rng(0).normal(size=(8, 3)).astype(np.float32),
+           "text": np.random.default_rng(1).normal(size=(8, 5)).astype(np.float32)}
+  params = nn.unbox(model.init(key(3), batch, train=False))["params"]
+
+  def loss(p):
+    emb, extras = model.apply({"params": p}, batch, train=True)
+    logits = extras["scale"] * emb["image"] @ emb["text"].T + extras["bias"]
+    return optax.softmax_cross_entropy_with_integer_labels(logits, jnp.arange(8)).mean()
+
+  grads = jax.grad(loss)(params)
+  assert float(grads["log_scale"]) == 0.0 and float(grads["bias"]) == 0.0
+  assert np.abs(grads["text"]["head"]["kernel"]).sum() > 0
+  tx = models.lock(optax.adam(0.1), params, locked=model.locked)
+  state = tx.init(params)
+  for _ in range(3):
+    updates, state = tx.update(jax.grad(loss)(params), state, params)
+    params = optax.apply_updates(params, updates)
+  np.testing.assert_allclose(np.exp(params["log_scale"]), 20.0, rtol=1e-6)
+  np.testing.assert_allclose(params["bias"], -3.0)
+
+
+def test_locking_a_bias_the_model_lacks():
+  enc = lambda n: models.MLPEncoder(in_features=n, width=8, depth=1)
+  with pytest.raises(ValueError, match="Cannot lock 'bias': the model has none"):
+    models.TowerModel(encoders={"image": enc(3)}, embed_dim=4, locked=("bias",))
