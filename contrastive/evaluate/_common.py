@@ -41,6 +41,14 @@ def same_len(**arrays) -> None:
     raise ValueError(f"Leading sizes differ: {sizes}.")
 
 
+def pairs(x, y, dtype=np.float32) -> tuple[np.ndarray, np.ndarray]:
+  """`x`, `y` checked as `[n, d]` float pairs (row `i` with row `i`), on the host as `dtype`."""
+  x, y = matrix("x", x), matrix("y", y)
+  same_dim(x=x, y=y)
+  same_len(x=x, y=y)
+  return to_host(x).astype(dtype), to_host(y).astype(dtype)
+
+
 def int_vector(name: str, a, *, length: int | None = None) -> np.ndarray:
   """`a` as a host int32 vector, optionally of a given length."""
   a = to_host(a)

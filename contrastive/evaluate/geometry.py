@@ -15,13 +15,6 @@ from contrastive.evaluate import probes
 from contrastive.evaluate import similarity
 
 
-def _pair(x, y) -> tuple[np.ndarray, np.ndarray]:
-  x, y = _common.matrix("x", x), _common.matrix("y", y)
-  _common.same_dim(x=x, y=y)
-  _common.same_len(x=x, y=y)
-  return _common.to_host(x).astype(np.float32), _common.to_host(y).astype(np.float32)
-
-
 def modality_gap(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike) -> float:
   """The distance between the modality centroids.
 
@@ -107,7 +100,7 @@ def alignment(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, *, alpha: float 
     Wang & Isola, "Understanding Contrastive Representation Learning through Alignment and
     Uniformity on the Hypersphere", ICML 2020, https://arxiv.org/abs/2005.10242
   """
-  x, y = _pair(x, y)
+  x, y = _common.pairs(x, y)
   return float(np.mean(np.linalg.norm(x - y, axis=1) ** alpha))
 
 
@@ -169,7 +162,7 @@ def mean_cosines(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike) -> dict[str, 
   References:
     Liang et al. 2022 (above), the paired-cosine view of the gap.
   """
-  x, y = _pair(x, y)
+  x, y = _common.pairs(x, y)
   if len(x) < 2:
     raise ValueError(f"Need at least 2 pairs, got {len(x)}.")
   x, y = _common.normalize(x).astype(np.float64), _common.normalize(y).astype(np.float64)
@@ -186,7 +179,7 @@ def similarity_samples(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, *,
   Returns:
     `([num] positive cosines, [num_negatives] cosines of random pairs i != j)`.
   """
-  x, y = _pair(x, y)
+  x, y = _common.pairs(x, y)
   if len(x) < 2:
     raise ValueError(f"Need at least 2 pairs, got {len(x)}.")
   x, y = _common.normalize(x), _common.normalize(y)
@@ -259,7 +252,7 @@ def geometry_metrics(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, *,
   `uniformity/{y_name}`, `uniformity/union` (both sets pooled), `uniformity/cross`, `cosine/positive`, `cosine/negative`,
   `effective_rank/{x_name}`, `effective_rank/{y_name}`, `dims99/{x_name}`, `dims99/{y_name}`.
   """
-  x, y = _pair(x, y)
+  x, y = _common.pairs(x, y)
   kw = dict(t=t, block_size=block_size, mesh=mesh)
   out = {"gap": modality_gap(x, y)}
   if separability:

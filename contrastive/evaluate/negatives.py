@@ -44,9 +44,7 @@ def hardest_negative_share(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, *, 
   Returns:
     The mean share, a float in `[k / (n - 1), 1]`.
   """
-  x, y = _common.matrix("x", x), _common.matrix("y", y)
-  _common.same_dim(x=x, y=y)
-  _common.same_len(x=x, y=y)
+  x, y = _common.pairs(x, y, dtype=np.float64)
   n = x.shape[0]
   if n < 2:
     raise ValueError(f"Need at least 2 pairs, got {n}.")
@@ -54,7 +52,6 @@ def hardest_negative_share(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, *, 
     raise ValueError(f"k must be in [1, {n - 1}] for {n} pairs, got {k}.")
   if not scale > 0:
     raise ValueError(f"scale must be positive, got {scale}.")
-  x, y = (_common.to_host(a).astype(np.float64) for a in (x, y))
   logits = scale * (x @ y.T)
   np.fill_diagonal(logits, -np.inf)  # the positive is not a negative
   logits -= logits.max(axis=1, keepdims=True)

@@ -167,9 +167,8 @@ def plot(path, summary, batches):
   plt.close(fig)
 
 
-def write_all(out, runs, checks, seeds, args, wall_s, command):
+def write_all(out, runs, checks, batches, seeds, args, wall_s, command):
   summary = summarize(runs)
-  batches = [int(b) for b in str(args.batches).strip("[]").split(",")]
   complete = all(str(b) in summary.get(loss, {}) for loss in LOSSES for b in batches)
   result, agree = (verdict(summary, batches, len(seeds), checks) if complete
                    else ("not every loss was run at every batch size.", "n/a"))
@@ -192,8 +191,8 @@ def main():
   args = parser.parse_args()
   out = pathlib.Path(args.out)
   if old := _study.saved_study(args):
-    write_all(out, old["runs"], old["checks"], old["args"]["seeds"], args, old["wall_s"],
-              old["command"])
+    write_all(out, old["runs"], old["checks"], old["args"]["batches"], old["args"]["seeds"],
+              args, old["wall_s"], old["command"])
     return
   batches = [int(b) for b in args.batches.split(",")]
   seeds = [int(s) for s in args.seeds.split(",")]
@@ -203,12 +202,13 @@ def main():
     for batch in batches:
       for loss in LOSSES:
         runs.append(run_one(loss, batch, seed, args, workdir))
-    write_all(out, runs, checks, seeds[:i + 1], args, time.time() - start, _study.command())
+    write_all(out, runs, checks, batches, seeds[:i + 1], args, time.time() - start,
+              _study.command())
   if not args.no_checks:
     factor = float(np.sqrt(batches[0] / DEMO_BATCH))
     for loss in LOSSES:
       checks.append(run_one(loss, batches[0], seeds[0], args, workdir, lr_factor=factor))
-    write_all(out, runs, checks, seeds, args, time.time() - start, _study.command())
+    write_all(out, runs, checks, batches, seeds, args, time.time() - start, _study.command())
 
 
 if __name__ == "__main__":
