@@ -49,23 +49,52 @@ def get_config(arg=None):
   c.data.num_workers = 8
   c.data.read_threads = 16
 
-  c.model = models.model_config(image="B/16", text="CLIP-B", image_size=224, vocab_size=49_408,
-                                max_len=77, embed_dim=512, convention="clip")
-  c.model.encoders.image.update(pool="cls", pre_norm=True, act="quick_gelu", patch_bias=False,
-                                norm_eps=1e-5)
+  c.model = models.model_config(
+    image="B/16",
+    text="CLIP-B",
+    image_size=224,
+    vocab_size=49_408,
+    max_len=77,
+    embed_dim=512,
+    convention="clip",
+  )
+  c.model.encoders.image.update(
+    pool="cls", pre_norm=True, act="quick_gelu", patch_bias=False, norm_eps=1e-5
+  )
   c.model.encoders.text.update(causal=True, pool="eot", act="quick_gelu", norm_eps=1e-5)
   c.model.dtype = "bfloat16"  # compute; parameters, loss and optimizer stay float32
 
   c.loss.name = "softmax"
 
-  c.optim.update(name="adamw", lr=5e-4, schedule="cosine", warmup_steps=2_000, end_lr=0.0,
-                 b1=0.9, b2=0.98, eps=1e-6, weight_decay=0.2, grad_clip_norm=1.0)
+  c.optim.update(
+    name="adamw",
+    lr=5e-4,
+    schedule="cosine",
+    warmup_steps=2_000,
+    end_lr=0.0,
+    b1=0.9,
+    b2=0.98,
+    eps=1e-6,
+    weight_decay=0.2,
+    grad_clip_norm=1.0,
+  )
 
   c.checkpoint.update(every_steps=2_000, keep=3)
-  c.eval.update(every_steps=10_000, at_end=True, batch_size=1_024, report=True, tasks=dict(
+  c.eval.update(
+    every_steps=10_000,
+    at_end=True,
+    batch_size=1_024,
+    report=True,
+    tasks=dict(
       # CLIP's protocol: OpenAI's cleaned class names and its 80 prompt templates.
-      imagenet=dict(kind="zeroshot", class_names="imagenet", templates="imagenet80",
-                    source=dict(name="tfds", dataset="imagenet2012", split="validation"))))
+      imagenet=dict(
+        kind="zeroshot",
+        class_names="imagenet",
+        templates="imagenet80",
+        source=dict(name="tfds", dataset="imagenet2012", split="validation"),
+      )
+    ),
+  )
   c.log.update(every_steps=100)
 
   if arg.cpu:
@@ -77,11 +106,23 @@ def _cpu(c):
   """The same recipe shrunk to run a few steps on a CPU (the tests' version)."""
   c.total_steps = 6
   c.data = data.default_config()
-  c.data.update(source="synthetic", image_size=32, batch_size=32, tokenizer="bytes", max_len=64,
-                normalization="clip")
-  c.model = models.model_config(image="mu/8", text="mu", image_size=32,
-                                vocab_size=data.ByteTokenizer.vocab_size, max_len=64,
-                                embed_dim=32, convention="clip")
+  c.data.update(
+    source="synthetic",
+    image_size=32,
+    batch_size=32,
+    tokenizer="bytes",
+    max_len=64,
+    normalization="clip",
+  )
+  c.model = models.model_config(
+    image="mu/8",
+    text="mu",
+    image_size=32,
+    vocab_size=data.ByteTokenizer.vocab_size,
+    max_len=64,
+    embed_dim=32,
+    convention="clip",
+  )
   c.model.encoders.image.update(pool="cls", pre_norm=True, act="quick_gelu", patch_bias=False)
   c.model.encoders.text.update(causal=True, pool="last", act="quick_gelu")
   c.optim.update(lr=1e-3, warmup_steps=2)

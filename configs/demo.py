@@ -52,10 +52,18 @@ from contrastive.train import config as train_config
 
 
 def get_config(arg=None):
-  arg = train_config.parse_arg(arg, steps=1100, batch_size=128, eval_examples=1000,
-                               hard_negatives=False, max_objects=3, one_object_weight=4,
-                               shape_variants=2, image_tower="cnn",
-                               runlocal=False)
+  arg = train_config.parse_arg(
+    arg,
+    steps=1100,
+    batch_size=128,
+    eval_examples=1000,
+    hard_negatives=False,
+    max_objects=3,
+    one_object_weight=4,
+    shape_variants=2,
+    image_tower="cnn",
+    runlocal=False,
+  )
   c = train_config.defaults()  # every trainer key, so each can be overridden
   c.seed = 0
   c.total_steps = arg.steps if not arg.runlocal else 4
@@ -69,28 +77,58 @@ def get_config(arg=None):
   c.data.max_len = 24  # the longest built-in caption is 23 words, plus end-of-text
   c.data.normalization = "inception"
   c.data.synthetic.update(
-      train_size=200_000, max_objects=arg.max_objects, shape_variants=arg.shape_variants,
-      object_weights=(arg.one_object_weight,) + (1,) * (arg.max_objects - 1))
+    train_size=200_000,
+    max_objects=arg.max_objects,
+    shape_variants=arg.shape_variants,
+    object_weights=(arg.one_object_weight,) + (1,) * (arg.max_objects - 1),
+  )
   c.data.num_workers = 1  # drawing the shapes in a second process hides it behind the step
 
   c.model = models.model_config(image=None, text=None, embed_dim=128, convention="clip")
   towers = dict(
-      cnn=dict(kind="cnn", widths=(24, 48, 96), width=128, image_size=32, pool="flatten",
-               first_downsample="space_to_depth"),
-      vit=dict(kind="vit", width=128, depth=3, mlp_dim=256, num_heads=4, patch_size=8,
-               image_size=32, pool="cls", posemb="learn", stem="conv"))
+    cnn=dict(
+      kind="cnn",
+      widths=(24, 48, 96),
+      width=128,
+      image_size=32,
+      pool="flatten",
+      first_downsample="space_to_depth",
+    ),
+    vit=dict(
+      kind="vit",
+      width=128,
+      depth=3,
+      mlp_dim=256,
+      num_heads=4,
+      patch_size=8,
+      image_size=32,
+      pool="cls",
+      posemb="learn",
+      stem="conv",
+    ),
+  )
   if arg.image_tower not in towers:
     raise ValueError(f"image_tower must be one of {sorted(towers)}, got {arg.image_tower!r}.")
   c.model.encoders = dict(
-      image=towers[arg.image_tower],
-      text=dict(kind="text", width=96, depth=2, mlp_dim=192, num_heads=4,
-                vocab_size=data.make_tokenizer(c.data).vocab_size, max_len=24, causal=True,
-                pool="last"),  # end of text is not the largest id: pool by position
+    image=towers[arg.image_tower],
+    text=dict(
+      kind="text",
+      width=96,
+      depth=2,
+      mlp_dim=192,
+      num_heads=4,
+      vocab_size=data.make_tokenizer(c.data).vocab_size,
+      max_len=24,
+      causal=True,
+      pool="last",
+    ),  # end of text is not the largest id: pool by position
   )
   if arg.runlocal:
     c.model.encoders.image.update(
-        dict(widths=(8, 16, 32), width=32) if arg.image_tower == "cnn" else
-        dict(width=32, depth=1, mlp_dim=64, num_heads=2))
+      dict(widths=(8, 16, 32), width=32)
+      if arg.image_tower == "cnn"
+      else dict(width=32, depth=1, mlp_dim=64, num_heads=2)
+    )
     c.model.encoders.text.update(width=32, depth=1, mlp_dim=64, num_heads=2)
 
   c.loss.name = "softmax"
@@ -101,8 +139,18 @@ def get_config(arg=None):
     c.loss.name = "hard_negative"
     c.loss.side_inputs = dict(neg_y=dict(modality="text", batch_key="hard_negatives"))
 
-  c.optim.update(name="adamw", lr=3e-3, schedule="cosine", warmup_steps=50, end_lr=1e-5,
-                 b1=0.9, b2=0.98, eps=1e-6, weight_decay=0.2, grad_clip_norm=1.0)
+  c.optim.update(
+    name="adamw",
+    lr=3e-3,
+    schedule="cosine",
+    warmup_steps=50,
+    end_lr=1e-5,
+    b1=0.9,
+    b2=0.98,
+    eps=1e-6,
+    weight_decay=0.2,
+    grad_clip_norm=1.0,
+  )
 
   c.checkpoint.update(every_steps=200, keep=2)
 
@@ -116,11 +164,19 @@ def get_config(arg=None):
   tasks.retrieval_exact = dict(kind="retrieval", source=test, subset_key="heldout")
   # Zero-shot on objects whose (colour, shape) never occurred in training.
   for view in ("shape", "colour"):
-    tasks[f"zeroshot_{view}_heldout"] = dict(kind="zeroshot", ensemble="marginal", source=dict(
-        name="synthetic_subset", split=view, num_examples=max(n // 2, 32), image_size=32,
-        seed=0, num_heldout=8))
-  c.eval.update(at_end=True, batch_size=256 if not arg.runlocal else 32,
-                report=not arg.runlocal)
+    tasks[f"zeroshot_{view}_heldout"] = dict(
+      kind="zeroshot",
+      ensemble="marginal",
+      source=dict(
+        name="synthetic_subset",
+        split=view,
+        num_examples=max(n // 2, 32),
+        image_size=32,
+        seed=0,
+        num_heldout=8,
+      ),
+    )
+  c.eval.update(at_end=True, batch_size=256 if not arg.runlocal else 32, report=not arg.runlocal)
   c.eval.tasks = tasks
   c.log.update(every_steps=50 if not arg.runlocal else 1)
   return c

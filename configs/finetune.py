@@ -43,8 +43,16 @@ from contrastive.train import pretrained as train_pretrained
 
 
 def get_config(arg=None):
-  arg = train_config.parse_arg(arg, pretrained="", name="", steps=25_000, batch_size=512,
-                               eval_split="val", imagenet=True, cpu=False)
+  arg = train_config.parse_arg(
+    arg,
+    pretrained="",
+    name="",
+    steps=25_000,
+    batch_size=512,
+    eval_split="val",
+    imagenet=True,
+    cpu=False,
+  )
   c = train_config.defaults()  # every trainer key, so each can be overridden
   c.seed = 0
   c.total_steps = arg.steps
@@ -65,29 +73,55 @@ def get_config(arg=None):
     c.data = train_pretrained.data_config(ckpt, c.data)
     c.checkpoint.update(init_from=ckpt.path, init_from_name=arg.name or None)
   else:
-    c.model = models.model_config(image="B/16", text="CLIP-B", image_size=224,
-                                  vocab_size=49_408, max_len=77, embed_dim=512, convention="clip")
-    c.model.encoders.image.update(pool="cls", pre_norm=True, act="quick_gelu", patch_bias=False,
-                                  norm_eps=1e-5)
+    c.model = models.model_config(
+      image="B/16",
+      text="CLIP-B",
+      image_size=224,
+      vocab_size=49_408,
+      max_len=77,
+      embed_dim=512,
+      convention="clip",
+    )
+    c.model.encoders.image.update(
+      pool="cls", pre_norm=True, act="quick_gelu", patch_bias=False, norm_eps=1e-5
+    )
     c.model.encoders.text.update(causal=True, pool="eot", act="quick_gelu", norm_eps=1e-5)
     c.data.update(tokenizer="clip", max_len=77, image_size=224, normalization="clip")
   c.model.dtype = "bfloat16"  # compute; parameters, loss and optimizer stay float32
   c.model.locked = ()
 
   c.loss.name = "sigmoid" if train_pretrained.uses_bias(c.model) else "softmax"
-  c.optim.update(name="adamw", lr=1e-5, schedule="cosine", warmup_steps=500, end_lr=0.0,
-                 b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.1, grad_clip_norm=None)
+  c.optim.update(
+    name="adamw",
+    lr=1e-5,
+    schedule="cosine",
+    warmup_steps=500,
+    end_lr=0.0,
+    b1=0.9,
+    b2=0.999,
+    eps=1e-8,
+    weight_decay=0.1,
+    grad_clip_norm=None,
+  )
 
   c.checkpoint.update(every_steps=1_000, keep=3)
   tasks = {}
   if arg.imagenet:
     tasks["imagenet"] = dict(
-        kind="zeroshot", class_names="imagenet", templates="imagenet80",
-        source=dict(name="tfds", dataset="imagenet2012", split="validation",
-                    data_dir=config_dict.placeholder(str)))
+      kind="zeroshot",
+      class_names="imagenet",
+      templates="imagenet80",
+      source=dict(
+        name="tfds",
+        dataset="imagenet2012",
+        split="validation",
+        data_dir=config_dict.placeholder(str),
+      ),
+    )
   if arg.eval_split:
-    tasks["retrieval"] = dict(kind="retrieval",
-                              source=dict(name="data", split=arg.eval_split, num_examples=5_000))
+    tasks["retrieval"] = dict(
+      kind="retrieval", source=dict(name="data", split=arg.eval_split, num_examples=5_000)
+    )
   c.eval.update(every_steps=2_500, at_end=True, batch_size=512, report=True, tasks=tasks)
   c.log.update(every_steps=50)
 
@@ -102,9 +136,15 @@ def _cpu(c, *, pretrained: bool):
   c.data.update(source="synthetic", batch_size=16, num_workers=0, read_threads=1)
   if not pretrained:
     c.data.update(image_size=32, tokenizer="bytes", max_len=64)
-    c.model = models.model_config(image="mu/8", text="mu", image_size=32,
-                                  vocab_size=data.ByteTokenizer.vocab_size, max_len=64,
-                                  embed_dim=32, convention="clip")
+    c.model = models.model_config(
+      image="mu/8",
+      text="mu",
+      image_size=32,
+      vocab_size=data.ByteTokenizer.vocab_size,
+      max_len=64,
+      embed_dim=32,
+      convention="clip",
+    )
     c.model.encoders.image.update(pool="cls", pre_norm=True, act="quick_gelu", patch_bias=False)
     c.model.encoders.text.update(causal=True, pool="last", act="quick_gelu")
   c.model.dtype = "float32"

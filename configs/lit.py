@@ -47,8 +47,9 @@ TEXT_INITS = ("scratch", "pretrained")
 
 
 def get_config(arg=None):
-  arg = train_config.parse_arg(arg, cpu=False, batch_size=16_384, pretrained="", name="",
-                               text="scratch")
+  arg = train_config.parse_arg(
+    arg, cpu=False, batch_size=16_384, pretrained="", name="", text="scratch"
+  )
   if arg.text not in TEXT_INITS:
     raise ValueError(f"text must be one of {list(TEXT_INITS)}, got {arg.text!r}.")
   c = train_config.defaults()  # every trainer key, so each can be overridden
@@ -68,37 +69,87 @@ def get_config(arg=None):
   c.data.read_threads = 16
 
   # The image tower of a configs/clip_vit_b16.py run, locked.
-  c.model = models.model_config(image="B/16", text="B", image_size=224, vocab_size=32_000,
-                                max_len=16, embed_dim=512, convention="clip")
-  c.model.encoders.image.update(pool="cls", pre_norm=True, act="quick_gelu", patch_bias=False,
-                                norm_eps=1e-5)
+  c.model = models.model_config(
+    image="B/16",
+    text="B",
+    image_size=224,
+    vocab_size=32_000,
+    max_len=16,
+    embed_dim=512,
+    convention="clip",
+  )
+  c.model.encoders.image.update(
+    pool="cls", pre_norm=True, act="quick_gelu", patch_bias=False, norm_eps=1e-5
+  )
   c.model.encoders.text.update(causal=False, pool="last")
   c.model.dtype = "bfloat16"
   c.model.locked = ("image",)
 
   c.loss.name = "softmax"
-  c.optim.update(name="adamw", lr=1e-3, schedule="cosine", warmup_steps=3_000, end_lr=0.0,
-                 b1=0.9, b2=0.95, eps=1e-8, weight_decay=1e-4, grad_clip_norm=1.0)
+  c.optim.update(
+    name="adamw",
+    lr=1e-3,
+    schedule="cosine",
+    warmup_steps=3_000,
+    end_lr=0.0,
+    b1=0.9,
+    b2=0.95,
+    eps=1e-8,
+    weight_decay=1e-4,
+    grad_clip_norm=1.0,
+  )
   # Required: the workdir whose `image` parameters to load (--config.checkpoint.init_from=DIR).
   c.checkpoint.update(every_steps=2_000, keep=3, init_from_keys=("image",))
-  c.eval.update(every_steps=5_000, at_end=True, batch_size=1_024, report=True, tasks=dict(
-      imagenet=dict(kind="zeroshot", class_names="imagenet", templates=("a photo of a {}.",),
-                    source=dict(name="tfds", dataset="imagenet2012", split="validation"))))
+  c.eval.update(
+    every_steps=5_000,
+    at_end=True,
+    batch_size=1_024,
+    report=True,
+    tasks=dict(
+      imagenet=dict(
+        kind="zeroshot",
+        class_names="imagenet",
+        templates=("a photo of a {}.",),
+        source=dict(name="tfds", dataset="imagenet2012", split="validation"),
+      )
+    ),
+  )
   c.log.update(every_steps=100)
 
   if arg.cpu:
-    demo_image = dict(kind="cnn", widths=(24, 48, 96), width=128, image_size=32, pool="flatten",
-                      first_downsample="space_to_depth")
+    demo_image = dict(
+      kind="cnn",
+      widths=(24, 48, 96),
+      width=128,
+      image_size=32,
+      pool="flatten",
+      first_downsample="space_to_depth",
+    )
     c.total_steps = 6
     c.data = data.default_config()
-    c.data.update(source="synthetic", image_size=32, batch_size=32, tokenizer="words",
-                  max_len=24, normalization="inception")
+    c.data.update(
+      source="synthetic",
+      image_size=32,
+      batch_size=32,
+      tokenizer="words",
+      max_len=24,
+      normalization="inception",
+    )
     c.model = models.model_config(image=None, text=None, embed_dim=128, convention="clip")
     c.model.encoders = dict(
-        image=demo_image,
-        text=dict(kind="text", width=32, depth=1, mlp_dim=64, num_heads=2,
-                  vocab_size=data.make_tokenizer(c.data).vocab_size, max_len=24, causal=False,
-                  pool="last"))
+      image=demo_image,
+      text=dict(
+        kind="text",
+        width=32,
+        depth=1,
+        mlp_dim=64,
+        num_heads=2,
+        vocab_size=data.make_tokenizer(c.data).vocab_size,
+        max_len=24,
+        causal=False,
+        pool="last",
+      ),
+    )
     c.model.locked = ("image",)
     c.optim.update(lr=1e-3, warmup_steps=2)
     c.checkpoint.update(every_steps=3, keep=2)

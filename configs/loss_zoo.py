@@ -19,44 +19,46 @@ import pathlib
 
 # loss name -> (the options of `config.loss`, the changes of `config.data`).
 FAMILIES = {
-    "softmax": ({}, {}),
-    "sigmoid": ({}, {}),
-    "dcl": ({}, {}),
-    "dclw": ({"sigma": 0.5}, {}),
-    "align_uniform": ({}, {}),
-    "contrastive_gap": ({"variant": "cuaxu"}, {}),
-    "sigmoid_focal": ({"gamma": 1.0}, {}),
-    "softmax_focal": ({"gamma": 2.0}, {}),
-    "macl": ({}, {}),
-    "auc_mw": ({}, {}),
-    "kernel_infonce": ({}, {}),
-    # The generator's compositional negatives (attribute swap, relation swap, attribute change),
-    # embedded by the text tower, as extra negatives of each image.
-    "hard_negative": ({"side_inputs": {"neg_y": {"modality": "text",
-                                                 "batch_key": "hard_negatives"}}},
-                      {"hard_negatives": True}),
-    # The n-modal losses with the two modalities of the built-in data (k = 2).
-    "symile": ({}, {}),
-    "gram": ({}, {}),
-    "mv_infonce": ({}, {}),
-    "mv_dhel": ({}, {}),
-    "cmc": ({"mode": "all_pairs"}, {}),
-    # Several positives per anchor: examples of the same meaning (the batch's `meaning_id`, as
-    # it is) are positives of each other.
-    "supcon": ({"side_inputs": {"labels": {"batch_key": "meaning_id"}}}, {}),
-    "multi_positive": ({"side_inputs": {"labels": {"batch_key": "meaning_id"}}}, {}),
-    # A momentum (EMA) key encoder and a queue of its past keys per modality, carried in the
-    # train state (contrastive/train/momentum.py). MoCo's queue of 65536 and m = 0.999 are for
-    # runs of ~10^5 steps; a 600-step demo needs a key encoder that keeps up (m = 0.99, a time
-    # constant of 100 steps) and a queue of 16 batches of 256.
-    "moco": ({"queue_size": 4096, "momentum": 0.99}, {}),
+  "softmax": ({}, {}),
+  "sigmoid": ({}, {}),
+  "dcl": ({}, {}),
+  "dclw": ({"sigma": 0.5}, {}),
+  "align_uniform": ({}, {}),
+  "contrastive_gap": ({"variant": "cuaxu"}, {}),
+  "sigmoid_focal": ({"gamma": 1.0}, {}),
+  "softmax_focal": ({"gamma": 2.0}, {}),
+  "macl": ({}, {}),
+  "auc_mw": ({}, {}),
+  "kernel_infonce": ({}, {}),
+  # The generator's compositional negatives (attribute swap, relation swap, attribute change),
+  # embedded by the text tower, as extra negatives of each image.
+  "hard_negative": (
+    {"side_inputs": {"neg_y": {"modality": "text", "batch_key": "hard_negatives"}}},
+    {"hard_negatives": True},
+  ),
+  # The n-modal losses with the two modalities of the built-in data (k = 2).
+  "symile": ({}, {}),
+  "gram": ({}, {}),
+  "mv_infonce": ({}, {}),
+  "mv_dhel": ({}, {}),
+  "cmc": ({"mode": "all_pairs"}, {}),
+  # Several positives per anchor: examples of the same meaning (the batch's `meaning_id`, as
+  # it is) are positives of each other.
+  "supcon": ({"side_inputs": {"labels": {"batch_key": "meaning_id"}}}, {}),
+  "multi_positive": ({"side_inputs": {"labels": {"batch_key": "meaning_id"}}}, {}),
+  # A momentum (EMA) key encoder and a queue of its past keys per modality, carried in the
+  # train state (contrastive/train/momentum.py). MoCo's queue of 65536 and m = 0.999 are for
+  # runs of ~10^5 steps; a 600-step demo needs a key encoder that keeps up (m = 0.99, a time
+  # constant of 100 steps) and a queue of 16 batches of 256.
+  "moco": ({"queue_size": 4096, "momentum": 0.99}, {}),
 }
 
 
 def _demo():
   """configs/demo.py, beside this file (from any working directory)."""
   spec = importlib.util.spec_from_file_location(
-      "configs_demo", pathlib.Path(__file__).with_name("demo.py"))
+    "configs_demo", pathlib.Path(__file__).with_name("demo.py")
+  )
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module
@@ -67,8 +69,9 @@ def get_config(arg=None):
 
   arg = train_config.parse_arg(arg, loss="dcl", steps=600, batch_size=256, runlocal=False)
   if arg.loss not in FAMILIES:
-    raise ValueError(f"configs/loss_zoo.py: unknown loss {arg.loss!r}; known: "
-                     f"{', '.join(sorted(FAMILIES))}.")
+    raise ValueError(
+      f"configs/loss_zoo.py: unknown loss {arg.loss!r}; known: {', '.join(sorted(FAMILIES))}."
+    )
   options, data_changes = FAMILIES[arg.loss]
   c = _demo().get_config(f"steps={arg.steps},batch_size={arg.batch_size},runlocal={arg.runlocal}")
   c.loss.name = arg.loss

@@ -46,31 +46,71 @@ def get_config(arg=None):
   c.data.num_workers = 8
   c.data.read_threads = 16
 
-  c.model = models.model_config(image="B/16", text="B", image_size=224, vocab_size=32_000,
-                                max_len=16, embed_dim=768, convention="siglip")
+  c.model = models.model_config(
+    image="B/16",
+    text="B",
+    image_size=224,
+    vocab_size=32_000,
+    max_len=16,
+    embed_dim=768,
+    convention="siglip",
+  )
   c.model.encoders.image.update(pool="map", act="gelu_tanh", posemb="learn", proj_bias=True)
   c.model.encoders.text.update(causal=False, pool="last", act="gelu_tanh", proj_bias=True)
   c.model.dtype = "bfloat16"
 
   c.loss.name = "sigmoid"
 
-  c.optim.update(name="adamw", lr=1e-3, schedule="cosine", warmup_steps=13_733, end_lr=0.0,
-                 b1=0.9, b2=0.95, eps=1e-8, weight_decay=1e-4, grad_clip_norm=1.0)
+  c.optim.update(
+    name="adamw",
+    lr=1e-3,
+    schedule="cosine",
+    warmup_steps=13_733,
+    end_lr=0.0,
+    b1=0.9,
+    b2=0.95,
+    eps=1e-8,
+    weight_decay=1e-4,
+    grad_clip_norm=1.0,
+  )
 
   c.checkpoint.update(every_steps=2_000, keep=3)
-  c.eval.update(every_steps=10_000, at_end=True, batch_size=1_024, report=True, tasks=dict(
-      imagenet=dict(kind="zeroshot", class_names="imagenet", templates=("a photo of a {}.",),
-                    source=dict(name="tfds", dataset="imagenet2012", split="validation"))))
+  c.eval.update(
+    every_steps=10_000,
+    at_end=True,
+    batch_size=1_024,
+    report=True,
+    tasks=dict(
+      imagenet=dict(
+        kind="zeroshot",
+        class_names="imagenet",
+        templates=("a photo of a {}.",),
+        source=dict(name="tfds", dataset="imagenet2012", split="validation"),
+      )
+    ),
+  )
   c.log.update(every_steps=100)
 
   if arg.cpu:
     c.total_steps = 6
     c.data = data.default_config()
-    c.data.update(source="synthetic", image_size=32, batch_size=32, tokenizer="bytes",
-                  max_len=64, normalization="inception")
-    c.model = models.model_config(image="mu/8", text="mu", image_size=32,
-                                  vocab_size=data.ByteTokenizer.vocab_size, max_len=64,
-                                  embed_dim=32, convention="siglip")
+    c.data.update(
+      source="synthetic",
+      image_size=32,
+      batch_size=32,
+      tokenizer="bytes",
+      max_len=64,
+      normalization="inception",
+    )
+    c.model = models.model_config(
+      image="mu/8",
+      text="mu",
+      image_size=32,
+      vocab_size=data.ByteTokenizer.vocab_size,
+      max_len=64,
+      embed_dim=32,
+      convention="siglip",
+    )
     c.model.encoders.image.update(pool="map", act="gelu_tanh", proj_bias=True)
     c.model.encoders.text.update(causal=False, pool="last", act="gelu_tanh", proj_bias=True)
     c.optim.update(lr=1e-3, warmup_steps=2)

@@ -28,8 +28,17 @@ LOSSES = ("symile", "gram", "cmc")
 
 
 def get_config(arg=None):
-  arg = train_config.parse_arg(arg, loss="symile", steps=300, batch_size=128, bits=2, lr=2e-3,
-                               seed=0, runlocal=False, cpu=False)
+  arg = train_config.parse_arg(
+    arg,
+    loss="symile",
+    steps=300,
+    batch_size=128,
+    bits=2,
+    lr=2e-3,
+    seed=0,
+    runlocal=False,
+    cpu=False,
+  )
   runlocal = arg.runlocal or arg.cpu
   if arg.loss not in LOSSES:
     raise ValueError(f"configs/symile_xor.py: unknown loss {arg.loss!r}; known: {LOSSES}.")
@@ -56,8 +65,18 @@ def get_config(arg=None):
   if arg.loss == "cmc":
     c.loss.mode = "all_pairs"  # an option of the loss: every pair, not the core view
 
-  c.optim.update(name="adamw", lr=arg.lr, schedule="cosine", warmup_steps=min(30, c.total_steps),
-                 end_lr=1e-5, b1=0.9, b2=0.98, eps=1e-6, weight_decay=0.0, grad_clip_norm=1.0)
+  c.optim.update(
+    name="adamw",
+    lr=arg.lr,
+    schedule="cosine",
+    warmup_steps=min(30, c.total_steps),
+    end_lr=1e-5,
+    b1=0.9,
+    b2=0.98,
+    eps=1e-6,
+    weight_decay=0.0,
+    grad_clip_norm=1.0,
+  )
   c.checkpoint.update(every_steps=max(c.total_steps, 1), keep=1)
   c.eval.update(at_end=False, report=False)
   c.eval.tasks = {}

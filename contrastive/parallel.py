@@ -26,7 +26,9 @@ from absl import logging
 import flax.linen as nn
 import jax
 from jax.experimental import mesh_utils
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 import numpy as np
 
 MESH_AXES = ("data", "fsdp", "tensor")
@@ -57,29 +59,34 @@ def make_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1, *, devices=None) -
   if free:
     if len(devices) % fixed:
       raise ValueError(
-          f"{len(devices)} devices do not divide into mesh axes {sizes} (the fixed axes take "
-          f"{fixed}).")
+        f"{len(devices)} devices do not divide into mesh axes {sizes} (the fixed axes take "
+        f"{fixed})."
+      )
     sizes[free[0]] = len(devices) // fixed
   shape = tuple(sizes[name] for name in MESH_AXES)
   if int(np.prod(shape)) != len(devices):
-    raise ValueError(f"Mesh shape {dict(zip(MESH_AXES, shape))} needs {int(np.prod(shape))} "
-                     f"devices, but {len(devices)} are available.")
+    raise ValueError(
+      f"Mesh shape {dict(zip(MESH_AXES, shape))} needs {int(np.prod(shape))} "
+      f"devices, but {len(devices)} are available."
+    )
   try:  # a layout that follows the physical interconnect, where the platform describes one
     device_array = mesh_utils.create_device_mesh(shape, devices)
   except (ValueError, NotImplementedError, AssertionError):
     device_array = np.asarray(devices, dtype=object).reshape(shape)
-  return Mesh(device_array, MESH_AXES,
-              axis_types=(jax.sharding.AxisType.Auto,) * len(MESH_AXES))
+  return Mesh(device_array, MESH_AXES, axis_types=(jax.sharding.AxisType.Auto,) * len(MESH_AXES))
 
 
 # The batch dimension.
 # ------------------------------------------------------------------------------------------------
 
+
 def _present(mesh: Mesh, axes: Sequence[str]) -> tuple[str, ...]:
   present = tuple(a for a in axes if a in mesh.axis_names)
   if not present:
-    raise ValueError(f"None of the batch axes {tuple(axes)} is in the mesh, whose axes are "
-                     f"{tuple(mesh.axis_names)}.")
+    raise ValueError(
+      f"None of the batch axes {tuple(axes)} is in the mesh, whose axes are "
+      f"{tuple(mesh.axis_names)}."
+    )
   return present
 
 
@@ -102,6 +109,7 @@ def batch_sharding(mesh: Mesh, *, batch_axes: Sequence[str] = BATCH_AXES) -> Nam
 # Ring losses on global arrays.
 # ------------------------------------------------------------------------------------------------
 
+
 def _axis_size(mesh: Mesh, axis: str | Sequence[str]) -> int:
   names = (axis,) if isinstance(axis, str) else tuple(axis)
   for name in names:
@@ -110,8 +118,9 @@ def _axis_size(mesh: Mesh, axis: str | Sequence[str]) -> int:
   return int(np.prod([mesh.shape[name] for name in names]))
 
 
-def shard_loss(loss_fn: Callable[..., jax.Array], mesh: Mesh, axis: str | Sequence[str] = "data"
-               ) -> Callable[..., jax.Array]:
+def shard_loss(
+  loss_fn: Callable[..., jax.Array], mesh: Mesh, axis: str | Sequence[str] = "data"
+) -> Callable[..., jax.Array]:
   """Wraps a ring loss for global arrays whose leading (batch) dimension is sharded over `axis`.
 
   Array arguments with at least one dimension are split along their first dimension over `axis`
@@ -133,8 +142,9 @@ def shard_loss(loss_fn: Callable[..., jax.Array], mesh: Mesh, axis: str | Sequen
       return P()
     if leaf.shape[0] % n:
       raise ValueError(
-          f"The batch dimension {leaf.shape[0]} of an argument of shape {tuple(leaf.shape)} is not "
-          f"divisible by the {n} devices of mesh axis {axis!r}.")
+        f"The batch dimension {leaf.shape[0]} of an argument of shape {tuple(leaf.shape)} is not "
+        f"divisible by the {n} devices of mesh axis {axis!r}."
+      )
     return P(axis)
 
   @functools.wraps(loss_fn)
@@ -158,15 +168,15 @@ LogicalRules = tuple[tuple[str, "str | tuple[str, ...] | None"], ...]
 # parameter `[embed, mlp]` is split over `fsdp` (FSDP / ZeRO-3) and `tensor` (Megatron-style
 # tensor parallelism). With `fsdp = tensor = 1` this is plain data parallelism.
 LOGICAL_RULES: LogicalRules = (
-    ("batch", BATCH_AXES),         # examples: data parallel, and FSDP's share of the batch
-    ("embed", "fsdp"),             # the residual stream of parameters (not of activations)
-    ("mlp", "tensor"),             # MLP hidden units
-    ("heads", "tensor"),           # attention heads
-    ("vocab", "tensor"),           # rows of token embedding tables
-    ("kv", None),                  # per-head features
-    ("length", None),              # tokens and patches
-    ("joint", None),               # the shared embedding space of the towers
-    ("layers", None),              # the stacked axis of scanned layers
+  ("batch", BATCH_AXES),  # examples: data parallel, and FSDP's share of the batch
+  ("embed", "fsdp"),  # the residual stream of parameters (not of activations)
+  ("mlp", "tensor"),  # MLP hidden units
+  ("heads", "tensor"),  # attention heads
+  ("vocab", "tensor"),  # rows of token embedding tables
+  ("kv", None),  # per-head features
+  ("length", None),  # tokens and patches
+  ("joint", None),  # the shared embedding space of the towers
+  ("layers", None),  # the stacked axis of scanned layers
 )
 
 
@@ -175,8 +185,9 @@ def logical_spec(names: Sequence[str | None], *, rules: LogicalRules = LOGICAL_R
   return nn.logical_to_mesh_axes(tuple(names), rules)
 
 
-def logical_sharding(names: Sequence[str | None], mesh: Mesh, *,
-                     rules: LogicalRules = LOGICAL_RULES) -> NamedSharding:
+def logical_sharding(
+  names: Sequence[str | None], mesh: Mesh, *, rules: LogicalRules = LOGICAL_RULES
+) -> NamedSharding:
   """A `NamedSharding` for one array (an input batch, an activation) with logical `names`.
 
   Example:
@@ -228,10 +239,16 @@ def logical_shardings(tree: Any, mesh: Mesh, *, rules: LogicalRules = LOGICAL_RU
     return NamedSharding(mesh, spec)
 
   shardings = jax.tree_util.tree_map_with_path(
-      one, tree, is_leaf=lambda x: isinstance(x, nn.Partitioned))
+    one, tree, is_leaf=lambda x: isinstance(x, nn.Partitioned)
+  )
   for dim, paths in whole.items():
-    logging.warning("%d parameters have a dimension of %s that does not divide evenly; it is "
-                    "left whole (first: %s).", len(paths), dim, paths[0])
+    logging.warning(
+      "%d parameters have a dimension of %s that does not divide evenly; it is "
+      "left whole (first: %s).",
+      len(paths),
+      dim,
+      paths[0],
+    )
   return shardings
 
 
@@ -246,8 +263,9 @@ def use_rules(mesh: Mesh, *, rules: LogicalRules = LOGICAL_RULES):
     yield
 
 
-def sharded_init(init_fn: Callable[..., Any], mesh: Mesh, *args,
-                 rules: LogicalRules = LOGICAL_RULES) -> tuple[Any, Any]:
+def sharded_init(
+  init_fn: Callable[..., Any], mesh: Mesh, *args, rules: LogicalRules = LOGICAL_RULES
+) -> tuple[Any, Any]:
   """Runs `init_fn(*args)` (e.g. `model.init`) with every parameter created in its sharding.
 
   No device ever holds a whole unsharded parameter tree.
@@ -276,14 +294,20 @@ def sharded_init(init_fn: Callable[..., Any], mesh: Mesh, *args,
 #
 # Otherwise it does nothing: a single process with all local devices.
 
+
 def _env_int(name: str) -> int | None:
   value = os.environ.get(name)
   return None if value in (None, "") else int(value)
 
 
-def initialize(*, coordinator_address: str | None = None, num_processes: int | None = None,
-               process_id: int | None = None, distributed: bool = False,
-               heartbeat_timeout_seconds: int | None = None) -> bool:
+def initialize(
+  *,
+  coordinator_address: str | None = None,
+  num_processes: int | None = None,
+  process_id: int | None = None,
+  distributed: bool = False,
+  heartbeat_timeout_seconds: int | None = None,
+) -> bool:
   """Connects this process to the others if asked; returns whether it did.
 
   Call it before anything starts JAX's backend (`jax.devices()`, a first array).
@@ -307,16 +331,26 @@ def initialize(*, coordinator_address: str | None = None, num_processes: int | N
   kwargs = {}
   if heartbeat_timeout_seconds is not None:
     kwargs["heartbeat_timeout_seconds"] = int(heartbeat_timeout_seconds)
-  jax.distributed.initialize(coordinator_address=coordinator_address,
-                             num_processes=num_processes, process_id=process_id, **kwargs)
-  logging.info("Process %d of %d started (%d local devices, %d in all).", jax.process_index(),
-               jax.process_count(), jax.local_device_count(), jax.device_count())
+  jax.distributed.initialize(
+    coordinator_address=coordinator_address,
+    num_processes=num_processes,
+    process_id=process_id,
+    **kwargs,
+  )
+  logging.info(
+    "Process %d of %d started (%d local devices, %d in all).",
+    jax.process_index(),
+    jax.process_count(),
+    jax.local_device_count(),
+    jax.device_count(),
+  )
   return True
 
 
 @dataclasses.dataclass(frozen=True)
 class HostFlags:
   """The multi-host flags of a command line (see `define_host_flags`)."""
+
   distributed: flags.FlagHolder[bool]
   coordinator_address: flags.FlagHolder[str | None]
   num_processes: flags.FlagHolder[int | None]
@@ -324,9 +358,12 @@ class HostFlags:
 
   def initialize(self) -> bool:
     """`initialize` with the parsed flags' values; returns whether it connected processes."""
-    return initialize(coordinator_address=self.coordinator_address.value,
-                      num_processes=self.num_processes.value, process_id=self.process_id.value,
-                      distributed=self.distributed.value)
+    return initialize(
+      coordinator_address=self.coordinator_address.value,
+      num_processes=self.num_processes.value,
+      process_id=self.process_id.value,
+      distributed=self.distributed.value,
+    )
 
 
 def define_host_flags(flag_values: flags.FlagValues = flags.FLAGS) -> HostFlags:
@@ -340,16 +377,23 @@ def define_host_flags(flag_values: flags.FlagValues = flags.FLAGS) -> HostFlags:
     ...   _HOSTS.initialize()   # before anything starts JAX's backend
   """
   caller = sys._getframe(1).f_globals.get("__name__")  # pylint: disable=protected-access
-  kwargs = dict(flag_values=flag_values,
-                module_name=sys.argv[0] if caller == "__main__" else caller)  # as absl names it
+  kwargs = dict(
+    flag_values=flag_values, module_name=sys.argv[0] if caller == "__main__" else caller
+  )  # as absl names it
   return HostFlags(
-      distributed=flags.DEFINE_bool(
-          "distributed", False, "Call jax.distributed.initialize() with cluster auto-detection.",
-          **kwargs),
-      coordinator_address=flags.DEFINE_string(
-          "coordinator_address", None, "host:port of process 0 (or $JAX_COORDINATOR_ADDRESS).",
-          **kwargs),
-      num_processes=flags.DEFINE_integer(
-          "num_processes", None, "Number of processes (or $JAX_NUM_PROCESSES).", **kwargs),
-      process_id=flags.DEFINE_integer(
-          "process_id", None, "This process's index (or $JAX_PROCESS_ID).", **kwargs))
+    distributed=flags.DEFINE_bool(
+      "distributed",
+      False,
+      "Call jax.distributed.initialize() with cluster auto-detection.",
+      **kwargs,
+    ),
+    coordinator_address=flags.DEFINE_string(
+      "coordinator_address", None, "host:port of process 0 (or $JAX_COORDINATOR_ADDRESS).", **kwargs
+    ),
+    num_processes=flags.DEFINE_integer(
+      "num_processes", None, "Number of processes (or $JAX_NUM_PROCESSES).", **kwargs
+    ),
+    process_id=flags.DEFINE_integer(
+      "process_id", None, "This process's index (or $JAX_PROCESS_ID).", **kwargs
+    ),
+  )

@@ -22,11 +22,11 @@ import sys
 import tempfile
 import time
 
-
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from contrastive import data  # noqa: E402
-from contrastive.data import build, synthetic  # noqa: E402
+from contrastive.data import build  # noqa: E402
+from contrastive.data import synthetic  # noqa: E402
 
 
 def generator_rate(image_size: int, seconds: float) -> tuple[float, float]:
@@ -50,8 +50,9 @@ def make_jpeg_dataset(path: str, num: int, side: int = 256) -> str:
     record = src[i]
     buf = io.BytesIO()
     Image.fromarray(record["image"]).save(buf, "JPEG", quality=90)
-    examples.append(build.Example(key=f"{i:06d}.jpg", image=buf.getvalue(),
-                                  captions=[record["caption"]]))
+    examples.append(
+      build.Example(key=f"{i:06d}.jpg", image=buf.getvalue(), captions=[record["caption"]])
+    )
   build.write_dataset(examples, path, num_shards=4)
   return path
 
@@ -87,17 +88,33 @@ def main(argv=None) -> None:
   load = os.getloadavg()[0]
   for size in (32, 64, 224):
     rate, cpu_rate = generator_rate(size, args.seconds / 2)
-    rows.append(dict(source="built-in generator alone", image_size=size, workers="-",
-                     startup_s=None, examples_per_s=rate, examples_per_cpu_s=cpu_rate,
-                     load=load))
-    print(f"generator {size}px: {rate:.0f}/s, {cpu_rate:.0f} per CPU second (load {load:.1f})",
-          flush=True)
+    rows.append(
+      dict(
+        source="built-in generator alone",
+        image_size=size,
+        workers="-",
+        startup_s=None,
+        examples_per_s=rate,
+        examples_per_cpu_s=cpu_rate,
+        load=load,
+      )
+    )
+    print(
+      f"generator {size}px: {rate:.0f}/s, {cpu_rate:.0f} per CPU second (load {load:.1f})",
+      flush=True,
+    )
 
   with tempfile.TemporaryDirectory() as tmp:
     jpeg_dir = make_jpeg_dataset(os.path.join(tmp, "jpegs"), 512)
-    setups = [("built-in", 64, {}), ("built-in", 224, {}),
-              ("ArrayRecord JPEG 256 px", 224,
-               dict(source="arrayrecord", random_resized_crop=True, crop_scale=(0.5, 1.0)))]
+    setups = [
+      ("built-in", 64, {}),
+      ("built-in", 224, {}),
+      (
+        "ArrayRecord JPEG 256 px",
+        224,
+        dict(source="arrayrecord", random_resized_crop=True, crop_scale=(0.5, 1.0)),
+      ),
+    ]
     for name, size, extra in setups:
       for w in workers:
         cfg = data.default_config()
@@ -106,32 +123,54 @@ def main(argv=None) -> None:
           cfg.arrayrecord.path = jpeg_dir
         load = os.getloadavg()[0]
         startup, rate = pipeline_rate(cfg, args.seconds)
-        rows.append(dict(source=name, image_size=size, workers=w, startup_s=startup,
-                         examples_per_s=rate, examples_per_cpu_s=None, load=load))
-        print(f"{name} {size}px workers={w}: {rate:.0f}/s, startup {startup:.1f}s "
-              f"(load {load:.1f})", flush=True)
+        rows.append(
+          dict(
+            source=name,
+            image_size=size,
+            workers=w,
+            startup_s=startup,
+            examples_per_s=rate,
+            examples_per_cpu_s=None,
+            load=load,
+          )
+        )
+        print(
+          f"{name} {size}px workers={w}: {rate:.0f}/s, startup {startup:.1f}s (load {load:.1f})",
+          flush=True,
+        )
 
   os.makedirs(args.out, exist_ok=True)
-  meta = dict(command="python experiments/data_benchmark.py", batch_size=args.batch_size,
-              seconds_per_row=args.seconds, cpu_count=os.cpu_count(),
-              python=platform.python_version(), machine=platform.machine(),
-              note="CPU only; 1 process; tokenizer 'bytes', max_len 128, normalization 'clip'")
+  meta = dict(
+    command="python experiments/data_benchmark.py",
+    batch_size=args.batch_size,
+    seconds_per_row=args.seconds,
+    cpu_count=os.cpu_count(),
+    python=platform.python_version(),
+    machine=platform.machine(),
+    note="CPU only; 1 process; tokenizer 'bytes', max_len 128, normalization 'clip'",
+  )
   with open(os.path.join(args.out, "data_benchmark.json"), "w") as f:
     json.dump(dict(meta=meta, rows=rows), f, indent=2)
-  lines = ["# Data pipeline throughput", "",
-           f"`{meta['command']}` on {meta['cpu_count']} CPU cores (shared with other jobs; "
-           "`load` is the 1-minute load average when the row started). Global batch "
-           f"{args.batch_size}, one process, {args.seconds:g} s timed per row after the first "
-           "two batches; startup is the time to the first batch. For the generator alone, "
-           "examples per CPU second (`time.process_time`) is also given: it depends less on "
-           "the other jobs than the wall-clock rate.", "",
-           "| source | image px | workers | examples/s | per CPU s | startup s | load |",
-           "|---|---:|---:|---:|---:|---:|---:|"]
+  lines = [
+    "# Data pipeline throughput",
+    "",
+    f"`{meta['command']}` on {meta['cpu_count']} CPU cores (shared with other jobs; "
+    "`load` is the 1-minute load average when the row started). Global batch "
+    f"{args.batch_size}, one process, {args.seconds:g} s timed per row after the first "
+    "two batches; startup is the time to the first batch. For the generator alone, "
+    "examples per CPU second (`time.process_time`) is also given: it depends less on "
+    "the other jobs than the wall-clock rate.",
+    "",
+    "| source | image px | workers | examples/s | per CPU s | startup s | load |",
+    "|---|---:|---:|---:|---:|---:|---:|",
+  ]
   for r in rows:
     startup = "-" if r["startup_s"] is None else f"{r['startup_s']:.1f}"
     cpu = "-" if r["examples_per_cpu_s"] is None else f"{r['examples_per_cpu_s']:,.0f}"
-    lines.append(f"| {r['source']} | {r['image_size']} | {r['workers']} | "
-                 f"{r['examples_per_s']:,.0f} | {cpu} | {startup} | {r['load']:.1f} |")
+    lines.append(
+      f"| {r['source']} | {r['image_size']} | {r['workers']} | "
+      f"{r['examples_per_s']:,.0f} | {cpu} | {startup} | {r['load']:.1f} |"
+    )
   with open(os.path.join(args.out, "data_benchmark.md"), "w") as f:
     f.write("\n".join(lines) + "\n")
 

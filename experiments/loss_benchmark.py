@@ -43,10 +43,12 @@ def _worker(args) -> dict:
 
   import jax
   import jax.numpy as jnp
+  from jax.sharding import NamedSharding
+  from jax.sharding import PartitionSpec as P
   import numpy as np
-  from jax.sharding import NamedSharding, PartitionSpec as P
 
-  from contrastive import losses, parallel
+  from contrastive import losses
+  from contrastive import parallel
 
   mesh = parallel.make_mesh()
   batch_sharding = NamedSharding(mesh, P("data"))
@@ -61,27 +63,40 @@ def _worker(args) -> dict:
   scale, bias = (10.0, -10.0) if objective.uses_bias else (10.0, None)
   params = (scale,) if bias is None else (scale, bias)
 
-  side = {key: jax.device_put(value, batch_sharding)
-          for key, value in _side_data(objective.side_keys, b, d, np).items()}
+  side = {
+    key: jax.device_put(value, batch_sharding)
+    for key, value in _side_data(objective.side_keys, b, d, np).items()
+  }
   if args.impl == "ring":
+
     def loss_fn(embeddings, *params):
       inner = lambda e, side, *p, axis_name: objective(
-          e, p[0], p[1] if len(p) > 1 else None, side, axis_name=axis_name,
-          block_size=args.block_size)
+        e, p[0], p[1] if len(p) > 1 else None, side, axis_name=axis_name, block_size=args.block_size
+      )
       return parallel.shard_loss(inner, mesh)(embeddings, side, *params)
   else:
+
     def loss_fn(embeddings, *params):
       return objective.dense(embeddings, params[0], params[1] if len(params) > 1 else None, side)
 
   step = jax.jit(jax.value_and_grad(loss_fn, argnums=tuple(range(1 + len(params)))))
-  abstract = ([jax.ShapeDtypeStruct((b, d), jnp.float32, sharding=batch_sharding)] * k,
-              *[jax.ShapeDtypeStruct((), jnp.float32, sharding=scalar_sharding)] * len(params))
+  abstract = (
+    [jax.ShapeDtypeStruct((b, d), jnp.float32, sharding=batch_sharding)] * k,
+    *[jax.ShapeDtypeStruct((), jnp.float32, sharding=scalar_sharding)] * len(params),
+  )
   t0 = time.perf_counter()
   compiled = step.lower(*abstract).compile()
   compile_s = time.perf_counter() - t0
   memory = compiled.memory_analysis()
-  out = dict(loss=args.loss, impl=args.impl, batch=b, dim=d, devices=args.devices,
-             temp_bytes_per_device=int(memory.temp_size_in_bytes), compile_s=compile_s)
+  out = dict(
+    loss=args.loss,
+    impl=args.impl,
+    batch=b,
+    dim=d,
+    devices=args.devices,
+    temp_bytes_per_device=int(memory.temp_size_in_bytes),
+    compile_s=compile_s,
+  )
   if args.compile_only:
     return out
 
@@ -99,8 +114,12 @@ def _worker(args) -> dict:
     t0 = time.perf_counter()
     jax.block_until_ready(compiled(embeddings, *params))
     times.append(time.perf_counter() - t0)
-  out.update(median_s=float(np.median(times)), min_s=float(np.min(times)), runs=len(times),
-             peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+  out.update(
+    median_s=float(np.median(times)),
+    min_s=float(np.min(times)),
+    runs=len(times),
+    peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+  )
   return out
 
 
@@ -114,12 +133,14 @@ def _side_data(keys, b: int, d: int, np) -> dict:
     return z / np.linalg.norm(z, axis=-1, keepdims=True)
 
   makers = {
-      "neg_y": lambda: unit(b, 3, d), "frozen": lambda: unit(b, d),
-      "teacher_x": lambda: unit(b, d), "teacher_y": lambda: unit(b, d),
-      "labels": lambda: (np.arange(b) // 4).astype(np.int32),
-      "mix_lambda": lambda: rng.uniform(size=b).astype(np.float32),
-      "mix_partner": lambda: rng.permutation(b).astype(np.int32),
-      "queue": lambda: unit(b, d),
+    "neg_y": lambda: unit(b, 3, d),
+    "frozen": lambda: unit(b, d),
+    "teacher_x": lambda: unit(b, d),
+    "teacher_y": lambda: unit(b, d),
+    "labels": lambda: (np.arange(b) // 4).astype(np.int32),
+    "mix_lambda": lambda: rng.uniform(size=b).astype(np.float32),
+    "mix_partner": lambda: rng.permutation(b).astype(np.int32),
+    "queue": lambda: unit(b, d),
   }
   unknown = [k for k in keys if k not in makers]
   if unknown:
@@ -137,8 +158,7 @@ def _gemm_rate(args, jax, jnp, np, mesh, P):
     step = lambda i, acc: acc + jnp.dot(x + acc[:1, :d] * 1e-30, y.T)
     return jax.lax.fori_loop(0, reps, step, acc)[:1, :1]
 
-  fn = jax.jit(jax.shard_map(body, mesh=mesh, in_specs=(P("data"), P("data")),
-                             out_specs=P("data")))
+  fn = jax.jit(jax.shard_map(body, mesh=mesh, in_specs=(P("data"), P("data")), out_specs=P("data")))
   n = len(jax.devices())
   x = jax.device_put(jnp.ones((n * t, d)) / d, jax.sharding.NamedSharding(mesh, P("data")))
   jax.block_until_ready(fn(x, x))
@@ -177,26 +197,40 @@ def main():
   parser.add_argument("--loss", default="softmax", help=argparse.SUPPRESS)
   parser.add_argument("--impl", default="ring", help=argparse.SUPPRESS)
   parser.add_argument("--batch", type=int, default=8192, help=argparse.SUPPRESS)
-  parser.add_argument("--losses", default="softmax,sigmoid",
-                      help="comma-separated registry names, or 'all'")
+  parser.add_argument(
+    "--losses", default="softmax,sigmoid", help="comma-separated registry names, or 'all'"
+  )
   parser.add_argument("--sizes", default="4096,8192,16384,32768,65536")
-  parser.add_argument("--dense-max", type=int, default=16384,
-                      help="largest batch for the dense reference (it needs B^2 memory)")
+  parser.add_argument(
+    "--dense-max",
+    type=int,
+    default=16384,
+    help="largest batch for the dense reference (it needs B^2 memory)",
+  )
   parser.add_argument("--dim", type=int, default=256)
   parser.add_argument("--devices", type=int, default=8)
   parser.add_argument("--block-size", type=int, default=1024)
   parser.add_argument("--repeats", type=int, default=5)
-  parser.add_argument("--max-seconds", type=float, default=60.0,
-                      help="stop repeating a measurement after this long")
+  parser.add_argument(
+    "--max-seconds", type=float, default=60.0, help="stop repeating a measurement after this long"
+  )
   parser.add_argument("--gemm-reps", type=int, default=32)
-  parser.add_argument("--huge-batch", type=int, default=1_048_576,
-                      help="the batch of the compile-only memory check (dim 512)")
-  parser.add_argument("--memory-sizes", default="",
-                      help="batch sizes at which ring and dense are compiled, not run (memory)")
+  parser.add_argument(
+    "--huge-batch",
+    type=int,
+    default=1_048_576,
+    help="the batch of the compile-only memory check (dim 512)",
+  )
+  parser.add_argument(
+    "--memory-sizes",
+    default="",
+    help="batch sizes at which ring and dense are compiled, not run (memory)",
+  )
   parser.add_argument("--quick", action="store_true", help="B=4096 only, no huge compile")
   parser.add_argument("--out", default=str(RESULTS))
-  parser.add_argument("--name", default=None,
-                      help="the results' file stem (default loss_benchmark[_quick])")
+  parser.add_argument(
+    "--name", default=None, help="the results' file stem (default loss_benchmark[_quick])"
+  )
   args = parser.parse_args()
 
   if args.worker:
@@ -208,22 +242,44 @@ def main():
   if names == ["all"]:
     os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=1"
     from contrastive import losses
+
     names = sorted(n for n, o in losses.LOSSES.items() if o.reference is not None)
-  common = ["--dim", str(args.dim), "--devices", str(args.devices), "--block-size",
-            str(args.block_size), "--repeats", str(args.repeats), "--max-seconds",
-            str(args.max_seconds)]
+  common = [
+    "--dim",
+    str(args.dim),
+    "--devices",
+    str(args.devices),
+    "--block-size",
+    str(args.block_size),
+    "--repeats",
+    str(args.repeats),
+    "--max-seconds",
+    str(args.max_seconds),
+  ]
   load = os.getloadavg()[0]
   print(f"load average before the run: {load:.2f} on {os.cpu_count()} cores")
 
   # The ring's tile side is min(local batch, block size); measure the GEMM peak at each.
   gemm = {}
   for tile in sorted({min(b // args.devices, args.block_size) for b in sizes}):
-    flags = ["--dim", str(args.dim), "--devices", str(args.devices), "--block-size", str(tile),
-             "--repeats", str(args.repeats), "--gemm-reps", str(args.gemm_reps)]
+    flags = [
+      "--dim",
+      str(args.dim),
+      "--devices",
+      str(args.devices),
+      "--block-size",
+      str(tile),
+      "--repeats",
+      str(args.repeats),
+      "--gemm-reps",
+      str(args.gemm_reps),
+    ]
     r = _run(["--gemm", *flags])
     gemm[tile] = r["gemm_flops_per_s"] if r else float("nan")
-    print(f"GEMM peak, [{tile},{args.dim}]x[{args.dim},{tile}] tiles on {args.devices} devices: "
-          f"{gemm[tile] / 1e9:.1f} GFLOP/s")
+    print(
+      f"GEMM peak, [{tile},{args.dim}]x[{args.dim},{tile}] tiles on {args.devices} devices: "
+      f"{gemm[tile] / 1e9:.1f} GFLOP/s"
+    )
 
   rows = []
   for name in names:
@@ -241,9 +297,12 @@ def main():
         r["share_of_gemm_peak"] = products and r["gflops_per_s"] * 1e9 / gemm[r["tile"]]
         rows.append(r)
         share = f", {r['share_of_gemm_peak']:.0%} of GEMM peak" if products else ""
-        print(f"{name:>16} {impl:>5} B={b:>6}: {r['median_s']:.3f} s, scratch "
-              f"{_gib(r['temp_bytes_per_device'])} GiB/device, peak RSS "
-              f"{_gib(r['peak_rss_bytes'])} GiB{share}", flush=True)
+        print(
+          f"{name:>16} {impl:>5} B={b:>6}: {r['median_s']:.3f} s, scratch "
+          f"{_gib(r['temp_bytes_per_device'])} GiB/device, peak RSS "
+          f"{_gib(r['peak_rss_bytes'])} GiB{share}",
+          flush=True,
+        )
 
   compiled = []
   for name in names:
@@ -252,24 +311,51 @@ def main():
         r = _run(["--loss", name, "--impl", impl, "--batch", str(b), "--compile-only", *common])
         if r:
           compiled.append(r)
-          print(f"{name:>16} {impl:>5} B={b:>6} (compile only): scratch "
-                f"{_gib(r['temp_bytes_per_device'])} GiB/device", flush=True)
+          print(
+            f"{name:>16} {impl:>5} B={b:>6} (compile only): scratch "
+            f"{_gib(r['temp_bytes_per_device'])} GiB/device",
+            flush=True,
+          )
 
   huge = []
   if not args.quick and args.huge_batch:
     for name in names:
-      r = _run(["--loss", name, "--impl", "ring", "--batch", str(args.huge_batch),
-                "--compile-only", *common[:2], "--dim", "512", *common[4:6]])
+      r = _run(
+        [
+          "--loss",
+          name,
+          "--impl",
+          "ring",
+          "--batch",
+          str(args.huge_batch),
+          "--compile-only",
+          *common[:2],
+          "--dim",
+          "512",
+          *common[4:6],
+        ]
+      )
       if r:
         huge.append(r)
-        print(f"{name:>16} ring B={args.huge_batch} d=512 (compile only): scratch "
-              f"{_gib(r['temp_bytes_per_device'])} GiB/device")
+        print(
+          f"{name:>16} ring B={args.huge_batch} d=512 (compile only): scratch "
+          f"{_gib(r['temp_bytes_per_device'])} GiB/device"
+        )
 
   out = pathlib.Path(args.out)
   out.mkdir(parents=True, exist_ok=True)
-  report = dict(load_average=load, load_average_after=os.getloadavg()[0], cores=os.cpu_count(),
-                devices=args.devices, dim=args.dim, block_size=args.block_size,
-                gemm_flops_per_s_by_tile=gemm, rows=rows, compiled=compiled, huge_compile=huge)
+  report = dict(
+    load_average=load,
+    load_average_after=os.getloadavg()[0],
+    cores=os.cpu_count(),
+    devices=args.devices,
+    dim=args.dim,
+    block_size=args.block_size,
+    gemm_flops_per_s_by_tile=gemm,
+    rows=rows,
+    compiled=compiled,
+    huge_compile=huge,
+  )
   stem = args.name or ("loss_benchmark_quick" if args.quick else "loss_benchmark")
   (out / f"{stem}.json").write_text(json.dumps(report, indent=1))
   (out / f"{stem}.md").write_text(_markdown(report, args))
@@ -278,48 +364,72 @@ def main():
 
 def _markdown(report, args) -> str:
   lines = [
-      f"# Loss benchmark: fwd+bwd on {report['devices']} simulated CPU devices, d={report['dim']}",
-      "",
-      f"Machine: {report['cores']} cores, load average {report['load_average']:.2f} at the start "
-      f"and {report['load_average_after']:.2f} at the end (above ~2 means other work shared the "
-      "cores and times are inflated). GEMM peak ([t, d] x [d, t] tiles on every device at once): "
-      + ", ".join(f"t={t}: {f / 1e9:.0f} GFLOP/s"
-                  for t, f in report["gemm_flops_per_s_by_tile"].items()) + ".",
-      "",
-      "| loss | impl | B | median s | ring/dense time | scratch GiB/device | peak RSS GiB "
-      "| tile products | GFLOP/s | share of GEMM peak |",
-      "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    f"# Loss benchmark: fwd+bwd on {report['devices']} simulated CPU devices, d={report['dim']}",
+    "",
+    f"Machine: {report['cores']} cores, load average {report['load_average']:.2f} at the start "
+    f"and {report['load_average_after']:.2f} at the end (above ~2 means other work shared the "
+    "cores and times are inflated). GEMM peak ([t, d] x [d, t] tiles on every device at once): "
+    + ", ".join(
+      f"t={t}: {f / 1e9:.0f} GFLOP/s" for t, f in report["gemm_flops_per_s_by_tile"].items()
+    )
+    + ".",
+    "",
+    "| loss | impl | B | median s | ring/dense time | scratch GiB/device | peak RSS GiB "
+    "| tile products | GFLOP/s | share of GEMM peak |",
+    "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
   ]
   dense = {(r["loss"], r["batch"]): r for r in report["rows"] if r["impl"] == "dense"}
   for r in report["rows"]:
     d = dense.get((r["loss"], r["batch"]))
     ratio = f"{r['median_s'] / d['median_s']:.2f}" if r["impl"] == "ring" and d else ""
-    rate = (f"{r['tile_products']} | {r['gflops_per_s']:.0f} | {r['share_of_gemm_peak']:.0%}"
-            if r["tile_products"] else " | | ")
+    rate = (
+      f"{r['tile_products']} | {r['gflops_per_s']:.0f} | {r['share_of_gemm_peak']:.0%}"
+      if r["tile_products"]
+      else " | | "
+    )
     lines.append(
-        f"| {r['loss']} | {r['impl']} | {r['batch']} | {r['median_s']:.3f} | {ratio} | "
-        f"{_gib(r['temp_bytes_per_device'])} | {_gib(r['peak_rss_bytes'])} | {rate} |")
+      f"| {r['loss']} | {r['impl']} | {r['batch']} | {r['median_s']:.3f} | {ratio} | "
+      f"{_gib(r['temp_bytes_per_device'])} | {_gib(r['peak_rss_bytes'])} | {rate} |"
+    )
   if report.get("compiled"):
-    lines += ["", "Compile only (no run): scratch GiB/device", "",
-              "| loss | B | dense | ring | ring/dense |", "|---|---:|---:|---:|---:|"]
-    by = {(r["loss"], r["batch"], r["impl"]): r["temp_bytes_per_device"]
-          for r in report["compiled"]}
+    lines += [
+      "",
+      "Compile only (no run): scratch GiB/device",
+      "",
+      "| loss | B | dense | ring | ring/dense |",
+      "|---|---:|---:|---:|---:|",
+    ]
+    by = {
+      (r["loss"], r["batch"], r["impl"]): r["temp_bytes_per_device"] for r in report["compiled"]
+    }
     for loss, b in dict.fromkeys((r["loss"], r["batch"]) for r in report["compiled"]):
       dense, ring = by.get((loss, b, "dense")), by.get((loss, b, "ring"))
       ratio = f"{ring / dense:.3f}" if dense and ring is not None else ""
-      lines.append(f"| {loss} | {b} | {'' if dense is None else _gib(dense)} | "
-                   f"{'' if ring is None else _gib(ring)} | {ratio} |")
+      lines.append(
+        f"| {loss} | {b} | {'' if dense is None else _gib(dense)} | "
+        f"{'' if ring is None else _gib(ring)} | {ratio} |"
+      )
   if report["huge_compile"]:
-    lines += ["", "Compile only (no run), ring, d=512:", "",
-              "| loss | B | scratch GiB/device | dense would need GiB/device |", "|---|---:|---:|---:|"]
+    lines += [
+      "",
+      "Compile only (no run), ring, d=512:",
+      "",
+      "| loss | B | scratch GiB/device | dense would need GiB/device |",
+      "|---|---:|---:|---:|",
+    ]
     for r in report["huge_compile"]:
       dense_gib = 3 * r["batch"] * r["batch"] / report["devices"] * 4 / 2**30
-      lines.append(f"| {r['loss']} | {r['batch']} | {_gib(r['temp_bytes_per_device'])} | "
-                   f"~{dense_gib:,.0f} |")
-  lines += ["", "Tile products: the [B, d] x [d, B] matrix products an implementation performs per "
-            "fwd+bwd (dense autodiff: logits, dx, dy = 3; two-pass ring: 4, the logits are "
-            "recomputed in the backward pass; one-pass ring (sigmoid): 3). GFLOP/s counts "
-            "2*B*B*d FLOPs per product.", ""]
+      lines.append(
+        f"| {r['loss']} | {r['batch']} | {_gib(r['temp_bytes_per_device'])} | ~{dense_gib:,.0f} |"
+      )
+  lines += [
+    "",
+    "Tile products: the [B, d] x [d, B] matrix products an implementation performs per "
+    "fwd+bwd (dense autodiff: logits, dx, dy = 3; two-pass ring: 4, the logits are "
+    "recomputed in the backward pass; one-pass ring (sigmoid): 3). GFLOP/s counts "
+    "2*B*B*d FLOPs per product.",
+    "",
+  ]
   return "\n".join(lines)
 
 

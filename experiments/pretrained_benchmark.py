@@ -74,9 +74,11 @@ def _maxrss_bytes() -> int:
 
 def measure_load(path: str) -> dict:
   """(In the subprocess.) Imports, then loads `path`; what the load added to the peak RSS."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top,unused-import
+  import numpy as np  # pylint: disable=g-import-not-at-top
+
   from contrastive import models  # pylint: disable=g-import-not-at-top
+
   baseline = _maxrss_bytes()
   start = time.perf_counter()
   pre = models.load_pretrained(path)
@@ -89,13 +91,17 @@ def measure_load(path: str) -> dict:
 def _save_random(name: str, path: pathlib.Path) -> int:
   """A full-size random model of open_clip's `name`, saved in open_clip's layout."""
   import numpy as np  # pylint: disable=g-import-not-at-top
+
   from contrastive import models  # pylint: disable=g-import-not-at-top
   from contrastive.models.pretrained import common  # pylint: disable=g-import-not-at-top
   from contrastive.models.pretrained import open_clip  # pylint: disable=g-import-not-at-top
+
   config = open_clip.model_config_from_open_clip(open_clip.named_config(name))
   rng = np.random.default_rng(0)
-  flat = {k: (rng.standard_normal(shape, dtype=np.float32) * 0.02) for k, shape in
-          common.param_shapes(config).items()}
+  flat = {
+    k: (rng.standard_normal(shape, dtype=np.float32) * 0.02)
+    for k, shape in common.param_shapes(config).items()
+  }
   for key in flat:
     if key.endswith("/scale"):  # LayerNorm gains near one keep the activations sane
       flat[key] += 1.0
@@ -107,7 +113,9 @@ def _save_random(name: str, path: pathlib.Path) -> int:
 def _speed_here(path: str, inputs, *, warmup: int, iters: int) -> tuple[float, object]:
   """Seconds for `iters` jitted image embeddings of `inputs`, and the last embeddings."""
   import jax  # pylint: disable=g-import-not-at-top
+
   from contrastive import models  # pylint: disable=g-import-not-at-top
+
   pre = models.load_pretrained(path)
   model = models.make_model(pre.model_config)
   params = jax.device_put(pre.params)
@@ -142,10 +150,14 @@ def main() -> None:
 
   workdir = pathlib.Path(args.workdir or tempfile.mkdtemp(prefix="pretrained_benchmark_"))
   names = list(dict.fromkeys([*args.models, args.speed_model]))
-  result = dict(machine=dict(platform=platform.platform(), cpus=os.cpu_count(),
-                             python=platform.python_version()),
-                command=" ".join([os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]]),
-                loads=[], speed=None)
+  result = dict(
+    machine=dict(
+      platform=platform.platform(), cpus=os.cpu_count(), python=platform.python_version()
+    ),
+    command=" ".join([os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]]),
+    loads=[],
+    speed=None,
+  )
   env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu")
   env.pop("XLA_FLAGS", None)  # one CPU device with every thread, as a user runs it
   # Subprocesses write the checkpoints, so this one stays small: a child's ru_maxrss starts at
@@ -157,19 +169,31 @@ def main() -> None:
   for name in args.models:
     path = workdir / name
     before = _load_average()
-    proc = subprocess.run([sys.executable, __file__, "--measure_load", str(path)], env=env,
-                          capture_output=True, text=True, check=True)
+    proc = subprocess.run(
+      [sys.executable, __file__, "--measure_load", str(path)],
+      env=env,
+      capture_output=True,
+      text=True,
+      check=True,
+    )
     row = json.loads(proc.stdout.strip().splitlines()[-1])
     added = row["peak_bytes"] - row["baseline_bytes"]
-    row.update(model=name, file_bytes=(path / "open_clip_model.safetensors").stat().st_size,
-               added_bytes=added, added_over_param_bytes=added / (4 * row["params"]),
-               load_average=max(before, _load_average()))
+    row.update(
+      model=name,
+      file_bytes=(path / "open_clip_model.safetensors").stat().st_size,
+      added_bytes=added,
+      added_over_param_bytes=added / (4 * row["params"]),
+      load_average=max(before, _load_average()),
+    )
     result["loads"].append(row)
-    print(f"{name}: {row['params'] / 1e6:.1f}M params, load {row['seconds']:.2f} s, "
-          f"+{added / 2**30:.2f} GiB ({row['added_over_param_bytes']:.2f}x param bytes)",
-          flush=True)
+    print(
+      f"{name}: {row['params'] / 1e6:.1f}M params, load {row['seconds']:.2f} s, "
+      f"+{added / 2**30:.2f} GiB ({row['added_over_param_bytes']:.2f}x param bytes)",
+      flush=True,
+    )
 
   import numpy as np  # pylint: disable=g-import-not-at-top  (after the loads: see above)
+
   path = workdir / args.speed_model
   rng = np.random.default_rng(0)
   inputs = rng.standard_normal((args.batch, 224, 224, 3), dtype=np.float32)
@@ -177,24 +201,45 @@ def main() -> None:
   load_here = _load_average()
   seconds, here_emb = _speed_here(str(path), inputs, warmup=args.warmup, iters=args.iters)
   load_here = max(load_here, _load_average())
-  speed = dict(model=args.speed_model, batch=args.batch, image_size=224, iters=args.iters,
-               here_seconds=seconds, here_images_per_s=args.batch * args.iters / seconds,
-               here_load_average=load_here)
+  speed = dict(
+    model=args.speed_model,
+    batch=args.batch,
+    image_size=224,
+    iters=args.iters,
+    here_seconds=seconds,
+    here_images_per_s=args.batch * args.iters / seconds,
+    here_load_average=load_here,
+  )
   if shutil.which(args.peer_python) or os.path.exists(args.peer_python):
-    script = _PEER.format(root=str(ROOT), threads=os.cpu_count(), name=args.speed_model,
-                          weights=str(path / "open_clip_model.safetensors"),
-                          inputs=str(workdir / "inputs.npy"), warmup=args.warmup,
-                          iters=args.iters, out=str(workdir / "peer_emb.npy"))
+    script = _PEER.format(
+      root=str(ROOT),
+      threads=os.cpu_count(),
+      name=args.speed_model,
+      weights=str(path / "open_clip_model.safetensors"),
+      inputs=str(workdir / "inputs.npy"),
+      warmup=args.warmup,
+      iters=args.iters,
+      out=str(workdir / "peer_emb.npy"),
+    )
     load_peer = _load_average()
-    proc = subprocess.run([args.peer_python, "-c", script], capture_output=True, text=True,
-                          check=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    proc = subprocess.run(
+      [args.peer_python, "-c", script],
+      capture_output=True,
+      text=True,
+      check=True,
+      env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )
     peer = json.loads(proc.stdout.strip().splitlines()[-1])
     peer_emb = np.load(workdir / "peer_emb.npy")
-    speed.update(peer_seconds=peer["seconds"],
-                 peer_images_per_s=args.batch * args.iters / peer["seconds"],
-                 peer_load_average=max(load_peer, _load_average()), torch=peer["torch"],
-                 open_clip=peer["open_clip"], peer_command=f"{args.peer_python} -c <script>",
-                 max_abs_embedding_diff=float(np.max(np.abs(peer_emb - here_emb))))
+    speed.update(
+      peer_seconds=peer["seconds"],
+      peer_images_per_s=args.batch * args.iters / peer["seconds"],
+      peer_load_average=max(load_peer, _load_average()),
+      torch=peer["torch"],
+      open_clip=peer["open_clip"],
+      peer_command=f"{args.peer_python} -c <script>",
+      max_abs_embedding_diff=float(np.max(np.abs(peer_emb - here_emb))),
+    )
     speed["ratio_here_over_open_clip"] = speed["here_images_per_s"] / speed["peer_images_per_s"]
   result["speed"] = speed
   print(json.dumps(speed, indent=1), flush=True)
@@ -206,31 +251,47 @@ def main() -> None:
 
 
 def _markdown(result: dict) -> str:
-  lines = ["# Pretrained checkpoints: load cost and embedding speed", "",
-           f"`python {result['command']}` on {result['machine']['platform']}, "
-           f"{result['machine']['cpus']} CPUs (shared with other work: the load average is "
-           "the one-minute figure at the time).", "",
-           "## Loading (`models.load_pretrained`, open_clip layout, random full-size weights)", "",
-           "| model | parameters | file | load time | peak host memory added | / parameter "
-           "bytes | load avg |", "|---|---:|---:|---:|---:|---:|---:|"]
+  lines = [
+    "# Pretrained checkpoints: load cost and embedding speed",
+    "",
+    f"`python {result['command']}` on {result['machine']['platform']}, "
+    f"{result['machine']['cpus']} CPUs (shared with other work: the load average is "
+    "the one-minute figure at the time).",
+    "",
+    "## Loading (`models.load_pretrained`, open_clip layout, random full-size weights)",
+    "",
+    "| model | parameters | file | load time | peak host memory added | / parameter "
+    "bytes | load avg |",
+    "|---|---:|---:|---:|---:|---:|---:|",
+  ]
   for r in result["loads"]:
-    lines.append(f"| {r['model']} | {r['params'] / 1e6:.1f}M | {r['file_bytes'] / 2**20:,.0f} "
-                 f"MiB | {r['seconds']:.2f} s | {r['added_bytes'] / 2**20:,.0f} MiB | "
-                 f"{r['added_over_param_bytes']:.2f}x | {r['load_average']} |")
+    lines.append(
+      f"| {r['model']} | {r['params'] / 1e6:.1f}M | {r['file_bytes'] / 2**20:,.0f} "
+      f"MiB | {r['seconds']:.2f} s | {r['added_bytes'] / 2**20:,.0f} MiB | "
+      f"{r['added_over_param_bytes']:.2f}x | {r['load_average']} |"
+    )
   s = result["speed"]
-  lines += ["", "The peak is `ru_maxrss` after the load minus `ru_maxrss` after importing the "
-            "library, in a fresh process per model.", "",
-            f"## Image embedding, {s['model']}, batch {s['batch']}, {s['image_size']} px, "
-            "float32, same weights and inputs", "",
-            "| | images/s | load avg |", "|---|---:|---:|",
-            f"| here (jax.jit, 1 CPU device) | {s['here_images_per_s']:.1f} | "
-            f"{s['here_load_average']} |"]
+  lines += [
+    "",
+    "The peak is `ru_maxrss` after the load minus `ru_maxrss` after importing the "
+    "library, in a fresh process per model.",
+    "",
+    f"## Image embedding, {s['model']}, batch {s['batch']}, {s['image_size']} px, "
+    "float32, same weights and inputs",
+    "",
+    "| | images/s | load avg |",
+    "|---|---:|---:|",
+    f"| here (jax.jit, 1 CPU device) | {s['here_images_per_s']:.1f} | {s['here_load_average']} |",
+  ]
   if "peer_images_per_s" in s:
-    lines += [f"| open_clip {s['open_clip']} (torch {s['torch']}) | "
-              f"{s['peer_images_per_s']:.1f} | {s['peer_load_average']} |", "",
-              f"Ratio here / open_clip: {s['ratio_here_over_open_clip']:.2f}. Largest difference "
-              f"of the normalized embeddings: {s['max_abs_embedding_diff']:.2e}. open_clip ran "
-              f"as `{s['peer_command']}` (the peers' venv)."]
+    lines += [
+      f"| open_clip {s['open_clip']} (torch {s['torch']}) | "
+      f"{s['peer_images_per_s']:.1f} | {s['peer_load_average']} |",
+      "",
+      f"Ratio here / open_clip: {s['ratio_here_over_open_clip']:.2f}. Largest difference "
+      f"of the normalized embeddings: {s['max_abs_embedding_diff']:.2e}. open_clip ran "
+      f"as `{s['peer_command']}` (the peers' venv).",
+    ]
   return "\n".join(lines) + "\n"
 
 

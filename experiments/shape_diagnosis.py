@@ -42,8 +42,13 @@ NUM_IMAGES, NUM_TRAIN = 3000, 2000
 
 def _probe(x: np.ndarray, labels: np.ndarray) -> float:
   """Test accuracy of `evaluate`'s linear probe (first NUM_TRAIN rows train, the rest test)."""
-  return probes.linear_probe(x[:NUM_TRAIN], labels[:NUM_TRAIN], x[NUM_TRAIN:],
-                             labels[NUM_TRAIN:], num_classes=len(synthetic.SHAPES))["accuracy"]
+  return probes.linear_probe(
+    x[:NUM_TRAIN],
+    labels[:NUM_TRAIN],
+    x[NUM_TRAIN:],
+    labels[NUM_TRAIN:],
+    num_classes=len(synthetic.SHAPES),
+  )["accuracy"]
 
 
 def diagnose(workdir: str) -> dict[str, float]:
@@ -56,14 +61,15 @@ def diagnose(workdir: str) -> dict[str, float]:
   def embed(batch):
     return model.apply({"params": params}, prepare(batch), train=False)
 
-  source = synthetic.ShapesSource(split="shape", num_examples=NUM_IMAGES, seed=1,
-                                  image_size=config.data.image_size)
+  source = synthetic.ShapesSource(
+    split="shape", num_examples=NUM_IMAGES, seed=1, image_size=config.data.image_size
+  )
   records = [source[i] for i in range(NUM_IMAGES)]
   labels = np.array([r["label"] for r in records])
   heldout = np.array([r["heldout"] for r in records])
   images, features = [], []
   for start in range(0, NUM_IMAGES, 500):
-    emb, extras = embed({"image": [r["image"] for r in records[start:start + 500]]})
+    emb, extras = embed({"image": [r["image"] for r in records[start : start + 500]]})
     images.append(np.asarray(emb["image"]))
     features.append(np.asarray(extras["image/features"]))
   images = np.concatenate(images)
@@ -81,19 +87,27 @@ def diagnose(workdir: str) -> dict[str, float]:
   for i in range(n):
     scene, _ = source.scene(source._draws(i))  # pylint: disable=protected-access
     (_, colour, size), layout = scene.objects[0], scene.layout
-    captions += [synthetic.caption(synthetic.Scene(((s, colour, size),), layout))
-                 for s in range(len(synthetic.SHAPES))]
-  texts = np.concatenate([np.asarray(embed({"text": captions[k:k + 800]})[0]["text"])
-                          for k in range(0, len(captions), 800)]).reshape(n, 8, -1)
+    captions += [
+      synthetic.caption(synthetic.Scene(((s, colour, size),), layout))
+      for s in range(len(synthetic.SHAPES))
+    ]
+  texts = np.concatenate(
+    [
+      np.asarray(embed({"text": captions[k : k + 800]})[0]["text"])
+      for k in range(0, len(captions), 800)
+    ]
+  ).reshape(n, 8, -1)
   conditional = np.argmax(np.einsum("nd,nkd->nk", images[:n], texts), -1)
-  return {"step": step,
-          "ensemble": float(np.mean(ensemble == labels)),
-          "marginal": float(np.mean(marginal == labels)),
-          "marginal_heldout": float(np.mean((marginal == labels)[heldout])),
-          "max_prompt": float(np.mean(max_prompt == labels)),
-          "conditional": float(np.mean(conditional == labels[:n])),
-          "probe_embedding": _probe(images, labels),
-          "probe_features": _probe(np.concatenate(features), labels)}
+  return {
+    "step": step,
+    "ensemble": float(np.mean(ensemble == labels)),
+    "marginal": float(np.mean(marginal == labels)),
+    "marginal_heldout": float(np.mean((marginal == labels)[heldout])),
+    "max_prompt": float(np.mean(max_prompt == labels)),
+    "conditional": float(np.mean(conditional == labels[:n])),
+    "probe_embedding": _probe(images, labels),
+    "probe_features": _probe(np.concatenate(features), labels),
+  }
 
 
 def main():
@@ -102,19 +116,31 @@ def main():
   parser.add_argument("--name", default="shape_diagnosis")
   args = parser.parse_args()
   rows = {w: diagnose(w) for w in args.workdirs}
-  keys = ("step", "ensemble", "marginal", "marginal_heldout", "max_prompt", "conditional",
-          "probe_embedding", "probe_features")
+  keys = (
+    "step",
+    "ensemble",
+    "marginal",
+    "marginal_heldout",
+    "max_prompt",
+    "conditional",
+    "probe_embedding",
+    "probe_features",
+  )
   lines = ["| run | " + " | ".join(keys) + " |", "| --- |" + " ---: |" * len(keys)]
   for workdir, row in rows.items():
-    lines.append(f"| `{workdir}` | " + " | ".join(
-        str(row[k]) if k == "step" else f"{row[k]:.3f}" for k in keys) + " |")
+    lines.append(
+      f"| `{workdir}` | "
+      + " | ".join(str(row[k]) if k == "step" else f"{row[k]:.3f}" for k in keys)
+      + " |"
+    )
   table = "\n".join(lines)
   print(table)
   RESULTS.mkdir(exist_ok=True)
   (RESULTS / f"{args.name}.json").write_text(json.dumps(rows, indent=1))
   (RESULTS / f"{args.name}.md").write_text(
-      f"# Zero-shot shape, diagnosed\n\n`python experiments/shape_diagnosis.py "
-      f"{' '.join(args.workdirs)}` (see the script's docstring for the columns).\n\n{table}\n")
+    f"# Zero-shot shape, diagnosed\n\n`python experiments/shape_diagnosis.py "
+    f"{' '.join(args.workdirs)}` (see the script's docstring for the columns).\n\n{table}\n"
+  )
 
 
 if __name__ == "__main__":

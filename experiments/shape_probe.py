@@ -31,9 +31,9 @@ from contrastive.data import transforms
 RESULTS = pathlib.Path(__file__).parent / "results"
 _VIT = dict(width=128, depth=3, mlp_dim=256, num_heads=4, image_size=32, pool="cls")
 TOWERS = {
-    "vit_patch8": dict(patch_size=8, **_VIT),
-    "vit_patch4": dict(patch_size=4, **_VIT),
-    "vit_conv_stem": dict(patch_size=8, stem="conv", **_VIT),  # the demo's
+  "vit_patch8": dict(patch_size=8, **_VIT),
+  "vit_patch4": dict(patch_size=4, **_VIT),
+  "vit_conv_stem": dict(patch_size=8, stem="conv", **_VIT),  # the demo's
 }
 
 
@@ -63,7 +63,8 @@ def probe(tower: dict, train, test, *, steps: int, batch_size: int, every: int) 
   @jax.jit
   def step(params, opt_state, images, labels):
     loss_fn = lambda p: optax.softmax_cross_entropy_with_integer_labels(
-        model.apply(p, images), labels).mean()
+      model.apply(p, images), labels
+    ).mean()
     loss, grads = jax.value_and_grad(loss_fn)(params)
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, loss
@@ -77,8 +78,11 @@ def probe(tower: dict, train, test, *, steps: int, batch_size: int, every: int) 
       accuracy = float((np.argmax(predict(params, test[0]), -1) == test[1]).mean())
       curve.append((i + 1, accuracy))
       print(f"  step {i + 1}: test accuracy {accuracy:.3f}", flush=True)
-  return dict(curve=curve, wall_s=time.perf_counter() - start,
-              params=sum(x.size for x in jax.tree.leaves(params)))
+  return dict(
+    curve=curve,
+    wall_s=time.perf_counter() - start,
+    params=sum(x.size for x in jax.tree.leaves(params)),
+  )
 
 
 def main():
@@ -94,12 +98,18 @@ def main():
   results = {}
   for name in args.towers.split(","):
     print(name, flush=True)
-    results[name] = probe(TOWERS[name], train, test, steps=args.steps,
-                          batch_size=args.batch_size, every=args.every)
-  lines = [f"# Supervised shape probe: 8-way shape of single objects at 32 px ({args.steps} "
-           f"steps x {args.batch_size}, {args.test_size} test images)", "",
-           f"Load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores.", "",
-           "| tower | parameters | test accuracy by step | wall s |", "|---|---:|---|---:|"]
+    results[name] = probe(
+      TOWERS[name], train, test, steps=args.steps, batch_size=args.batch_size, every=args.every
+    )
+  lines = [
+    f"# Supervised shape probe: 8-way shape of single objects at 32 px ({args.steps} "
+    f"steps x {args.batch_size}, {args.test_size} test images)",
+    "",
+    f"Load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores.",
+    "",
+    "| tower | parameters | test accuracy by step | wall s |",
+    "|---|---:|---|---:|",
+  ]
   for name, r in results.items():
     curve = ", ".join(f"{s}: {a:.3f}" for s, a in r["curve"])
     lines.append(f"| {name} | {r['params']:,} | {curve} | {r['wall_s']:.0f} |")

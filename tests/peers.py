@@ -83,8 +83,12 @@ def _frozen_batch_norm():
   class FrozenBatchNorm2d(torch.nn.Module):
     def __init__(self, num_features, eps=1e-5):
       super().__init__()
-      for buffer, fill in (("weight", 1.0), ("bias", 0.0), ("running_mean", 0.0),
-                           ("running_var", 1.0)):
+      for buffer, fill in (
+        ("weight", 1.0),
+        ("bias", 0.0),
+        ("running_mean", 0.0),
+        ("running_var", 1.0),
+      ):
         self.register_buffer(buffer, torch.full((num_features,), fill))
       self.eps = eps
 

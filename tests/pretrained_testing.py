@@ -31,17 +31,32 @@ def tiny_config(convention: str = "clip", family: str = "hf") -> ml_collections.
   CLIPModel adds its first position row to the class token, which this library holds as a class
   token without one.
   """
-  cfg = models.model_config(image="mu/8", text="mu", image_size=IMAGE_SIZE, vocab_size=VOCAB,
-                            max_len=MAX_LEN, embed_dim=32, convention=convention)
+  cfg = models.model_config(
+    image="mu/8",
+    text="mu",
+    image_size=IMAGE_SIZE,
+    vocab_size=VOCAB,
+    max_len=MAX_LEN,
+    embed_dim=32,
+    convention=convention,
+  )
   if convention == "clip":
-    cfg.encoders.image.update(pool="cls", pre_norm=True, act="quick_gelu", patch_bias=False,
-                              norm_eps=1e-5, cls_posemb=family == "open_clip")
-    cfg.encoders.text.update(causal=True, pool="eot", act="quick_gelu", norm_eps=1e-5,
-                             pad_id=None)  # CLIP attends to its padding (causally, after eot)
+    cfg.encoders.image.update(
+      pool="cls",
+      pre_norm=True,
+      act="quick_gelu",
+      patch_bias=False,
+      norm_eps=1e-5,
+      cls_posemb=family == "open_clip",
+    )
+    cfg.encoders.text.update(
+      causal=True, pool="eot", act="quick_gelu", norm_eps=1e-5, pad_id=None
+    )  # CLIP attends to its padding (causally, after eot)
   else:
     cfg.encoders.image.update(pool="map", act="gelu_tanh", proj=False, norm_eps=1e-6)
-    cfg.encoders.text.update(causal=False, pool="last", act="gelu_tanh", proj_bias=True,
-                             pad_id=None, norm_eps=1e-6)
+    cfg.encoders.text.update(
+      causal=False, pool="last", act="gelu_tanh", proj_bias=True, pad_id=None, norm_eps=1e-6
+    )
   return cfg
 
 
@@ -51,8 +66,9 @@ def random_params(cfg: ml_collections.ConfigDict, seed: int = 0) -> dict:
   Norm gains near 1, everything else small, the logit scale at CLIP's initial `log(1/0.07)`.
   """
   model = models.make_model(cfg)
-  abstract = jax.eval_shape(lambda: model.init(jax.random.key(0), model.dummy_batch(1),
-                                               train=False))
+  abstract = jax.eval_shape(
+    lambda: model.init(jax.random.key(0), model.dummy_batch(1), train=False)
+  )
   rng = np.random.default_rng(seed)
 
   def draw(path, leaf):
@@ -65,8 +81,9 @@ def random_params(cfg: ml_collections.ConfigDict, seed: int = 0) -> dict:
   return jax.tree_util.tree_map_with_path(draw, nn.unbox(abstract)["params"])
 
 
-def save_tiny(path: str | os.PathLike, *, convention: str = "clip", family: str = "hf",
-              seed: int = 0) -> tuple[ml_collections.ConfigDict, dict]:
+def save_tiny(
+  path: str | os.PathLike, *, convention: str = "clip", family: str = "hf", seed: int = 0
+) -> tuple[ml_collections.ConfigDict, dict]:
   """Writes a tiny random checkpoint to `path`; returns its model config and parameters."""
   cfg = tiny_config(convention, family)
   params = random_params(cfg, seed)

@@ -22,10 +22,16 @@ from contrastive.train import pretrained
 from tests import pretrained_testing as pt
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIGS = sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(ROOT, "configs", "*.py"))
-                 if not os.path.basename(p).startswith(("_", "common")))
-VARIANTS = [(name, arg) for name in CONFIGS
-            for arg in ((None, "runlocal") if name in ("demo", "loss_zoo") else (None, "cpu"))]
+CONFIGS = sorted(
+  os.path.basename(p)[:-3]
+  for p in glob.glob(os.path.join(ROOT, "configs", "*.py"))
+  if not os.path.basename(p).startswith(("_", "common"))
+)
+VARIANTS = [
+  (name, arg)
+  for name in CONFIGS
+  for arg in ((None, "runlocal") if name in ("demo", "loss_zoo") else (None, "cpu"))
+]
 VARIANTS += [("demo", "max_objects=2,shape_variants=2"), ("demo", "image_tower=vit,runlocal")]
 
 
@@ -35,8 +41,9 @@ def _get(name, arg):
 
 def _params(config):
   model = models.make_model(config.model)
-  variables = jax.eval_shape(lambda: model.init(jax.random.key(0), model.dummy_batch(1),
-                                                train=False))
+  variables = jax.eval_shape(
+    lambda: model.init(jax.random.key(0), model.dummy_batch(1), train=False)
+  )
   return model, nn.unbox(variables)["params"]
 
 
@@ -62,8 +69,9 @@ def test_config_passes_the_startup_checks(name, arg):
     assert towers.text.max_len >= data_config.max_len
     if data_config.tokenizer == "bytes":
       assert towers.text.vocab_size >= data.ByteTokenizer.vocab_size
-  for name in ("image",) if "image" in towers else data.make_source(
-      data_config, split="train").modalities:
+  for name in (
+    ("image",) if "image" in towers else data.make_source(data_config, split="train").modalities
+  ):
     assert data_config.image_size == towers[name].image_size
   for locked in model.locked:
     assert locked.split("/")[0] in params
@@ -122,10 +130,12 @@ def checkpoints(tmp_path_factory):
   return out
 
 
-@pytest.mark.parametrize("convention,loss,normalization", [
-    ("clip", "softmax", "clip"), ("siglip", "sigmoid", "inception")])
-def test_finetune_takes_the_checkpoints_model_data_and_loss(checkpoints, convention, loss,
-                                                            normalization):
+@pytest.mark.parametrize(
+  "convention,loss,normalization", [("clip", "softmax", "clip"), ("siglip", "sigmoid", "inception")]
+)
+def test_finetune_takes_the_checkpoints_model_data_and_loss(
+  checkpoints, convention, loss, normalization
+):
   path, model_config, _ = checkpoints[convention]
   for arg in (f"pretrained={path}", f"cpu,pretrained={path}"):
     test_config_passes_the_startup_checks("finetune", arg)
@@ -133,12 +143,15 @@ def test_finetune_takes_the_checkpoints_model_data_and_loss(checkpoints, convent
     assert c.loss.name == loss and c.checkpoint.init_from == path
     assert pretrained.config_differences(c.model, model_config, ("image", "text")) == []
     assert c.model.locked == ()
-    assert (c.data.image_size, c.data.max_len, c.data.normalization) == (
-        32, 16, normalization)
+    assert (c.data.image_size, c.data.max_len, c.data.normalization) == (32, 16, normalization)
   c = _get("finetune", f"pretrained={path}")
   assert c.model.dtype == "bfloat16" and c.data.random_resized_crop
   assert (c.optim.lr, c.optim.weight_decay, c.optim.warmup_steps, c.optim.b2) == (
-      1e-5, 0.1, 500, 0.999)  # FLYP's
+    1e-5,
+    0.1,
+    500,
+    0.999,
+  )  # FLYP's
   assert c.eval.tasks.imagenet.templates == "imagenet80"
   assert c.eval.tasks.retrieval.source.name == "data"
   assert not _get("finetune", f"pretrained={path},imagenet=False,eval_split=").eval.tasks
@@ -152,8 +165,7 @@ def test_finetune_without_a_checkpoint_is_openai_clip_b16():
 
 def test_lit_locks_the_imported_image_tower(checkpoints):
   path, model_config, _ = checkpoints["clip"]
-  for arg in (f"pretrained={path}", f"cpu,pretrained={path}",
-              f"pretrained={path},text=pretrained"):
+  for arg in (f"pretrained={path}", f"cpu,pretrained={path}", f"pretrained={path},text=pretrained"):
     test_config_passes_the_startup_checks("lit", arg)
   scratch = _get("lit", f"pretrained={path}")
   assert scratch.model.locked == ("image",) and scratch.checkpoint.init_from == path

@@ -43,8 +43,21 @@ def _runlocal(name, steps):
 # One representative per family besides softmax/sigmoid, which the trainer tests run: the
 # decoupled, geometric, focal, temperature, AUC, kernel, hard-negative, n-modal and
 # multi-positive families (moco: below).
-@pytest.mark.parametrize("name", ["dclw", "contrastive_gap", "sigmoid_focal", "macl", "auc_mw",
-                                  "kernel_infonce", "hard_negative", "gram", "symile", "supcon"])
+@pytest.mark.parametrize(
+  "name",
+  [
+    "dclw",
+    "contrastive_gap",
+    "sigmoid_focal",
+    "macl",
+    "auc_mw",
+    "kernel_infonce",
+    "hard_negative",
+    "gram",
+    "symile",
+    "supcon",
+  ],
+)
 def test_family_trains_a_few_steps(name, tmp_path):
   result = loop.train_and_evaluate(_runlocal(name, 3), tmp_path)
   assert math.isfinite(result["train/loss"]), result
@@ -74,14 +87,15 @@ def test_moco_trains_and_resumes_with_its_state(tmp_path):
   for m in ("image", "text"):
     queue_2, queue_4 = before["loss_state"]["queues"][m], after["loss_state"]["queues"][m]
     # Rows of the first two steps' keys are kept; the next two steps' keys follow them.
-    np.testing.assert_array_equal(queue_4[:2 * batch], queue_2[:2 * batch])
-    assert not np.array_equal(queue_4[2 * batch:4 * batch], queue_2[2 * batch:4 * batch])
-    np.testing.assert_array_equal(queue_4[4 * batch:], queue_2[4 * batch:])
-    np.testing.assert_allclose(np.linalg.norm(queue_4[:4 * batch], axis=-1), 1.0, rtol=1e-5)
+    np.testing.assert_array_equal(queue_4[: 2 * batch], queue_2[: 2 * batch])
+    assert not np.array_equal(queue_4[2 * batch : 4 * batch], queue_2[2 * batch : 4 * batch])
+    np.testing.assert_array_equal(queue_4[4 * batch :], queue_2[4 * batch :])
+    np.testing.assert_allclose(np.linalg.norm(queue_4[: 4 * batch], axis=-1), 1.0, rtol=1e-5)
   online, target = after["params"], after["loss_state"]["params"]
   assert jax.tree.structure(online) == jax.tree.structure(target)
-  assert not all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(online),
-                                                        jax.tree.leaves(target)))
+  assert not all(
+    np.array_equal(a, b) for a, b in zip(jax.tree.leaves(online), jax.tree.leaves(target))
+  )
 
 
 def test_unknown_family_lists_the_known_ones():

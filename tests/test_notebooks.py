@@ -9,8 +9,9 @@ nbclient = pytest.importorskip("nbclient")
 nbformat = pytest.importorskip("nbformat")
 manager_lib = pytest.importorskip("jupyter_client.manager")
 
-NOTEBOOKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs",
-                         "notebooks")
+NOTEBOOKS = os.path.join(
+  os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "notebooks"
+)
 
 
 @pytest.mark.parametrize("name", ["quickstart.ipynb", "new_loss.ipynb"])
@@ -24,8 +25,9 @@ def test_notebook_runs_top_to_bottom(name, tmp_path, monkeypatch):
   monkeypatch.delenv("XLA_FLAGS", raising=False)
   manager = manager_lib.KernelManager(kernel_name="python3")
   manager.kernel_spec.argv[0] = sys.executable  # this interpreter, whatever `python` is on PATH
-  client = nbclient.NotebookClient(book, km=manager, timeout=900,
-                                   resources={"metadata": {"path": str(tmp_path)}})
+  client = nbclient.NotebookClient(
+    book, km=manager, timeout=900, resources={"metadata": {"path": str(tmp_path)}}
+  )
   client.execute()  # raises CellExecutionError, naming the cell, on any error
   outputs = [o for cell in book.cells for o in cell.get("outputs", [])]
   assert not [o for o in outputs if o.get("output_type") == "error"]

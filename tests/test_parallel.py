@@ -5,7 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from contrastive import losses, parallel
+from contrastive import losses
+from contrastive import parallel
 
 
 def test_make_mesh_takes_the_remaining_devices():
@@ -16,12 +17,15 @@ def test_make_mesh_takes_the_remaining_devices():
   assert all(t == jax.sharding.AxisType.Auto for t in mesh.axis_types)
 
 
-@pytest.mark.parametrize("kwargs, match", [
+@pytest.mark.parametrize(
+  "kwargs, match",
+  [
     ({"data": 3}, "needs 3 devices"),
     ({"data": -1, "fsdp": -1}, "Only one"),
     ({"data": 0}, "positive"),
     ({"data": -1, "fsdp": 3}, "do not divide"),
-])
+  ],
+)
 def test_make_mesh_errors_name_the_problem(kwargs, match):
   with pytest.raises(ValueError, match=match):
     parallel.make_mesh(**kwargs)
@@ -87,8 +91,9 @@ def test_initialize_takes_the_flags_then_the_environment(monkeypatch):
   monkeypatch.setenv("JAX_PROCESS_ID", "3")
   monkeypatch.setenv("CONTRASTIVE_HEARTBEAT_TIMEOUT", "30")
   assert parallel.initialize(process_id=1)
-  assert called[-1] == dict(coordinator_address="10.0.0.1:1234", num_processes=4, process_id=1,
-                            heartbeat_timeout_seconds=30)
+  assert called[-1] == dict(
+    coordinator_address="10.0.0.1:1234", num_processes=4, process_id=1, heartbeat_timeout_seconds=30
+  )
   monkeypatch.delenv("JAX_COORDINATOR_ADDRESS")
   monkeypatch.delenv("CONTRASTIVE_HEARTBEAT_TIMEOUT")
   assert parallel.initialize(distributed=True)  # a cluster JAX detects: no address needed
@@ -97,8 +102,13 @@ def test_initialize_takes_the_flags_then_the_environment(monkeypatch):
 
 def test_host_flags_pass_their_values_to_initialize(monkeypatch):
   from absl import flags  # pylint: disable=g-import-not-at-top
-  for name in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID",
-               "CONTRASTIVE_HEARTBEAT_TIMEOUT"):
+
+  for name in (
+    "JAX_COORDINATOR_ADDRESS",
+    "JAX_NUM_PROCESSES",
+    "JAX_PROCESS_ID",
+    "CONTRASTIVE_HEARTBEAT_TIMEOUT",
+  ):
     monkeypatch.delenv(name, raising=False)
   called = []
   monkeypatch.setattr(jax.distributed, "initialize", lambda **kw: called.append(kw))
@@ -106,8 +116,7 @@ def test_host_flags_pass_their_values_to_initialize(monkeypatch):
   hosts = parallel.define_host_flags(flag_values)
   flag_values(["prog"])
   assert not hosts.initialize() and not called
-  flag_values(["prog", "--coordinator_address=127.0.0.1:5", "--num_processes=2",
-               "--process_id=1"])
+  flag_values(["prog", "--coordinator_address=127.0.0.1:5", "--num_processes=2", "--process_id=1"])
   assert hosts.initialize()
   assert called == [dict(coordinator_address="127.0.0.1:5", num_processes=2, process_id=1)]
   names = {"distributed", "coordinator_address", "num_processes", "process_id"}

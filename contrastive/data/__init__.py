@@ -47,38 +47,70 @@ or int32 [b, max_len] for those in `xor.tokens`), the bits they show `a_bits`, `
 Datasets from your own files: `python -m contrastive.data.build --help`.
 """
 
-from contrastive.data.config import default_config, resolve_config
-from contrastive.data.pipeline import DataIterator, make_pipeline, make_tokenizer, make_transform
-from contrastive.data.sharding import batch_sharding, to_global
-from contrastive.data.records import ImageTextSource, decode_record, encode_record
-from contrastive.data.sources import SOURCES, Source, iter_captions, make_source
-from contrastive.data.synthetic import (
-    COLOURS,
-    HARD_NEGATIVE_KINDS,
-    SHAPES,
-    LabelledView,
-    ShapesSource,
-    labelled_views,
-)
-from contrastive.data.tokenizers import (
-    TOKENIZERS,
-    ByteTokenizer,
-    HFTokenizer,
-    SentencePieceTokenizer,
-    Tokenizer,
-    WordTokenizer,
-    detokenize,
-    tokenize,
-    train_bpe,
-)
-from contrastive.data.transforms import NORMALIZATIONS, ExampleTransform
+from contrastive.data.config import default_config
+from contrastive.data.config import resolve_config
+from contrastive.data.pipeline import DataIterator
+from contrastive.data.pipeline import make_pipeline
+from contrastive.data.pipeline import make_tokenizer
+from contrastive.data.pipeline import make_transform
+from contrastive.data.records import ImageTextSource
+from contrastive.data.records import decode_record
+from contrastive.data.records import encode_record
+from contrastive.data.sharding import batch_sharding
+from contrastive.data.sharding import to_global
+from contrastive.data.sources import SOURCES
+from contrastive.data.sources import Source
+from contrastive.data.sources import iter_captions
+from contrastive.data.sources import make_source
+from contrastive.data.synthetic import COLOURS
+from contrastive.data.synthetic import HARD_NEGATIVE_KINDS
+from contrastive.data.synthetic import SHAPES
+from contrastive.data.synthetic import LabelledView
+from contrastive.data.synthetic import ShapesSource
+from contrastive.data.synthetic import labelled_views
+from contrastive.data.tokenizers import TOKENIZERS
+from contrastive.data.tokenizers import ByteTokenizer
+from contrastive.data.tokenizers import HFTokenizer
+from contrastive.data.tokenizers import SentencePieceTokenizer
+from contrastive.data.tokenizers import Tokenizer
+from contrastive.data.tokenizers import WordTokenizer
+from contrastive.data.tokenizers import detokenize
+from contrastive.data.tokenizers import tokenize
+from contrastive.data.tokenizers import train_bpe
+from contrastive.data.transforms import NORMALIZATIONS
+from contrastive.data.transforms import ExampleTransform
 
 __all__ = [
-    "COLOURS", "HARD_NEGATIVE_KINDS", "NORMALIZATIONS", "SHAPES", "SOURCES", "TOKENIZERS",
-    "ByteTokenizer", "DataIterator", "ExampleTransform", "HFTokenizer", "ImageTextSource",
-    "LabelledView", "SentencePieceTokenizer", "ShapesSource", "Source", "Tokenizer",
-    "WordTokenizer",
-    "batch_sharding", "decode_record", "default_config", "detokenize", "encode_record",
-    "iter_captions", "labelled_views", "make_pipeline", "make_source", "make_tokenizer", "make_transform",
-    "resolve_config", "to_global", "tokenize", "train_bpe",
+  "COLOURS",
+  "HARD_NEGATIVE_KINDS",
+  "NORMALIZATIONS",
+  "SHAPES",
+  "SOURCES",
+  "TOKENIZERS",
+  "ByteTokenizer",
+  "DataIterator",
+  "ExampleTransform",
+  "HFTokenizer",
+  "ImageTextSource",
+  "LabelledView",
+  "SentencePieceTokenizer",
+  "ShapesSource",
+  "Source",
+  "Tokenizer",
+  "WordTokenizer",
+  "batch_sharding",
+  "decode_record",
+  "default_config",
+  "detokenize",
+  "encode_record",
+  "iter_captions",
+  "labelled_views",
+  "make_pipeline",
+  "make_source",
+  "make_tokenizer",
+  "make_transform",
+  "resolve_config",
+  "to_global",
+  "tokenize",
+  "train_bpe",
 ]

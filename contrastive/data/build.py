@@ -26,8 +26,8 @@ Point a config at the result with `data.source="arrayrecord"`, `data.arrayrecord
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterable, Iterator, Sequence
 import collections
+from collections.abc import Iterable, Iterator, Sequence
 import csv
 import dataclasses
 import glob
@@ -49,13 +49,15 @@ IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp", "gif")
 @dataclasses.dataclass
 class Example:
   """One image and its captions, as read from the inputs."""
+
   key: str
   image: bytes
   captions: list[str]
 
 
-def read_caption_file(path: str, *, image_column: str = "image",
-                      caption_column: str = "caption") -> dict[str, list[str]]:
+def read_caption_file(
+  path: str, *, image_column: str = "image", caption_column: str = "caption"
+) -> dict[str, list[str]]:
   """Image path to captions, in first-appearance order, from a `.csv` or `.jsonl` file.
 
   Raises:
@@ -72,8 +74,9 @@ def read_caption_file(path: str, *, image_column: str = "image",
       fields = reader.fieldnames or []
       for column in (image_column, caption_column):
         if column not in fields:
-          raise ValueError(f"Caption file {path!r} has no column {column!r}; its columns: "
-                           f"{fields}.")
+          raise ValueError(
+            f"Caption file {path!r} has no column {column!r}; its columns: {fields}."
+          )
       for row in reader:
         out.setdefault(row[image_column], []).append(row[caption_column] or "")
   elif ext in (".jsonl", ".json"):
@@ -84,8 +87,9 @@ def read_caption_file(path: str, *, image_column: str = "image",
         row = json.loads(line)
         for column in (image_column, caption_column):
           if column not in row:
-            raise ValueError(f"Line {line_no} of {path!r} has no field {column!r}; its fields: "
-                             f"{sorted(row)}.")
+            raise ValueError(
+              f"Line {line_no} of {path!r} has no field {column!r}; its fields: {sorted(row)}."
+            )
         captions = row[caption_column]
         captions = [captions] if isinstance(captions, str) else list(captions)
         out.setdefault(row[image_column], []).extend(captions)
@@ -94,8 +98,13 @@ def read_caption_file(path: str, *, image_column: str = "image",
   return out
 
 
-def folder_examples(images: str, captions: dict[str, list[str]], *, skip_missing: bool = False,
-                    stats: collections.Counter | None = None) -> Iterator[Example]:
+def folder_examples(
+  images: str,
+  captions: dict[str, list[str]],
+  *,
+  skip_missing: bool = False,
+  stats: collections.Counter | None = None,
+) -> Iterator[Example]:
   """Examples of a folder of images and their captions (from `read_caption_file`).
 
   Every image is checked to exist before the first is read.
@@ -115,8 +124,9 @@ def folder_examples(images: str, captions: dict[str, list[str]], *, skip_missing
       logging.warning("Skipping missing image %r.", name)
     else:
       raise FileNotFoundError(
-          f"Image {name!r} named in the caption file is not in {images!r} (use --skip_missing "
-          "to skip such rows).")
+        f"Image {name!r} named in the caption file is not in {images!r} (use --skip_missing "
+        "to skip such rows)."
+      )
 
   def read() -> Iterator[Example]:
     for name in present:
@@ -133,8 +143,10 @@ def expand_shards(patterns: Sequence[str]) -> list[str]:
     match = re.search(r"\{(\d+)\.\.(\d+)\}", pattern)
     if match:
       lo, hi = match.group(1), match.group(2)
-      names = [pattern[:match.start()] + str(i).zfill(len(lo)) + pattern[match.end():]
-               for i in range(int(lo), int(hi) + 1)]
+      names = [
+        pattern[: match.start()] + str(i).zfill(len(lo)) + pattern[match.end() :]
+        for i in range(int(lo), int(hi) + 1)
+      ]
     elif any(c in pattern for c in "*?["):
       names = sorted(glob.glob(pattern))
       if not names:
@@ -148,8 +160,9 @@ def expand_shards(patterns: Sequence[str]) -> list[str]:
   return paths
 
 
-def webdataset_examples(paths: Sequence[str], *, stats: collections.Counter | None = None
-                        ) -> Iterator[Example]:
+def webdataset_examples(
+  paths: Sequence[str], *, stats: collections.Counter | None = None
+) -> Iterator[Example]:
   """Examples of webdataset tars: members `KEY.jpg` (or png, ...) with `KEY.txt`.
 
   The key is the member path up to the first dot of its file name; samples without an image or
@@ -162,11 +175,15 @@ def webdataset_examples(paths: Sequence[str], *, stats: collections.Counter | No
     text = parts.get("txt")
     if image is None or text is None:
       stats["incomplete_sample"] += 1
-      logging.warning("Skipping sample %r of %r: no %s.", key, tar_path,
-                      "image" if image is None else "caption")
+      logging.warning(
+        "Skipping sample %r of %r: no %s.", key, tar_path, "image" if image is None else "caption"
+      )
       return None
-    return Example(key=f"{os.path.basename(tar_path)}/{key}", image=image,
-                   captions=[text.decode("utf-8", errors="replace")])
+    return Example(
+      key=f"{os.path.basename(tar_path)}/{key}",
+      image=image,
+      captions=[text.decode("utf-8", errors="replace")],
+    )
 
   for path in paths:
     with tarfile.open(path) as tar:
@@ -194,6 +211,7 @@ def webdataset_examples(paths: Sequence[str], *, stats: collections.Counter | No
 
 def _image_ok(data: bytes) -> bool:
   from PIL import Image  # pylint: disable=g-import-not-at-top
+
   try:
     with Image.open(io.BytesIO(data)) as image:
       image.load()
@@ -202,10 +220,17 @@ def _image_ok(data: bytes) -> bool:
     return False
 
 
-def write_dataset(examples: Iterable[Example], output: str, *, split: str = "train",
-                  num_shards: int = 4, verify_images: bool = False, bpe_vocab_size: int = 0,
-                  overwrite: bool = False, stats: collections.Counter | None = None
-                  ) -> dict[str, Any]:
+def write_dataset(
+  examples: Iterable[Example],
+  output: str,
+  *,
+  split: str = "train",
+  num_shards: int = 4,
+  verify_images: bool = False,
+  bpe_vocab_size: int = 0,
+  overwrite: bool = False,
+  stats: collections.Counter | None = None,
+) -> dict[str, Any]:
   """Writes `examples` as split `split` of the dataset directory `output`.
 
   Records go to the shards in turn (record `i` to shard `i % num_shards`). Other splits already
@@ -226,8 +251,11 @@ def write_dataset(examples: Iterable[Example], output: str, *, split: str = "tra
   stats = collections.Counter() if stats is None else stats
   os.makedirs(output, exist_ok=True)
   info_path = os.path.join(output, records.INFO_FILE)
-  info = records.read_info(output) if os.path.isfile(info_path) else {
-      "format": records.FORMAT, "fields": list(records.FIELDS), "splits": {}}
+  info = (
+    records.read_info(output)
+    if os.path.isfile(info_path)
+    else {"format": records.FORMAT, "fields": list(records.FIELDS), "splits": {}}
+  )
   if split in info["splits"] and not overwrite:
     raise FileExistsError(f"Split {split!r} already exists in {output!r} (use --overwrite).")
   for name in info["splits"].get(split, {}).get("shards", []):
@@ -235,8 +263,9 @@ def write_dataset(examples: Iterable[Example], output: str, *, split: str = "tra
       os.remove(os.path.join(output, name))
 
   names = [records.shard_name(split, i, num_shards) for i in range(num_shards)]
-  writers = [array_record_module.ArrayRecordWriter(os.path.join(output, n), "group_size:1")
-             for n in names]
+  writers = [
+    array_record_module.ArrayRecordWriter(os.path.join(output, n), "group_size:1") for n in names
+  ]
   count = num_captions = 0
   all_captions = []
   try:
@@ -253,7 +282,8 @@ def write_dataset(examples: Iterable[Example], output: str, *, split: str = "tra
         logging.warning("Skipping %r: the image does not decode.", example.key)
         continue
       writers[count % num_shards].write(
-          records.encode_record(image=example.image, captions=captions, key=example.key))
+        records.encode_record(image=example.image, captions=captions, key=example.key)
+      )
       count += 1
       num_captions += len(captions)
       if bpe_vocab_size:
@@ -264,24 +294,37 @@ def write_dataset(examples: Iterable[Example], output: str, *, split: str = "tra
   if count == 0:
     raise ValueError(f"No usable example for split {split!r} (skipped: {dict(stats)}).")
 
-  entry = {"num_examples": count, "num_captions": num_captions, "shards": names,
-           "skipped": dict(stats)}
+  entry = {
+    "num_examples": count,
+    "num_captions": num_captions,
+    "shards": names,
+    "skipped": dict(stats),
+  }
   info["splits"][split] = entry
   if bpe_vocab_size:
     from contrastive.data import tokenizers  # pylint: disable=g-import-not-at-top
-    tokenizers.train_bpe(all_captions, os.path.join(output, records.TOKENIZER_FILE),
-                         vocab_size=bpe_vocab_size)
+
+    tokenizers.train_bpe(
+      all_captions, os.path.join(output, records.TOKENIZER_FILE), vocab_size=bpe_vocab_size
+    )
     info["tokenizer"] = records.TOKENIZER_FILE
   records.write_info(output, info)
-  logging.info("Wrote %d examples (%d captions) of split %r to %s; skipped %s.", count,
-               num_captions, split, output, dict(stats))
+  logging.info(
+    "Wrote %d examples (%d captions) of split %r to %s; skipped %s.",
+    count,
+    num_captions,
+    split,
+    output,
+    dict(stats),
+  )
   return entry
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(
-      prog="python -m contrastive.data.build",
-      description="Build an image-text ArrayRecord dataset for data.source='arrayrecord'.")
+    prog="python -m contrastive.data.build",
+    description="Build an image-text ArrayRecord dataset for data.source='arrayrecord'.",
+  )
   parser.add_argument("--output", required=True, help="dataset directory to write")
   parser.add_argument("--images", help="folder of images (with --captions)")
   parser.add_argument("--captions", help="CSV or JSONL caption file (with --images)")
@@ -290,12 +333,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
   parser.add_argument("--num_shards", type=int, default=4)
   parser.add_argument("--image_column", default="image")
   parser.add_argument("--caption_column", default="caption")
-  parser.add_argument("--skip_missing", action="store_true",
-                      help="skip caption rows whose image is missing instead of failing")
-  parser.add_argument("--verify_images", action="store_true",
-                      help="decode every image and skip corrupt ones")
-  parser.add_argument("--bpe_vocab_size", type=int, default=0,
-                      help="also fit a BPE tokenizer of this size (tokenizer.json)")
+  parser.add_argument(
+    "--skip_missing",
+    action="store_true",
+    help="skip caption rows whose image is missing instead of failing",
+  )
+  parser.add_argument(
+    "--verify_images", action="store_true", help="decode every image and skip corrupt ones"
+  )
+  parser.add_argument(
+    "--bpe_vocab_size",
+    type=int,
+    default=0,
+    help="also fit a BPE tokenizer of this size (tokenizer.json)",
+  )
   parser.add_argument("--overwrite", action="store_true", help="replace an existing split")
   args = parser.parse_args(argv)
   if bool(args.webdataset) == bool(args.images or args.captions):
@@ -312,13 +363,20 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   if args.webdataset:
     examples = webdataset_examples(expand_shards(args.webdataset), stats=stats)
   else:
-    captions = read_caption_file(args.captions, image_column=args.image_column,
-                                 caption_column=args.caption_column)
-    examples = folder_examples(args.images, captions, skip_missing=args.skip_missing,
-                               stats=stats)
-  return write_dataset(examples, args.output, split=args.split, num_shards=args.num_shards,
-                       verify_images=args.verify_images, bpe_vocab_size=args.bpe_vocab_size,
-                       overwrite=args.overwrite, stats=stats)
+    captions = read_caption_file(
+      args.captions, image_column=args.image_column, caption_column=args.caption_column
+    )
+    examples = folder_examples(args.images, captions, skip_missing=args.skip_missing, stats=stats)
+  return write_dataset(
+    examples,
+    args.output,
+    split=args.split,
+    num_shards=args.num_shards,
+    verify_images=args.verify_images,
+    bpe_vocab_size=args.bpe_vocab_size,
+    overwrite=args.overwrite,
+    stats=stats,
+  )
 
 
 if __name__ == "__main__":

@@ -53,6 +53,7 @@ both under the MIT License:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 import functools
 import gzip
 import html
@@ -60,13 +61,13 @@ import html.entities
 import itertools
 import os
 import re
-from collections.abc import Sequence
 import unicodedata
 
 from contrastive.data import tokenizers
 
-VOCAB_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                          "bpe_simple_vocab_16e6.txt.gz")
+VOCAB_FILE = os.path.join(
+  os.path.dirname(os.path.abspath(__file__)), "bpe_simple_vocab_16e6.txt.gz"
+)
 NUM_MERGES = 49152 - 256 - 2  # the first line of the file is a header
 START, END = "<start_of_text>", "<end_of_text>"
 _CACHE_LIMIT = 200_000  # distinct words remembered; cleared when full
@@ -78,15 +79,18 @@ def bytes_to_unicode() -> dict[int, str]:
 
   The dict's order is the vocabulary's: the printable bytes first, then the others.
   """
-  printable = (list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
-               + list(range(ord("®"), ord("ÿ") + 1)))
+  printable = (
+    list(range(ord("!"), ord("~") + 1))
+    + list(range(ord("¡"), ord("¬") + 1))
+    + list(range(ord("®"), ord("ÿ") + 1))
+  )
   others = [b for b in range(256) if b not in printable]
-  return {**{b: chr(b) for b in printable},
-          **{b: chr(256 + k) for k, b in enumerate(others)}}
+  return {**{b: chr(b) for b in printable}, **{b: chr(256 + k) for k, b in enumerate(others)}}
 
 
 # ---------------------------------------------------------------------------------------------
 # Cleaning.
+
 
 def _html_entities() -> dict[str, str]:
   # ftfy decodes the entities that end in ';', and all-caps forms of lower-case names.
@@ -104,15 +108,49 @@ _ANSI = re.compile("\033\\[((?:\\d|;)*)([a-zA-Z])")
 _C1 = re.compile("[\x80-\x9f]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _SURROGATE_PAIR = re.compile("[\ud800-\udbff][\udc00-\udfff]")
-_LIGATURES = str.maketrans({
-    "Ĳ": "IJ", "ĳ": "ij", "ŉ": "ʼn", "Ǳ": "DZ", "ǲ": "Dz", "ǳ": "dz", "Ǆ": "DŽ", "ǅ": "Dž",
-    "ǆ": "dž", "Ǉ": "LJ", "ǈ": "Lj", "ǉ": "lj", "Ǌ": "NJ", "ǋ": "Nj", "ǌ": "nj", "ﬀ": "ff",
-    "ﬁ": "fi", "ﬂ": "fl", "ﬃ": "ffi", "ﬄ": "ffl", "ﬅ": "ſt", "ﬆ": "st"})
-_QUOTES = str.maketrans({**{c: "'" for c in "\u02bc\u2018\u2019\u201a\u201b"},
-                         **{c: '"' for c in "\u201c\u201d\u201e\u201f"}})
-_CONTROLS = dict.fromkeys(itertools.chain(
-    range(0x00, 0x09), [0x0B], range(0x0E, 0x20), [0x7F], range(0x206A, 0x2070), [0xFEFF],
-    range(0xFFF9, 0xFFFD)))
+_LIGATURES = str.maketrans(
+  {
+    "Ĳ": "IJ",
+    "ĳ": "ij",
+    "ŉ": "ʼn",
+    "Ǳ": "DZ",
+    "ǲ": "Dz",
+    "ǳ": "dz",
+    "Ǆ": "DŽ",
+    "ǅ": "Dž",
+    "ǆ": "dž",
+    "Ǉ": "LJ",
+    "ǈ": "Lj",
+    "ǉ": "lj",
+    "Ǌ": "NJ",
+    "ǋ": "Nj",
+    "ǌ": "nj",
+    "ﬀ": "ff",
+    "ﬁ": "fi",
+    "ﬂ": "fl",
+    "ﬃ": "ffi",
+    "ﬄ": "ffl",
+    "ﬅ": "ſt",
+    "ﬆ": "st",
+  }
+)
+_QUOTES = str.maketrans(
+  {
+    **{c: "'" for c in "\u02bc\u2018\u2019\u201a\u201b"},
+    **{c: '"' for c in "\u201c\u201d\u201e\u201f"},
+  }
+)
+_CONTROLS = dict.fromkeys(
+  itertools.chain(
+    range(0x00, 0x09),
+    [0x0B],
+    range(0x0E, 0x20),
+    [0x7F],
+    range(0x206A, 0x2070),
+    [0xFEFF],
+    range(0xFFF9, 0xFFFD),
+  )
+)
 
 
 @functools.lru_cache(maxsize=1)
@@ -146,7 +184,8 @@ def _c1(match: re.Match) -> str:
 def _surrogates(text: str) -> str:
   if _SURROGATE.search(text):
     text = _SURROGATE_PAIR.sub(
-        lambda m: chr(0x10000 + (ord(m[0][0]) - 0xD800) * 0x400 + ord(m[0][1]) - 0xDC00), text)
+      lambda m: chr(0x10000 + (ord(m[0][0]) - 0xD800) * 0x400 + ord(m[0][1]) - 0xDC00), text
+    )
     text = _SURROGATE.sub("\ufffd", text)
   return text
 
@@ -159,8 +198,13 @@ def _fix_segment(text: str, unescape: bool) -> str:
       text = _ENTITY.sub(_unescape, text)
     text = _C1.sub(_c1, text)
     text = text.translate(_LIGATURES).translate(width).translate(_QUOTES)
-    text = (text.replace("\r\n", "\n").replace("\r", "\n").replace("\u2028", "\n")
-            .replace("\u2029", "\n").replace("\u0085", "\n"))
+    text = (
+      text.replace("\r\n", "\n")
+      .replace("\r", "\n")
+      .replace("\u2028", "\n")
+      .replace("\u2029", "\n")
+      .replace("\u0085", "\n")
+    )
     text = _surrogates(text)
     text = _ANSI.sub("", text).translate(_CONTROLS)
     text = unicodedata.normalize("NFC", text)
@@ -183,6 +227,7 @@ def _ftfy_module():
   if _ftfy is _UNSET:
     try:
       import ftfy  # pylint: disable=g-import-not-at-top
+
       _ftfy = ftfy
     except ImportError:
       _ftfy = None
@@ -213,12 +258,14 @@ def clean(text: str) -> str:
 # ---------------------------------------------------------------------------------------------
 # The tokenizer.
 
+
 def _regex():
   try:
     import regex  # pylint: disable=g-import-not-at-top
   except ImportError as e:
-    raise ImportError("The 'regex' package is needed for CLIP's tokenizer (\\p{L} classes): "
-                      "pip install regex") from e
+    raise ImportError(
+      "The 'regex' package is needed for CLIP's tokenizer (\\p{L} classes): pip install regex"
+    ) from e
   return regex
 
 
@@ -237,12 +284,15 @@ class ClipTokenizer(tokenizers.FileTokenizer):
     try:
       lines = gzip.open(self.path).read().decode("utf-8").split("\n")
     except (OSError, EOFError, UnicodeDecodeError) as e:
-      raise ValueError(f"CLIP BPE vocabulary {self.path!r} is not a gzipped merges file: "
-                       f"{e}") from e
-    merges = [tuple(line.split()) for line in lines[1:NUM_MERGES + 1] if line.strip()]
+      raise ValueError(
+        f"CLIP BPE vocabulary {self.path!r} is not a gzipped merges file: {e}"
+      ) from e
+    merges = [tuple(line.split()) for line in lines[1 : NUM_MERGES + 1] if line.strip()]
     if len(merges) != NUM_MERGES or any(len(m) != 2 for m in merges):
-      raise ValueError(f"CLIP BPE vocabulary {self.path!r} has {len(merges)} merge lines, "
-                       f"expected {NUM_MERGES} pairs after a header line.")
+      raise ValueError(
+        f"CLIP BPE vocabulary {self.path!r} has {len(merges)} merge lines, "
+        f"expected {NUM_MERGES} pairs after a header line."
+      )
     self._byte_chars = bytes_to_unicode()
     self._char_bytes = {c: b for b, c in self._byte_chars.items()}
     symbols = list(self._byte_chars.values())
@@ -255,11 +305,12 @@ class ClipTokenizer(tokenizers.FileTokenizer):
     self.bos_id, self.eos_id = self._ids[START], self._ids[END]
     # As in open_clip, the special strings written in a text are their tokens.
     self._pattern = _regex().compile(
-        START + "|" + END + r"""|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+""",
-        _regex().IGNORECASE)
+      START + "|" + END + r"""|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+""",
+      _regex().IGNORECASE,
+    )
 
   def __repr__(self) -> str:
-    return ("ClipTokenizer()" if self.path == VOCAB_FILE else f"ClipTokenizer({self.path!r})")
+    return "ClipTokenizer()" if self.path == VOCAB_FILE else f"ClipTokenizer({self.path!r})"
 
   def _bpe(self, piece: str) -> list[int]:
     """Merges the characters of one piece (already byte-mapped), lowest rank first."""

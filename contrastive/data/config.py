@@ -36,7 +36,8 @@ def default_config() -> ml_collections.ConfigDict:
   c.hard_negatives = False  # add "hard_negatives" [b, 3, max_len] (built-in dataset only)
   c.synthetic = ml_collections.ConfigDict(sources_lib.SYNTHETIC_DEFAULTS)
   c.tfds = ml_collections.ConfigDict(
-      {"name": config_dict.placeholder(str), "data_dir": config_dict.placeholder(str)})
+    {"name": config_dict.placeholder(str), "data_dir": config_dict.placeholder(str)}
+  )
   c.arrayrecord = ml_collections.ConfigDict({"path": config_dict.placeholder(str)})
   c.xor = ml_collections.ConfigDict(sources_lib.XOR_DEFAULTS)  # see contrastive.data.xor
   return c

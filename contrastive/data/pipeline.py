@@ -50,9 +50,13 @@ def make_tokenizer(config: ml_collections.ConfigDict | str) -> tokenizers_lib.To
   return tokenizers_lib.make_tokenizer(resolve_config(config).tokenizer)
 
 
-def make_transform(config: ml_collections.ConfigDict, source: sources_lib.Source, *,
-                   training: bool, hard_negatives: bool | None = None
-                   ) -> transforms.ExampleTransform | transforms.ModalityTransform:
+def make_transform(
+  config: ml_collections.ConfigDict,
+  source: sources_lib.Source,
+  *,
+  training: bool,
+  hard_negatives: bool | None = None,
+) -> transforms.ExampleTransform | transforms.ModalityTransform:
   """The per-example transform the pipeline runs; checks the config against the source.
 
   A source of named modalities (`source.modalities`, e.g. `xor`) gets a
@@ -61,38 +65,64 @@ def make_transform(config: ml_collections.ConfigDict, source: sources_lib.Source
   cfg = resolve_config(config)
   hard_negatives = cfg.hard_negatives if hard_negatives is None else hard_negatives
   if hard_negatives and not source.has_hard_negatives:
-    raise ValueError(f"data.hard_negatives=True, but source {cfg.source!r} has no hard-negative "
-                     "captions (only 'synthetic' does).")
+    raise ValueError(
+      f"data.hard_negatives=True, but source {cfg.source!r} has no hard-negative "
+      "captions (only 'synthetic' does)."
+    )
   if cfg.flip and cfg.source == "synthetic":
-    raise ValueError("data.flip=True would contradict the left/right words of the built-in "
-                     "dataset's captions; leave it off for source 'synthetic'.")
+    raise ValueError(
+      "data.flip=True would contradict the left/right words of the built-in "
+      "dataset's captions; leave it off for source 'synthetic'."
+    )
   tokenizer = tokenizers_lib.make_tokenizer(cfg.tokenizer)
   if source.modalities:
     return _modality_transform(cfg, source, tokenizer)
   if cfg.source == "synthetic" and cfg.tokenizer == "bytes" and cfg.max_len < 110:
-    logging.warning("data.max_len=%d cuts some built-in captions (up to 109 bytes + end); their "
-                    "relation words may be lost.", cfg.max_len)
+    logging.warning(
+      "data.max_len=%d cuts some built-in captions (up to 109 bytes + end); their "
+      "relation words may be lost.",
+      cfg.max_len,
+    )
   passthrough = tuple(k for k in source.passthrough if k != cfg.label_key)
   return transforms.ExampleTransform(
-      image_key=cfg.image_key, text_key=cfg.text_key, label_key=cfg.label_key,
-      image_size=cfg.image_size, tokenizer=tokenizer, max_len=cfg.max_len, training=training,
-      random_resized_crop=cfg.random_resized_crop, crop_scale=tuple(cfg.crop_scale),
-      flip=cfg.flip, normalization=cfg.normalization, text_delete_prob=cfg.text_delete_prob,
-      text_mask_prob=cfg.text_mask_prob, hard_negatives=hard_negatives, passthrough=passthrough)
+    image_key=cfg.image_key,
+    text_key=cfg.text_key,
+    label_key=cfg.label_key,
+    image_size=cfg.image_size,
+    tokenizer=tokenizer,
+    max_len=cfg.max_len,
+    training=training,
+    random_resized_crop=cfg.random_resized_crop,
+    crop_scale=tuple(cfg.crop_scale),
+    flip=cfg.flip,
+    normalization=cfg.normalization,
+    text_delete_prob=cfg.text_delete_prob,
+    text_mask_prob=cfg.text_mask_prob,
+    hard_negatives=hard_negatives,
+    passthrough=passthrough,
+  )
 
 
-def _modality_transform(cfg: ml_collections.ConfigDict, source: sources_lib.Source,
-                        tokenizer: tokenizers_lib.Tokenizer) -> transforms.ModalityTransform:
+def _modality_transform(
+  cfg: ml_collections.ConfigDict, source: sources_lib.Source, tokenizer: tokenizers_lib.Tokenizer
+) -> transforms.ModalityTransform:
   """The transform of a source of named modalities, which takes no augmentation."""
   for key in ("random_resized_crop", "flip", "text_delete_prob", "text_mask_prob"):
     if cfg[key]:
-      raise ValueError(f"data.{key}={cfg[key]!r} has no effect on data source {cfg.source!r}, "
-                       f"whose modalities {list(source.modalities)} are not augmented; leave "
-                       "it off.")
+      raise ValueError(
+        f"data.{key}={cfg[key]!r} has no effect on data source {cfg.source!r}, "
+        f"whose modalities {list(source.modalities)} are not augmented; leave "
+        "it off."
+      )
   passthrough = tuple(k for k in source.passthrough if k != cfg.label_key)
   return transforms.ModalityTransform(
-      modalities=tuple(source.modalities), tokenizer=tokenizer, max_len=cfg.max_len,
-      normalization=cfg.normalization, label_key=cfg.label_key, passthrough=passthrough)
+    modalities=tuple(source.modalities),
+    tokenizer=tokenizer,
+    max_len=cfg.max_len,
+    normalization=cfg.normalization,
+    label_key=cfg.label_key,
+    passthrough=passthrough,
+  )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -116,7 +146,6 @@ class _DropBad(grain.IterDataset):
 
 
 class _DropBadIterator(grain.DatasetIterator):
-
   def __next__(self):
     skipped = 0
     while True:
@@ -176,8 +205,18 @@ class DataIterator(grain.DatasetIterator):
     source: the `sources.Source` read.
   """
 
-  def __init__(self, parent, *, batch_size: int, global_batch_size: int, batched: bool,
-               num_batches: int | None, template, tokenizer, source):
+  def __init__(
+    self,
+    parent,
+    *,
+    batch_size: int,
+    global_batch_size: int,
+    batched: bool,
+    num_batches: int | None,
+    template,
+    tokenizer,
+    source,
+  ):
     super().__init__(parent)
     self.batch_size = batch_size
     self.global_batch_size = global_batch_size
@@ -229,8 +268,7 @@ class DataIterator(grain.DatasetIterator):
     return batch
 
   def get_state(self) -> dict[str, Any]:
-    return {"parent": self._parent.get_state(), "skipped": self._skipped,
-            "yielded": self._yielded}
+    return {"parent": self._parent.get_state(), "skipped": self._skipped, "yielded": self._yielded}
 
   def set_state(self, state: dict[str, Any]) -> None:
     self._parent.set_state(state["parent"])
@@ -242,12 +280,19 @@ class DataIterator(grain.DatasetIterator):
     return f"DataIterator(batch_size={self.batch_size}, num_batches={self.num_batches})"
 
 
-def make_pipeline(config: ml_collections.ConfigDict, *, split: str | None = None,
-                  training: bool = True, seed: int | None = None,
-                  num_epochs: int | None = None, hard_negatives: bool | None = None,
-                  process_index: int | None = None, process_count: int | None = None,
-                  mesh: Mesh | None = None, batch_axes: Sequence[str] = parallel.BATCH_AXES
-                  ) -> DataIterator:
+def make_pipeline(
+  config: ml_collections.ConfigDict,
+  *,
+  split: str | None = None,
+  training: bool = True,
+  seed: int | None = None,
+  num_epochs: int | None = None,
+  hard_negatives: bool | None = None,
+  process_index: int | None = None,
+  process_count: int | None = None,
+  mesh: Mesh | None = None,
+  batch_axes: Sequence[str] = parallel.BATCH_AXES,
+) -> DataIterator:
   """The data iterator of one split, for this process.
 
   Args:
@@ -285,13 +330,17 @@ def make_pipeline(config: ml_collections.ConfigDict, *, split: str | None = None
   if not 0 <= pi < pc:
     raise ValueError(f"process_index {pi} is not in [0, process_count={pc}).")
   if cfg.batch_size < 1 or cfg.batch_size % pc:
-    raise ValueError(f"The global batch size data.batch_size={cfg.batch_size} must be a "
-                     f"positive multiple of the process count {pc}.")
+    raise ValueError(
+      f"The global batch size data.batch_size={cfg.batch_size} must be a "
+      f"positive multiple of the process count {pc}."
+    )
   if mesh is not None:
     shards = parallel.batch_shards(mesh, batch_axes)
     if cfg.batch_size % shards:
-      raise ValueError(f"The global batch size data.batch_size={cfg.batch_size} does not divide "
-                       f"over the {shards} devices of mesh axes {tuple(batch_axes)}.")
+      raise ValueError(
+        f"The global batch size data.batch_size={cfg.batch_size} does not divide "
+        f"over the {shards} devices of mesh axes {tuple(batch_axes)}."
+      )
   if cfg.num_workers < 0:
     raise ValueError(f"data.num_workers must be >= 0, got {cfg.num_workers}.")
   batch_size = cfg.batch_size // pc
@@ -303,16 +352,19 @@ def make_pipeline(config: ml_collections.ConfigDict, *, split: str | None = None
     raise ValueError(f"Split {split!r} of data source {cfg.source!r} is empty.")
 
   if training and cfg.batch_size % source.group_size:
-    raise ValueError(f"The global batch size data.batch_size={cfg.batch_size} must be a multiple "
-                     f"of {source.group_size}: the source's records come in groups of that "
-                     "many, which share a batch.")
+    raise ValueError(
+      f"The global batch size data.batch_size={cfg.batch_size} must be a multiple "
+      f"of {source.group_size}: the source's records come in groups of that "
+      "many, which share a batch."
+    )
   # Reshuffled every epoch (grain reseeds by epoch).
   ds = source.dataset(shuffle_seed=seed if training and cfg.shuffle else None)
   ds = ds.repeat(num_epochs)
   mapped = ds.random_map(transform, seed=(seed + 1) % 2**32)
   ds = mapped[pi::pc]
-  it = ds.to_iter_dataset(grain.ReadOptions(num_threads=cfg.read_threads,
-                                            prefetch_buffer_size=cfg.read_buffer_size))
+  it = ds.to_iter_dataset(
+    grain.ReadOptions(num_threads=cfg.read_threads, prefetch_buffer_size=cfg.read_buffer_size)
+  )
   it = _DropBad(it)
   batched = num_epochs is None
   if batched:
@@ -322,8 +374,9 @@ def make_pipeline(config: ml_collections.ConfigDict, *, split: str | None = None
       # grain reads its absl flags in the workers; outside `app.run` nobody parsed them.
       flags.FLAGS.mark_as_parsed()
     buffer = cfg.worker_buffer_size if batched else cfg.worker_buffer_size * batch_size
-    it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=cfg.num_workers,
-                                                     per_worker_buffer_size=buffer))
+    it = it.mp_prefetch(
+      grain.MultiprocessingOptions(num_workers=cfg.num_workers, per_worker_buffer_size=buffer)
+    )
   num_batches = None
   if not batched:
     per_process = math.ceil(length * num_epochs / pc)
@@ -336,9 +389,25 @@ def make_pipeline(config: ml_collections.ConfigDict, *, split: str | None = None
         return example
     raise ValueError(f"No usable record among the first {min(length, 1000)} of split {split!r}.")
 
-  logging.info("Data: %s split %r (%d records), %d per process x %d processes, %s, %d workers.",
-               source.data, split, length, batch_size, pc,
-               "training" if training else "evaluation", cfg.num_workers)
-  return iter(_Finish(it, batch_size=batch_size, global_batch_size=cfg.batch_size,
-                      batched=batched, num_batches=num_batches, template=template,
-                      tokenizer=transform.tokenizer, source=source))
+  logging.info(
+    "Data: %s split %r (%d records), %d per process x %d processes, %s, %d workers.",
+    source.data,
+    split,
+    length,
+    batch_size,
+    pc,
+    "training" if training else "evaluation",
+    cfg.num_workers,
+  )
+  return iter(
+    _Finish(
+      it,
+      batch_size=batch_size,
+      global_batch_size=cfg.batch_size,
+      batched=batched,
+      num_batches=num_batches,
+      template=template,
+      tokenizer=transform.tokenizer,
+      source=source,
+    )
+  )

@@ -126,14 +126,15 @@ class SiglipSentencePiece(_Pretrained):
         raise ValueError(f"SentencePiece model {self.path!r} has no {role} piece {token!r}.")
     self.eos_id, self.pad_id, self._unk = ids[eos], ids[pad], unk
     self._specials = {eos: ids[eos], unk: ids[unk], pad: ids[pad]}
-    self._split = re.compile("(" + "|".join(
-        re.escape(t) for t in sorted(self._specials, key=len, reverse=True)) + ")")
+    self._split = re.compile(
+      "(" + "|".join(re.escape(t) for t in sorted(self._specials, key=len, reverse=True)) + ")"
+    )
     self._unk_len = len(sp.EncodeAsPieces(unk))
     self.vocab_size = sp.GetPieceSize()
 
   def _pieces(self, chunk: str) -> list[str]:
     pieces = self._sp.EncodeAsPieces(self._unk + hf_canonicalize(chunk, lower=self._lower))
-    return pieces[self._unk_len:] if len(pieces) >= self._unk_len else pieces
+    return pieces[self._unk_len :] if len(pieces) >= self._unk_len else pieces
 
   def encode(self, text: str) -> list[int]:
     """The ids transformers' `SiglipTokenizer` gives `text`, before its end token."""
@@ -163,8 +164,10 @@ class BigVisionSentencePiece(SiglipSentencePiece):
     super()._load()
     self.eos_id, self.pad_id = self._sp.eos_id(), 1
     if self.eos_id < 0:
-      raise ValueError(f"SentencePiece model {self.path!r} has no end-of-sentence piece; "
-                       "big_vision's eos='sticky' needs one.")
+      raise ValueError(
+        f"SentencePiece model {self.path!r} has no end-of-sentence piece; "
+        "big_vision's eos='sticky' needs one."
+      )
 
   def encode(self, text: str) -> list[int]:
     return list(self._sp.EncodeAsIds(text.translate(_ASCII_LOWER)))
@@ -223,11 +226,13 @@ class HFTokenizersFile(_TokenizersFile):
       full = model.encode(probe, add_special_tokens=True).ids
       if plain:
         break
-    start = next((k for k in range(len(full)) if full[k:k + len(plain)] == plain), None)
-    head, tail = (None, None) if start is None else (full[:start], full[start + len(plain):])
+    start = next((k for k in range(len(full)) if full[k : k + len(plain)] == plain), None)
+    head, tail = (None, None) if start is None else (full[:start], full[start + len(plain) :])
     if head is None or len(head) > 1 or len(tail) > 1:
-      raise ValueError(f"Tokenizers file {self.path!r}: its template adds {full} around "
-                       f"{plain}; only one start and one end token are supported.")
+      raise ValueError(
+        f"Tokenizers file {self.path!r}: its template adds {full} around "
+        f"{plain}; only one start and one end token are supported."
+      )
     self.bos_id = head[0] if head else None
     self.eos_id = tail[0] if tail else None
     pad = _token_name(side.get("pad_token"))
@@ -248,5 +253,7 @@ def from_spec(kind: str, path: str):
     return BigVisionSentencePiece(path)
   if kind == "hf" and suffix == ".json":
     return HFTokenizersFile(path)
-  raise ValueError(f"Unknown tokenizer spec '{kind}:{path}'; known: 'siglip:*.model', "
-                   "'siglip:*.json', 'big_vision:*.model', 'hf:*.json'.")
+  raise ValueError(
+    f"Unknown tokenizer spec '{kind}:{path}'; known: 'siglip:*.model', "
+    "'siglip:*.json', 'big_vision:*.model', 'hf:*.json'."
+  )

@@ -44,8 +44,8 @@ def decode_record(data: bytes) -> dict[str, Any]:
   magic, size = _HEADER.unpack_from(data)
   if magic != _MAGIC or _HEADER.size + size > len(data):
     raise ValueError(f"not a {FORMAT} record (magic {magic!r}, header {size} bytes)")
-  header = json.loads(data[_HEADER.size:_HEADER.size + size].decode())
-  return {"image": data[_HEADER.size + size:], "caption": header["caption"], "key": header["key"]}
+  header = json.loads(data[_HEADER.size : _HEADER.size + size].decode())
+  return {"image": data[_HEADER.size + size :], "caption": header["caption"], "key": header["key"]}
 
 
 def shard_name(split: str, index: int, count: int) -> str:
@@ -64,7 +64,8 @@ def read_info(path: str) -> dict[str, Any]:
     raise FileNotFoundError(f"ArrayRecord dataset directory {path!r} does not exist.")
   if not os.path.isfile(file):
     raise FileNotFoundError(
-        f"{file!r} does not exist; is {path!r} a dataset written by contrastive.data.build?")
+      f"{file!r} does not exist; is {path!r} a dataset written by contrastive.data.build?"
+    )
   with open(file) as f:
     info = json.load(f)
   if info.get("format") != FORMAT:

@@ -5,16 +5,22 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import jax
-from jax.sharding import Mesh, NamedSharding
+from jax.sharding import Mesh
+from jax.sharding import NamedSharding
 import numpy as np
 
 from contrastive import parallel
+
 # The batch's sharding is the mesh's business; it is re-exported here as `data.batch_sharding`.
 from contrastive.parallel import batch_sharding
 
 
-def to_global(batch: dict[str, np.ndarray], mesh_or_sharding: Mesh | NamedSharding, *,
-              batch_axes: Sequence[str] = parallel.BATCH_AXES) -> dict[str, jax.Array]:
+def to_global(
+  batch: dict[str, np.ndarray],
+  mesh_or_sharding: Mesh | NamedSharding,
+  *,
+  batch_axes: Sequence[str] = parallel.BATCH_AXES,
+) -> dict[str, jax.Array]:
   """This process's batch to global `jax.Array`s sharded along the batch dimension.
 
   Every process calls it with its own batch of `b` rows; the result has `b * process_count`
@@ -40,8 +46,10 @@ def to_global(batch: dict[str, np.ndarray], mesh_or_sharding: Mesh | NamedShardi
     value = np.asarray(value)
     rows = value.shape[0] * jax.process_count()
     if rows % shards:
-      raise ValueError(f"The global batch of {rows} rows ({key!r}: {value.shape[0]} per process x "
-                       f"{jax.process_count()} processes) does not divide over the {shards} "
-                       f"devices of mesh axes {axes}.")
+      raise ValueError(
+        f"The global batch of {rows} rows ({key!r}: {value.shape[0]} per process x "
+        f"{jax.process_count()} processes) does not divide over the {shards} "
+        f"devices of mesh axes {axes}."
+      )
     out[key] = jax.make_array_from_process_local_data(sharding, value)
   return out

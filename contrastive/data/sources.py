@@ -63,6 +63,7 @@ class Source:
       `c`); when set, the pipeline runs `transforms.ModalityTransform` instead of reading
       `image_key` and `text_key`.
   """
+
   data: Any
   fields: tuple[str, ...]
   passthrough: tuple[str, ...] = ("index",)
@@ -150,20 +151,30 @@ class SafeSource:
     return f"SafeSource({self._data!r})"
 
 
-def _options(config: ml_collections.ConfigDict, name: str, defaults: dict[str, Any]
-             ) -> dict[str, Any]:
+def _options(
+  config: ml_collections.ConfigDict, name: str, defaults: dict[str, Any]
+) -> dict[str, Any]:
   """`config.<name>` merged over `defaults`; unknown keys fail, listing the known ones."""
   given = dict(config.get(name) or {})
   unknown = sorted(set(given) - set(defaults))
   if unknown:
-    raise ValueError(f"Unknown option(s) {unknown} for data source {name!r}; known: "
-                     f"{sorted(defaults)}.")
+    raise ValueError(
+      f"Unknown option(s) {unknown} for data source {name!r}; known: {sorted(defaults)}."
+    )
   return {**defaults, **{k: v for k, v in given.items() if v is not None}}
 
 
-SYNTHETIC_DEFAULTS = dict(seed=0, train_size=100_000, test_size=2_000, view_size=1_000,
-                          num_heldout=8, min_objects=1, max_objects=3, object_weights=None,
-                          shape_variants=1)
+SYNTHETIC_DEFAULTS = dict(
+  seed=0,
+  train_size=100_000,
+  test_size=2_000,
+  view_size=1_000,
+  num_heldout=8,
+  min_objects=1,
+  max_objects=3,
+  object_weights=None,
+  shape_variants=1,
+)
 TFDS_DEFAULTS = dict(name=None, data_dir=None)
 ARRAYRECORD_DEFAULTS = dict(path=None)
 XOR_DEFAULTS = xor.XOR_DEFAULTS
@@ -174,13 +185,23 @@ def synthetic_source(config: ml_collections.ConfigDict, *, split: str) -> Source
   opts = _options(config, "synthetic", SYNTHETIC_DEFAULTS)
   size = {"train": opts["train_size"], "test": opts["test_size"]}.get(split, opts["view_size"])
   data = synthetic.ShapesSource(
-      split=split, num_examples=size, image_size=config.get("image_size", 64), seed=opts["seed"],
-      num_heldout=opts["num_heldout"], min_objects=opts["min_objects"],
-      max_objects=opts["max_objects"], object_weights=opts["object_weights"],
-      shape_variants=opts["shape_variants"])
-  return Source(data=SafeSource(data), fields=synthetic.ShapesSource.fields,
-                passthrough=("index", "meaning_id", "heldout", "num_objects", "label"),
-                has_hard_negatives=True, group_size=opts["shape_variants"])
+    split=split,
+    num_examples=size,
+    image_size=config.get("image_size", 64),
+    seed=opts["seed"],
+    num_heldout=opts["num_heldout"],
+    min_objects=opts["min_objects"],
+    max_objects=opts["max_objects"],
+    object_weights=opts["object_weights"],
+    shape_variants=opts["shape_variants"],
+  )
+  return Source(
+    data=SafeSource(data),
+    fields=synthetic.ShapesSource.fields,
+    passthrough=("index", "meaning_id", "heldout", "num_objects", "label"),
+    has_hard_negatives=True,
+    group_size=opts["shape_variants"],
+  )
 
 
 def tfds_source(config: ml_collections.ConfigDict, *, split: str) -> Source:
@@ -196,20 +217,26 @@ def tfds_source(config: ml_collections.ConfigDict, *, split: str) -> Source:
     builder = tfds.builder(opts["name"], data_dir=opts["data_dir"], try_gcs=False)
   except Exception as e:  # noqa: BLE001  (tfds raises several kinds for a missing dataset)
     raise FileNotFoundError(
-        f"tfds dataset {opts['name']!r} not found under data_dir {opts['data_dir']!r}: {e}") from e
+      f"tfds dataset {opts['name']!r} not found under data_dir {opts['data_dir']!r}: {e}"
+    ) from e
   if not builder.is_prepared():
     raise FileNotFoundError(
-        f"tfds dataset {opts['name']!r} is not prepared under {builder.data_dir!r}; prepare it "
-        "with file_format='array_record' first.")
+      f"tfds dataset {opts['name']!r} is not prepared under {builder.data_dir!r}; prepare it "
+      "with file_format='array_record' first."
+    )
   file_format = getattr(builder.info, "file_format", None)
   file_format = str(getattr(file_format, "value", file_format)).lower()
   if "array_record" not in file_format:
-    raise ValueError(f"tfds dataset {opts['name']!r} is stored as {file_format!r}; random access "
-                     "without TensorFlow needs file_format='array_record'.")
+    raise ValueError(
+      f"tfds dataset {opts['name']!r} is stored as {file_format!r}; random access "
+      "without TensorFlow needs file_format='array_record'."
+    )
   base_split = split.split("[")[0]
   if base_split not in builder.info.splits:
-    raise ValueError(f"Split {split!r} is not in tfds dataset {opts['name']!r}; known: "
-                     f"{sorted(builder.info.splits)}.")
+    raise ValueError(
+      f"Split {split!r} is not in tfds dataset {opts['name']!r}; known: "
+      f"{sorted(builder.info.splits)}."
+    )
   features = builder.info.features
   decoders = _skip_image_decoding(features, config.get("image_key", "image"))
   data = builder.as_data_source(split, decoders=decoders)
@@ -239,8 +266,10 @@ def arrayrecord_source(config: ml_collections.ConfigDict, *, split: str) -> Sour
   """A dataset directory written by `python -m contrastive.data.build`."""
   opts = _options(config, "arrayrecord", ARRAYRECORD_DEFAULTS)
   if not opts["path"]:
-    raise ValueError("data.source='arrayrecord' needs data.arrayrecord.path (a directory "
-                     "written by `python -m contrastive.data.build`).")
+    raise ValueError(
+      "data.source='arrayrecord' needs data.arrayrecord.path (a directory "
+      "written by `python -m contrastive.data.build`)."
+    )
   data = records.ImageTextSource(opts["path"], split)
   return Source(data=SafeSource(data), fields=records.FIELDS, passthrough=("index",))
 
@@ -249,18 +278,26 @@ def xor_source(config: ml_collections.ConfigDict, *, split: str) -> Source:
   """Symile's XOR modalities (`contrastive.data.xor`) at `config.image_size`."""
   opts = _options(config, "xor", XOR_DEFAULTS)
   size = opts["train_size"] if split == "train" else opts["test_size"]
-  data = xor.XorSource(split=split, num_examples=size, image_size=config.get("image_size", 64),
-                       **{k: v for k, v in opts.items() if k not in ("train_size", "test_size")})
-  return Source(data=SafeSource(data), fields=xor.XorSource.fields,
-                passthrough=("index", "a_bits", "b_bits", "c_bits"), modalities=xor.MODALITIES)
+  data = xor.XorSource(
+    split=split,
+    num_examples=size,
+    image_size=config.get("image_size", 64),
+    **{k: v for k, v in opts.items() if k not in ("train_size", "test_size")},
+  )
+  return Source(
+    data=SafeSource(data),
+    fields=xor.XorSource.fields,
+    passthrough=("index", "a_bits", "b_bits", "c_bits"),
+    modalities=xor.MODALITIES,
+  )
 
 
 # Sources by the name `config.source` gives.
 SOURCES: dict[str, Callable[..., Source]] = {
-    "synthetic": synthetic_source,
-    "tfds": tfds_source,
-    "arrayrecord": arrayrecord_source,
-    "xor": xor_source,
+  "synthetic": synthetic_source,
+  "tfds": tfds_source,
+  "arrayrecord": arrayrecord_source,
+  "xor": xor_source,
 }
 
 
@@ -287,13 +324,16 @@ def make_source(config: ml_collections.ConfigDict, *, split: str) -> Source:
     if key is None:
       continue
     if key.split("/")[0] not in source.fields:
-      raise ValueError(f"data.{key_name}={key!r} is not a field of data source {name!r} "
-                       f"(split {split!r}); its fields: {sorted(source.fields)}.")
+      raise ValueError(
+        f"data.{key_name}={key!r} is not a field of data source {name!r} "
+        f"(split {split!r}); its fields: {sorted(source.fields)}."
+      )
   return source
 
 
-def iter_captions(source: Source, *, text_key: str = "caption", limit: int | None = None
-                  ) -> Iterator[str]:
+def iter_captions(
+  source: Source, *, text_key: str = "caption", limit: int | None = None
+) -> Iterator[str]:
   """Every non-empty caption of the first `limit` records (all by default), e.g. to fit a BPE
   vocabulary with `tokenizers.train_bpe(iter_captions(source), path)`. Unreadable records are
   passed over."""

@@ -47,24 +47,42 @@ COLOURS = ("red", "orange", "yellow", "green", "cyan", "blue", "purple", "white"
 SIZES = ("small", "large")
 POSITIONS = ("on the left", "on the right", "at the top", "at the bottom", "in the middle")
 RELATIONS = ("above", "below", "to the left of", "to the right of")
-DIRECTIONS = ("from left to right", "from right to left", "from top to bottom",
-              "from bottom to top")
+DIRECTIONS = (
+  "from left to right",
+  "from right to left",
+  "from top to bottom",
+  "from bottom to top",
+)
 HARD_NEGATIVE_KINDS = ("attribute_swap", "relation_swap", "attribute_change")
 COUNT_NAMES = ("one", "two", "three")
 SPLITS = ("train", "test", "shape", "colour", "count")
 
-RGB = np.array([(220, 40, 40), (245, 140, 20), (240, 225, 40), (40, 170, 60), (40, 205, 225),
-                (40, 70, 225), (145, 60, 205), (248, 248, 248)], np.float32)
+RGB = np.array(
+  [
+    (220, 40, 40),
+    (245, 140, 20),
+    (240, 225, 40),
+    (40, 170, 60),
+    (40, 205, 225),
+    (40, 70, 225),
+    (145, 60, 205),
+    (248, 248, 248),
+  ],
+  np.float32,
+)
 
 # Radius as a fraction of the image side, by number of objects and size: as large as the layouts
 # allow, because at 32 pixels a small hexagon of radius 3 pixels is a circle.
 _RADIUS = ((0.16, 0.26), (0.13, 0.2), (0.1, 0.15))
 # Caption templates by number of objects; `{0}`, `{1}`, `{2}` are objects, `{r}` the layout.
 _TEMPLATES = (
-    ("a {0} {r}", "{r}, a {0}", "there is a {0} {r}", "a picture of a {0} {r}"),
-    ("a {0} {r} a {1}", "there is a {0} {r} a {1}", "a picture of a {0} {r} a {1}"),
-    ("a {0}, a {1} and a {2} {r}", "{r}: a {0}, a {1} and a {2}",
-     "a row of shapes {r}: a {0}, a {1} and a {2}"),
+  ("a {0} {r}", "{r}, a {0}", "there is a {0} {r}", "a picture of a {0} {r}"),
+  ("a {0} {r} a {1}", "there is a {0} {r} a {1}", "a picture of a {0} {r} a {1}"),
+  (
+    "a {0}, a {1} and a {2} {r}",
+    "{r}: a {0}, a {1} and a {2}",
+    "a row of shapes {r}: a {0}, a {1} and a {2}",
+  ),
 )
 _N_OBJ = len(SHAPES) * len(COLOURS) * len(SIZES)  # codes of one object
 
@@ -77,6 +95,7 @@ class Scene:
     objects: `(shape, colour, size)` index triples, one to three.
     layout: index into `POSITIONS` (one object), `RELATIONS` (two) or `DIRECTIONS` (three).
   """
+
   objects: tuple[tuple[int, int, int], ...]
   layout: int
 
@@ -91,6 +110,7 @@ class LabelledView:
     class_names: the name of each class, in label order.
     templates: prompt templates with one `{}` for a class name.
   """
+
   name: str
   class_names: tuple[str, ...]
   templates: tuple[str, ...]
@@ -109,22 +129,42 @@ def labelled_views() -> dict[str, LabelledView]:
   ensemble over every size, colour (or shape) and position marginalizes the other attributes
   out; score it with `evaluate.marginal_log_probs` (zero-shot `ensemble="marginal"`).
   """
-  shape_templates = tuple(f"a {size} {colour} {{}} {position}"
-                          for size in SIZES for colour in COLOURS for position in POSITIONS)
-  colour_templates = tuple(f"a {size} {{}} {shape} {position}"
-                           for size in SIZES for shape in SHAPES for position in POSITIONS)
+  shape_templates = tuple(
+    f"a {size} {colour} {{}} {position}"
+    for size in SIZES
+    for colour in COLOURS
+    for position in POSITIONS
+  )
+  colour_templates = tuple(
+    f"a {size} {{}} {shape} {position}"
+    for size in SIZES
+    for shape in SHAPES
+    for position in POSITIONS
+  )
   return {
-      "shape": LabelledView("shape", SHAPES, shape_templates),
-      "colour": LabelledView("colour", COLOURS, colour_templates),
-      "count": LabelledView("count", COUNT_NAMES, (
-          "{} shapes", "a picture of {} shapes", "there are {} shapes", "{} objects")),
+    "shape": LabelledView("shape", SHAPES, shape_templates),
+    "colour": LabelledView("colour", COLOURS, colour_templates),
+    "count": LabelledView(
+      "count",
+      COUNT_NAMES,
+      ("{} shapes", "a picture of {} shapes", "there are {} shapes", "{} objects"),
+    ),
   }
 
 
 def vocabulary() -> tuple[str, ...]:
   """Every word and punctuation mark of the captions and zero-shot prompts, sorted."""
-  phrases = (SHAPES + COLOURS + SIZES + POSITIONS + RELATIONS + DIRECTIONS + COUNT_NAMES
-             + sum(_TEMPLATES, ()) + sum((v.templates for v in labelled_views().values()), ()))
+  phrases = (
+    SHAPES
+    + COLOURS
+    + SIZES
+    + POSITIONS
+    + RELATIONS
+    + DIRECTIONS
+    + COUNT_NAMES
+    + sum(_TEMPLATES, ())
+    + sum((v.templates for v in labelled_views().values()), ())
+  )
   words = set()
   for phrase in phrases:
     words.update(re.findall(r"\w+|[^\w\s]", re.sub(r"\{\w*\}", " ", phrase.lower())))
@@ -149,7 +189,8 @@ def caption(scene: Scene, template: int = 0) -> str:
   layout = (POSITIONS, RELATIONS, DIRECTIONS)[n - 1][scene.layout]
   templates = _TEMPLATES[n - 1]
   return templates[template % len(templates)].format(
-      *(object_phrase(o) for o in scene.objects), r=layout)
+    *(object_phrase(o) for o in scene.objects), r=layout
+  )
 
 
 def _flip_layout(n: int, layout: int) -> int | None:
@@ -184,7 +225,7 @@ def meaning_id(scene: Scene) -> int:
   base = _N_OBJ * _NP
   if n == 2:
     return base + (codes[0] * 2 + layout // 2) * _N_OBJ + codes[1]
-  base += 2 * _N_OBJ ** 2
+  base += 2 * _N_OBJ**2
   return base + ((codes[0] * _N_OBJ + codes[1]) * _N_OBJ + codes[2]) * 2 + layout // 2
 
 
@@ -224,12 +265,12 @@ _ATTRIBUTE_SIZES = (len(SHAPES), len(COLOURS), len(SIZES))
 def _replace(objects, i: int, attr: int, value: int):
   obj = list(objects[i])
   obj[attr] = value
-  return objects[:i] + (tuple(obj),) + objects[i + 1:]
+  return objects[:i] + (tuple(obj),) + objects[i + 1 :]
 
 
-def hard_negatives(scene: Scene, rng: np.random.Generator | _Draws, *,
-                   forbidden: frozenset = frozenset()
-                   ) -> tuple[Scene | None, Scene | None, Scene | None]:
+def hard_negatives(
+  scene: Scene, rng: np.random.Generator | _Draws, *, forbidden: frozenset = frozenset()
+) -> tuple[Scene | None, Scene | None, Scene | None]:
   """The attribute-swap, relation-swap and attribute-change negatives of `scene`.
 
   Each is a scene of a different meaning, or None where none exists. No negative contains a
@@ -320,8 +361,9 @@ def _mask(shape: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
   raise ValueError(f"unknown shape index {shape}")
 
 
-def _coverage(shape: int, x0: int, x1: int, y0: int, y1: int, cx: float, cy: float, r: float,
-              image_size: int) -> np.ndarray:
+def _coverage(
+  shape: int, x0: int, x1: int, y0: int, y1: int, cx: float, cy: float, r: float, image_size: int
+) -> np.ndarray:
   """The share of each pixel of `[y0:y1, x0:x1]` that the shape covers: float32 `[h, w]`.
 
   Sampled on a k x k grid per pixel, k = 128 // image_size (4 at 32 pixels, at most 4; 1, a hard
@@ -329,9 +371,11 @@ def _coverage(shape: int, x0: int, x1: int, y0: int, y1: int, cx: float, cy: flo
   differ in two or three pixels that move with the sub-pixel position.
   """
   k = min(max(128 // image_size, 1), 4)
+
   def offsets(lo, hi, centre):
     sub = (np.arange(lo * k, hi * k, dtype=np.float32) + 0.5) / (k * image_size)
     return (sub - centre) / r
+
   inside = _mask(shape, offsets(x0, x1, cx)[None, :], offsets(y0, y1, cy)[:, None])
   return inside.reshape(y1 - y0, k, x1 - x0, k).mean((1, 3), dtype=np.float32)
 
@@ -362,12 +406,21 @@ def _placements(scene: Scene, draws: _Draws) -> list[tuple[float, float, float]]
   n = len(scene.objects)
   radii = [_RADIUS[n - 1][o[2]] * draws.uniform(0.92, 1.08) for o in scene.objects]
   if n == 1:
-    (xlo, xhi), (ylo, yhi) = {0: ((0.17, 0.3), (0.35, 0.65)), 1: ((0.7, 0.83), (0.35, 0.65)),
-                              2: ((0.35, 0.65), (0.17, 0.3)), 3: ((0.35, 0.65), (0.7, 0.83)),
-                              4: ((0.43, 0.57), (0.43, 0.57))}[scene.layout]
+    (xlo, xhi), (ylo, yhi) = {
+      0: ((0.17, 0.3), (0.35, 0.65)),
+      1: ((0.7, 0.83), (0.35, 0.65)),
+      2: ((0.35, 0.65), (0.17, 0.3)),
+      3: ((0.35, 0.65), (0.7, 0.83)),
+      4: ((0.43, 0.57), (0.43, 0.57)),
+    }[scene.layout]
     r = radii[0]
-    return [(_clip(draws.uniform(xlo, xhi), r + 0.01, 1 - r - 0.01),
-             _clip(draws.uniform(ylo, yhi), r + 0.01, 1 - r - 0.01), r)]
+    return [
+      (
+        _clip(draws.uniform(xlo, xhi), r + 0.01, 1 - r - 0.01),
+        _clip(draws.uniform(ylo, yhi), r + 0.01, 1 - r - 0.01),
+        r,
+      )
+    ]
   if n == 2:
     vertical = scene.layout in (0, 1)
     forward = scene.layout in (0, 2)  # above / left of: object 0 has the smaller coordinate
@@ -393,8 +446,13 @@ def _placements(scene: Scene, draws: _Draws) -> list[tuple[float, float, float]]
   return out
 
 
-def render(scene: Scene, rng: np.random.Generator | _Draws, image_size: int, *,
-           noise_rng: np.random.Generator | None = None) -> np.ndarray:
+def render(
+  scene: Scene,
+  rng: np.random.Generator | _Draws,
+  image_size: int,
+  *,
+  noise_rng: np.random.Generator | None = None,
+) -> np.ndarray:
   """Draws `scene`: uint8 `[image_size, image_size, 3]`."""
   draws = rng if isinstance(rng, _Draws) else _Draws(rng)
   noise_rng = noise_rng if noise_rng is not None else draws._rng  # pylint: disable=protected-access
@@ -458,21 +516,40 @@ class ShapesSource:
       for. Readers keep the groups together (the pipeline shuffles whole groups).
   """
 
-  fields = ("image", "caption", "meaning_id", "heldout", "num_objects", "label",
-            "hard_negative_captions", "hard_negative_valid", "hard_negative_meaning_ids",
-            "index")
+  fields = (
+    "image",
+    "caption",
+    "meaning_id",
+    "heldout",
+    "num_objects",
+    "label",
+    "hard_negative_captions",
+    "hard_negative_valid",
+    "hard_negative_meaning_ids",
+    "index",
+  )
 
-  def __init__(self, *, split: Literal["train", "test", "shape", "colour", "count"],
-               num_examples: int, image_size: int = 64, seed: int = 0, num_heldout: int = 8,
-               min_objects: int = 1, max_objects: int = 3,
-               object_weights: Sequence[float] | None = None, shape_variants: int = 1):
+  def __init__(
+    self,
+    *,
+    split: Literal["train", "test", "shape", "colour", "count"],
+    num_examples: int,
+    image_size: int = 64,
+    seed: int = 0,
+    num_heldout: int = 8,
+    min_objects: int = 1,
+    max_objects: int = 3,
+    object_weights: Sequence[float] | None = None,
+    shape_variants: int = 1,
+  ):
     if split not in SPLITS:
       raise ValueError(f"Unknown split {split!r} of the synthetic dataset; known: {SPLITS}.")
     if not 8 <= image_size <= 1024:
       raise ValueError(f"image_size must be in [8, 1024], got {image_size}.")
     if not 1 <= min_objects <= max_objects <= 3:
       raise ValueError(
-          f"Need 1 <= min_objects <= max_objects <= 3, got {min_objects}, {max_objects}.")
+        f"Need 1 <= min_objects <= max_objects <= 3, got {min_objects}, {max_objects}."
+      )
     if num_examples < 1:
       raise ValueError(f"num_examples must be positive, got {num_examples}.")
     self._object_cdf = None
@@ -481,8 +558,9 @@ class ShapesSource:
       counts = max_objects - min_objects + 1
       if weights.shape != (counts,) or not np.all(weights >= 0) or not weights.sum() > 0:
         raise ValueError(
-            f"object_weights must be {counts} non-negative weights (one per count "
-            f"{min_objects}..{max_objects}), not all zero; got {object_weights!r}.")
+          f"object_weights must be {counts} non-negative weights (one per count "
+          f"{min_objects}..{max_objects}), not all zero; got {object_weights!r}."
+        )
       self._object_cdf = tuple((np.cumsum(weights) / weights.sum()).tolist())
     if not 1 <= shape_variants <= len(SHAPES):
       raise ValueError(f"shape_variants must be in [1, {len(SHAPES)}], got {shape_variants}.")
@@ -504,11 +582,13 @@ class ShapesSource:
     return self.num_examples
 
   def __repr__(self) -> str:
-    return (f"ShapesSource(split={self.split!r}, num_examples={self.num_examples}, "
-            f"image_size={self.image_size}, seed={self.seed}, num_heldout={self.num_heldout}, "
-            f"objects={self.min_objects}..{self.max_objects}"
-            f"{f', object_cdf={self._object_cdf}' if self._object_cdf else ''}"
-            f"{f', shape_variants={self.shape_variants}' if self.shape_variants > 1 else ''})")
+    return (
+      f"ShapesSource(split={self.split!r}, num_examples={self.num_examples}, "
+      f"image_size={self.image_size}, seed={self.seed}, num_heldout={self.num_heldout}, "
+      f"objects={self.min_objects}..{self.max_objects}"
+      f"{f', object_cdf={self._object_cdf}' if self._object_cdf else ''}"
+      f"{f', shape_variants={self.shape_variants}' if self.shape_variants > 1 else ''})"
+    )
 
   def _object(self, draws: _Draws, pool) -> tuple[int, int, int]:
     colour, shape = pool[draws.integer(len(pool))]
@@ -550,8 +630,10 @@ class ShapesSource:
     options = [s for s in range(len(SHAPES)) if s != shape and (colour, s) not in forbidden]
     order = sorted(options, key=lambda _: draws.uniform())
     new_shape = order[(member - 1) % len(order)]
-    return (Scene(_replace(scene.objects, i, 0, new_shape), scene.layout),
-            new_shape if self.split == "shape" else label)
+    return (
+      Scene(_replace(scene.objects, i, 0, new_shape), scene.layout),
+      new_shape if self.split == "shape" else label,
+    )
 
   def is_heldout(self, index: int) -> bool:
     """`self[index]["heldout"]`, without drawing the image or the captions."""
@@ -575,16 +657,16 @@ class ShapesSource:
       scene, label = self._variant(scene, label, index - member, member)
       negatives = hard_negatives(scene, self._draws(index), forbidden=forbidden)
     return {
-        "image": render(scene, draws, self.image_size),
-        "caption": caption(scene, template),
-        "meaning_id": meaning_id(scene),
-        "heldout": _has_heldout(scene.objects, self.heldout),
-        "num_objects": len(scene.objects),
-        "label": label,
-        "hard_negative_captions": tuple("" if s is None else caption(s, template)
-                                        for s in negatives),
-        "hard_negative_valid": np.array([s is not None for s in negatives]),
-        "hard_negative_meaning_ids": np.array(
-            [-1 if s is None else meaning_id(s) for s in negatives], np.int32),
-        "index": index,
+      "image": render(scene, draws, self.image_size),
+      "caption": caption(scene, template),
+      "meaning_id": meaning_id(scene),
+      "heldout": _has_heldout(scene.objects, self.heldout),
+      "num_objects": len(scene.objects),
+      "label": label,
+      "hard_negative_captions": tuple("" if s is None else caption(s, template) for s in negatives),
+      "hard_negative_valid": np.array([s is not None for s in negatives]),
+      "hard_negative_meaning_ids": np.array(
+        [-1 if s is None else meaning_id(s) for s in negatives], np.int32
+      ),
+      "index": index,
     }

@@ -67,11 +67,12 @@ def frame(tokenizer: Tokenizer, ids: Sequence[int], max_len: int) -> np.ndarray:
   head, tail = _specials(tokenizer)
   keep = max_len - len(head) - len(tail)
   if keep < 1:
-    raise ValueError(f"max_len must be at least {len(head) + len(tail) + 1} for {tokenizer!r}, "
-                     f"got {max_len}.")
+    raise ValueError(
+      f"max_len must be at least {len(head) + len(tail) + 1} for {tokenizer!r}, got {max_len}."
+    )
   out = np.full(max_len, tokenizer.pad_id, np.int32)
   ids = head + list(ids[:keep]) + tail
-  out[:len(ids)] = ids
+  out[: len(ids)] = ids
   return out
 
 
@@ -165,6 +166,7 @@ class WordTokenizer:
 def _builtin_words(spec: str) -> WordTokenizer:
   del spec
   from contrastive.data import synthetic  # pylint: disable=g-import-not-at-top
+
   return WordTokenizer(synthetic.vocabulary())
 
 
@@ -272,27 +274,29 @@ class HFTokenizer(FileTokenizer):
 
 def _clip(spec: str) -> Tokenizer:
   from contrastive.data import clip_bpe  # pylint: disable=g-import-not-at-top
+
   _, _, path = spec.partition(":")
   return clip_bpe.ClipTokenizer(path or clip_bpe.VOCAB_FILE)
 
 
 def _pretrained(spec: str) -> Tokenizer:
   from contrastive.data import pretrained_tokenizers  # pylint: disable=g-import-not-at-top
+
   kind, _, path = spec.partition(":")
   return pretrained_tokenizers.from_spec(kind, path)
 
 
 # Tokenizers by spec: a name, a `kind:` prefix (a pretrained tokenizer), or a file suffix.
 TOKENIZERS: dict[str, Callable[[str], Tokenizer]] = {
-    "bytes": lambda spec: ByteTokenizer(),
-    "words": _builtin_words,
-    "clip": _clip,
-    "clip:": _clip,
-    "siglip:": _pretrained,
-    "big_vision:": _pretrained,
-    "hf:": _pretrained,
-    ".model": SentencePieceTokenizer,
-    ".json": HFTokenizer,
+  "bytes": lambda spec: ByteTokenizer(),
+  "words": _builtin_words,
+  "clip": _clip,
+  "clip:": _clip,
+  "siglip:": _pretrained,
+  "big_vision:": _pretrained,
+  "hf:": _pretrained,
+  ".model": SentencePieceTokenizer,
+  ".json": HFTokenizer,
 }
 
 
@@ -315,13 +319,21 @@ def make_tokenizer(spec: str) -> Tokenizer:
   suffix = os.path.splitext(spec)[1]
   if suffix in TOKENIZERS and suffix != spec:
     return TOKENIZERS[suffix](spec)
-  raise ValueError(f"Unknown tokenizer {spec!r}; known: 'bytes', 'words', 'clip', a SentencePiece "
-                   "'*.model' path or a Hugging Face tokenizers '*.json' path, or a pretrained "
-                   "'siglip:PATH', 'big_vision:PATH', 'hf:PATH'.")
+  raise ValueError(
+    f"Unknown tokenizer {spec!r}; known: 'bytes', 'words', 'clip', a SentencePiece "
+    "'*.model' path or a Hugging Face tokenizers '*.json' path, or a pretrained "
+    "'siglip:PATH', 'big_vision:PATH', 'hf:PATH'."
+  )
 
 
-def train_bpe(texts: Iterable[str], path: str, *, vocab_size: int = 8192,
-              min_frequency: int = 2, lowercase: bool = True) -> HFTokenizer:
+def train_bpe(
+  texts: Iterable[str],
+  path: str,
+  *,
+  vocab_size: int = 8192,
+  min_frequency: int = 2,
+  lowercase: bool = True,
+) -> HFTokenizer:
   """Fits a byte-level BPE vocabulary on `texts` and saves it as a `tokenizers` JSON file.
 
   Special tokens: `<pad>` (0), `<eos>` (1), `<mask>` (2). Byte-level, so no text is unknown.
@@ -343,9 +355,12 @@ def train_bpe(texts: Iterable[str], path: str, *, vocab_size: int = 8192,
   model.pre_tokenizer = tk.pre_tokenizers.ByteLevel(add_prefix_space=False)
   model.decoder = tk.decoders.ByteLevel()
   trainer = tk.trainers.BpeTrainer(
-      vocab_size=vocab_size, min_frequency=min_frequency,
-      special_tokens=["<pad>", "<eos>", "<mask>"],
-      initial_alphabet=tk.pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    vocab_size=vocab_size,
+    min_frequency=min_frequency,
+    special_tokens=["<pad>", "<eos>", "<mask>"],
+    initial_alphabet=tk.pre_tokenizers.ByteLevel.alphabet(),
+    show_progress=False,
+  )
   model.train_from_iterator(texts, trainer)
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   model.save(os.fspath(path))

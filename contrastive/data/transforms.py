@@ -26,9 +26,9 @@ Normalization = Literal["clip", "inception", "unit"]
 
 # Per-channel mean and standard deviation of pixel values in [0, 1].
 NORMALIZATIONS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
-    "clip": ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)),
-    "inception": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),  # to [-1, 1]
-    "unit": ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),  # to [0, 1]
+  "clip": ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)),
+  "inception": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),  # to [-1, 1]
+  "unit": ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),  # to [0, 1]
 }
 ERROR_KEY = "__error__"  # a source record that could not be read carries its reason here
 BAD_KEY = "_bad"
@@ -68,8 +68,7 @@ def decode_image(data: bytes | np.ndarray) -> np.ndarray:
   return image
 
 
-def _resize_box(image: np.ndarray, size: int, box: tuple[float, float, float, float]
-                ) -> np.ndarray:
+def _resize_box(image: np.ndarray, size: int, box: tuple[float, float, float, float]) -> np.ndarray:
   """The `(left, top, right, bottom)` box of `image` resized to `[size, size, 3]` (bilinear)."""
   h, w = image.shape[:2]
   if box == (0, 0, w, h) and h == w == size:
@@ -86,9 +85,14 @@ def center_crop_resize(image: np.ndarray, size: int) -> np.ndarray:
   return _resize_box(image, size, (left, top, left + side, top + side))
 
 
-def random_resized_crop(image: np.ndarray, rng: np.random.Generator, size: int, *,
-                        scale: tuple[float, float] = (0.08, 1.0),
-                        ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> np.ndarray:
+def random_resized_crop(
+  image: np.ndarray,
+  rng: np.random.Generator,
+  size: int,
+  *,
+  scale: tuple[float, float] = (0.08, 1.0),
+  ratio: tuple[float, float] = (3 / 4, 4 / 3),
+) -> np.ndarray:
   """Inception-style crop: a box of random area fraction and aspect ratio, to `[size, size, 3]`.
 
   Falls back to the centre square after ten boxes that do not fit.
@@ -145,8 +149,14 @@ def caption_list(value: Any) -> list[str]:
   return out
 
 
-def augment_tokens(ids: list[int], rng: np.random.Generator, *, delete_prob: float = 0.0,
-                   mask_prob: float = 0.0, mask_id: int | None = None) -> list[int]:
+def augment_tokens(
+  ids: list[int],
+  rng: np.random.Generator,
+  *,
+  delete_prob: float = 0.0,
+  mask_prob: float = 0.0,
+  mask_id: int | None = None,
+) -> list[int]:
   """Drops each token with `delete_prob`, then replaces each with `mask_id` with `mask_prob`.
 
   At least one token is kept.
@@ -207,6 +217,7 @@ class ExampleTransform:
     hard_negatives: tokenize the record's `hard_negative_captions`.
     passthrough: numeric record fields copied to the example, if present.
   """
+
   image_key: str
   text_key: str
   image_size: int
@@ -225,11 +236,13 @@ class ExampleTransform:
 
   def __post_init__(self):
     if self.normalization not in NORMALIZATIONS:
-      raise ValueError(f"Unknown normalization {self.normalization!r}; known: "
-                       f"{sorted(NORMALIZATIONS)}.")
+      raise ValueError(
+        f"Unknown normalization {self.normalization!r}; known: {sorted(NORMALIZATIONS)}."
+      )
     if self.text_mask_prob > 0 and self.tokenizer.mask_id is None:
-      raise ValueError(f"text_mask_prob={self.text_mask_prob} needs a mask token, and "
-                       f"{self.tokenizer!r} has none.")
+      raise ValueError(
+        f"text_mask_prob={self.text_mask_prob} needs a mask token, and {self.tokenizer!r} has none."
+      )
     for name in ("text_delete_prob", "text_mask_prob"):
       if not 0.0 <= getattr(self, name) < 1.0:
         raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}.")
@@ -263,13 +276,21 @@ class ExampleTransform:
       image = center_crop_resize(image, self.image_size)
     if self.training and self.flip and rng.random() < 0.5:
       image = image[:, ::-1]
-    example = {"image": normalize(np.ascontiguousarray(image), self.normalization),
-               "mask": np.bool_(True), SKIPPED_KEY: 0}
+    example = {
+      "image": normalize(np.ascontiguousarray(image), self.normalization),
+      "mask": np.bool_(True),
+      SKIPPED_KEY: 0,
+    }
 
     ids = self.tokenizer.encode(text)
     if self.training and (self.text_delete_prob or self.text_mask_prob):
-      ids = augment_tokens(ids, rng, delete_prob=self.text_delete_prob,
-                           mask_prob=self.text_mask_prob, mask_id=self.tokenizer.mask_id)
+      ids = augment_tokens(
+        ids,
+        rng,
+        delete_prob=self.text_delete_prob,
+        mask_prob=self.text_mask_prob,
+        mask_id=self.tokenizer.mask_id,
+      )
     example["text"] = _pad(ids, self.tokenizer, self.max_len)
 
     if self.label_key is not None:
@@ -281,7 +302,8 @@ class ExampleTransform:
     if self.hard_negatives:
       negatives = record["hard_negative_captions"]
       example["hard_negatives"] = np.stack(
-          [_pad(self.tokenizer.encode(t), self.tokenizer, self.max_len) for t in negatives])
+        [_pad(self.tokenizer.encode(t), self.tokenizer, self.max_len) for t in negatives]
+      )
       example["hard_negatives_mask"] = np.asarray(record["hard_negative_valid"], bool)
     return example
 
@@ -314,6 +336,7 @@ class ModalityTransform:
   that are present (bool stays bool, integers become int32, floats float32; arrays keep their
   shape). An unreadable record gives `{"_bad": reason}`.
   """
+
   modalities: tuple[str, ...]
   tokenizer: tokenizers_lib.Tokenizer
   max_len: int
@@ -323,15 +346,17 @@ class ModalityTransform:
 
   def __post_init__(self):
     if self.normalization not in NORMALIZATIONS:
-      raise ValueError(f"Unknown normalization {self.normalization!r}; known: "
-                       f"{sorted(NORMALIZATIONS)}.")
+      raise ValueError(
+        f"Unknown normalization {self.normalization!r}; known: {sorted(NORMALIZATIONS)}."
+      )
 
   def __call__(self, record: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
     del rng  # nothing random: no augmentation
     if ERROR_KEY in record:
       index = record.get("index", "?")
-      logging.log_every_n_seconds(logging.WARNING, "Skipping record %s: %s", 60, index,
-                                  record[ERROR_KEY])
+      logging.log_every_n_seconds(
+        logging.WARNING, "Skipping record %s: %s", 60, index, record[ERROR_KEY]
+      )
       return {BAD_KEY: f"unreadable record ({record[ERROR_KEY]})"}
     example = {"mask": np.bool_(True), SKIPPED_KEY: 0}
     for name in self.modalities:

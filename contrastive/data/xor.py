@@ -55,8 +55,16 @@ import numpy as np
 MODALITIES = ("a", "b", "c")
 SPLITS = ("train", "test")
 # The options of `config.data.xor` and their defaults.
-XOR_DEFAULTS = dict(seed=0, train_size=100_000, test_size=2_000, bits=4, xor_prob=1.0,
-                    noise=0.0, jitter=False, tokens=())
+XOR_DEFAULTS = dict(
+  seed=0,
+  train_size=100_000,
+  test_size=2_000,
+  bits=4,
+  xor_prob=1.0,
+  noise=0.0,
+  jitter=False,
+  tokens=(),
+)
 MIN_CELL = 4  # pixels per grid cell: a square of half the side, and room to jitter it
 BACKGROUND, FOREGROUND = 40, 215
 
@@ -72,8 +80,9 @@ def grid(bits: int, image_size: int) -> tuple[int, int, int, int]:
   return columns, cell, (image_size - columns * cell) // 2, cell // 2
 
 
-def xor_bits(rng: np.random.Generator, bits: int, xor_prob: float
-             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def xor_bits(
+  rng: np.random.Generator, bits: int, xor_prob: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """`(a, b, c)` int32 `[bits]` each: `a, b` uniform, `c` their XOR on a `xor_prob` share."""
   a = rng.integers(0, 2, bits).astype(np.int32)
   b = rng.integers(0, 2, bits).astype(np.int32)
@@ -81,19 +90,28 @@ def xor_bits(rng: np.random.Generator, bits: int, xor_prob: float
   return a, b, np.where(use_xor, a ^ b, a).astype(np.int32)
 
 
-def render_image(bits: np.ndarray, rng: np.random.Generator, *, image_size: int,
-                 noise: float = 0.0, jitter: bool = False) -> np.ndarray:
+def render_image(
+  bits: np.ndarray,
+  rng: np.random.Generator,
+  *,
+  image_size: int,
+  noise: float = 0.0,
+  jitter: bool = False,
+) -> np.ndarray:
   """The bits as uint8 `[image_size, image_size, 3]`: a light square in cell `j` where bit `j`
   is 1 (see the module docstring)."""
   columns, cell, margin, square = grid(len(bits), image_size)
   image = np.full((image_size, image_size), BACKGROUND, np.float32)
-  offsets = (rng.integers(0, cell - square + 1, (len(bits), 2)) if jitter
-             else np.full((len(bits), 2), (cell - square) // 2))
+  offsets = (
+    rng.integers(0, cell - square + 1, (len(bits), 2))
+    if jitter
+    else np.full((len(bits), 2), (cell - square) // 2)
+  )
   for j, bit in enumerate(bits):
     if bit:
       top = margin + (j // columns) * cell + offsets[j, 0]
       left = margin + (j % columns) * cell + offsets[j, 1]
-      image[top:top + square, left:left + square] = FOREGROUND
+      image[top : top + square, left : left + square] = FOREGROUND
   image = np.repeat(image[:, :, None], 3, axis=-1)
   if noise > 0:
     image += rng.normal(0.0, 255.0 * noise, image.shape).astype(np.float32)
@@ -135,9 +153,19 @@ class XorSource:
 
   fields = ("a", "b", "c", "a_bits", "b_bits", "c_bits", "index")
 
-  def __init__(self, *, split: str, num_examples: int, image_size: int = 32, seed: int = 0,
-               bits: int = 4, xor_prob: float = 1.0, noise: float = 0.0, jitter: bool = False,
-               tokens: Sequence[str] = ()):
+  def __init__(
+    self,
+    *,
+    split: str,
+    num_examples: int,
+    image_size: int = 32,
+    seed: int = 0,
+    bits: int = 4,
+    xor_prob: float = 1.0,
+    noise: float = 0.0,
+    jitter: bool = False,
+    tokens: Sequence[str] = (),
+  ):
     if split not in SPLITS:
       raise ValueError(f"Unknown split {split!r} of data source 'xor'; known: {SPLITS}.")
     if not _is_int(num_examples) or num_examples < 1:
@@ -146,8 +174,11 @@ class XorSource:
       raise ValueError(f"data.xor.seed must be a non-negative int, got {seed!r}.")
     if not _is_int(bits) or not 1 <= bits <= 256:
       raise ValueError(f"data.xor.bits must be an int in [1, 256], got {bits!r}.")
-    if isinstance(xor_prob, bool) or not isinstance(xor_prob, (int, float)) or not (
-        0.0 <= xor_prob <= 1.0):
+    if (
+      isinstance(xor_prob, bool)
+      or not isinstance(xor_prob, (int, float))
+      or not (0.0 <= xor_prob <= 1.0)
+    ):
       raise ValueError(f"data.xor.xor_prob must be in [0, 1], got {xor_prob!r}.")
     if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not noise >= 0:
       raise ValueError(f"data.xor.noise must be a non-negative float, got {noise!r}.")
@@ -157,14 +188,19 @@ class XorSource:
       tokens = (tokens,)
     unknown = sorted(set(tokens) - set(MODALITIES))
     if unknown:
-      raise ValueError(f"data.xor.tokens names {unknown}, not modalities of data source 'xor'; "
-                       f"known: {list(MODALITIES)}.")
+      raise ValueError(
+        f"data.xor.tokens names {unknown}, not modalities of data source 'xor'; "
+        f"known: {list(MODALITIES)}."
+      )
     columns = math.ceil(math.sqrt(bits))
-    if set(tokens) != set(MODALITIES) and (not _is_int(image_size)
-                                           or image_size < MIN_CELL * columns):
-      raise ValueError(f"data.image_size={image_size!r} is too small for data.xor.bits={bits}: "
-                       f"its {columns}x{columns} grid needs cells of at least {MIN_CELL} pixels, "
-                       f"an image_size of at least {MIN_CELL * columns}.")
+    if set(tokens) != set(MODALITIES) and (
+      not _is_int(image_size) or image_size < MIN_CELL * columns
+    ):
+      raise ValueError(
+        f"data.image_size={image_size!r} is too small for data.xor.bits={bits}: "
+        f"its {columns}x{columns} grid needs cells of at least {MIN_CELL} pixels, "
+        f"an image_size of at least {MIN_CELL * columns}."
+      )
     self.split = split
     self.num_examples = int(num_examples)
     self.image_size = int(image_size)
@@ -180,10 +216,12 @@ class XorSource:
     return self.num_examples
 
   def __repr__(self) -> str:
-    return (f"XorSource(split={self.split!r}, num_examples={self.num_examples}, "
-            f"image_size={self.image_size}, seed={self.seed}, bits={self.bits}, "
-            f"xor_prob={self.xor_prob}, noise={self.noise}, jitter={self.jitter}, "
-            f"tokens={self.tokens})")
+    return (
+      f"XorSource(split={self.split!r}, num_examples={self.num_examples}, "
+      f"image_size={self.image_size}, seed={self.seed}, bits={self.bits}, "
+      f"xor_prob={self.xor_prob}, noise={self.noise}, jitter={self.jitter}, "
+      f"tokens={self.tokens})"
+    )
 
   def __getitem__(self, index: int) -> dict[str, Any]:
     index = int(index)
@@ -196,9 +234,13 @@ class XorSource:
     values = dict(zip(MODALITIES, xor_bits(bits_rng, self.bits, self.xor_prob)))
     record: dict[str, Any] = {}
     for name, bits in values.items():
-      record[name] = (render_tokens(bits) if name in self.tokens else
-                      render_image(bits, draw_rng, image_size=self.image_size, noise=self.noise,
-                                   jitter=self.jitter))
+      record[name] = (
+        render_tokens(bits)
+        if name in self.tokens
+        else render_image(
+          bits, draw_rng, image_size=self.image_size, noise=self.noise, jitter=self.jitter
+        )
+      )
       record[f"{name}_bits"] = bits
     record["index"] = index
     return record

@@ -21,6 +21,14 @@ from contrastive.evaluate.geometry import variance_dims
 from contrastive.evaluate.imagenet import IMAGENET_CLASSNAMES
 from contrastive.evaluate.imagenet import OPENAI_IMAGENET_TEMPLATES
 from contrastive.evaluate.imagenet import SIMPLE_IMAGENET_TEMPLATES
+from contrastive.evaluate.interactive import Embedder
+from contrastive.evaluate.interactive import Table
+from contrastive.evaluate.interactive import image_grid
+from contrastive.evaluate.interactive import metrics_table
+from contrastive.evaluate.interactive import plot_comparison
+from contrastive.evaluate.interactive import records
+from contrastive.evaluate.interactive import report_images
+from contrastive.evaluate.interactive import show_report
 from contrastive.evaluate.negatives import hardest_negative_share
 from contrastive.evaluate.negatives import tolerance
 from contrastive.evaluate.probes import fit_logistic_regression
@@ -40,17 +48,9 @@ from contrastive.evaluate.runner import run_tasks
 from contrastive.evaluate.similarity import log_mean_gaussian_potential
 from contrastive.evaluate.similarity import positive_ranks
 from contrastive.evaluate.similarity import topk
-from contrastive.evaluate.sources import EvalSource
 from contrastive.evaluate.sources import SOURCES
+from contrastive.evaluate.sources import EvalSource
 from contrastive.evaluate.sources import data_sources
-from contrastive.evaluate.interactive import Embedder
-from contrastive.evaluate.interactive import image_grid
-from contrastive.evaluate.interactive import metrics_table
-from contrastive.evaluate.interactive import plot_comparison
-from contrastive.evaluate.interactive import records
-from contrastive.evaluate.interactive import report_images
-from contrastive.evaluate.interactive import show_report
-from contrastive.evaluate.interactive import Table
 from contrastive.evaluate.tasks import TASKS
 from contrastive.evaluate.zeroshot import class_prototypes
 from contrastive.evaluate.zeroshot import marginal_log_probs
@@ -59,18 +59,56 @@ from contrastive.evaluate.zeroshot import score_metrics
 from contrastive.evaluate.zeroshot import zeroshot_metrics
 
 __all__ = [
-    "Embedder", "Table", "image_grid", "metrics_table", "plot_comparison", "records",
-    "report_images", "show_report",
-    "Context", "EvalSource", "IMAGENET_CLASSNAMES", "OPENAI_IMAGENET_TEMPLATES",
-    "SIMPLE_IMAGENET_TEMPLATES", "SOURCES", "TASKS", "alignment", "append_history",
-    "binding_metrics", "check_tasks", "class_prototypes", "data_sources", "default_tasks",
-    "effective_rank",
-    "embed_dataset", "evaluate", "fit_logistic_regression", "geometry_metrics",
-    "hardest_negative_share", "knn_classifier",
-    "linear_probe", "log_mean_gaussian_potential", "marginal_log_probs", "mean_cosines",
-    "modality_gap",
-    "modality_separability", "positive_ranks", "prompts", "rank_metrics", "read_history",
-    "retrieval_metrics", "retrieval_ranks", "run_tasks", "score_metrics", "similarity_samples",
-    "singular_values", "tolerance", "topk", "uniformity", "variance_dims", "write_metrics",
-    "write_report", "zeroshot_metrics",
+  "Embedder",
+  "Table",
+  "image_grid",
+  "metrics_table",
+  "plot_comparison",
+  "records",
+  "report_images",
+  "show_report",
+  "Context",
+  "EvalSource",
+  "IMAGENET_CLASSNAMES",
+  "OPENAI_IMAGENET_TEMPLATES",
+  "SIMPLE_IMAGENET_TEMPLATES",
+  "SOURCES",
+  "TASKS",
+  "alignment",
+  "append_history",
+  "binding_metrics",
+  "check_tasks",
+  "class_prototypes",
+  "data_sources",
+  "default_tasks",
+  "effective_rank",
+  "embed_dataset",
+  "evaluate",
+  "fit_logistic_regression",
+  "geometry_metrics",
+  "hardest_negative_share",
+  "knn_classifier",
+  "linear_probe",
+  "log_mean_gaussian_potential",
+  "marginal_log_probs",
+  "mean_cosines",
+  "modality_gap",
+  "modality_separability",
+  "positive_ranks",
+  "prompts",
+  "rank_metrics",
+  "read_history",
+  "retrieval_metrics",
+  "retrieval_ranks",
+  "run_tasks",
+  "score_metrics",
+  "similarity_samples",
+  "singular_values",
+  "tolerance",
+  "topk",
+  "uniformity",
+  "variance_dims",
+  "write_metrics",
+  "write_report",
+  "zeroshot_metrics",
 ]

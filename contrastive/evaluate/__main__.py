@@ -27,15 +27,22 @@ from ml_collections import config_flags
 from contrastive import parallel
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "A config file (`configs/NAME.py[:arg]`); default: {workdir}/config.json.",
-    lock_config=True)
+  "config",
+  None,
+  "A config file (`configs/NAME.py[:arg]`); default: {workdir}/config.json.",
+  lock_config=True,
+)
 _WORKDIR = flags.DEFINE_string("workdir", None, "The training run's directory.")
 _PRETRAINED = flags.DEFINE_string(
-    "pretrained", None, "Instead of --workdir: an imported checkpoint (open_clip, Hugging Face or "
-    "big_vision, as downloaded), evaluated on --config's eval tasks (its model is ignored) or on "
-    "the built-in set; see contrastive.evaluate.pretrained.")
+  "pretrained",
+  None,
+  "Instead of --workdir: an imported checkpoint (open_clip, Hugging Face or "
+  "big_vision, as downloaded), evaluated on --config's eval tasks (its model is ignored) or on "
+  "the built-in set; see contrastive.evaluate.pretrained.",
+)
 _PRETRAINED_NAME = flags.DEFINE_string(
-    "pretrained_name", None, "The architecture where --pretrained does not say (e.g. ViT-B-32).")
+  "pretrained_name", None, "The architecture where --pretrained does not say (e.g. ViT-B-32)."
+)
 flags.mark_flags_as_mutual_exclusive(["workdir", "pretrained"], required=True)
 _CHECKPOINT = flags.DEFINE_integer("checkpoint", None, "The step to evaluate (default: latest).")
 _OUTPUT = flags.DEFINE_string("output", None, "Where the report goes (default {workdir}/eval).")
@@ -44,6 +51,7 @@ _HOSTS = parallel.define_host_flags()
 
 def _run_config(workdir: str):
   import ml_collections  # pylint: disable=g-import-not-at-top
+
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
     raise FileNotFoundError(f"No --config given and no {path} (written by the trainer).")
@@ -59,16 +67,21 @@ def main(argv):
   # The library is imported here, so that `--help` and flag errors come back without JAX.
   _HOSTS.initialize()
   import jax  # pylint: disable=g-import-not-at-top
+
   try:
     if _PRETRAINED.value:
       from contrastive.evaluate import pretrained  # pylint: disable=g-import-not-at-top
-      metrics = pretrained.evaluate_path(_PRETRAINED.value, _CONFIG.value,
-                                         name=_PRETRAINED_NAME.value, output_dir=_OUTPUT.value)
+
+      metrics = pretrained.evaluate_path(
+        _PRETRAINED.value, _CONFIG.value, name=_PRETRAINED_NAME.value, output_dir=_OUTPUT.value
+      )
     else:
       from contrastive.train import evaluation  # pylint: disable=g-import-not-at-top
+
       config = _CONFIG.value if _CONFIG.value is not None else _run_config(_WORKDIR.value)
-      metrics = evaluation.evaluate_workdir(config, _WORKDIR.value, step=_CHECKPOINT.value,
-                                            output_dir=_OUTPUT.value)
+      metrics = evaluation.evaluate_workdir(
+        config, _WORKDIR.value, step=_CHECKPOINT.value, output_dir=_OUTPUT.value
+      )
   except (ValueError, FileNotFoundError, ImportError) as e:
     print(f"error: {e}", file=sys.stderr, flush=True)
     sys.exit(1)
@@ -84,6 +97,7 @@ def main(argv):
 def _parse_flags(argv):
   # The run config's own parser: a bad config file or override is one line, not a traceback.
   from contrastive.train import overrides  # pylint: disable=g-import-not-at-top
+
   return overrides.parse_flags(argv)
 
 

@@ -53,8 +53,9 @@ def int_vector(name: str, a, *, length: int | None = None) -> np.ndarray:
   """`a` as a host int32 vector, optionally of a given length."""
   a = to_host(a)
   if a.ndim != 1 or not np.issubdtype(a.dtype, np.integer):
-    raise ValueError(f"{name} must be a 1-D integer array, got shape {a.shape} and dtype "
-                     f"{a.dtype}.")
+    raise ValueError(
+      f"{name} must be a 1-D integer array, got shape {a.shape} and dtype {a.dtype}."
+    )
   if length is not None and len(a) != length:
     raise ValueError(f"{name} must have length {length}, got {len(a)}.")
   return a.astype(np.int32)

@@ -10,9 +10,14 @@ import numpy as np
 from contrastive.evaluate import _common
 
 
-def binding_metrics(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike,
-                    negatives: jax.typing.ArrayLike, *, negative_of: jax.typing.ArrayLike,
-                    negative_types: Sequence[str]) -> dict[str, float]:
+def binding_metrics(
+  x: jax.typing.ArrayLike,
+  y: jax.typing.ArrayLike,
+  negatives: jax.typing.ArrayLike,
+  *,
+  negative_of: jax.typing.ArrayLike,
+  negative_types: Sequence[str],
+) -> dict[str, float]:
   """The share of hard negatives that score below the true caption, per negative type.
 
   Each hard negative `n_k` (a caption of image `negative_of[k]` with, say, two attributes
@@ -50,11 +55,14 @@ def binding_metrics(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike,
   negative_of = _common.int_vector("negative_of", negative_of, length=negatives.shape[0])
   negative_types = np.asarray([str(t) for t in negative_types])
   if len(negative_types) != negatives.shape[0]:
-    raise ValueError(f"Got {len(negative_types)} negative types for {negatives.shape[0]} "
-                     "negatives.")
+    raise ValueError(
+      f"Got {len(negative_types)} negative types for {negatives.shape[0]} negatives."
+    )
   if len(negative_of) and (negative_of.min() < 0 or negative_of.max() >= x.shape[0]):
-    raise ValueError(f"negative_of must index into the {x.shape[0]} images, got values in "
-                     f"[{negative_of.min()}, {negative_of.max()}].")
+    raise ValueError(
+      f"negative_of must index into the {x.shape[0]} images, got values in "
+      f"[{negative_of.min()}, {negative_of.max()}]."
+    )
   x, y, negatives = (_common.to_host(a).astype(np.float32) for a in (x, y, negatives))
   positive = np.einsum("nd,nd->n", x, y)[negative_of]
   negative = np.einsum("kd,kd->k", x[negative_of], negatives)

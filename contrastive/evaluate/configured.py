@@ -26,8 +26,12 @@ from contrastive.evaluate import runner
 from contrastive.evaluate import sources as sources_lib
 
 
-def make_prepare(data_config: ml_collections.ConfigDict, *, image_modality: str = "image",
-                 text_modality: str = "text") -> Callable[[Mapping[str, Any]], dict[str, Any]]:
+def make_prepare(
+  data_config: ml_collections.ConfigDict,
+  *,
+  image_modality: str = "image",
+  text_modality: str = "text",
+) -> Callable[[Mapping[str, Any]], dict[str, Any]]:
   """`raw -> model inputs` for the evaluation tasks (see `contrastive.evaluate.context`)."""
   cfg = data.resolve_config(data_config)
   tokenizer = data.make_tokenizer(cfg)
@@ -53,27 +57,43 @@ def make_prepare(data_config: ml_collections.ConfigDict, *, image_modality: str 
       elif key == text_modality:
         out[key] = tokenizers.tokenize(tokenizer, [str(t) for t in value], max_len)
       else:
-        raise ValueError(f"Cannot prepare {key!r} for the model; it takes {image_modality!r} "
-                         f"and {text_modality!r}.")
+        raise ValueError(
+          f"Cannot prepare {key!r} for the model; it takes {image_modality!r} "
+          f"and {text_modality!r}."
+        )
     return out
 
   return prepare
 
 
-def run(model: nn.Module, params: Any, config: ml_collections.ConfigDict, *, mesh: Mesh,
-        workdir: str | os.PathLike | None, step: int | None) -> dict[str, float]:
+def run(
+  model: nn.Module,
+  params: Any,
+  config: ml_collections.ConfigDict,
+  *,
+  mesh: Mesh,
+  workdir: str | os.PathLike | None,
+  step: int | None,
+) -> dict[str, float]:
   """Runs `config.eval.tasks` on the model with `params`; writes the report under `workdir`."""
+
   def embed_fn(batch):
     return model.apply({"params": params}, batch, train=False)[0]
 
   # Traced (by the evaluation's own jit) under the logical axis rules, like the train step.
   with parallel.use_rules(mesh):
     return runner.evaluate(
-        embed_fn, config.eval.tasks, prepare=make_prepare(config.data),
-        batch_size=int(config.eval.batch_size), mesh=mesh,
-        workdir=None if workdir is None else os.fspath(workdir), step=step,
-        report=bool(config.eval.report), sources=eval_sources(config.data),
-        logit_scale=logit_scale(model, params))
+      embed_fn,
+      config.eval.tasks,
+      prepare=make_prepare(config.data),
+      batch_size=int(config.eval.batch_size),
+      mesh=mesh,
+      workdir=None if workdir is None else os.fspath(workdir),
+      step=step,
+      report=bool(config.eval.report),
+      sources=eval_sources(config.data),
+      logit_scale=logit_scale(model, params),
+    )
 
 
 def logit_scale(model: nn.Module, params: Any) -> float:
@@ -104,8 +124,9 @@ class _Subset:
     return f"_Subset({self._source!r}, {len(self._indices)} records)"
 
 
-def synthetic_subset(*, split: str, num_examples: int, heldout: bool = True,
-                     **kwargs) -> sources_lib.EvalSource:
+def synthetic_subset(
+  *, split: str, num_examples: int, heldout: bool = True, **kwargs
+) -> sources_lib.EvalSource:
   """The first `num_examples` records of a built-in split whose `heldout` flag is `heldout`.
 
   E.g. `{"name": "synthetic_subset", "split": "shape", "num_examples": 500}` is zero-shot shape
@@ -113,16 +134,22 @@ def synthetic_subset(*, split: str, num_examples: int, heldout: bool = True,
   (An adapter until the evaluation tasks split zero-shot results by subset themselves.)
   """
   from contrastive.data import synthetic as shapes  # pylint: disable=g-import-not-at-top
+
   source = shapes.ShapesSource(split=split, num_examples=2**30, **kwargs)
   indices, index = [], 0
   while len(indices) < num_examples:
     if index > 64 * num_examples + 10_000:
-      raise ValueError(f"Found only {len(indices)} records with heldout={heldout} in split "
-                       f"{split!r}; is num_heldout 0?")
+      raise ValueError(
+        f"Found only {len(indices)} records with heldout={heldout} in split "
+        f"{split!r}; is num_heldout 0?"
+      )
     if source.is_heldout(index) == heldout:
       indices.append(index)
     index += 1
   view = shapes.labelled_views().get(split)
   return sources_lib.EvalSource(
-      _Subset(source, indices), view.class_names if view else None,
-      view.templates if view else None, tuple(shapes.HARD_NEGATIVE_KINDS))
+    _Subset(source, indices),
+    view.class_names if view else None,
+    view.templates if view else None,
+    tuple(shapes.HARD_NEGATIVE_KINDS),
+  )

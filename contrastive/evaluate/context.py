@@ -23,7 +23,6 @@ import json
 from typing import Any
 
 from absl import logging
-
 import jax
 from jax.sharding import Mesh
 import ml_collections
@@ -64,6 +63,7 @@ class Context:
     pairs: paired `(image, text)` embeddings kept for the report, by task name.
     task_name: the task running now (set by `run_tasks`).
   """
+
   embed_fn: Callable[[dict[str, jax.Array]], Mapping[str, jax.Array]]
   prepare: Prepare
   batch_size: int
@@ -85,14 +85,22 @@ class Context:
   def _prepare(self, raw: Mapping[str, Any]) -> dict[str, np.ndarray]:
     batch = dict(self.prepare(raw))
     if not batch:
-      raise ValueError(f"prepare returned no model inputs for a raw batch of {sorted(raw)}; the "
-                       f"modality names are image={self.image_modality!r}, "
-                       f"text={self.text_modality!r}.")
+      raise ValueError(
+        f"prepare returned no model inputs for a raw batch of {sorted(raw)}; the "
+        f"modality names are image={self.image_modality!r}, "
+        f"text={self.text_modality!r}."
+      )
     return batch
 
   def _embed(self, batches: Iterator[Mapping[str, np.ndarray]], modality: str) -> np.ndarray:
-    out = embed.embed_dataset(self._fn, batches, batch_size=self.batch_size, mesh=self.mesh,
-                              batch_axes=self.batch_axes, jit=False)
+    out = embed.embed_dataset(
+      self._fn,
+      batches,
+      batch_size=self.batch_size,
+      mesh=self.mesh,
+      batch_axes=self.batch_axes,
+      jit=False,
+    )
     if modality not in out:
       raise ValueError(f"embed_fn returned modalities {sorted(out)}, not {modality!r}.")
     return out[modality]
@@ -104,8 +112,9 @@ class Context:
       self._cache[key] = sources_lib.make_source(config, sources=self.sources)
     return self._cache[key]
 
-  def load(self, config: Mapping[str, Any], *, image_key: str = "image"
-           ) -> tuple[np.ndarray, dict[str, list[Any]]]:
+  def load(
+    self, config: Mapping[str, Any], *, image_key: str = "image"
+  ) -> tuple[np.ndarray, dict[str, list[Any]]]:
     """Image embeddings `[num, dim]` and every other record field (as lists) of a source.
 
     Each record is read once per evaluation, whatever the number of tasks that use it.
@@ -123,14 +132,20 @@ class Context:
         records = [src[i] for i in chunk]
         bad = [r for r in records if ERROR_KEY in r]
         if bad:
-          logging.warning("Skipping %d unreadable record(s) of %s, e.g. %s", len(bad),
-                          _key(config), bad[0][ERROR_KEY])
+          logging.warning(
+            "Skipping %d unreadable record(s) of %s, e.g. %s",
+            len(bad),
+            _key(config),
+            bad[0][ERROR_KEY],
+          )
           records = [r for r in records if ERROR_KEY not in r]
           if not records:
             continue
         if image_key not in records[0]:
-          raise ValueError(f"Records of source {_key(config)} have no {image_key!r} field; "
-                           f"fields: {sorted(records[0])}.")
+          raise ValueError(
+            f"Records of source {_key(config)} have no {image_key!r} field; "
+            f"fields: {sorted(records[0])}."
+          )
         for r in records:
           for k, v in r.items():
             if k != image_key:
@@ -147,8 +162,10 @@ class Context:
     unique, inverse = np.unique(np.asarray(texts, dtype=object).astype(str), return_inverse=True)
     todo = [t for t in unique if "text:" + t not in self._cache]
     if todo:
-      batches = (self._prepare({self.text_modality: list(chunk)})
-                 for chunk in embed.batched(todo, self.batch_size))
+      batches = (
+        self._prepare({self.text_modality: list(chunk)})
+        for chunk in embed.batched(todo, self.batch_size)
+      )
       for t, e in zip(todo, self._embed(batches, self.text_modality)):
         self._cache["text:" + t] = e
     return np.stack([self._cache["text:" + t] for t in unique])[inverse]

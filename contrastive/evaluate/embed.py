@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
 import collections
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import jax
 from jax.sharding import Mesh
@@ -15,8 +15,9 @@ from contrastive.evaluate import _common
 EmbedFn = Callable[[dict[str, jax.Array]], Mapping[str, jax.Array]]
 
 
-def pad_batch(batch: Mapping[str, np.ndarray], batch_size: int) -> tuple[dict[str, np.ndarray],
-                                                                          int]:
+def pad_batch(
+  batch: Mapping[str, np.ndarray], batch_size: int
+) -> tuple[dict[str, np.ndarray], int]:
   """Pads every array to `batch_size` rows by repeating its last row.
 
   Repeating a real example (rather than zeros) keeps the padding rows finite through any
@@ -27,8 +28,9 @@ def pad_batch(batch: Mapping[str, np.ndarray], batch_size: int) -> tuple[dict[st
     raise ValueError("Empty batch: no arrays.")
   n = next(iter(sizes.values()))
   if len(set(sizes.values())) > 1 or not 0 < n <= batch_size:
-    raise ValueError(f"Every array of a batch needs the same leading size in [1, {batch_size}], "
-                     f"got {sizes}.")
+    raise ValueError(
+      f"Every array of a batch needs the same leading size in [1, {batch_size}], got {sizes}."
+    )
   out = {}
   for k, v in batch.items():
     v = np.asarray(v)
@@ -36,10 +38,15 @@ def pad_batch(batch: Mapping[str, np.ndarray], batch_size: int) -> tuple[dict[st
   return out, n
 
 
-def embed_dataset(embed_fn: EmbedFn, batches: Iterable[Mapping[str, np.ndarray]], *,
-                  batch_size: int, mesh: Mesh | None = None,
-                  batch_axes: Sequence[str] = parallel.BATCH_AXES, jit: bool = False
-                  ) -> dict[str, np.ndarray]:
+def embed_dataset(
+  embed_fn: EmbedFn,
+  batches: Iterable[Mapping[str, np.ndarray]],
+  *,
+  batch_size: int,
+  mesh: Mesh | None = None,
+  batch_axes: Sequence[str] = parallel.BATCH_AXES,
+  jit: bool = False,
+) -> dict[str, np.ndarray]:
   """Embeds every batch with `embed_fn` and concatenates the outputs on the host.
 
   Every batch is padded to exactly `batch_size` rows (its last row repeated), so `embed_fn` is
@@ -71,8 +78,10 @@ def embed_dataset(embed_fn: EmbedFn, batches: Iterable[Mapping[str, np.ndarray]]
     sharding = parallel.batch_sharding(mesh, batch_axes=batch_axes)
     shards = parallel.batch_shards(mesh, batch_axes)
     if batch_size % shards:
-      raise ValueError(f"batch_size {batch_size} is not divisible by the {shards} devices of the "
-                       f"batch axes {sharding.spec[0]}.")
+      raise ValueError(
+        f"batch_size {batch_size} is not divisible by the {shards} devices of the "
+        f"batch axes {sharding.spec[0]}."
+      )
   fn = jax.jit(embed_fn) if jit else embed_fn
   outputs = collections.defaultdict(list)
   for batch in batches:
@@ -81,8 +90,9 @@ def embed_dataset(embed_fn: EmbedFn, batches: Iterable[Mapping[str, np.ndarray]]
       padded = jax.device_put(padded, sharding)
     emb = fn(padded)
     if not isinstance(emb, Mapping):
-      raise ValueError(f"embed_fn must return a dict of modality to [batch, dim] arrays, got "
-                       f"{type(emb).__name__}.")
+      raise ValueError(
+        f"embed_fn must return a dict of modality to [batch, dim] arrays, got {type(emb).__name__}."
+      )
     for k, v in emb.items():
       v = _common.to_host(v)
       if v.ndim != 2 or len(v) != batch_size:
@@ -96,4 +106,4 @@ def embed_dataset(embed_fn: EmbedFn, batches: Iterable[Mapping[str, np.ndarray]]
 def batched(items: Sequence, batch_size: int) -> Iterable[Sequence]:
   """Consecutive slices of `items` of `batch_size` (the last may be shorter)."""
   for start in range(0, len(items), batch_size):
-    yield items[start:start + batch_size]
+    yield items[start : start + batch_size]

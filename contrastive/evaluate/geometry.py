@@ -36,13 +36,20 @@ def modality_gap(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike) -> float:
   x, y = _common.matrix("x", x), _common.matrix("y", y)
   _common.same_dim(x=x, y=y)
   delta = _common.to_host(x).astype(np.float64).mean(0) - _common.to_host(y).astype(
-      np.float64).mean(0)
+    np.float64
+  ).mean(0)
   return float(np.linalg.norm(delta))
 
 
-def modality_separability(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, *,
-                          test_fraction: float = 0.5, l2: float = 1e-4, steps: int = 50,
-                          seed: int = 0) -> float:
+def modality_separability(
+  x: jax.typing.ArrayLike,
+  y: jax.typing.ArrayLike,
+  *,
+  test_fraction: float = 0.5,
+  l2: float = 1e-4,
+  steps: int = 50,
+  seed: int = 0,
+) -> float:
   """Held-out accuracy of a logistic regression that tells the two modalities apart.
 
   Both sets are split (seeded) into train and test parts; a linear classifier
@@ -66,8 +73,7 @@ def modality_separability(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, *,
   x, y = _common.matrix("x", x), _common.matrix("y", y)
   _common.same_dim(x=x, y=y)
   if min(x.shape[0], y.shape[0]) < 2:
-    raise ValueError(f"Need at least 2 embeddings per modality, got {x.shape[0]} and "
-                     f"{y.shape[0]}.")
+    raise ValueError(f"Need at least 2 embeddings per modality, got {x.shape[0]} and {y.shape[0]}.")
   z = np.concatenate([_common.to_host(x), _common.to_host(y)]).astype(np.float32)
   labels = np.repeat(np.int32([0, 1]), [x.shape[0], y.shape[0]])
   rng = np.random.default_rng(seed)
@@ -76,8 +82,7 @@ def modality_separability(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, *,
     idx = rng.permutation(np.flatnonzero(labels == side))
     n_test = min(len(idx) - 1, max(1, round(test_fraction * len(idx))))
     test[idx[:n_test]] = True
-  w, b = probes.fit_logistic_regression(z[~test], labels[~test], num_classes=2, l2=l2,
-                                        steps=steps)
+  w, b = probes.fit_logistic_regression(z[~test], labels[~test], num_classes=2, l2=l2, steps=steps)
   pred = np.argmax(z[test] @ np.asarray(w) + np.asarray(b), axis=1)
   return float(np.mean(pred == labels[test]))
 
@@ -104,9 +109,14 @@ def alignment(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, *, alpha: float 
   return float(np.mean(np.linalg.norm(x - y, axis=1) ** alpha))
 
 
-def uniformity(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike | None = None, *,
-               t: float = 2.0, block_size: int = similarity.DEFAULT_BLOCK_SIZE,
-               mesh: Mesh | None = None) -> float:
+def uniformity(
+  x: jax.typing.ArrayLike,
+  y: jax.typing.ArrayLike | None = None,
+  *,
+  t: float = 2.0,
+  block_size: int = similarity.DEFAULT_BLOCK_SIZE,
+  mesh: Mesh | None = None,
+) -> float:
   """Log of the mean Gaussian potential between distinct points (lower is more uniform).
 
   .. math::
@@ -139,8 +149,11 @@ def uniformity(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike | None = None, *
     y = x
   else:
     _common.same_len(x=x, y=y)
-  return float(similarity.log_mean_gaussian_potential(
-      x, y, t=t, exclude_diagonal=True, block_size=block_size, mesh=mesh))
+  return float(
+    similarity.log_mean_gaussian_potential(
+      x, y, t=t, exclude_diagonal=True, block_size=block_size, mesh=mesh
+    )
+  )
 
 
 def mean_cosines(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike) -> dict[str, float]:
@@ -171,9 +184,9 @@ def mean_cosines(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike) -> dict[str, 
   return {"positive": float(pos / len(x)), "negative": float(neg)}
 
 
-def similarity_samples(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, *,
-                       num_negatives: int = 10_000, seed: int = 0
-                       ) -> tuple[np.ndarray, np.ndarray]:
+def similarity_samples(
+  x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, *, num_negatives: int = 10_000, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
   """Cosines of every positive pair and of random negative pairs (for histograms).
 
   Returns:
@@ -242,10 +255,17 @@ def variance_dims(z: jax.typing.ArrayLike, *, share: float = 0.99, center: bool 
   return int(np.searchsorted(np.cumsum(s2) / s2.sum(), share) + 1)
 
 
-def geometry_metrics(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, *,
-                     x_name: str = "image", y_name: str = "text", t: float = 2.0,
-                     separability: bool = True, block_size: int = similarity.DEFAULT_BLOCK_SIZE,
-                     mesh: Mesh | None = None) -> dict[str, float]:
+def geometry_metrics(
+  x: jax.typing.ArrayLike,
+  y: jax.typing.ArrayLike,
+  *,
+  x_name: str = "image",
+  y_name: str = "text",
+  t: float = 2.0,
+  separability: bool = True,
+  block_size: int = similarity.DEFAULT_BLOCK_SIZE,
+  mesh: Mesh | None = None,
+) -> dict[str, float]:
   """All of the above for a paired set, as one flat dict of floats.
 
   Keys: `gap`, `separability` (when asked), `alignment`, `uniformity/{x_name}`,

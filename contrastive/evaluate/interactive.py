@@ -42,10 +42,12 @@ def records(source: Any, num: int, *, start: int = 0) -> dict[str, Any]:
   return out
 
 
-def image_grid(images: Any, titles: Sequence[str] | None = None, *, columns: int = 8,
-               size: float = 1.6):
+def image_grid(
+  images: Any, titles: Sequence[str] | None = None, *, columns: int = 8, size: float = 1.6
+):
   """A matplotlib figure of `images` (`[n, H, W, 3]`, uint8 or floats in [0, 1]) with titles."""
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
   images = np.asarray(images)
   if images.ndim != 4:
     raise ValueError(f"image_grid takes [n, H, W, C] images, got shape {images.shape}.")
@@ -97,12 +99,13 @@ class Embedder:
     """An imported checkpoint (`models.load_pretrained`), with its own input settings."""
     from contrastive import models  # pylint: disable=g-import-not-at-top
     from contrastive.evaluate import pretrained  # pylint: disable=g-import-not-at-top
-    return cls(models.make_model(pre.model_config), pre.params,
-               pretrained.make_prepare(pre.data))
+
+    return cls(models.make_model(pre.model_config), pre.params, pretrained.make_prepare(pre.data))
 
   def __post_init__(self):
-    self._apply = jax.jit(lambda params, batch: self.model.apply(
-        {"params": params}, batch, train=False))
+    self._apply = jax.jit(
+      lambda params, batch: self.model.apply({"params": params}, batch, train=False)
+    )
 
   def embed(self, modality: str, values: Sequence[Any]) -> np.ndarray:
     """`[n, embed_dim]` unit-norm embeddings of raw `values` of one modality."""
@@ -114,9 +117,14 @@ class Embedder:
     """The model's logit scale (the clipped `exp(log_scale)`)."""
     return float(self._apply(self.params, {})[1]["scale"])
 
-  def zeroshot(self, images: Sequence[Any], class_names: Sequence[str],
-               templates: Sequence[str], *, ensemble: Literal["mean", "marginal"] = "mean"
-               ) -> tuple[np.ndarray, np.ndarray]:
+  def zeroshot(
+    self,
+    images: Sequence[Any],
+    class_names: Sequence[str],
+    templates: Sequence[str],
+    *,
+    ensemble: Literal["mean", "marginal"] = "mean",
+  ) -> tuple[np.ndarray, np.ndarray]:
     """Zero-shot classification of raw images by their prompts' embeddings.
 
     Args:
@@ -164,13 +172,17 @@ class Table:
 
   def _repr_html_(self) -> str:
     head = "".join(f"<th>{h}</th>" for h in self.header)
-    body = "".join("<tr>" + "".join(f"<td>{self._cell(v)}</td>" for v in row) + "</tr>"
-                   for row in self.rows)
+    body = "".join(
+      "<tr>" + "".join(f"<td>{self._cell(v)}</td>" for v in row) + "</tr>" for row in self.rows
+    )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def metrics_table(runs: Mapping[str, Mapping[str, float]] | Mapping[str, float], *,
-                  keys: Sequence[str] | None = None) -> Table:
+def metrics_table(
+  runs: Mapping[str, Mapping[str, float]] | Mapping[str, float],
+  *,
+  keys: Sequence[str] | None = None,
+) -> Table:
   """Metrics side by side: one row per metric, one column per run.
 
   Args:
@@ -189,10 +201,12 @@ def metrics_table(runs: Mapping[str, Mapping[str, float]] | Mapping[str, float],
   return Table(["metric", *runs], rows)
 
 
-def plot_comparison(runs: Mapping[str, Mapping[str, float]], keys: Sequence[str], *,
-                    title: str | None = None):
+def plot_comparison(
+  runs: Mapping[str, Mapping[str, float]], keys: Sequence[str], *, title: str | None = None
+):
   """A grouped bar chart of `keys` for each run (accuracies, gap, uniformity...)."""
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
   missing = {name: [k for k in keys if k not in m] for name, m in runs.items()}
   missing = {name: ks for name, ks in missing.items() if ks}
   if missing:
@@ -202,8 +216,7 @@ def plot_comparison(runs: Mapping[str, Mapping[str, float]], keys: Sequence[str]
   for i, (name, metrics) in enumerate(runs.items()):
     ax.bar(np.arange(len(keys)) + i * width, [metrics[k] for k in keys], width, label=name)
   ax.set_xticks(np.arange(len(keys)) + width * (len(runs) - 1) / 2)
-  ax.set_xticklabels([k.removeprefix("eval/") for k in keys], rotation=30, ha="right",
-                     fontsize=8)
+  ax.set_xticklabels([k.removeprefix("eval/") for k in keys], rotation=30, ha="right", fontsize=8)
   ax.legend()
   if title:
     ax.set_title(title)
@@ -219,8 +232,9 @@ def report_images(workdir: str | os.PathLike) -> list[str]:
     directory = os.path.join(directory, "eval")
   paths = sorted(glob.glob(os.path.join(directory, "*.png")))
   if not paths:
-    raise FileNotFoundError(f"No report PNGs in {directory} (was the run evaluated with "
-                            "eval.report=True?).")
+    raise FileNotFoundError(
+      f"No report PNGs in {directory} (was the run evaluated with eval.report=True?)."
+    )
   return paths
 
 

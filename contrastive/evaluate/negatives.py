@@ -21,8 +21,9 @@ import numpy as np
 from contrastive.evaluate import _common
 
 
-def hardest_negative_share(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, *, scale: float,
-                           k: int = 1) -> float:
+def hardest_negative_share(
+  x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, *, scale: float, k: int = 1
+) -> float:
   """The share of the softmax loss's gradient on negatives that goes to the `k` hardest.
 
   For the `x -> y` InfoNCE loss at logit scale `s = 1 / tau`, the gradient with respect to the

@@ -16,6 +16,7 @@ import numpy as np
 def _figure(width: float = 6.0, height: float = 4.5):
   from matplotlib.backends.backend_agg import FigureCanvasAgg  # pylint: disable=g-import-not-at-top
   from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
+
   fig = Figure(figsize=(width, height), dpi=100)
   FigureCanvasAgg(fig)
   return fig
@@ -40,12 +41,19 @@ def pca_projection(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray
   p = z @ vt[:k].T
   if k < 2:
     p = np.pad(p, [(0, 0), (0, 2 - k)])
-  var = s ** 2 / max((s ** 2).sum(), 1e-30)
-  return p[:len(x)], p[len(x):], np.pad(var[:k], (0, 2 - k))
+  var = s**2 / max((s**2).sum(), 1e-30)
+  return p[: len(x)], p[len(x) :], np.pad(var[:k], (0, 2 - k))
 
 
-def plot_pca(path, x: np.ndarray, y: np.ndarray, *, names: Sequence[str] = ("image", "text"),
-             max_lines: int = 200, seed: int = 0) -> str:
+def plot_pca(
+  path,
+  x: np.ndarray,
+  y: np.ndarray,
+  *,
+  names: Sequence[str] = ("image", "text"),
+  max_lines: int = 200,
+  seed: int = 0,
+) -> str:
   """Scatter of the 2-D PCA of both modalities, a thin line joining each pair, centroids marked."""
   px, py, var = pca_projection(x, y)
   fig = _figure(6, 6)
@@ -71,10 +79,22 @@ def plot_similarity_histogram(path, positive: np.ndarray, negative: np.ndarray) 
   fig = _figure()
   ax = fig.add_subplot()
   bins = np.linspace(-1, 1, 81)
-  ax.hist(negative, bins=bins, density=True, alpha=0.6, color="tab:gray",
-          label=f"negatives (mean {np.mean(negative):.3f})")
-  ax.hist(positive, bins=bins, density=True, alpha=0.6, color="tab:green",
-          label=f"positives (mean {np.mean(positive):.3f})")
+  ax.hist(
+    negative,
+    bins=bins,
+    density=True,
+    alpha=0.6,
+    color="tab:gray",
+    label=f"negatives (mean {np.mean(negative):.3f})",
+  )
+  ax.hist(
+    positive,
+    bins=bins,
+    density=True,
+    alpha=0.6,
+    color="tab:green",
+    label=f"positives (mean {np.mean(positive):.3f})",
+  )
   ax.set_xlabel("cosine similarity")
   ax.set_ylabel("density")
   ax.set_title("Similarity of positive and negative pairs")
@@ -98,8 +118,18 @@ def plot_spectrum(path, spectra: Mapping[str, np.ndarray]) -> str:
 
 
 # Metric names shown first in the curves, in this order (matched on the end of the key).
-HEADLINE = ("top1", "image_to_text/recall@1", "text_to_image/recall@1", "rsum", "mean", "gap",
-            "separability", "alignment", "uniformity/union", "accuracy")
+HEADLINE = (
+  "top1",
+  "image_to_text/recall@1",
+  "text_to_image/recall@1",
+  "rsum",
+  "mean",
+  "gap",
+  "separability",
+  "alignment",
+  "uniformity/union",
+  "accuracy",
+)
 
 
 def _headline_first(keys) -> list[str]:
@@ -107,19 +137,31 @@ def _headline_first(keys) -> list[str]:
     ends = [i for i, h in enumerate(HEADLINE) if key.endswith(h) and key.count("/") <= 2]
     subset = key.split("/")[1] in ("seen", "heldout") if "/" in key else False
     return (min(ends) if ends else len(HEADLINE), subset, key)
+
   return sorted(keys, key=rank)
 
 
-def plot_curves(path, history: Sequence[Mapping[str, float]], *,
-                keys: Sequence[str] | None = None, max_panels: int = 12) -> str:
+def plot_curves(
+  path,
+  history: Sequence[Mapping[str, float]],
+  *,
+  keys: Sequence[str] | None = None,
+  max_panels: int = 12,
+) -> str:
   """One panel per metric against `step`; `history` is a list of dicts with a `step` key.
 
   Without `keys`, the headline metrics (`HEADLINE`) come first, then the others, up to
   `max_panels`; per-class accuracies and counts are left out.
   """
   if keys is None:
-    keys = _headline_first({k for h in history for k in h if k != "step"
-                            and "/per_class/" not in k and "count/" not in k})
+    keys = _headline_first(
+      {
+        k
+        for h in history
+        for k in h
+        if k != "step" and "/per_class/" not in k and "count/" not in k
+      }
+    )
   keys = list(keys)[:max_panels]
   cols = min(3, max(1, len(keys)))
   rows = max(1, -(-len(keys) // cols))

@@ -48,8 +48,9 @@ def default_tasks(*, num_examples: int = 256) -> ml_collections.ConfigDict:
   """Zero-shot (shape, colour, count) and retrieval on the built-in dataset (64 px images,
   resized to the checkpoint's size), for a first look at any checkpoint."""
   tasks = runner.default_tasks(num_examples=num_examples, image_size=64)
-  return ml_collections.ConfigDict({k: v for k, v in tasks.items()
-                                    if k.startswith("zeroshot") or k == "retrieval"})
+  return ml_collections.ConfigDict(
+    {k: v for k, v in tasks.items() if k.startswith("zeroshot") or k == "retrieval"}
+  )
 
 
 def prepare_image(image: Any, settings: ml_collections.ConfigDict) -> np.ndarray:
@@ -58,6 +59,7 @@ def prepare_image(image: Any, settings: ml_collections.ConfigDict) -> np.ndarray
   `S` is `settings.image_size`; see the module docstring for `settings.crop`.
   """
   from contrastive.data import transforms  # pylint: disable=g-import-not-at-top
+
   image = transforms.decode_image(image)  # bytes, grey, RGBA, any dtype: to uint8 RGB
   size, crop = int(settings.image_size), settings.crop
   resample = _INTERPOLATIONS[settings.get("interpolation", None) or "bicubic"]
@@ -89,20 +91,23 @@ def prepare_image(image: Any, settings: ml_collections.ConfigDict) -> np.ndarray
   return (np.asarray(pil, np.float32) / 255.0 - mean) / std
 
 
-def make_prepare(settings: ml_collections.ConfigDict, *, image_modality: str = "image",
-                 text_modality: str = "text") -> context_lib.Prepare:
+def make_prepare(
+  settings: ml_collections.ConfigDict, *, image_modality: str = "image", text_modality: str = "text"
+) -> context_lib.Prepare:
   """`raw -> model inputs` with a checkpoint's data settings (`Pretrained.data`).
 
   Texts go through the checkpoint's own tokenizer (`data.make_tokenizer(settings.tokenizer)`)
   to `[b, settings.max_len]` int32 ids; images through `prepare_image`.
   """
   from contrastive import data  # pylint: disable=g-import-not-at-top
+
   for key in ("tokenizer", "max_len", "image_size", "resize", "crop", "mean", "std"):
     if key not in settings:
       raise ValueError(f"The checkpoint's data settings have no {key!r}: {settings}.")
   if settings.crop not in CROPS:
-    raise ValueError(f"Unknown crop {settings.crop!r} in the checkpoint's data settings; known: "
-                     f"{CROPS}.")
+    raise ValueError(
+      f"Unknown crop {settings.crop!r} in the checkpoint's data settings; known: {CROPS}."
+    )
   tokenizer = data.make_tokenizer(settings.tokenizer)
   max_len = int(settings.max_len)
 
@@ -112,19 +117,22 @@ def make_prepare(settings: ml_collections.ConfigDict, *, image_modality: str = "
       if key == image_modality:
         out[key] = np.stack([prepare_image(x, settings) for x in value])
       elif key == text_modality:
-        out[key] = np.asarray(data.tokenize(tokenizer, [str(t) for t in value], max_len),
-                              np.int32)
+        out[key] = np.asarray(data.tokenize(tokenizer, [str(t) for t in value], max_len), np.int32)
       else:
-        raise ValueError(f"Cannot prepare {key!r} for the model; it takes {image_modality!r} "
-                         f"and {text_modality!r}.")
+        raise ValueError(
+          f"Cannot prepare {key!r} for the model; it takes {image_modality!r} "
+          f"and {text_modality!r}."
+        )
     return out
 
   return prepare
 
 
 def _shapes(tree: Any) -> dict[str, tuple[int, ...]]:
-  return {"/".join(str(getattr(k, "key", k)) for k in path): tuple(np.shape(x))
-          for path, x in jax.tree_util.tree_flatten_with_path(nn.meta.unbox(tree))[0]}
+  return {
+    "/".join(str(getattr(k, "key", k)) for k in path): tuple(np.shape(x))
+    for path, x in jax.tree_util.tree_flatten_with_path(nn.meta.unbox(tree))[0]
+  }
 
 
 def _place(model: nn.Module, params: Any, mesh: jax.sharding.Mesh) -> Any:
@@ -134,18 +142,26 @@ def _place(model: nn.Module, params: Any, mesh: jax.sharding.Mesh) -> Any:
   want, got = _shapes(abstract), _shapes(params)
   if want != got:
     missing, extra = sorted(set(want) - set(got)), sorted(set(got) - set(want))
-    shapes = [f"{k} {got[k]} (model {want[k]})" for k in sorted(set(want) & set(got))
-              if want[k] != got[k]]
-    raise ValueError(f"The checkpoint's parameters do not fit its model config: missing "
-                     f"{missing[:3]}, unexpected {extra[:3]}, shapes {shapes[:3]}.")
+    shapes = [
+      f"{k} {got[k]} (model {want[k]})" for k in sorted(set(want) & set(got)) if want[k] != got[k]
+    ]
+    raise ValueError(
+      f"The checkpoint's parameters do not fit its model config: missing "
+      f"{missing[:3]}, unexpected {extra[:3]}, shapes {shapes[:3]}."
+    )
   return jax.device_put(params, parallel.logical_shardings(abstract, mesh))
 
 
-def evaluate_pretrained(pre: Any, tasks: Mapping[str, Any] | ml_collections.ConfigDict, *,
-                        batch_size: int = 64, mesh: jax.sharding.Mesh | None = None,
-                        output_dir: str | os.PathLike | None = None, report: bool = True,
-                        sources: Mapping[str, Callable[..., Any]] | None = None
-                        ) -> dict[str, float]:
+def evaluate_pretrained(
+  pre: Any,
+  tasks: Mapping[str, Any] | ml_collections.ConfigDict,
+  *,
+  batch_size: int = 64,
+  mesh: jax.sharding.Mesh | None = None,
+  output_dir: str | os.PathLike | None = None,
+  report: bool = True,
+  sources: Mapping[str, Callable[..., Any]] | None = None,
+) -> dict[str, float]:
   """Runs evaluation `tasks` on an imported checkpoint; writes the report to `output_dir`.
 
   Args:
@@ -161,13 +177,16 @@ def evaluate_pretrained(pre: Any, tasks: Mapping[str, Any] | ml_collections.Conf
     The metrics, keyed `"{task name}/{metric}"`.
   """
   from contrastive import models  # pylint: disable=g-import-not-at-top
+
   runner.check_tasks(tasks)
   mesh = mesh if mesh is not None else parallel.make_mesh()
   model = models.make_model(pre.model_config)
   params = _place(model, pre.params, mesh)
   if set(model.modalities) != {"image", "text"}:
-    raise ValueError(f"An imported checkpoint has an image and a text tower; this model has "
-                     f"{tuple(model.modalities)}.")
+    raise ValueError(
+      f"An imported checkpoint has an image and a text tower; this model has "
+      f"{tuple(model.modalities)}."
+    )
   # The parameters are an argument, not constants folded into the compiled program.
   apply = jax.jit(lambda p, batch: model.apply({"params": p}, batch, train=False))
 
@@ -176,15 +195,25 @@ def evaluate_pretrained(pre: Any, tasks: Mapping[str, Any] | ml_collections.Conf
     scale = float(apply(params, {})[1]["scale"])
     logging.info("Evaluating %s (%s) on %s.", pre.source, pre.family, sorted(tasks))
     return runner.evaluate(
-        lambda batch: apply(params, batch)[0], tasks, prepare=make_prepare(pre.data),
-        batch_size=int(batch_size), mesh=mesh,
-        workdir=None if output_dir is None else os.fspath(output_dir), report=report,
-        sources=sources, logit_scale=scale)
+      lambda batch: apply(params, batch)[0],
+      tasks,
+      prepare=make_prepare(pre.data),
+      batch_size=int(batch_size),
+      mesh=mesh,
+      workdir=None if output_dir is None else os.fspath(output_dir),
+      report=report,
+      sources=sources,
+      logit_scale=scale,
+    )
 
 
-def evaluate_path(path: str | os.PathLike, config: ml_collections.ConfigDict | None = None, *,
-                  name: str | None = None, output_dir: str | os.PathLike | None = None
-                  ) -> dict[str, float]:
+def evaluate_path(
+  path: str | os.PathLike,
+  config: ml_collections.ConfigDict | None = None,
+  *,
+  name: str | None = None,
+  output_dir: str | os.PathLike | None = None,
+) -> dict[str, float]:
   """What `python -m contrastive.evaluate --pretrained PATH` runs.
 
   Args:
@@ -198,6 +227,7 @@ def evaluate_path(path: str | os.PathLike, config: ml_collections.ConfigDict | N
     The metrics.
   """
   from contrastive import models  # pylint: disable=g-import-not-at-top
+
   config = config if config is not None else ml_collections.ConfigDict()
   ev = config.get("eval") or ml_collections.ConfigDict()
   tasks = ev.get("tasks") or default_tasks()
@@ -208,7 +238,12 @@ def evaluate_path(path: str | os.PathLike, config: ml_collections.ConfigDict | N
   if config.get("data") is not None:  # the `data` source: the run config's own data
     sources = sources_lib.data_sources(config.data)
   pre = models.load_pretrained(path, name=name)
-  return evaluate_pretrained(pre, tasks, batch_size=int(ev.get("batch_size", 64)), mesh=mesh,
-                             output_dir=output_dir, report=bool(ev.get("report", True)),
-                             sources=sources)
-
+  return evaluate_pretrained(
+    pre,
+    tasks,
+    batch_size=int(ev.get("batch_size", 64)),
+    mesh=mesh,
+    output_dir=output_dir,
+    report=bool(ev.get("report", True)),
+    sources=sources,
+  )

@@ -48,10 +48,15 @@ def _fit(x, labels, l2s, weights, *, num_classes, steps):
   return jax.lax.map(lambda args: fit_one(*args), (l2s, weights))
 
 
-def fit_logistic_regression(x: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *,
-                            num_classes: int, l2: float | Sequence[float],
-                            weights: jax.typing.ArrayLike | None = None, steps: int = 100
-                            ) -> tuple[jax.Array, jax.Array]:
+def fit_logistic_regression(
+  x: jax.typing.ArrayLike,
+  labels: jax.typing.ArrayLike,
+  *,
+  num_classes: int,
+  l2: float | Sequence[float],
+  weights: jax.typing.ArrayLike | None = None,
+  steps: int = 100,
+) -> tuple[jax.Array, jax.Array]:
   """Multinomial logistic regression with an L2 penalty, fitted by full-batch L-BFGS (optax).
 
   .. math::
@@ -74,14 +79,16 @@ def fit_logistic_regression(x: jax.typing.ArrayLike, labels: jax.typing.ArrayLik
   x = jnp.asarray(_common.matrix("x", x), jnp.float32)
   labels = _common.int_vector("labels", labels, length=x.shape[0])
   if labels.min() < 0 or labels.max() >= num_classes:
-    raise ValueError(f"labels must lie in [0, {num_classes}), got values in "
-                     f"[{labels.min()}, {labels.max()}].")
+    raise ValueError(
+      f"labels must lie in [0, {num_classes}), got values in [{labels.min()}, {labels.max()}]."
+    )
   single = np.ndim(l2) == 0
   l2s = jnp.atleast_1d(jnp.asarray(l2, jnp.float32))
   weights = np.ones(x.shape[0], np.float32) if weights is None else _common.to_host(weights)
   if weights.shape not in ((x.shape[0],), (len(l2s), x.shape[0])):
-    raise ValueError(f"weights must have shape {(x.shape[0],)} or {(len(l2s), x.shape[0])}, got "
-                     f"{weights.shape}.")
+    raise ValueError(
+      f"weights must have shape {(x.shape[0],)} or {(len(l2s), x.shape[0])}, got {weights.shape}."
+    )
   weights = np.broadcast_to(weights.astype(np.float32), (len(l2s), x.shape[0]))
   w, b = _fit(x, labels, l2s, weights, num_classes=int(num_classes), steps=int(steps))
   return (w[0], b[0]) if single else (w, b)
@@ -93,11 +100,19 @@ def _accuracy(x, labels, w, b) -> np.ndarray:
   return np.mean(pred == labels[None], axis=1)
 
 
-def linear_probe(train_x: jax.typing.ArrayLike, train_labels: jax.typing.ArrayLike,
-                 test_x: jax.typing.ArrayLike, test_labels: jax.typing.ArrayLike, *,
-                 num_classes: int | None = None, l2_grid: Sequence[float] = DEFAULT_L2_GRID,
-                 val_fraction: float = 0.2, steps: int = 100, standardize: bool = True,
-                 seed: int = 0) -> dict[str, float]:
+def linear_probe(
+  train_x: jax.typing.ArrayLike,
+  train_labels: jax.typing.ArrayLike,
+  test_x: jax.typing.ArrayLike,
+  test_labels: jax.typing.ArrayLike,
+  *,
+  num_classes: int | None = None,
+  l2_grid: Sequence[float] = DEFAULT_L2_GRID,
+  val_fraction: float = 0.2,
+  steps: int = 100,
+  standardize: bool = True,
+  seed: int = 0,
+) -> dict[str, float]:
   """Linear-probe accuracy, with the L2 strength chosen on a validation split of the train set.
 
   The train set is split (seeded) into fit and validation parts; one logistic regression per
@@ -135,8 +150,10 @@ def linear_probe(train_x: jax.typing.ArrayLike, train_labels: jax.typing.ArrayLi
   if num_classes is None:
     num_classes = int(max(train_labels.max(), test_labels.max())) + 1
   if not 0 < val_fraction < 1 or len(train_x) < 2:
-    raise ValueError(f"val_fraction must be in (0, 1) with at least 2 train examples, got "
-                     f"{val_fraction} and {len(train_x)}.")
+    raise ValueError(
+      f"val_fraction must be in (0, 1) with at least 2 train examples, got "
+      f"{val_fraction} and {len(train_x)}."
+    )
   if standardize:
     mean, std = train_x.mean(0), train_x.std(0) + 1e-6
     train_x, test_x = (train_x - mean) / std, (test_x - mean) / std
@@ -146,24 +163,36 @@ def linear_probe(train_x: jax.typing.ArrayLike, train_labels: jax.typing.ArrayLi
   grid = np.asarray(sorted(l2_grid), np.float32)
   fit_weight = np.zeros(len(train_x), np.float32)
   fit_weight[fit] = 1.0
-  weights = np.concatenate([np.tile(fit_weight, (len(grid), 1)),
-                            np.ones((len(grid), len(train_x)), np.float32)])
-  w, b = fit_logistic_regression(train_x, train_labels, num_classes=num_classes,
-                                 l2=list(grid) * 2, weights=weights, steps=steps)
+  weights = np.concatenate(
+    [np.tile(fit_weight, (len(grid), 1)), np.ones((len(grid), len(train_x)), np.float32)]
+  )
+  w, b = fit_logistic_regression(
+    train_x, train_labels, num_classes=num_classes, l2=list(grid) * 2, weights=weights, steps=steps
+  )
   w, b = np.asarray(w), np.asarray(b)
-  val_acc = _accuracy(train_x[val], train_labels[val], w[:len(grid)], b[:len(grid)])
+  val_acc = _accuracy(train_x[val], train_labels[val], w[: len(grid)], b[: len(grid)])
   best = int(np.flatnonzero(val_acc == val_acc.max())[-1])
-  test_acc = _accuracy(test_x, test_labels, w[len(grid) + best:][:1], b[len(grid) + best:][:1])[0]
-  return {"accuracy": float(test_acc), "val_accuracy": float(val_acc[best]),
-          "l2": float(grid[best])}
+  test_acc = _accuracy(test_x, test_labels, w[len(grid) + best :][:1], b[len(grid) + best :][:1])[0]
+  return {
+    "accuracy": float(test_acc),
+    "val_accuracy": float(val_acc[best]),
+    "l2": float(grid[best]),
+  }
 
 
-def knn_classifier(train_x: jax.typing.ArrayLike, train_labels: jax.typing.ArrayLike,
-                   test_x: jax.typing.ArrayLike, test_labels: jax.typing.ArrayLike, *,
-                   k: int = 20, weighting: Literal["uniform", "similarity"] = "similarity",
-                   temperature: float = 0.07, num_classes: int | None = None,
-                   block_size: int = similarity.DEFAULT_BLOCK_SIZE, mesh: Mesh | None = None
-                   ) -> dict[str, float]:
+def knn_classifier(
+  train_x: jax.typing.ArrayLike,
+  train_labels: jax.typing.ArrayLike,
+  test_x: jax.typing.ArrayLike,
+  test_labels: jax.typing.ArrayLike,
+  *,
+  k: int = 20,
+  weighting: Literal["uniform", "similarity"] = "similarity",
+  temperature: float = 0.07,
+  num_classes: int | None = None,
+  block_size: int = similarity.DEFAULT_BLOCK_SIZE,
+  mesh: Mesh | None = None,
+) -> dict[str, float]:
   """k-nearest-neighbour accuracy under cosine similarity (the kNN monitor of SSL papers).
 
   Each test point votes with its `k` most similar train points (blocked top-k, no full matrix):
@@ -202,8 +231,9 @@ def knn_classifier(train_x: jax.typing.ArrayLike, train_labels: jax.typing.Array
   train_x, test_x = (_common.normalize(_common.to_host(a)) for a in (train_x, test_x))
   scores, idx = similarity.topk(test_x, train_x, k, block_size=block_size, mesh=mesh)
   scores, idx = _common.to_host(scores), _common.to_host(idx)
-  weights = np.exp((scores - 1.0) / temperature) if weighting == "similarity" else np.ones_like(
-      scores)
+  weights = (
+    np.exp((scores - 1.0) / temperature) if weighting == "similarity" else np.ones_like(scores)
+  )
   votes = np.zeros((len(test_x), num_classes))
   np.add.at(votes, (np.arange(len(test_x))[:, None], train_labels[idx]), weights)
   return {"accuracy": float(np.mean(votes.argmax(1) == test_labels))}

@@ -39,8 +39,9 @@ def _clean(metrics: Mapping[str, float]) -> dict[str, float | None]:
   return out
 
 
-def write_metrics(workdir: str | os.PathLike, metrics: Mapping[str, float], *,
-                  step: int | None = None) -> str:
+def write_metrics(
+  workdir: str | os.PathLike, metrics: Mapping[str, float], *, step: int | None = None
+) -> str:
   """Writes `metrics.json` (flat, sorted keys; `"step"` added when given)."""
   os.makedirs(workdir, exist_ok=True)
   data = _clean(metrics)
@@ -70,11 +71,18 @@ def read_history(workdir: str | os.PathLike) -> list[dict[str, float]]:
     return [json.loads(line) for line in f if line.strip()]
 
 
-def write_report(workdir: str | os.PathLike, metrics: Mapping[str, float], *,
-                 x: jax.typing.ArrayLike | None = None, y: jax.typing.ArrayLike | None = None,
-                 names: Sequence[str] = ("image", "text"),
-                 history: Sequence[Mapping[str, float]] | None = None, step: int | None = None,
-                 max_points: int = 2000, seed: int = 0) -> dict[str, str]:
+def write_report(
+  workdir: str | os.PathLike,
+  metrics: Mapping[str, float],
+  *,
+  x: jax.typing.ArrayLike | None = None,
+  y: jax.typing.ArrayLike | None = None,
+  names: Sequence[str] = ("image", "text"),
+  history: Sequence[Mapping[str, float]] | None = None,
+  step: int | None = None,
+  max_points: int = 2000,
+  seed: int = 0,
+) -> dict[str, str]:
   """Writes `metrics.json` and the plots whose inputs are given; returns their paths by name.
 
   Args:
@@ -110,10 +118,12 @@ def write_report(workdir: str | os.PathLike, metrics: Mapping[str, float], *,
     if len(x) == len(y) and len(x) >= 2:
       pos, neg = geometry.similarity_samples(x, y, seed=seed)
       out["similarity_histogram"] = plots.plot_similarity_histogram(
-          os.path.join(workdir, "similarity_histogram.png"), pos, neg)
+        os.path.join(workdir, "similarity_histogram.png"), pos, neg
+      )
     out["spectrum"] = plots.plot_spectrum(
-        os.path.join(workdir, "spectrum.png"),
-        {names[0]: geometry.singular_values(x), names[1]: geometry.singular_values(y)})
+      os.path.join(workdir, "spectrum.png"),
+      {names[0]: geometry.singular_values(x), names[1]: geometry.singular_values(y)},
+    )
   if history is not None and len(history) >= 2:
     out["curves"] = plots.plot_curves(os.path.join(workdir, "curves.png"), history)
   logging.info("Wrote the evaluation report to %s: %s", workdir, ", ".join(sorted(out)))

@@ -12,8 +12,9 @@ from contrastive.evaluate import _common
 from contrastive.evaluate import similarity
 
 
-def rank_metrics(ranks: jax.typing.ArrayLike, *, ks: Sequence[int] = (1, 5, 10)
-                 ) -> dict[str, float]:
+def rank_metrics(
+  ranks: jax.typing.ArrayLike, *, ks: Sequence[int] = (1, 5, 10)
+) -> dict[str, float]:
   """Recall@K, median and mean rank and mean reciprocal rank from the ranks of the first hits.
 
   .. math::
@@ -38,11 +39,15 @@ def rank_metrics(ranks: jax.typing.ArrayLike, *, ks: Sequence[int] = (1, 5, 10)
   return out
 
 
-def retrieval_ranks(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, *,
-                    y_to_x: jax.typing.ArrayLike,
-                    meaning_ids: jax.typing.ArrayLike | None = None,
-                    block_size: int = similarity.DEFAULT_BLOCK_SIZE, mesh: Mesh | None = None
-                    ) -> tuple[np.ndarray, np.ndarray]:
+def retrieval_ranks(
+  x: jax.typing.ArrayLike,
+  y: jax.typing.ArrayLike,
+  *,
+  y_to_x: jax.typing.ArrayLike,
+  meaning_ids: jax.typing.ArrayLike | None = None,
+  block_size: int = similarity.DEFAULT_BLOCK_SIZE,
+  mesh: Mesh | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
   """The rank of the first hit of every `x` among the `y`s and of every `y` among the `x`s.
 
   See `retrieval_metrics` for the arguments and the definition.
@@ -54,28 +59,40 @@ def retrieval_ranks(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, *,
   _common.same_dim(x=x, y=y)
   y_to_x = _common.int_vector("y_to_x", y_to_x, length=y.shape[0])
   if len(y_to_x) and (y_to_x.min() < 0 or y_to_x.max() >= x.shape[0]):
-    raise ValueError(f"y_to_x must index into the {x.shape[0]} rows of x, got values in "
-                     f"[{y_to_x.min()}, {y_to_x.max()}].")
+    raise ValueError(
+      f"y_to_x must index into the {x.shape[0]} rows of x, got values in "
+      f"[{y_to_x.min()}, {y_to_x.max()}]."
+    )
   x_ids = np.arange(x.shape[0], dtype=np.int32)
   if meaning_ids is not None:
     x_ids = _common.int_vector("meaning_ids", meaning_ids, length=x.shape[0])
   y_ids = x_ids[y_to_x]
   orphans = np.setdiff1d(x_ids, y_ids)
   if len(orphans):
-    raise ValueError(f"Every x needs at least one y; ids without one: {orphans[:10].tolist()}"
-                     f"{' ...' if len(orphans) > 10 else ''}.")
+    raise ValueError(
+      f"Every x needs at least one y; ids without one: {orphans[:10].tolist()}"
+      f"{' ...' if len(orphans) > 10 else ''}."
+    )
   kw = dict(block_size=block_size, mesh=mesh)
-  return (_common.to_host(similarity.positive_ranks(x, y, x_ids=x_ids, y_ids=y_ids, **kw)),
-          _common.to_host(similarity.positive_ranks(y, x, x_ids=y_ids, y_ids=x_ids, **kw)))
+  return (
+    _common.to_host(similarity.positive_ranks(x, y, x_ids=x_ids, y_ids=y_ids, **kw)),
+    _common.to_host(similarity.positive_ranks(y, x, x_ids=y_ids, y_ids=x_ids, **kw)),
+  )
 
 
-def retrieval_metrics(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, *,
-                      y_to_x: jax.typing.ArrayLike,
-                      meaning_ids: jax.typing.ArrayLike | None = None,
-                      subsets: Mapping[str, jax.typing.ArrayLike] | None = None,
-                      ks: Sequence[int] = (1, 5, 10), x_name: str = "image", y_name: str = "text",
-                      block_size: int = similarity.DEFAULT_BLOCK_SIZE, mesh: Mesh | None = None
-                      ) -> dict[str, float]:
+def retrieval_metrics(
+  x: jax.typing.ArrayLike,
+  y: jax.typing.ArrayLike,
+  *,
+  y_to_x: jax.typing.ArrayLike,
+  meaning_ids: jax.typing.ArrayLike | None = None,
+  subsets: Mapping[str, jax.typing.ArrayLike] | None = None,
+  ks: Sequence[int] = (1, 5, 10),
+  x_name: str = "image",
+  y_name: str = "text",
+  block_size: int = similarity.DEFAULT_BLOCK_SIZE,
+  mesh: Mesh | None = None,
+) -> dict[str, float]:
   """Retrieval from `x` to `y` and from `y` to `x` (Recall@K, median rank, MRR, RSUM).
 
   Item `y[j]` (a caption) belongs to `x[y_to_x[j]]` (its image); an image may own several
@@ -114,23 +131,28 @@ def retrieval_metrics(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, *,
     Models From Natural Language Supervision", 2021, https://arxiv.org/abs/2103.00020
   """
   ks = _common.positive_ints("ks", ks)
-  x_ranks, y_ranks = retrieval_ranks(x, y, y_to_x=y_to_x, meaning_ids=meaning_ids,
-                                     block_size=block_size, mesh=mesh)
+  x_ranks, y_ranks = retrieval_ranks(
+    x, y, y_to_x=y_to_x, meaning_ids=meaning_ids, block_size=block_size, mesh=mesh
+  )
   y_to_x = _common.int_vector("y_to_x", y_to_x)
   groups = {"": np.ones(len(x_ranks), bool)}
   for name, mask in (subsets or {}).items():
     mask = _common.to_host(mask)
     if mask.shape != x_ranks.shape or mask.dtype != bool:
-      raise ValueError(f"Subset {name!r} must be a bool mask of shape {x_ranks.shape}, got "
-                       f"{mask.dtype} {mask.shape}.")
+      raise ValueError(
+        f"Subset {name!r} must be a bool mask of shape {x_ranks.shape}, got "
+        f"{mask.dtype} {mask.shape}."
+      )
     groups[f"{name}/"] = mask
   out = {}
   for prefix, mask in groups.items():
     if not mask.any():
       continue
     part = {}
-    for direction, ranks in ((f"{x_name}_to_{y_name}", x_ranks[mask]),
-                             (f"{y_name}_to_{x_name}", y_ranks[mask[y_to_x]])):
+    for direction, ranks in (
+      (f"{x_name}_to_{y_name}", x_ranks[mask]),
+      (f"{y_name}_to_{x_name}", y_ranks[mask[y_to_x]]),
+    ):
       part.update({f"{direction}/{k}": v for k, v in rank_metrics(ranks, ks=ks).items()})
     part["rsum"] = float(100 * sum(v for k, v in part.items() if "/recall@" in k))
     out.update({prefix + k: v for k, v in part.items()})

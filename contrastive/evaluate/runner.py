@@ -42,8 +42,9 @@ def _plain(config: Any) -> Any:
   return config
 
 
-def check_tasks(tasks: Mapping[str, Mapping[str, Any]] | ml_collections.ConfigDict
-                ) -> dict[str, dict[str, Any]]:
+def check_tasks(
+  tasks: Mapping[str, Mapping[str, Any]] | ml_collections.ConfigDict,
+) -> dict[str, dict[str, Any]]:
   """Validates a tasks config before anything runs; returns it as plain dicts.
 
   Every task needs a known `kind` and only that task's options (its required ones included);
@@ -64,10 +65,10 @@ def check_tasks(tasks: Mapping[str, Mapping[str, Any]] | ml_collections.ConfigDi
     options = [p for p in params if p != "ctx"]
     unknown = sorted(set(config) - set(options))
     if unknown:
-      raise ValueError(f"Task {name!r} ({kind}) has unknown option(s) {unknown}; known: "
-                       f"{options}.")
-    missing = [p for p in options if params[p].default is inspect.Parameter.empty
-               and p not in config]
+      raise ValueError(f"Task {name!r} ({kind}) has unknown option(s) {unknown}; known: {options}.")
+    missing = [
+      p for p in options if params[p].default is inspect.Parameter.empty and p not in config
+    ]
     if missing:
       raise ValueError(f"Task {name!r} ({kind}) needs option(s) {missing}.")
     if kind == "zeroshot":  # a misspelt named set fails here, not after other tasks have run
@@ -77,15 +78,22 @@ def check_tasks(tasks: Mapping[str, Mapping[str, Any]] | ml_collections.ConfigDi
   return out
 
 
-def run_tasks(embed_fn: Callable[[dict[str, jax.Array]], Mapping[str, jax.Array]],
-              tasks: Mapping[str, Mapping[str, Any]] | ml_collections.ConfigDict, *,
-              prepare: Prepare, batch_size: int, mesh: Mesh | None = None,
-              sources: Mapping[str, Callable[..., Any]] | None = None,
-              image_modality: str = "image", text_modality: str = "text",
-              batch_axes: Sequence[str] = parallel.BATCH_AXES,
-              block_size: int = similarity.DEFAULT_BLOCK_SIZE, jit: bool = False,
-              logit_scale: float | None = None, context: Context | None = None
-              ) -> dict[str, float]:
+def run_tasks(
+  embed_fn: Callable[[dict[str, jax.Array]], Mapping[str, jax.Array]],
+  tasks: Mapping[str, Mapping[str, Any]] | ml_collections.ConfigDict,
+  *,
+  prepare: Prepare,
+  batch_size: int,
+  mesh: Mesh | None = None,
+  sources: Mapping[str, Callable[..., Any]] | None = None,
+  image_modality: str = "image",
+  text_modality: str = "text",
+  batch_axes: Sequence[str] = parallel.BATCH_AXES,
+  block_size: int = similarity.DEFAULT_BLOCK_SIZE,
+  jit: bool = False,
+  logit_scale: float | None = None,
+  context: Context | None = None,
+) -> dict[str, float]:
   """Runs every task of `tasks` and returns their metrics, keyed `"{task name}/{metric}"`.
 
   Args:
@@ -106,10 +114,19 @@ def run_tasks(embed_fn: Callable[[dict[str, jax.Array]], Mapping[str, jax.Array]
     Flat float metrics.
   """
   tasks = check_tasks(tasks)
-  ctx = context or Context(embed_fn=embed_fn, prepare=prepare, batch_size=batch_size, mesh=mesh,
-                           batch_axes=tuple(batch_axes), image_modality=image_modality,
-                           text_modality=text_modality, sources=sources,
-                           block_size=block_size, jit=jit, logit_scale=logit_scale)
+  ctx = context or Context(
+    embed_fn=embed_fn,
+    prepare=prepare,
+    batch_size=batch_size,
+    mesh=mesh,
+    batch_axes=tuple(batch_axes),
+    image_modality=image_modality,
+    text_modality=text_modality,
+    sources=sources,
+    block_size=block_size,
+    jit=jit,
+    logit_scale=logit_scale,
+  )
   metrics = {}
   for name, config in tasks.items():
     options = dict(config)
@@ -122,15 +139,24 @@ def run_tasks(embed_fn: Callable[[dict[str, jax.Array]], Mapping[str, jax.Array]
   return metrics
 
 
-def evaluate(embed_fn: Callable[[dict[str, jax.Array]], Mapping[str, jax.Array]],
-             tasks: Mapping[str, Mapping[str, Any]] | ml_collections.ConfigDict, *,
-             prepare: Prepare, batch_size: int, workdir: str | os.PathLike | None = None,
-             step: int | None = None, mesh: Mesh | None = None, report: bool = True,
-             sources: Mapping[str, Callable[..., Any]] | None = None,
-             image_modality: str = "image", text_modality: str = "text",
-             batch_axes: Sequence[str] = parallel.BATCH_AXES,
-             block_size: int = similarity.DEFAULT_BLOCK_SIZE, jit: bool = False,
-             logit_scale: float | None = None) -> dict[str, float]:
+def evaluate(
+  embed_fn: Callable[[dict[str, jax.Array]], Mapping[str, jax.Array]],
+  tasks: Mapping[str, Mapping[str, Any]] | ml_collections.ConfigDict,
+  *,
+  prepare: Prepare,
+  batch_size: int,
+  workdir: str | os.PathLike | None = None,
+  step: int | None = None,
+  mesh: Mesh | None = None,
+  report: bool = True,
+  sources: Mapping[str, Callable[..., Any]] | None = None,
+  image_modality: str = "image",
+  text_modality: str = "text",
+  batch_axes: Sequence[str] = parallel.BATCH_AXES,
+  block_size: int = similarity.DEFAULT_BLOCK_SIZE,
+  jit: bool = False,
+  logit_scale: float | None = None,
+) -> dict[str, float]:
   """`run_tasks`, then (on process 0, with a `workdir`) the history line and the report.
 
   The report's embedding plots use the pairs of the first `geometry` task; `curves.png` draws
@@ -146,26 +172,47 @@ def evaluate(embed_fn: Callable[[dict[str, jax.Array]], Mapping[str, jax.Array]]
   Returns:
     The metrics of `run_tasks`.
   """
-  ctx = Context(embed_fn=embed_fn, prepare=prepare, batch_size=batch_size, mesh=mesh,
-                batch_axes=tuple(batch_axes), image_modality=image_modality,
-                text_modality=text_modality, sources=sources, block_size=block_size, jit=jit,
-                logit_scale=logit_scale)
+  ctx = Context(
+    embed_fn=embed_fn,
+    prepare=prepare,
+    batch_size=batch_size,
+    mesh=mesh,
+    batch_axes=tuple(batch_axes),
+    image_modality=image_modality,
+    text_modality=text_modality,
+    sources=sources,
+    block_size=block_size,
+    jit=jit,
+    logit_scale=logit_scale,
+  )
   metrics = run_tasks(embed_fn, tasks, prepare=prepare, batch_size=batch_size, context=ctx)
   if workdir is not None and jax.process_index() == 0:
     if step is not None:
       report_lib.append_history(workdir, step, metrics)
     if report:
       x, y = next(iter(ctx.pairs.values()), (None, None))
-      report_lib.write_report(workdir, metrics, x=x, y=y,
-                              names=(ctx.image_modality, ctx.text_modality),
-                              history=report_lib.read_history(workdir), step=step)
+      report_lib.write_report(
+        workdir,
+        metrics,
+        x=x,
+        y=y,
+        names=(ctx.image_modality, ctx.text_modality),
+        history=report_lib.read_history(workdir),
+        step=step,
+      )
     else:
       report_lib.write_metrics(workdir, metrics, step=step)
   return metrics
 
 
-def default_tasks(*, num_examples: int = 256, image_size: int = 64, seed: int = 0,
-                  num_heldout: int = 8, probe: bool = False) -> ml_collections.ConfigDict:
+def default_tasks(
+  *,
+  num_examples: int = 256,
+  image_size: int = 64,
+  seed: int = 0,
+  num_heldout: int = 8,
+  probe: bool = False,
+) -> ml_collections.ConfigDict:
   """Evaluation tasks on the built-in dataset, as a config snippet for `config.eval.tasks`.
 
   Zero-shot on the `shape`, `colour` and `count` views (shape and colour with the marginal
@@ -174,25 +221,35 @@ def default_tasks(*, num_examples: int = 256, image_size: int = 64, seed: int = 
   held-out combinations reported apart; with `probe`, a linear probe and k-NN of the shape
   labels. `image_size`, `seed` and `num_heldout` must match the training data's.
   """
+
   def source(split: str, n: int = num_examples, **extra) -> dict[str, Any]:
-    return dict(name="synthetic", split=split, num_examples=n, image_size=image_size,
-                seed=seed, num_heldout=num_heldout, **extra)
+    return dict(
+      name="synthetic",
+      split=split,
+      num_examples=n,
+      image_size=image_size,
+      seed=seed,
+      num_heldout=num_heldout,
+      **extra,
+    )
 
   test = source("test")
   tasks = {
-      "zeroshot_shape": dict(kind="zeroshot", source=source("shape"), ensemble="marginal"),
-      "zeroshot_colour": dict(kind="zeroshot", source=source("colour"), ensemble="marginal"),
-      "zeroshot_count": dict(kind="zeroshot", source=source("count")),
-      "retrieval": dict(kind="retrieval", source=test, meaning_key="meaning_id",
-                        subset_key="heldout"),
-      "binding": dict(kind="binding", source=test, subset_key="heldout"),
-      "geometry": dict(kind="geometry", source=test),
+    "zeroshot_shape": dict(kind="zeroshot", source=source("shape"), ensemble="marginal"),
+    "zeroshot_colour": dict(kind="zeroshot", source=source("colour"), ensemble="marginal"),
+    "zeroshot_count": dict(kind="zeroshot", source=source("count")),
+    "retrieval": dict(
+      kind="retrieval", source=test, meaning_key="meaning_id", subset_key="heldout"
+    ),
+    "binding": dict(kind="binding", source=test, subset_key="heldout"),
+    "geometry": dict(kind="geometry", source=test),
   }
   if probe:
     # The probe's train set is a second seed of the shape view, so no test image is seen.
     probe_train = source("shape", 4 * num_examples)
     probe_train["seed"] = seed + 1
-    tasks["probe_shape"] = dict(kind="linear_probe", train_source=probe_train,
-                                test_source=source("shape"))
+    tasks["probe_shape"] = dict(
+      kind="linear_probe", train_source=probe_train, test_source=source("shape")
+    )
     tasks["knn_shape"] = dict(kind="knn", train_source=probe_train, test_source=source("shape"))
   return ml_collections.ConfigDict(tasks)

@@ -20,7 +20,8 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-from jax.sharding import Mesh, PartitionSpec as P
+from jax.sharding import Mesh
+from jax.sharding import PartitionSpec as P
 import numpy as np
 
 from contrastive.evaluate import _common
@@ -47,25 +48,38 @@ def _pad(a: jax.Array, size: int) -> jax.Array:
   return jnp.pad(a, [(0, size - a.shape[0])] + [(0, 0)] * (a.ndim - 1))
 
 
-def _blocked(row_fn: Callable[..., Any], rows: Sequence[jax.Array], cols: Sequence[jax.Array], *,
-             row_block: int, col_block: int, mesh: Mesh | None) -> Any:
+def _blocked(
+  row_fn: Callable[..., Any],
+  rows: Sequence[jax.Array],
+  cols: Sequence[jax.Array],
+  *,
+  row_block: int,
+  col_block: int,
+  mesh: Mesh | None,
+) -> Any:
   """Maps `row_fn(row_block_arrays, column_block_arrays)` over row blocks, rows over `mesh`.
 
   `rows` are padded to the layout's row count (split evenly over the devices), `cols` to a
   multiple of `col_block`. `row_fn` gets a list of `[row_block, ...]` arrays and a list of
   `[num_col_blocks, col_block, ...]` arrays and returns a pytree of `[row_block, ...]` arrays.
   """
+
   def local(*arrays):
-    row_blocks = [a.reshape(-1, row_block, *a.shape[1:]) for a in arrays[:len(rows)]]
-    col_blocks = [a.reshape(-1, col_block, *a.shape[1:]) for a in arrays[len(rows):]]
+    row_blocks = [a.reshape(-1, row_block, *a.shape[1:]) for a in arrays[: len(rows)]]
+    col_blocks = [a.reshape(-1, col_block, *a.shape[1:]) for a in arrays[len(rows) :]]
     out = jax.lax.map(lambda blk: row_fn(blk, col_blocks), row_blocks)
     return jax.tree.map(lambda o: o.reshape(-1, *o.shape[2:]), out)
 
   if mesh is None:
     return local(*rows, *cols)
   spec = P(tuple(mesh.axis_names))
-  fn = jax.shard_map(local, mesh=mesh, in_specs=(spec,) * len(rows) + (P(),) * len(cols),
-                     out_specs=spec, check_vma=False)  # every output is row-sharded
+  fn = jax.shard_map(
+    local,
+    mesh=mesh,
+    in_specs=(spec,) * len(rows) + (P(),) * len(cols),
+    out_specs=spec,
+    check_vma=False,
+  )  # every output is row-sharded
   return fn(*rows, *cols)
 
 
@@ -75,8 +89,9 @@ def _check_pair(x, y, block_size: int) -> tuple[Any, Any]:
   if int(block_size) < 1:
     raise ValueError(f"block_size must be a positive int, got {block_size!r}.")
   if x.shape[0] == 0 or y.shape[0] == 0:
-    raise ValueError(f"x and y must be non-empty, got shapes {tuple(x.shape)} and "
-                     f"{tuple(y.shape)}.")
+    raise ValueError(
+      f"x and y must be non-empty, got shapes {tuple(x.shape)} and {tuple(y.shape)}."
+    )
   return x, y
 
 
@@ -88,8 +103,10 @@ def _topk(x, y, *, k, block_size, mesh):
 
   def row_fn(blk, col_blocks):
     (xb,) = blk
-    init = (jnp.full((row_block, k), -jnp.inf, jnp.float32),
-            jnp.full((row_block, k), -1, jnp.int32))
+    init = (
+      jnp.full((row_block, k), -jnp.inf, jnp.float32),
+      jnp.full((row_block, k), -1, jnp.int32),
+    )
 
     def step(carry, c):
       yc, ic = c
@@ -101,15 +118,25 @@ def _topk(x, y, *, k, block_size, mesh):
 
     return jax.lax.scan(step, init, col_blocks)[0]
 
-  vals, ids = _blocked(row_fn, [_pad(x.astype(jnp.float32), rows)],
-                       [_pad(y.astype(jnp.float32), cols), col_ids],
-                       row_block=row_block, col_block=col_block, mesh=mesh)
+  vals, ids = _blocked(
+    row_fn,
+    [_pad(x.astype(jnp.float32), rows)],
+    [_pad(y.astype(jnp.float32), cols), col_ids],
+    row_block=row_block,
+    col_block=col_block,
+    mesh=mesh,
+  )
   return vals[:n], ids[:n]
 
 
-def topk(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, k: int, *,
-         block_size: int = DEFAULT_BLOCK_SIZE, mesh: Mesh | None = None
-         ) -> tuple[jax.Array, jax.Array]:
+def topk(
+  x: jax.typing.ArrayLike,
+  y: jax.typing.ArrayLike,
+  k: int,
+  *,
+  block_size: int = DEFAULT_BLOCK_SIZE,
+  mesh: Mesh | None = None,
+) -> tuple[jax.Array, jax.Array]:
   """The `k` columns of highest score for every row, computed in blocks.
 
   .. math::
@@ -164,15 +191,26 @@ def _positive_ranks(x, y, x_ids, y_ids, *, block_size, mesh):
 
     return 1 + jax.lax.scan(count, jnp.zeros((row_block,), jnp.int32), col_blocks)[0]
 
-  ranks = _blocked(row_fn, [_pad(x.astype(jnp.float32), rows), _pad(x_ids, rows)],
-                   [_pad(y.astype(jnp.float32), cols), _pad(y_ids, cols), valid],
-                   row_block=row_block, col_block=col_block, mesh=mesh)
+  ranks = _blocked(
+    row_fn,
+    [_pad(x.astype(jnp.float32), rows), _pad(x_ids, rows)],
+    [_pad(y.astype(jnp.float32), cols), _pad(y_ids, cols), valid],
+    row_block=row_block,
+    col_block=col_block,
+    mesh=mesh,
+  )
   return ranks[:n]
 
 
-def positive_ranks(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, *,
-                   x_ids: jax.typing.ArrayLike, y_ids: jax.typing.ArrayLike,
-                   block_size: int = DEFAULT_BLOCK_SIZE, mesh: Mesh | None = None) -> jax.Array:
+def positive_ranks(
+  x: jax.typing.ArrayLike,
+  y: jax.typing.ArrayLike,
+  *,
+  x_ids: jax.typing.ArrayLike,
+  y_ids: jax.typing.ArrayLike,
+  block_size: int = DEFAULT_BLOCK_SIZE,
+  mesh: Mesh | None = None,
+) -> jax.Array:
   """The rank of the best-scoring positive of every row, computed in blocks.
 
   Column `j` is a positive of row `i` when `x_ids[i] == y_ids[j]`. With :math:`p_i` the best
@@ -228,17 +266,27 @@ def _log_mean_gaussian(x, y, t, *, exclude_diagonal, block_size, mesh):
     top, total = jax.lax.scan(step, init, col_blocks)[0]
     return jnp.where(total > 0, top + jnp.log(total), -jnp.inf)
 
-  row_lse = _blocked(row_fn, [_pad(x, rows), _pad(x2, rows), jnp.arange(rows)],
-                     [_pad(y, cols), _pad(y2, cols), jnp.arange(cols)],
-                     row_block=row_block, col_block=col_block, mesh=mesh)
+  row_lse = _blocked(
+    row_fn,
+    [_pad(x, rows), _pad(x2, rows), jnp.arange(rows)],
+    [_pad(y, cols), _pad(y2, cols), jnp.arange(cols)],
+    row_block=row_block,
+    col_block=col_block,
+    mesh=mesh,
+  )
   pairs = n * m - (min(n, m) if exclude_diagonal else 0)
   return jax.nn.logsumexp(row_lse[:n]) - jnp.log(jnp.float32(pairs))
 
 
-def log_mean_gaussian_potential(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, *,
-                                t: float = 2.0, exclude_diagonal: bool = False,
-                                block_size: int = DEFAULT_BLOCK_SIZE, mesh: Mesh | None = None
-                                ) -> jax.Array:
+def log_mean_gaussian_potential(
+  x: jax.typing.ArrayLike,
+  y: jax.typing.ArrayLike,
+  *,
+  t: float = 2.0,
+  exclude_diagonal: bool = False,
+  block_size: int = DEFAULT_BLOCK_SIZE,
+  mesh: Mesh | None = None,
+) -> jax.Array:
   """Log of the mean Gaussian potential over all pairs, computed in blocks.
 
   .. math::
@@ -268,8 +316,14 @@ def log_mean_gaussian_potential(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike
   x, y = _check_pair(x, y, block_size)
   if exclude_diagonal and x.shape[0] * y.shape[0] <= min(x.shape[0], y.shape[0]):
     raise ValueError(f"No off-diagonal pairs for shapes {tuple(x.shape)} and {tuple(y.shape)}.")
-  return _log_mean_gaussian(x, y, jnp.float32(t), exclude_diagonal=bool(exclude_diagonal),
-                            block_size=int(block_size), mesh=mesh)
+  return _log_mean_gaussian(
+    x,
+    y,
+    jnp.float32(t),
+    exclude_diagonal=bool(exclude_diagonal),
+    block_size=int(block_size),
+    mesh=mesh,
+  )
 
 
 def dense_scores(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike) -> np.ndarray:

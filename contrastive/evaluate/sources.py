@@ -48,6 +48,7 @@ class EvalSource:
     templates: default prompt templates (one `{}` each) for its class names.
     negative_types: the kind of each entry of its records' `hard_negative_captions`.
   """
+
   source: RandomAccessSource
   class_names: tuple[str, ...] | None = None
   templates: tuple[str, ...] | None = None
@@ -61,6 +62,7 @@ def synthetic(*, split: str, num_examples: int, **kwargs) -> EvalSource:
   """The built-in dataset (`contrastive.data.synthetic.ShapesSource`); the labelled views
   (`shape`, `colour`, `count`) bring their class names and templates."""
   from contrastive.data import synthetic as shapes  # pylint: disable=g-import-not-at-top
+
   source = shapes.ShapesSource(split=split, num_examples=num_examples, **kwargs)
   view = shapes.labelled_views().get(split)
   kinds = tuple(shapes.HARD_NEGATIVE_KINDS)
@@ -86,9 +88,16 @@ class _Renamed:
     return f"_Renamed({self._source!r}, {self._rename})"
 
 
-def tfds(*, dataset: str, split: str, data_dir: str | None = None, image_key: str = "image",
-         label_key: str = "label", num_examples: int | None = None,
-         templates: Sequence[str] = DEFAULT_TEMPLATES) -> EvalSource:
+def tfds(
+  *,
+  dataset: str,
+  split: str,
+  data_dir: str | None = None,
+  image_key: str = "image",
+  label_key: str = "label",
+  num_examples: int | None = None,
+  templates: Sequence[str] = DEFAULT_TEMPLATES,
+) -> EvalSource:
   """A tfds classification dataset prepared in ArrayRecord format, read without TensorFlow.
 
   Records are renamed to `image` (left encoded: the caller's `prepare` decodes it) and `label`;
@@ -96,12 +105,14 @@ def tfds(*, dataset: str, split: str, data_dir: str | None = None, image_key: st
   `num_examples` keeps the first ones only.
   """
   import tensorflow_datasets as tfds_lib  # pylint: disable=g-import-not-at-top
+
   builder = tfds_lib.builder(dataset, data_dir=data_dir, try_gcs=False)
   features = builder.info.features
   for key in (image_key, label_key):
     if key not in features:
-      raise ValueError(f"tfds dataset {dataset!r} has no feature {key!r}; features: "
-                       f"{sorted(features.keys())}.")
+      raise ValueError(
+        f"tfds dataset {dataset!r} has no feature {key!r}; features: {sorted(features.keys())}."
+      )
   names = tuple(n.replace("_", " ") for n in getattr(features[label_key], "names", ()) or ())
   decoders = None
   if isinstance(features[image_key], tfds_lib.features.Image):
@@ -116,6 +127,7 @@ def arrayrecord(*, path: str, split: str, num_examples: int | None = None) -> Ev
   `caption` a list of str), e.g. `{"name": "arrayrecord", "path": "/data/my_set",
   "split": "val"}` for retrieval."""
   from contrastive import data  # pylint: disable=g-import-not-at-top
+
   cfg = data.resolve_config(dict(source="arrayrecord", arrayrecord=dict(path=path)))
   return EvalSource(_head(data.make_source(cfg, split=split).data, num_examples))
 
@@ -129,8 +141,10 @@ def data_sources(data_config: Any) -> dict[str, Callable[..., EvalSource]]:
   evaluated; the built-in views bring their class names and templates, the built-in dataset its
   negative types. Pass the result as `sources=` to `run_tasks` / `evaluate`.
   """
+
   def factory(*, split: str, num_examples: int | None = None) -> EvalSource:
     from contrastive import data  # pylint: disable=g-import-not-at-top
+
     cfg = data.resolve_config(data_config)
     source = data.make_source(cfg, split=split)
     names = templates = None
@@ -171,15 +185,17 @@ def _head(source, n: int | None):
 
 # name: factory(**config) -> EvalSource. Callers add their own with `sources=`.
 SOURCES: dict[str, Callable[..., EvalSource]] = {
-    "synthetic": synthetic,
-    "tfds": tfds,
-    "arrayrecord": arrayrecord,
+  "synthetic": synthetic,
+  "tfds": tfds,
+  "arrayrecord": arrayrecord,
 }
 
 
-def make_source(config: Mapping[str, Any] | ml_collections.ConfigDict, *,
-                sources: Mapping[str, Callable[..., EvalSource | RandomAccessSource]]
-                | None = None) -> EvalSource:
+def make_source(
+  config: Mapping[str, Any] | ml_collections.ConfigDict,
+  *,
+  sources: Mapping[str, Callable[..., EvalSource | RandomAccessSource]] | None = None,
+) -> EvalSource:
   """Builds the source a config names; an unknown name fails with the known ones.
 
   A factory may return an `EvalSource` or a bare random-access source.

@@ -37,8 +37,9 @@ def _captions(values: Sequence[Any], key: str) -> tuple[list[str], np.ndarray]:
     group = [v] if isinstance(v, (str, bytes)) else list(np.ravel(np.asarray(v, dtype=object)))
     group = [t.decode() if isinstance(t, bytes) else t for t in group]
     if not group or not all(isinstance(t, str) for t in group):
-      raise ValueError(f"Field {key!r} of record {i} must be a str or a non-empty sequence of "
-                       f"str, got {v!r}.")
+      raise ValueError(
+        f"Field {key!r} of record {i} must be a str or a non-empty sequence of str, got {v!r}."
+      )
     texts += group
     owner += [i] * len(group)
   return texts, np.asarray(owner, np.int32)
@@ -54,8 +55,10 @@ def _field(fields: Mapping[str, list[Any]], key: str) -> list[Any]:
     try:
       values = [v[part] for v in values]
     except (KeyError, TypeError, IndexError) as e:
-      raise ValueError(f"Cannot read field {key!r} of the records: no {part!r} in "
-                       f"{type(values[0]).__name__} values.") from e
+      raise ValueError(
+        f"Cannot read field {key!r} of the records: no {part!r} in "
+        f"{type(values[0]).__name__} values."
+      ) from e
   return values
 
 
@@ -66,11 +69,18 @@ def _subsets(fields, subset_key: str | None, names: Sequence[str]) -> dict[str, 
   return {names[0]: ~flag, names[1]: flag}
 
 
-def zeroshot(ctx: Context, *, source: Source, class_names: Sequence[str] | str | None = None,
-             templates: Sequence[str] | str | None = None, label_key: str = "label",
-             image_key: str = "image", ks: Sequence[int] = (1, 5),
-             ensemble: Literal["mean", "marginal"] = "mean", scale: float | None = None
-             ) -> dict[str, float]:
+def zeroshot(
+  ctx: Context,
+  *,
+  source: Source,
+  class_names: Sequence[str] | str | None = None,
+  templates: Sequence[str] | str | None = None,
+  label_key: str = "label",
+  image_key: str = "image",
+  ks: Sequence[int] = (1, 5),
+  ensemble: Literal["mean", "marginal"] = "mean",
+  scale: float | None = None,
+) -> dict[str, float]:
   """Zero-shot classification of a labelled source with a prompt ensemble.
 
   Class names and templates default to the source's own (the built-in labelled views, tfds
@@ -86,8 +96,10 @@ def zeroshot(ctx: Context, *, source: Source, class_names: Sequence[str] | str |
   class_names, templates = imagenet.class_names(class_names), imagenet.templates(templates)
   scale = scale if scale is not None else ctx.logit_scale
   if ensemble == "marginal" and scale is None:
-    raise ValueError("ensemble='marginal' needs the model's logit scale: give the task a scale, "
-                     "or evaluate with logit_scale set.")
+    raise ValueError(
+      "ensemble='marginal' needs the model's logit scale: give the task a scale, "
+      "or evaluate with logit_scale set."
+    )
   spec = ctx.source(source)
   names = tuple(class_names or spec.class_names or ())
   if not names:
@@ -99,15 +111,28 @@ def zeroshot(ctx: Context, *, source: Source, class_names: Sequence[str] | str |
   if ensemble == "marginal":
     scores = zeroshot_lib.marginal_log_probs(x, text, scale=scale, block_size=ctx.block_size)
     return zeroshot_lib.score_metrics(scores, labels=labels, ks=ks, class_names=names)
-  return zeroshot_lib.zeroshot_metrics(x, zeroshot_lib.class_prototypes(text), labels=labels,
-                                       ks=ks, class_names=names, block_size=ctx.block_size,
-                                       mesh=ctx.mesh)
+  return zeroshot_lib.zeroshot_metrics(
+    x,
+    zeroshot_lib.class_prototypes(text),
+    labels=labels,
+    ks=ks,
+    class_names=names,
+    block_size=ctx.block_size,
+    mesh=ctx.mesh,
+  )
 
 
-def retrieval(ctx: Context, *, source: Source, caption_key: str = "caption",
-              image_key: str = "image", meaning_key: str | None = None,
-              subset_key: str | None = None, subset_names: Sequence[str] = ("seen", "heldout"),
-              ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
+def retrieval(
+  ctx: Context,
+  *,
+  source: Source,
+  caption_key: str = "caption",
+  image_key: str = "image",
+  meaning_key: str | None = None,
+  subset_key: str | None = None,
+  subset_names: Sequence[str] = ("seen", "heldout"),
+  ks: Sequence[int] = (1, 5, 10),
+) -> dict[str, float]:
   """Image-text retrieval both ways over a source's images and its (one or more) captions.
 
   With `meaning_key`, a hit of the same meaning counts; with `subset_key` (a bool field), the
@@ -120,17 +145,31 @@ def retrieval(ctx: Context, *, source: Source, caption_key: str = "caption",
   if meaning is not None:  # compact ids (the built-in ones reach 2**23)
     meaning = np.unique(meaning, return_inverse=True)[1].astype(np.int32)
   return retrieval_lib.retrieval_metrics(
-      x, ctx.embed_texts(texts), y_to_x=y_to_x, meaning_ids=meaning,
-      subsets=_subsets(fields, subset_key, subset_names), ks=ks,
-      x_name=ctx.image_modality, y_name=ctx.text_modality, block_size=ctx.block_size,
-      mesh=ctx.mesh)
+    x,
+    ctx.embed_texts(texts),
+    y_to_x=y_to_x,
+    meaning_ids=meaning,
+    subsets=_subsets(fields, subset_key, subset_names),
+    ks=ks,
+    x_name=ctx.image_modality,
+    y_name=ctx.text_modality,
+    block_size=ctx.block_size,
+    mesh=ctx.mesh,
+  )
 
 
-def binding(ctx: Context, *, source: Source, caption_key: str = "caption",
-            image_key: str = "image", negatives_key: str = "hard_negative_captions",
-            valid_key: str | None = "hard_negative_valid",
-            negative_types: Sequence[str] | None = None, subset_key: str | None = None,
-            subset_names: Sequence[str] = ("seen", "heldout")) -> dict[str, float]:
+def binding(
+  ctx: Context,
+  *,
+  source: Source,
+  caption_key: str = "caption",
+  image_key: str = "image",
+  negatives_key: str = "hard_negative_captions",
+  valid_key: str | None = "hard_negative_valid",
+  negative_types: Sequence[str] | None = None,
+  subset_key: str | None = None,
+  subset_names: Sequence[str] = ("seen", "heldout"),
+) -> dict[str, float]:
   """Compositional binding: true caption against its hard negatives, per negative type.
 
   Each record's `negatives_key` holds one caption per type (`negative_types`, by default the
@@ -144,10 +183,15 @@ def binding(ctx: Context, *, source: Source, caption_key: str = "caption",
   negs = [list(n) for n in _field(fields, negatives_key)]
   kinds = tuple(negative_types or spec.negative_types or ())
   if any(len(n) != len(kinds) for n in negs):
-    raise ValueError(f"Each record's {negatives_key!r} needs one entry per negative type "
-                     f"{kinds}; give negative_types.")
-  valid = (np.ones((len(negs), len(kinds)), bool) if valid_key is None
-           else np.asarray(_field(fields, valid_key), bool).reshape(len(negs), len(kinds)))
+    raise ValueError(
+      f"Each record's {negatives_key!r} needs one entry per negative type "
+      f"{kinds}; give negative_types."
+    )
+  valid = (
+    np.ones((len(negs), len(kinds)), bool)
+    if valid_key is None
+    else np.asarray(_field(fields, valid_key), bool).reshape(len(negs), len(kinds))
+  )
   img, col = np.nonzero(valid)
   if not len(img):
     raise ValueError(f"No valid hard negatives in source {dict(source)}.")
@@ -158,16 +202,26 @@ def binding(ctx: Context, *, source: Source, caption_key: str = "caption",
     keep = mask[img]
     if mask.any() and keep.any():
       new_index = np.cumsum(mask) - 1
-      part = binding_lib.binding_metrics(x[mask], y[mask], negatives[keep],
-                                         negative_of=new_index[img[keep]],
-                                         negative_types=types[keep])
+      part = binding_lib.binding_metrics(
+        x[mask],
+        y[mask],
+        negatives[keep],
+        negative_of=new_index[img[keep]],
+        negative_types=types[keep],
+      )
       out.update({f"{name}/{k}": v for k, v in part.items()})
   return out
 
 
-def geometry(ctx: Context, *, source: Source, caption_key: str = "caption",
-             image_key: str = "image", separability: bool = True, report: bool = True
-             ) -> dict[str, float]:
+def geometry(
+  ctx: Context,
+  *,
+  source: Source,
+  caption_key: str = "caption",
+  image_key: str = "image",
+  separability: bool = True,
+  report: bool = True,
+) -> dict[str, float]:
   """Modality gap, alignment, uniformity, cosines and effective rank of images and captions.
 
   With `report`, the pairs are kept for the report's plots. See `geometry.geometry_metrics`.
@@ -178,49 +232,87 @@ def geometry(ctx: Context, *, source: Source, caption_key: str = "caption",
   y = ctx.embed_texts([texts[i] for i in first])
   if report:
     ctx.pairs[ctx.task_name or "geometry"] = (x, y)
-  return geometry_lib.geometry_metrics(x, y, x_name=ctx.image_modality,
-                                       y_name=ctx.text_modality, separability=separability,
-                                       block_size=ctx.block_size, mesh=ctx.mesh)
+  return geometry_lib.geometry_metrics(
+    x,
+    y,
+    x_name=ctx.image_modality,
+    y_name=ctx.text_modality,
+    separability=separability,
+    block_size=ctx.block_size,
+    mesh=ctx.mesh,
+  )
 
 
 def _labelled(ctx: Context, source: Source, label_key: str, image_key: str):
   x, fields = ctx.load(source, image_key=image_key)
   labels = np.asarray(_field(fields, label_key))
   if labels.ndim != 1:
-    raise ValueError(f"Probes need integer labels, got field {label_key!r} of shape "
-                     f"{labels.shape}.")
+    raise ValueError(
+      f"Probes need integer labels, got field {label_key!r} of shape {labels.shape}."
+    )
   return x, labels.astype(np.int32)
 
 
-def linear_probe(ctx: Context, *, train_source: Source, test_source: Source,
-                 label_key: str = "label", image_key: str = "image",
-                 l2_grid: Sequence[float] = probes.DEFAULT_L2_GRID, val_fraction: float = 0.2,
-                 steps: int = 100, seed: int = 0) -> dict[str, float]:
+def linear_probe(
+  ctx: Context,
+  *,
+  train_source: Source,
+  test_source: Source,
+  label_key: str = "label",
+  image_key: str = "image",
+  l2_grid: Sequence[float] = probes.DEFAULT_L2_GRID,
+  val_fraction: float = 0.2,
+  steps: int = 100,
+  seed: int = 0,
+) -> dict[str, float]:
   """A logistic-regression probe on frozen image embeddings. See `probes.linear_probe`."""
   train_x, train_y = _labelled(ctx, train_source, label_key, image_key)
   test_x, test_y = _labelled(ctx, test_source, label_key, image_key)
-  return probes.linear_probe(train_x, train_y, test_x, test_y, l2_grid=l2_grid,
-                             val_fraction=val_fraction, steps=steps, seed=seed)
+  return probes.linear_probe(
+    train_x,
+    train_y,
+    test_x,
+    test_y,
+    l2_grid=l2_grid,
+    val_fraction=val_fraction,
+    steps=steps,
+    seed=seed,
+  )
 
 
-def knn(ctx: Context, *, train_source: Source, test_source: Source, label_key: str = "label",
-        image_key: str = "image", k: int = 20,
-        weighting: Literal["uniform", "similarity"] = "similarity", temperature: float = 0.07
-        ) -> dict[str, float]:
+def knn(
+  ctx: Context,
+  *,
+  train_source: Source,
+  test_source: Source,
+  label_key: str = "label",
+  image_key: str = "image",
+  k: int = 20,
+  weighting: Literal["uniform", "similarity"] = "similarity",
+  temperature: float = 0.07,
+) -> dict[str, float]:
   """k-NN classification on frozen image embeddings. See `probes.knn_classifier`."""
   train_x, train_y = _labelled(ctx, train_source, label_key, image_key)
   test_x, test_y = _labelled(ctx, test_source, label_key, image_key)
-  return probes.knn_classifier(train_x, train_y, test_x, test_y, k=min(k, len(train_x)),
-                               weighting=weighting, temperature=temperature,
-                               block_size=ctx.block_size, mesh=ctx.mesh)
+  return probes.knn_classifier(
+    train_x,
+    train_y,
+    test_x,
+    test_y,
+    k=min(k, len(train_x)),
+    weighting=weighting,
+    temperature=temperature,
+    block_size=ctx.block_size,
+    mesh=ctx.mesh,
+  )
 
 
 # kind: task. Configs name tasks by these keys.
 TASKS: dict[str, Callable[..., dict[str, float]]] = {
-    "zeroshot": zeroshot,
-    "retrieval": retrieval,
-    "binding": binding,
-    "geometry": geometry,
-    "linear_probe": linear_probe,
-    "knn": knn,
+  "zeroshot": zeroshot,
+  "retrieval": retrieval,
+  "binding": binding,
+  "geometry": geometry,
+  "linear_probe": linear_probe,
+  "knn": knn,
 }

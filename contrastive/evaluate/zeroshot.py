@@ -34,8 +34,9 @@ def prompts(class_names: Sequence[str], templates: Sequence[str]) -> list[str]:
     `c`, so their embeddings reshape to `[num_classes, num_templates, dim]`.
   """
   if not class_names or not templates:
-    raise ValueError(f"Need at least one class name and one template, got {len(class_names)} "
-                     f"and {len(templates)}.")
+    raise ValueError(
+      f"Need at least one class name and one template, got {len(class_names)} and {len(templates)}."
+    )
   bad = [t for t in templates if "{}" not in t]
   if bad:
     raise ValueError(f"Every template needs a '{{}}' for the class name; these have none: {bad}.")
@@ -69,14 +70,19 @@ def _templates(template_embeddings) -> np.ndarray:
   """`[num_classes, num_templates, dim]` unit-norm float32 prompt embeddings, checked."""
   e = _common.to_host(template_embeddings)
   if e.ndim != 3:
-    raise ValueError("template_embeddings must be [num_classes, num_templates, dim], got shape "
-                     f"{e.shape}.")
+    raise ValueError(
+      f"template_embeddings must be [num_classes, num_templates, dim], got shape {e.shape}."
+    )
   return _common.normalize(e)
 
 
-def marginal_log_probs(x: jax.typing.ArrayLike, template_embeddings: jax.typing.ArrayLike, *,
-                       scale: float, block_size: int = similarity.DEFAULT_BLOCK_SIZE
-                       ) -> np.ndarray:
+def marginal_log_probs(
+  x: jax.typing.ArrayLike,
+  template_embeddings: jax.typing.ArrayLike,
+  *,
+  scale: float,
+  block_size: int = similarity.DEFAULT_BLOCK_SIZE,
+) -> np.ndarray:
   """Class log-probabilities as the sum over each class's prompts of the prompt probabilities.
 
   With unit-norm prompt embeddings :math:`w_{ct}` (class `c`, template `t`) and the model's
@@ -106,17 +112,22 @@ def marginal_log_probs(x: jax.typing.ArrayLike, template_embeddings: jax.typing.
   rows = max(1, block_size**2 // (w.shape[0] * w.shape[1]))
   out = []
   for start in range(0, len(x), rows):
-    logits = float(scale) * np.einsum("nd,ctd->nct", x[start:start + rows], w)
+    logits = float(scale) * np.einsum("nd,ctd->nct", x[start : start + rows], w)
     per_class = jax.nn.logsumexp(logits, axis=-1)
     out.append(np.asarray(per_class - jax.nn.logsumexp(per_class, axis=-1, keepdims=True)))
   return np.concatenate(out).astype(np.float32)
 
 
-def zeroshot_metrics(x: jax.typing.ArrayLike, prototypes: jax.typing.ArrayLike, *,
-                     labels: jax.typing.ArrayLike, ks: Sequence[int] = (1, 5),
-                     class_names: Sequence[str] | None = None,
-                     block_size: int = similarity.DEFAULT_BLOCK_SIZE, mesh: Mesh | None = None
-                     ) -> dict[str, float]:
+def zeroshot_metrics(
+  x: jax.typing.ArrayLike,
+  prototypes: jax.typing.ArrayLike,
+  *,
+  labels: jax.typing.ArrayLike,
+  ks: Sequence[int] = (1, 5),
+  class_names: Sequence[str] | None = None,
+  block_size: int = similarity.DEFAULT_BLOCK_SIZE,
+  mesh: Mesh | None = None,
+) -> dict[str, float]:
   """Top-K accuracy, mean per-class accuracy and per-class accuracy of zero-shot prediction.
 
   The prediction is :math:`\\hat c(x) = \\arg\\max_c \\langle x, w_c\\rangle`; an example counts
@@ -154,24 +165,35 @@ def zeroshot_metrics(x: jax.typing.ArrayLike, prototypes: jax.typing.ArrayLike, 
   num_classes = prototypes.shape[0]
   ks = tuple(k for k in _common.positive_ints("ks", ks) if k <= num_classes)
   _, top = similarity.topk(x, prototypes, max(ks, default=1), block_size=block_size, mesh=mesh)
-  return _metrics(_common.to_host(top), labels, ks=ks, num_classes=num_classes,
-                  class_names=class_names)
+  return _metrics(
+    _common.to_host(top), labels, ks=ks, num_classes=num_classes, class_names=class_names
+  )
 
 
-def score_metrics(scores: jax.typing.ArrayLike, *, labels: jax.typing.ArrayLike,
-                  ks: Sequence[int] = (1, 5), class_names: Sequence[str] | None = None
-                  ) -> dict[str, float]:
+def score_metrics(
+  scores: jax.typing.ArrayLike,
+  *,
+  labels: jax.typing.ArrayLike,
+  ks: Sequence[int] = (1, 5),
+  class_names: Sequence[str] | None = None,
+) -> dict[str, float]:
   """`zeroshot_metrics` of a prediction given as a `[num, num_classes]` score matrix (e.g.
   `marginal_log_probs`): the classes ranked by score, ties to the lower index."""
   scores = _common.to_host(_common.matrix("scores", scores))
   num_classes = scores.shape[1]
   ks = tuple(k for k in _common.positive_ints("ks", ks) if k <= num_classes)
-  top = np.argsort(-scores, axis=1, kind="stable")[:, :max(ks, default=1)]
+  top = np.argsort(-scores, axis=1, kind="stable")[:, : max(ks, default=1)]
   return _metrics(top, labels, ks=ks, num_classes=num_classes, class_names=class_names)
 
 
-def _metrics(top: np.ndarray, labels, *, ks: tuple[int, ...], num_classes: int,
-             class_names: Sequence[str] | None) -> dict[str, float]:
+def _metrics(
+  top: np.ndarray,
+  labels,
+  *,
+  ks: tuple[int, ...],
+  num_classes: int,
+  class_names: Sequence[str] | None,
+) -> dict[str, float]:
   """The metrics of `zeroshot_metrics` from each row's best classes `top` `[num, k_max]`."""
   multi_hot = _multi_hot(labels, num=len(top), num_classes=num_classes)
   if class_names is None:
@@ -199,10 +221,10 @@ def _multi_hot(labels, *, num: int, num_classes: int) -> np.ndarray:
     if len(labels) != num:
       raise ValueError(f"Got {len(labels)} labels for {num} embeddings.")
     if labels.min() < 0 or labels.max() >= num_classes:
-      raise ValueError(f"Labels must lie in [0, {num_classes}), got values in "
-                       f"[{labels.min()}, {labels.max()}].")
+      raise ValueError(
+        f"Labels must lie in [0, {num_classes}), got values in [{labels.min()}, {labels.max()}]."
+      )
     return np.eye(num_classes, dtype=bool)[labels]
   if labels.shape != (num, num_classes):
-    raise ValueError(f"Multi-hot labels must have shape {(num, num_classes)}, got "
-                     f"{labels.shape}.")
+    raise ValueError(f"Multi-hot labels must have shape {(num, num_classes)}, got {labels.shape}.")
   return labels.astype(bool)

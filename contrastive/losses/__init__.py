@@ -6,34 +6,83 @@ live in `contrastive.losses.reference`.
 """
 
 from contrastive.losses import reference
-from contrastive.losses.align_uniform import align_uniform_loss, contrastive_gap_loss
+from contrastive.losses.align_uniform import align_uniform_loss
+from contrastive.losses.align_uniform import contrastive_gap_loss
 from contrastive.losses.auc import auc_mw_loss
 from contrastive.losses.cmc import cmc_loss
-from contrastive.losses.dcl import dcl_loss, dclw_loss
-from contrastive.losses.focal import sigmoid_focal_loss, softmax_focal_loss
+from contrastive.losses.dcl import dcl_loss
+from contrastive.losses.dcl import dclw_loss
+from contrastive.losses.focal import sigmoid_focal_loss
+from contrastive.losses.focal import softmax_focal_loss
 from contrastive.losses.gram import gram_loss
 from contrastive.losses.hard_negative import hard_negative_loss
 from contrastive.losses.kernel import kernel_infonce_loss
 from contrastive.losses.macl import macl_loss
-from contrastive.losses.moco import ema_update, init_queue, moco_loss, update_queue
-from contrastive.losses.multiview import mv_dhel_loss, mv_infonce_loss
-from contrastive.losses.registry import LOSSES, Objective, get, register
-from contrastive.losses.ring import Home, Tile, TileLoss, ring_loss
+from contrastive.losses.moco import ema_update
+from contrastive.losses.moco import init_queue
+from contrastive.losses.moco import moco_loss
+from contrastive.losses.moco import update_queue
+from contrastive.losses.multiview import mv_dhel_loss
+from contrastive.losses.multiview import mv_infonce_loss
+from contrastive.losses.registry import LOSSES
+from contrastive.losses.registry import Objective
+from contrastive.losses.registry import get
+from contrastive.losses.registry import register
+from contrastive.losses.ring import Home
+from contrastive.losses.ring import Tile
+from contrastive.losses.ring import TileLoss
+from contrastive.losses.ring import ring_loss
 from contrastive.losses.sigmoid import sigmoid_loss
-from contrastive.losses.soft_target import (TargetTile, cwcl_targets, label_smoothing_targets,
-                                            mixup_targets, one_hot_targets, soft_target_loss,
-                                            teacher_logits)
+from contrastive.losses.soft_target import TargetTile
+from contrastive.losses.soft_target import cwcl_targets
+from contrastive.losses.soft_target import label_smoothing_targets
+from contrastive.losses.soft_target import mixup_targets
+from contrastive.losses.soft_target import one_hot_targets
+from contrastive.losses.soft_target import soft_target_loss
+from contrastive.losses.soft_target import teacher_logits
 from contrastive.losses.softmax import softmax_loss
-from contrastive.losses.supcon import multi_positive_loss, supcon_loss
+from contrastive.losses.supcon import multi_positive_loss
+from contrastive.losses.supcon import supcon_loss
 from contrastive.losses.symile import symile_loss
 
 __all__ = [
-    "LOSSES", "Home", "Objective", "Tile", "TileLoss", "get", "reference", "register", "ring_loss",
-    "sigmoid_loss", "softmax_loss",
-    "cmc_loss", "ema_update", "gram_loss", "init_queue", "moco_loss", "mv_dhel_loss",
-    "mv_infonce_loss", "symile_loss", "update_queue",
-    "TargetTile", "align_uniform_loss", "auc_mw_loss", "contrastive_gap_loss", "cwcl_targets",
-    "dcl_loss", "dclw_loss", "hard_negative_loss", "kernel_infonce_loss", "label_smoothing_targets",
-    "macl_loss", "mixup_targets", "multi_positive_loss", "one_hot_targets", "sigmoid_focal_loss",
-    "soft_target_loss", "softmax_focal_loss", "supcon_loss", "teacher_logits",
+  "LOSSES",
+  "Home",
+  "Objective",
+  "Tile",
+  "TileLoss",
+  "get",
+  "reference",
+  "register",
+  "ring_loss",
+  "sigmoid_loss",
+  "softmax_loss",
+  "cmc_loss",
+  "ema_update",
+  "gram_loss",
+  "init_queue",
+  "moco_loss",
+  "mv_dhel_loss",
+  "mv_infonce_loss",
+  "symile_loss",
+  "update_queue",
+  "TargetTile",
+  "align_uniform_loss",
+  "auc_mw_loss",
+  "contrastive_gap_loss",
+  "cwcl_targets",
+  "dcl_loss",
+  "dclw_loss",
+  "hard_negative_loss",
+  "kernel_infonce_loss",
+  "label_smoothing_targets",
+  "macl_loss",
+  "mixup_targets",
+  "multi_positive_loss",
+  "one_hot_targets",
+  "sigmoid_focal_loss",
+  "soft_target_loss",
+  "softmax_focal_loss",
+  "supcon_loss",
+  "teacher_logits",
 ]

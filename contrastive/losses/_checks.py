@@ -30,8 +30,10 @@ def check_embeddings(fn: str, **arrays) -> None:
 def check_scalars(fn: str, **scalars) -> None:
   for name, v in scalars.items():
     if np.ndim(v) != 0:
-      raise ValueError(f"{fn}: `{name}` must be a scalar, got shape {np.shape(v)} "
-                       f"(squeeze a [1]-shaped parameter, e.g. `{name}[0]`).")
+      raise ValueError(
+        f"{fn}: `{name}` must be a scalar, got shape {np.shape(v)} "
+        f"(squeeze a [1]-shaped parameter, e.g. `{name}[0]`)."
+      )
     if not jnp.issubdtype(jnp.result_type(v), jnp.floating) and not isinstance(v, (int, float)):
       if not jnp.issubdtype(jnp.result_type(v), jnp.integer):
         raise TypeError(f"{fn}: `{name}` must be a real number, got dtype {jnp.result_type(v)}.")
@@ -40,7 +42,9 @@ def check_scalars(fn: str, **scalars) -> None:
 def check_block_size(fn: str, block_size) -> None:
   if block_size is None:
     return
-  if isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer)) or block_size < 1:
+  if (
+    isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer)) or block_size < 1
+  ):
     raise ValueError(f"{fn}: block_size must be a positive int or None, got {block_size!r}.")
 
 
@@ -49,8 +53,10 @@ def check_side(fn: str, batch: int, **trees) -> None:
   for name, tree in trees.items():
     for leaf in jax.tree.leaves(tree):
       if np.ndim(leaf) == 0 or np.shape(leaf)[0] != batch:
-        raise ValueError(f"{fn}: `{name}` must have leading dimension {batch} (the batch), got "
-                         f"shape {np.shape(leaf)}.")
+        raise ValueError(
+          f"{fn}: `{name}` must have leading dimension {batch} (the batch), got "
+          f"shape {np.shape(leaf)}."
+        )
 
 
 def check_label_smoothing(fn: str, eps: float) -> None:
@@ -61,5 +67,6 @@ def check_label_smoothing(fn: str, eps: float) -> None:
 def same_batch(fn: str, arrays: Sequence[jax.Array], names: Sequence[str]) -> None:
   sizes = [np.shape(a)[0] for a in arrays]
   if len(set(sizes)) > 1:
-    raise ValueError(f"{fn}: batch sizes differ: " +
-                     ", ".join(f"{n}={s}" for n, s in zip(names, sizes)))
+    raise ValueError(
+      f"{fn}: batch sizes differ: " + ", ".join(f"{n}={s}" for n, s in zip(names, sizes))
+    )

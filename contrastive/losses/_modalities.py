@@ -20,9 +20,11 @@ def check_modalities(fn: str, embeddings) -> tuple[jax.Array, ...]:
   """
   if isinstance(embeddings, (jax.Array, np.ndarray)) or not isinstance(embeddings, Sequence):
     raise TypeError(
-        f"{fn}: `embeddings` must be a sequence (list or tuple) of [batch, dim] arrays, one per "
-        f"modality, got {type(embeddings).__name__}"
-        + (f" of shape {np.shape(embeddings)}" if hasattr(embeddings, "shape") else "") + ".")
+      f"{fn}: `embeddings` must be a sequence (list or tuple) of [batch, dim] arrays, one per "
+      f"modality, got {type(embeddings).__name__}"
+      + (f" of shape {np.shape(embeddings)}" if hasattr(embeddings, "shape") else "")
+      + "."
+    )
   embeddings = tuple(embeddings)
   if len(embeddings) < 2:
     raise ValueError(f"{fn}: needs at least 2 modalities, got {len(embeddings)}.")
@@ -60,8 +62,7 @@ def masked_logsumexp(values: jax.Array, keep: jax.Array, axis: int) -> jax.Array
   """log sum exp over ``axis`` of the kept ``values``: -inf where none is kept, and finite
   gradients everywhere (no ``exp(-inf - -inf)``), unlike ``jax.nn.logsumexp`` of masked values."""
   top = jnp.max(jnp.where(keep, values, -jnp.inf), axis=axis, keepdims=True)
-  top = jax.lax.stop_gradient(jnp.where(jnp.isfinite(top), top, 0.))
+  top = jax.lax.stop_gradient(jnp.where(jnp.isfinite(top), top, 0.0))
   total = jnp.sum(jnp.exp(jnp.where(keep, values - top, -jnp.inf)), axis=axis)
   some = total > 0
-  return jnp.where(some, jnp.log(jnp.where(some, total, 1.)) + jnp.squeeze(top, axis), -jnp.inf)
-
+  return jnp.where(some, jnp.log(jnp.where(some, total, 1.0)) + jnp.squeeze(top, axis), -jnp.inf)

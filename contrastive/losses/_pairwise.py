@@ -7,7 +7,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from contrastive.losses.ring import Home, Tile
+from contrastive.losses.ring import Home
+from contrastive.losses.ring import Tile
 from contrastive.losses.ring import _axis_size as axis_size  # noqa: F401  (re-exported)
 
 # What a masked-out logit contributes to a log-sum-exp.
@@ -18,8 +19,10 @@ def check_global_batch(fn: str, batch: int, axis_name, minimum: int = 2) -> int:
   """The global batch ``B``; raises when it is below ``minimum`` (a loss needing negatives)."""
   n = batch * axis_size(axis_name)
   if n < minimum:
-    raise ValueError(f"{fn}: needs a global batch of at least {minimum} (it contrasts each pair "
-                     f"with the others), got {n}.")
+    raise ValueError(
+      f"{fn}: needs a global batch of at least {minimum} (it contrasts each pair "
+      f"with the others), got {n}."
+    )
   return n
 
 

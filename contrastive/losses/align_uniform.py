@@ -10,16 +10,26 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from contrastive.losses import _checks, _pairwise
-from contrastive.losses.ring import Home, Tile, TileLoss, ring_loss
+from contrastive.losses import _checks
+from contrastive.losses import _pairwise
+from contrastive.losses.ring import Home
+from contrastive.losses.ring import Tile
+from contrastive.losses.ring import TileLoss
+from contrastive.losses.ring import ring_loss
 
 VARIANTS = ("cua", "cuaxu")
 
 
-def align_uniform_loss(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, *, alpha: float = 2.0,
-                       t: float = 2.0, lam: float = 1.0,
-                       axis_name: str | tuple[str, ...] | None = None,
-                       block_size: int | None = None) -> jax.Array:
+def align_uniform_loss(
+  x: jax.typing.ArrayLike,
+  y: jax.typing.ArrayLike,
+  *,
+  alpha: float = 2.0,
+  t: float = 2.0,
+  lam: float = 1.0,
+  axis_name: str | tuple[str, ...] | None = None,
+  block_size: int | None = None,
+) -> jax.Array:
   r"""Alignment plus uniformity (Wang & Isola), optimised directly.
 
   .. math::
@@ -60,16 +70,31 @@ def align_uniform_loss(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, *, alph
   """
   fn = "align_uniform_loss"
   _check(fn, x, y, None, alpha, t, axis_name, block_size)
-  parts = _run(x, y, {}, clip=False, cross=False, alpha=float(alpha), t=float(t),
-               axis_name=axis_name, block_size=block_size)
+  parts = _run(
+    x,
+    y,
+    {},
+    clip=False,
+    cross=False,
+    alpha=float(alpha),
+    t=float(t),
+    axis_name=axis_name,
+    block_size=block_size,
+  )
   return parts["align"] + lam * (parts["unif_x"] + parts["unif_y"]) / 2
 
 
-def contrastive_gap_loss(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike,
-                         scale: jax.typing.ArrayLike, *,
-                         variant: Literal["cua", "cuaxu"] = "cuaxu", alpha: float = 2.0,
-                         t: float = 2.0, axis_name: str | tuple[str, ...] | None = None,
-                         block_size: int | None = None) -> jax.Array:
+def contrastive_gap_loss(
+  x: jax.typing.ArrayLike,
+  y: jax.typing.ArrayLike,
+  scale: jax.typing.ArrayLike,
+  *,
+  variant: Literal["cua", "cuaxu"] = "cuaxu",
+  alpha: float = 2.0,
+  t: float = 2.0,
+  axis_name: str | tuple[str, ...] | None = None,
+  block_size: int | None = None,
+) -> jax.Array:
   r"""CLIP plus alignment and uniformity, per modality (CUA) and across modalities (CUAXU).
 
   .. math::
@@ -114,8 +139,17 @@ def contrastive_gap_loss(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike,
     raise ValueError(f"{fn}: variant must be one of {VARIANTS}, got {variant!r}.")
   _check(fn, x, y, scale, alpha, t, axis_name, block_size)
   cross = variant == "cuaxu"
-  parts = _run(x, y, {"scale": scale}, clip=True, cross=cross, alpha=float(alpha), t=float(t),
-               axis_name=axis_name, block_size=block_size)
+  parts = _run(
+    x,
+    y,
+    {"scale": scale},
+    clip=True,
+    cross=cross,
+    alpha=float(alpha),
+    t=float(t),
+    axis_name=axis_name,
+    block_size=block_size,
+  )
   loss = parts["clip"] + parts["align"] + (parts["unif_x"] + parts["unif_y"]) / 2
   return loss + parts["unif_xy"] if cross else loss
 
@@ -139,7 +173,7 @@ def _run(x, y, params, *, clip, cross, alpha, t, axis_name, block_size):
   parts = {"clip": out[0], "align": out[1]}
   names = ["unif_x", "unif_y"] + (["unif_xy"] if cross else [])
   for k, name in enumerate(names):  # each device's partial log-sum-exp sits in its own slot
-    parts[name] = jax.nn.logsumexp(out[2 + k * n_dev: 2 + (k + 1) * n_dev]) - log_pairs
+    parts[name] = jax.nn.logsumexp(out[2 + k * n_dev : 2 + (k + 1) * n_dev]) - log_pairs
   return parts
 
 
@@ -149,10 +183,15 @@ def _geometry_tiles(clip: bool, cross: bool, alpha: float, t: float, n_dev: int)
 
   def tile_fn(tile: Tile):
     off_diagonal = ~tile.positive
-    pairs = {"unif_x": (tile.x["x"], tile.y["x"]), "unif_y": (tile.x["y"], tile.y["y"]),
-             "unif_xy": (tile.x["x"], tile.y["y"])}
-    values = {name: jnp.where(off_diagonal, -t * _pairwise.sq_dists(*pairs[name]),
-                              _pairwise.NEG_INF) for name in unif}
+    pairs = {
+      "unif_x": (tile.x["x"], tile.y["x"]),
+      "unif_y": (tile.x["y"], tile.y["y"]),
+      "unif_xy": (tile.x["x"], tile.y["y"]),
+    }
+    values = {
+      name: jnp.where(off_diagonal, -t * _pairwise.sq_dists(*pairs[name]), _pairwise.NEG_INF)
+      for name in unif
+    }
     if clip:
       logits = tile.params["scale"] * _pairwise.dot(tile.x["x"], tile.y["y"])
       values.update(lse_xy=logits, lse_yx=logits)
@@ -167,8 +206,9 @@ def _geometry_tiles(clip: bool, cross: bool, alpha: float, t: float, n_dev: int)
     if clip:
       positive = home.params["scale"] * _pairwise.rowdot(x, y)
       clip_share = jnp.sum(home.stats["lse_xy"] + home.stats["lse_yx"] - 2 * positive) / (2 * n)
-    slots = [_pairwise.device_slot(jax.nn.logsumexp(home.stats[name]), home, n_dev)
-             for name in unif]
+    slots = [
+      _pairwise.device_slot(jax.nn.logsumexp(home.stats[name]), home, n_dev) for name in unif
+    ]
     return jnp.concatenate([jnp.stack([clip_share, align])] + slots)
 
   reductions = {name: "row_lse" for name in unif}

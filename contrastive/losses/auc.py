@@ -6,13 +6,22 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from contrastive.losses import _checks, _pairwise
-from contrastive.losses.ring import Home, Tile, TileLoss, ring_loss
+from contrastive.losses import _checks
+from contrastive.losses import _pairwise
+from contrastive.losses.ring import Home
+from contrastive.losses.ring import Tile
+from contrastive.losses.ring import TileLoss
+from contrastive.losses.ring import ring_loss
 
 
-def auc_mw_loss(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, scale: jax.typing.ArrayLike, *,
-                axis_name: str | tuple[str, ...] | None = None,
-                block_size: int | None = None) -> jax.Array:
+def auc_mw_loss(
+  x: jax.typing.ArrayLike,
+  y: jax.typing.ArrayLike,
+  scale: jax.typing.ArrayLike,
+  *,
+  axis_name: str | tuple[str, ...] | None = None,
+  block_size: int | None = None,
+) -> jax.Array:
   r"""Per-query Mann-Whitney loss: binary cross-entropy on every (positive, negative) score
   difference, in both retrieval directions.
 
@@ -60,8 +69,16 @@ def auc_mw_loss(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, scale: jax.typ
   _checks.check_block_size(fn, block_size)
   _pairwise.check_global_batch(fn, np.shape(x)[0], axis_name)
   positive = _pairwise.rowdot(x, y)
-  return ring_loss(_AUC_TILES, x, y, {"scale": scale}, row=positive, col=positive,
-                   axis_name=axis_name, block_size=block_size)
+  return ring_loss(
+    _AUC_TILES,
+    x,
+    y,
+    {"scale": scale},
+    row=positive,
+    col=positive,
+    axis_name=axis_name,
+    block_size=block_size,
+  )
 
 
 def _tile_fn(tile: Tile):
@@ -76,5 +93,9 @@ def _finalize_fn(home: Home):
   return jnp.sum(home.stats["mw_x"] + home.stats["mw_y"]) / (2 * n * (n - 1))
 
 
-_AUC_TILES = TileLoss(tile_fn=_tile_fn, reductions={"mw_x": "row_sum", "mw_y": "col_sum"},
-                      finalize_fn=_finalize_fn, linear=True)
+_AUC_TILES = TileLoss(
+  tile_fn=_tile_fn,
+  reductions={"mw_x": "row_sum", "mw_y": "col_sum"},
+  finalize_fn=_finalize_fn,
+  linear=True,
+)

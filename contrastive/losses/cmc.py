@@ -14,10 +14,15 @@ from contrastive.losses.softmax import softmax_loss
 MODES = ("all_pairs", "core")
 
 
-def cmc_loss(embeddings, scale: jax.typing.ArrayLike, *,
-             mode: Literal["all_pairs", "core"] = "all_pairs", label_smoothing: float = 0.0,
-             axis_name: str | tuple[str, ...] | None = None,
-             block_size: int | None = None) -> jax.Array:
+def cmc_loss(
+  embeddings,
+  scale: jax.typing.ArrayLike,
+  *,
+  mode: Literal["all_pairs", "core"] = "all_pairs",
+  label_smoothing: float = 0.0,
+  axis_name: str | tuple[str, ...] | None = None,
+  block_size: int | None = None,
+) -> jax.Array:
   r"""CMC: the symmetric InfoNCE summed over pairs of views.
 
   With :math:`L_{\mathrm{CLIP}}(V_p, V_q)` the symmetric softmax loss of :func:`softmax_loss`
@@ -64,7 +69,19 @@ def cmc_loss(embeddings, scale: jax.typing.ArrayLike, *,
   _checks.check_label_smoothing(fn, label_smoothing)
   if mode not in MODES:
     raise ValueError(f"{fn}: mode must be one of {MODES}, got {mode!r}.")
-  pairs = (itertools.combinations(range(len(emb)), 2) if mode == "all_pairs"
-           else ((0, q) for q in range(1, len(emb))))
-  return sum(softmax_loss(emb[p], emb[q], scale, label_smoothing=label_smoothing,
-                          axis_name=axis_name, block_size=block_size) for p, q in pairs)
+  pairs = (
+    itertools.combinations(range(len(emb)), 2)
+    if mode == "all_pairs"
+    else ((0, q) for q in range(1, len(emb)))
+  )
+  return sum(
+    softmax_loss(
+      emb[p],
+      emb[q],
+      scale,
+      label_smoothing=label_smoothing,
+      axis_name=axis_name,
+      block_size=block_size,
+    )
+    for p, q in pairs
+  )

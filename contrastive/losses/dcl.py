@@ -8,13 +8,23 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from contrastive.losses import _checks, _pairwise
-from contrastive.losses.ring import Home, Tile, TileLoss, ring_loss
+from contrastive.losses import _checks
+from contrastive.losses import _pairwise
+from contrastive.losses.ring import Home
+from contrastive.losses.ring import Tile
+from contrastive.losses.ring import TileLoss
+from contrastive.losses.ring import ring_loss
 
 
-def dcl_loss(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, scale: jax.typing.ArrayLike, *,
-             intra_modal: bool = False, axis_name: str | tuple[str, ...] | None = None,
-             block_size: int | None = None) -> jax.Array:
+def dcl_loss(
+  x: jax.typing.ArrayLike,
+  y: jax.typing.ArrayLike,
+  scale: jax.typing.ArrayLike,
+  *,
+  intra_modal: bool = False,
+  axis_name: str | tuple[str, ...] | None = None,
+  block_size: int | None = None,
+) -> jax.Array:
   r"""Decoupled contrastive loss: symmetric InfoNCE without the positive in the denominator.
 
   With logits :math:`l_{ij} = t\, x_i \cdot y_j`:
@@ -56,10 +66,16 @@ def dcl_loss(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, scale: jax.typing
   return _dcl("dcl_loss", x, y, scale, None, intra_modal, axis_name, block_size)
 
 
-def dclw_loss(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, scale: jax.typing.ArrayLike, *,
-              sigma: float = 0.5, intra_modal: bool = False,
-              axis_name: str | tuple[str, ...] | None = None,
-              block_size: int | None = None) -> jax.Array:
+def dclw_loss(
+  x: jax.typing.ArrayLike,
+  y: jax.typing.ArrayLike,
+  scale: jax.typing.ArrayLike,
+  *,
+  sigma: float = 0.5,
+  intra_modal: bool = False,
+  axis_name: str | tuple[str, ...] | None = None,
+  block_size: int | None = None,
+) -> jax.Array:
   r"""Weighted decoupled contrastive loss: DCL with a von Mises-Fisher weight on each positive.
 
   .. math::
@@ -108,8 +124,14 @@ def _dcl(fn, x, y, scale, sigma, intra_modal, axis_name, block_size):
   if sigma is not None:
     params["weight_lse"] = _pairwise.global_logsumexp(_pairwise.rowdot(x, y) / sigma, axis_name)
   rows, cols = ({"x": x, "y": y}, {"x": x, "y": y}) if intra_modal else (x, y)
-  return ring_loss(_dcl_tiles(bool(intra_modal), sigma), rows, cols, params,
-                   axis_name=axis_name, block_size=block_size)
+  return ring_loss(
+    _dcl_tiles(bool(intra_modal), sigma),
+    rows,
+    cols,
+    params,
+    axis_name=axis_name,
+    block_size=block_size,
+  )
 
 
 @functools.cache
@@ -122,8 +144,12 @@ def _dcl_tiles(intra_modal: bool, sigma: float | None) -> TileLoss:
     x_r, y_r, x_c, y_c = tile.x["x"], tile.x["y"], tile.y["x"], tile.y["y"]
     negatives = lambda a, b: jnp.where(off_diagonal, t * _pairwise.dot(a, b), _pairwise.NEG_INF)
     cross = negatives(x_r, y_c)
-    return {"neg_xy": cross, "neg_yx": cross, "neg_xx": negatives(x_r, x_c),
-            "neg_yy": negatives(y_r, y_c)}
+    return {
+      "neg_xy": cross,
+      "neg_yx": cross,
+      "neg_xx": negatives(x_r, x_c),
+      "neg_yy": negatives(y_r, y_c),
+    }
 
   def finalize_fn(home: Home):
     x, y = (home.x["x"], home.y["y"]) if intra_modal else (home.x, home.y)

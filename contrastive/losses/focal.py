@@ -8,15 +8,25 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from contrastive.losses import _checks, _pairwise
-from contrastive.losses.ring import Home, Tile, TileLoss, ring_loss
+from contrastive.losses import _checks
+from contrastive.losses import _pairwise
+from contrastive.losses.ring import Home
+from contrastive.losses.ring import Tile
+from contrastive.losses.ring import TileLoss
+from contrastive.losses.ring import ring_loss
 
 
-def sigmoid_focal_loss(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike,
-                       scale: jax.typing.ArrayLike, bias: jax.typing.ArrayLike, *,
-                       gamma: float = 1.0, alpha: float = 0.5,
-                       axis_name: str | tuple[str, ...] | None = None,
-                       block_size: int | None = None) -> jax.Array:
+def sigmoid_focal_loss(
+  x: jax.typing.ArrayLike,
+  y: jax.typing.ArrayLike,
+  scale: jax.typing.ArrayLike,
+  bias: jax.typing.ArrayLike,
+  *,
+  gamma: float = 1.0,
+  alpha: float = 0.5,
+  axis_name: str | tuple[str, ...] | None = None,
+  block_size: int | None = None,
+) -> jax.Array:
   r"""Sigmoid focal loss over all pairs of the global batch (RO-ViT's focal contrastive loss).
 
   With :math:`l_{ij} = t\, x_i \cdot y_j + b`, :math:`z_{ij} = \pm 1` (positive on the
@@ -65,14 +75,25 @@ def sigmoid_focal_loss(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike,
   _check_gamma(fn, gamma)
   if not 0.0 <= alpha <= 1.0:
     raise ValueError(f"{fn}: alpha must be in [0, 1], got {alpha!r}.")
-  return ring_loss(_sigmoid_focal_tiles(float(gamma), float(alpha)), x, y,
-                   {"scale": scale, "bias": bias}, axis_name=axis_name, block_size=block_size)
+  return ring_loss(
+    _sigmoid_focal_tiles(float(gamma), float(alpha)),
+    x,
+    y,
+    {"scale": scale, "bias": bias},
+    axis_name=axis_name,
+    block_size=block_size,
+  )
 
 
-def softmax_focal_loss(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike,
-                       scale: jax.typing.ArrayLike, *, gamma: float = 2.0,
-                       axis_name: str | tuple[str, ...] | None = None,
-                       block_size: int | None = None) -> jax.Array:
+def softmax_focal_loss(
+  x: jax.typing.ArrayLike,
+  y: jax.typing.ArrayLike,
+  scale: jax.typing.ArrayLike,
+  *,
+  gamma: float = 2.0,
+  axis_name: str | tuple[str, ...] | None = None,
+  block_size: int | None = None,
+) -> jax.Array:
   r"""Softmax focal loss: CLIP's symmetric InfoNCE with each anchor weighted by
   :math:`(1 - P_i)^\gamma`.
 
@@ -120,8 +141,14 @@ def softmax_focal_loss(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike,
   _checks.check_block_size(fn, block_size)
   _check_gamma(fn, gamma)
   _pairwise.check_global_batch(fn, np.shape(x)[0], axis_name)
-  return ring_loss(_softmax_focal_tiles(float(gamma)), x, y, {"scale": scale},
-                   axis_name=axis_name, block_size=block_size)
+  return ring_loss(
+    _softmax_focal_tiles(float(gamma)),
+    x,
+    y,
+    {"scale": scale},
+    axis_name=axis_name,
+    block_size=block_size,
+  )
 
 
 def _check_gamma(fn, gamma):
@@ -146,8 +173,9 @@ def _sigmoid_focal_tiles(gamma: float, alpha: float) -> TileLoss:
   def finalize_fn(home: Home):
     return jnp.sum(home.stats["focal"]) / home.global_batch
 
-  return TileLoss(tile_fn=tile_fn, reductions={"focal": "row_sum"}, finalize_fn=finalize_fn,
-                  linear=True)
+  return TileLoss(
+    tile_fn=tile_fn, reductions={"focal": "row_sum"}, finalize_fn=finalize_fn, linear=True
+  )
 
 
 @functools.cache
@@ -158,9 +186,11 @@ def _softmax_focal_tiles(gamma: float) -> TileLoss:
 
   def finalize_fn(home: Home):
     positive = home.params["scale"] * _pairwise.rowdot(home.x, home.y)
-    per_anchor = (_focal_nll(positive - home.stats["neg_x"], gamma)
-                  + _focal_nll(positive - home.stats["neg_y"], gamma))
+    per_anchor = _focal_nll(positive - home.stats["neg_x"], gamma) + _focal_nll(
+      positive - home.stats["neg_y"], gamma
+    )
     return jnp.sum(per_anchor) / (2 * home.global_batch)
 
-  return TileLoss(tile_fn=tile_fn, reductions={"neg_x": "row_lse", "neg_y": "col_lse"},
-                  finalize_fn=finalize_fn)
+  return TileLoss(
+    tile_fn=tile_fn, reductions={"neg_x": "row_lse", "neg_y": "col_lse"}, finalize_fn=finalize_fn
+  )

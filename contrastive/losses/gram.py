@@ -7,9 +7,13 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from contrastive.losses import _checks, softmax
+from contrastive.losses import _checks
+from contrastive.losses import softmax
 from contrastive.losses._modalities import check_modalities
-from contrastive.losses.ring import Home, Tile, TileLoss, ring_loss
+from contrastive.losses.ring import Home
+from contrastive.losses.ring import Tile
+from contrastive.losses.ring import TileLoss
+from contrastive.losses.ring import ring_loss
 
 # A Gram determinant below this is taken as this: the volume is floored at 1e-6, which keeps
 # the gradient of sqrt(|det|) finite where k vectors are (numerically) linearly dependent.
@@ -17,9 +21,14 @@ DET_FLOOR = 1e-12
 _COFACTOR_MAX_K = 5  # Laplace expansion (k! products) up to here, batched LU beyond
 
 
-def gram_loss(embeddings, scale: jax.typing.ArrayLike, *, label_smoothing: float = 0.0,
-              axis_name: str | tuple[str, ...] | None = None,
-              block_size: int | None = None) -> jax.Array:
+def gram_loss(
+  embeddings,
+  scale: jax.typing.ArrayLike,
+  *,
+  label_smoothing: float = 0.0,
+  axis_name: str | tuple[str, ...] | None = None,
+  block_size: int | None = None,
+) -> jax.Array:
   r"""Symmetric cross-entropy over the volumes of the anchor and the other modalities (GRAM).
 
   With the anchor modality :math:`a` (``embeddings[0]``, the text in GRAM) and the others
@@ -79,8 +88,14 @@ def gram_loss(embeddings, scale: jax.typing.ArrayLike, *, label_smoothing: float
   _checks.check_scalars(fn, scale=scale)
   _checks.check_block_size(fn, block_size)
   _checks.check_label_smoothing(fn, label_smoothing)
-  return ring_loss(_gram_tiles(float(label_smoothing)), emb[0], emb[1:],
-                   {"scale": scale}, axis_name=axis_name, block_size=block_size)
+  return ring_loss(
+    _gram_tiles(float(label_smoothing)),
+    emb[0],
+    emb[1:],
+    {"scale": scale},
+    axis_name=axis_name,
+    block_size=block_size,
+  )
 
 
 def volume(gram_entries) -> jax.Array:
@@ -97,8 +112,7 @@ def _det(m):
     return m[0][0] * m[1][1] - m[0][1] * m[1][0]
   if k > _COFACTOR_MAX_K:
     shape = jnp.broadcast_shapes(*(jnp.shape(e) for row in m for e in row))
-    stacked = jnp.stack([jnp.stack([jnp.broadcast_to(e, shape) for e in row], -1) for row in m],
-                        -2)
+    stacked = jnp.stack([jnp.stack([jnp.broadcast_to(e, shape) for e in row], -1) for row in m], -2)
     return jnp.linalg.det(stacked)
   total = 0.0
   for j in range(k):
@@ -145,5 +159,6 @@ def _gram_tiles(label_smoothing: float) -> TileLoss:
     positive = -home.params["scale"] * volume(entries)
     return softmax.symmetric_infonce(home, positive, label_smoothing)
 
-  return TileLoss(tile_fn=tile_fn, reductions=softmax.infonce_reductions(label_smoothing),
-                  finalize_fn=finalize_fn)
+  return TileLoss(
+    tile_fn=tile_fn, reductions=softmax.infonce_reductions(label_smoothing), finalize_fn=finalize_fn
+  )

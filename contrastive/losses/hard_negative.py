@@ -8,15 +8,25 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from contrastive.losses import _checks, _pairwise
-from contrastive.losses.ring import Home, Tile, TileLoss, ring_loss
+from contrastive.losses import _checks
+from contrastive.losses import _pairwise
+from contrastive.losses.ring import Home
+from contrastive.losses.ring import Tile
+from contrastive.losses.ring import TileLoss
+from contrastive.losses.ring import ring_loss
 
 
-def hard_negative_loss(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike,
-                       scale: jax.typing.ArrayLike, neg_y: jax.typing.ArrayLike,
-                       neg_x: jax.typing.ArrayLike | None = None, *, shared: bool = False,
-                       axis_name: str | tuple[str, ...] | None = None,
-                       block_size: int | None = None) -> jax.Array:
+def hard_negative_loss(
+  x: jax.typing.ArrayLike,
+  y: jax.typing.ArrayLike,
+  scale: jax.typing.ArrayLike,
+  neg_y: jax.typing.ArrayLike,
+  neg_x: jax.typing.ArrayLike | None = None,
+  *,
+  shared: bool = False,
+  axis_name: str | tuple[str, ...] | None = None,
+  block_size: int | None = None,
+) -> jax.Array:
   r"""Softmax contrastive loss whose denominators also hold hard negatives, in both directions.
 
   Each pair :math:`i` brings :math:`k` hard negatives :math:`\tilde y_{ih}` for its anchor
@@ -80,36 +90,57 @@ def hard_negative_loss(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike,
   params = {"scale": scale}
   if shared:
     row = {"neg_x": neg_x} if has_x else None
-    return ring_loss(_hard_negative_tiles(True, has_x), x, y, params, row=row,
-                     col={"neg_y": neg_y}, axis_name=axis_name, block_size=block_size)
+    return ring_loss(
+      _hard_negative_tiles(True, has_x),
+      x,
+      y,
+      params,
+      row=row,
+      col={"neg_y": neg_y},
+      axis_name=axis_name,
+      block_size=block_size,
+    )
   # Each anchor's own negatives are local: one log-sum-exp per anchor, before the ring.
   row = {"extra_x": _extra_lse(x, neg_y, scale)}
   if has_x:
     row["extra_y"] = _extra_lse(y, neg_x, scale)
-  return ring_loss(_hard_negative_tiles(False, has_x), x, y, params, row=row,
-                   axis_name=axis_name, block_size=block_size)
+  return ring_loss(
+    _hard_negative_tiles(False, has_x),
+    x,
+    y,
+    params,
+    row=row,
+    axis_name=axis_name,
+    block_size=block_size,
+  )
 
 
 def _check_negatives(fn, name, neg, batch, dim):
   shape = np.shape(neg)
   if len(shape) != 3 or shape[0] != batch or shape[2] != dim or shape[1] < 1:
-    raise ValueError(f"{fn}: `{name}` must be [batch, k, dim] = [{batch}, k >= 1, {dim}], got "
-                     f"shape {shape}.")
+    raise ValueError(
+      f"{fn}: `{name}` must be [batch, k, dim] = [{batch}, k >= 1, {dim}], got shape {shape}."
+    )
   if not jnp.issubdtype(jnp.result_type(neg), jnp.floating):
     raise TypeError(f"{fn}: `{name}` must be a floating array, got dtype {jnp.result_type(neg)}.")
 
 
 def _extra_lse(anchors, negatives, scale):
   """[b] log sum_h exp(t a_i . n_ih)."""
-  logits = jnp.einsum("id,ihd->ih", _pairwise.f32(anchors), _pairwise.f32(negatives),
-                      preferred_element_type=jnp.float32)
+  logits = jnp.einsum(
+    "id,ihd->ih",
+    _pairwise.f32(anchors),
+    _pairwise.f32(negatives),
+    preferred_element_type=jnp.float32,
+  )
   return jax.nn.logsumexp(jnp.asarray(scale, jnp.float32) * logits, axis=-1)
 
 
 def _shared_lse(anchors, negatives, scale):
   """[anchors, owners] log sum_h exp(t a_i . n_jh)."""
-  logits = jnp.einsum("id,jhd->ijh", anchors, _pairwise.f32(negatives),
-                      preferred_element_type=jnp.float32)
+  logits = jnp.einsum(
+    "id,jhd->ijh", anchors, _pairwise.f32(negatives), preferred_element_type=jnp.float32
+  )
   return jax.nn.logsumexp(scale * logits, axis=-1)
 
 

@@ -9,17 +9,27 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from contrastive.losses import _checks, _pairwise
-from contrastive.losses.ring import Home, Tile, TileLoss, ring_loss
+from contrastive.losses import _checks
+from contrastive.losses import _pairwise
+from contrastive.losses.ring import Home
+from contrastive.losses.ring import Tile
+from contrastive.losses.ring import TileLoss
+from contrastive.losses.ring import ring_loss
 
 MIXTURES = ("sum", "concat")
 
 
-def kernel_infonce_loss(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike,
-                        scale: jax.typing.ArrayLike, *, gamma: float = 2.0,
-                        mix_weight: float = 1.0, mixture: Literal["sum", "concat"] = "sum",
-                        axis_name: str | tuple[str, ...] | None = None,
-                        block_size: int | None = None) -> jax.Array:
+def kernel_infonce_loss(
+  x: jax.typing.ArrayLike,
+  y: jax.typing.ArrayLike,
+  scale: jax.typing.ArrayLike,
+  *,
+  gamma: float = 2.0,
+  mix_weight: float = 1.0,
+  mixture: Literal["sum", "concat"] = "sum",
+  axis_name: str | tuple[str, ...] | None = None,
+  block_size: int | None = None,
+) -> jax.Array:
   r"""Symmetric InfoNCE on the kernel logits :math:`-t\,\lVert x_i - y_j \rVert^\gamma`.
 
   .. math::
@@ -79,20 +89,22 @@ def kernel_infonce_loss(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike,
     raise ValueError(f"{fn}: mixture must be one of {MIXTURES}, got {mixture!r}.")
   dim = np.shape(x)[1]
   if mixture == "concat" and dim % 2:
-    raise ValueError(f"{fn}: mixture='concat' splits the embedding in two halves; dim must be "
-                     f"even, got {dim}.")
+    raise ValueError(
+      f"{fn}: mixture='concat' splits the embedding in two halves; dim must be even, got {dim}."
+    )
   if mixture == "sum":
     kernels = ((float(mix_weight), float(gamma), None), (1.0 - mix_weight, 2.0, None))
   else:
     half = dim // 2
     kernels = ((float(mix_weight), float(gamma), (0, half)), (1.0 - mix_weight, 2.0, (half, dim)))
   kernels = tuple(k for k in kernels if k[0] > 0)
-  return ring_loss(_kernel_tiles(kernels), x, y, {"scale": scale}, axis_name=axis_name,
-                   block_size=block_size)
+  return ring_loss(
+    _kernel_tiles(kernels), x, y, {"scale": scale}, axis_name=axis_name, block_size=block_size
+  )
 
 
 def _part(a, dims):
-  return a if dims is None else a[:, dims[0]:dims[1]]
+  return a if dims is None else a[:, dims[0] : dims[1]]
 
 
 @functools.cache

@@ -6,14 +6,24 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from contrastive.losses import _checks, _pairwise
-from contrastive.losses.ring import Home, Tile, TileLoss, ring_loss
+from contrastive.losses import _checks
+from contrastive.losses import _pairwise
+from contrastive.losses.ring import Home
+from contrastive.losses.ring import Tile
+from contrastive.losses.ring import TileLoss
+from contrastive.losses.ring import ring_loss
 
 
-def macl_loss(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, scale: jax.typing.ArrayLike, *,
-              alpha: float = 0.5, a0: float = 0.0,
-              axis_name: str | tuple[str, ...] | None = None,
-              block_size: int | None = None) -> jax.Array:
+def macl_loss(
+  x: jax.typing.ArrayLike,
+  y: jax.typing.ArrayLike,
+  scale: jax.typing.ArrayLike,
+  *,
+  alpha: float = 0.5,
+  a0: float = 0.0,
+  axis_name: str | tuple[str, ...] | None = None,
+  block_size: int | None = None,
+) -> jax.Array:
   r"""MACL: InfoNCE at a temperature set by the batch's mean positive similarity, with each
   anchor reweighted by :math:`1 / (1 - P_i)`.
 
@@ -75,8 +85,7 @@ def macl_loss(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, scale: jax.typin
   n = _pairwise.check_global_batch(fn, np.shape(x)[0], axis_name)
   alignment = jax.lax.stop_gradient(_pairwise.global_sum(_pairwise.rowdot(x, y), axis_name) / n)
   scale = jnp.asarray(scale, jnp.float32) / (1.0 + alpha * (alignment - a0))
-  return ring_loss(_MACL_TILES, x, y, {"scale": scale}, axis_name=axis_name,
-                   block_size=block_size)
+  return ring_loss(_MACL_TILES, x, y, {"scale": scale}, axis_name=axis_name, block_size=block_size)
 
 
 def _tile_fn(tile: Tile):
@@ -91,10 +100,12 @@ def _weighted_nll(z):
 
 def _finalize_fn(home: Home):
   positive = home.params["scale"] * _pairwise.rowdot(home.x, home.y)
-  per_anchor = (_weighted_nll(positive - home.stats["neg_x"])
-                + _weighted_nll(positive - home.stats["neg_y"]))
+  per_anchor = _weighted_nll(positive - home.stats["neg_x"]) + _weighted_nll(
+    positive - home.stats["neg_y"]
+  )
   return jnp.sum(per_anchor) / (2 * home.global_batch)
 
 
-_MACL_TILES = TileLoss(tile_fn=_tile_fn, reductions={"neg_x": "row_lse", "neg_y": "col_lse"},
-                       finalize_fn=_finalize_fn)
+_MACL_TILES = TileLoss(
+  tile_fn=_tile_fn, reductions={"neg_x": "row_lse", "neg_y": "col_lse"}, finalize_fn=_finalize_fn
+)

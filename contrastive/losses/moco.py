@@ -35,14 +35,25 @@ import numpy as np
 
 from contrastive.losses import _checks
 from contrastive.losses._modalities import masked_logsumexp
-from contrastive.losses.ring import (DEFAULT_BLOCK_SIZE, Home, Tile, TileLoss, _axis_size, _vary,
-                                     ring_loss)
+from contrastive.losses.ring import DEFAULT_BLOCK_SIZE
+from contrastive.losses.ring import Home
+from contrastive.losses.ring import Tile
+from contrastive.losses.ring import TileLoss
+from contrastive.losses.ring import _axis_size
+from contrastive.losses.ring import _vary
+from contrastive.losses.ring import ring_loss
 
 
-def moco_loss(q: jax.typing.ArrayLike, k: jax.typing.ArrayLike, queue: jax.typing.ArrayLike,
-              scale: jax.typing.ArrayLike, *, batch_negatives: bool = False,
-              axis_name: str | tuple[str, ...] | None = None,
-              block_size: int | None = None) -> jax.Array:
+def moco_loss(
+  q: jax.typing.ArrayLike,
+  k: jax.typing.ArrayLike,
+  queue: jax.typing.ArrayLike,
+  scale: jax.typing.ArrayLike,
+  *,
+  batch_negatives: bool = False,
+  axis_name: str | tuple[str, ...] | None = None,
+  block_size: int | None = None,
+) -> jax.Array:
   r"""InfoNCE of each query against its key and a queue of negative keys (MoCo).
 
   With queries :math:`q_i`, their keys :math:`k_i` (from the momentum encoder) and the queue
@@ -115,8 +126,16 @@ def moco_loss(q: jax.typing.ArrayLike, k: jax.typing.ArrayLike, queue: jax.typin
   side = DEFAULT_BLOCK_SIZE if block_size is None else block_size
   block = max(1, math.isqrt(side * side // fold))
   travel = {"queue": queue, "k": k} if batch_negatives else {"queue": queue}
-  return ring_loss(_moco_tiles(bool(batch_negatives)), q, travel, {"scale": scale},
-                   row={"k": k}, col={"valid": valid}, axis_name=axis_name, block_size=block)
+  return ring_loss(
+    _moco_tiles(bool(batch_negatives)),
+    q,
+    travel,
+    {"scale": scale},
+    row={"k": k},
+    col={"valid": valid},
+    axis_name=axis_name,
+    block_size=block,
+  )
 
 
 def _check_queue(fn: str, queue, dim: int) -> None:
@@ -133,17 +152,20 @@ def _check_queue(fn: str, queue, dim: int) -> None:
 def _moco_tiles(batch_negatives: bool) -> TileLoss:
   def tile_fn(tile: Tile):
     scale = tile.params["scale"]
-    queue_logits = scale * jnp.einsum("id,jrd->ijr", tile.x, tile.y["queue"],
-                                      preferred_element_type=jnp.float32)
+    queue_logits = scale * jnp.einsum(
+      "id,jrd->ijr", tile.x, tile.y["queue"], preferred_element_type=jnp.float32
+    )
     values = {"lse_queue": masked_logsumexp(queue_logits, tile.col["valid"][None], axis=-1)}
     if batch_negatives:
-      values["lse_keys"] = scale * jnp.dot(tile.x, tile.y["k"].T,
-                                           preferred_element_type=jnp.float32)
+      values["lse_keys"] = scale * jnp.dot(
+        tile.x, tile.y["k"].T, preferred_element_type=jnp.float32
+      )
     return values
 
   def finalize_fn(home: Home):
     positive = home.params["scale"] * jnp.sum(
-        home.x.astype(jnp.float32) * home.row["k"].astype(jnp.float32), axis=-1)
+      home.x.astype(jnp.float32) * home.row["k"].astype(jnp.float32), axis=-1
+    )
     keys = home.stats["lse_keys"] if batch_negatives else positive
     return jnp.sum(jnp.logaddexp(keys, home.stats["lse_queue"]) - positive) / home.global_batch
 
@@ -157,8 +179,14 @@ def _moco_tiles(batch_negatives: bool) -> TileLoss:
 # The state: queue and momentum encoder.
 
 
-def init_queue(key: jax.Array, queue_size: int, dim: int, *, dtype=jnp.float32,
-               sharding: jax.sharding.Sharding | None = None) -> tuple[jax.Array, jax.Array]:
+def init_queue(
+  key: jax.Array,
+  queue_size: int,
+  dim: int,
+  *,
+  dtype=jnp.float32,
+  sharding: jax.sharding.Sharding | None = None,
+) -> tuple[jax.Array, jax.Array]:
   """A queue of random unit keys, as MoCo starts it, and its pointer.
 
   Args:
@@ -184,8 +212,13 @@ def init_queue(key: jax.Array, queue_size: int, dim: int, *, dtype=jnp.float32,
   return queue, jnp.zeros((), jnp.int32)
 
 
-def update_queue(queue: jax.Array, keys: jax.typing.ArrayLike, ptr: jax.typing.ArrayLike, *,
-                 axis_name: str | tuple[str, ...] | None = None) -> tuple[jax.Array, jax.Array]:
+def update_queue(
+  queue: jax.Array,
+  keys: jax.typing.ArrayLike,
+  ptr: jax.typing.ArrayLike,
+  *,
+  axis_name: str | tuple[str, ...] | None = None,
+) -> tuple[jax.Array, jax.Array]:
   """Enqueues ``keys`` at ``ptr``, overwriting the oldest, wrapping around the end (a ring buffer).
 
   Row ``r`` of ``keys`` goes to row ``(ptr + r) mod queue_size``; if there are more keys than
@@ -224,7 +257,7 @@ def update_queue(queue: jax.Array, keys: jax.typing.ArrayLike, ptr: jax.typing.A
   if axis_name is not None:  # this device's rows; the others' fall out of range and are dropped
     rows = rows - jax.lax.axis_index(axis_name) * local
     rows = jnp.where((rows >= 0) & (rows < local), rows, local)
-  queue = queue.at[rows].set(keys[n - kept:].astype(queue.dtype), mode="drop")
+  queue = queue.at[rows].set(keys[n - kept :].astype(queue.dtype), mode="drop")
   return queue, (ptr + n) % size
 
 
@@ -245,8 +278,9 @@ def ema_update(online_params, target_params, momentum: jax.typing.ArrayLike):
     raise ValueError(f"ema_update: momentum must be in [0, 1], got {momentum!r}.")
   online_def, target_def = jax.tree.structure(online_params), jax.tree.structure(target_params)
   if online_def != target_def:
-    raise ValueError("ema_update: online and target parameters differ in structure: "
-                     f"{online_def} vs {target_def}.")
+    raise ValueError(
+      f"ema_update: online and target parameters differ in structure: {online_def} vs {target_def}."
+    )
 
   def update(online, target):
     online = jax.lax.stop_gradient(online)

@@ -11,13 +11,21 @@ import jax.numpy as jnp
 import numpy as np
 
 from contrastive.losses import _checks
-from contrastive.losses._modalities import check_modalities, masked_logsumexp
-from contrastive.losses.ring import Home, Tile, TileLoss, ring_loss
+from contrastive.losses._modalities import check_modalities
+from contrastive.losses._modalities import masked_logsumexp
+from contrastive.losses.ring import Home
+from contrastive.losses.ring import Tile
+from contrastive.losses.ring import TileLoss
+from contrastive.losses.ring import ring_loss
 
 
-def mv_infonce_loss(embeddings, scale: jax.typing.ArrayLike, *,
-                    axis_name: str | tuple[str, ...] | None = None,
-                    block_size: int | None = None) -> jax.Array:
+def mv_infonce_loss(
+  embeddings,
+  scale: jax.typing.ArrayLike,
+  *,
+  axis_name: str | tuple[str, ...] | None = None,
+  block_size: int | None = None,
+) -> jax.Array:
   r"""Multi-view InfoNCE: all positive pairs of a sample against all its view-to-sample pairs.
 
   With views :math:`u^1, \dots, u^k` (``embeddings``) and :math:`t = 1/\tau`:
@@ -57,13 +65,23 @@ def mv_infonce_loss(embeddings, scale: jax.typing.ArrayLike, *,
   emb = check_modalities(fn, embeddings)
   _checks.check_scalars(fn, scale=scale)
   _checks.check_block_size(fn, block_size)
-  return ring_loss(_mv_infonce_tiles(len(emb)), emb, emb, {"scale": scale},
-                   axis_name=axis_name, block_size=block_size)
+  return ring_loss(
+    _mv_infonce_tiles(len(emb)),
+    emb,
+    emb,
+    {"scale": scale},
+    axis_name=axis_name,
+    block_size=block_size,
+  )
 
 
-def mv_dhel_loss(embeddings, scale: jax.typing.ArrayLike, *,
-                 axis_name: str | tuple[str, ...] | None = None,
-                 block_size: int | None = None) -> jax.Array:
+def mv_dhel_loss(
+  embeddings,
+  scale: jax.typing.ArrayLike,
+  *,
+  axis_name: str | tuple[str, ...] | None = None,
+  block_size: int | None = None,
+) -> jax.Array:
   r"""MV-DHEL: multi-view alignment decoupled from per-view uniformity.
 
   .. math::
@@ -101,16 +119,17 @@ def mv_dhel_loss(embeddings, scale: jax.typing.ArrayLike, *,
   emb = check_modalities(fn, embeddings)
   _checks.check_scalars(fn, scale=scale)
   _checks.check_block_size(fn, block_size)
-  return ring_loss(_mv_dhel_tiles(len(emb)), emb, emb, {"scale": scale},
-                   axis_name=axis_name, block_size=block_size)
+  return ring_loss(
+    _mv_dhel_tiles(len(emb)), emb, emb, {"scale": scale}, axis_name=axis_name, block_size=block_size
+  )
 
 
 def _positive_logits(home: Home) -> jax.Array:
   """[pairs, b]: t u^l_i . u^m_i for every l < m."""
   views = [v.astype(jnp.float32) for v in home.x]
   return home.params["scale"] * jnp.stack(
-      [jnp.sum(views[l] * views[m], axis=-1)
-       for l, m in itertools.combinations(range(len(views)), 2)])
+    [jnp.sum(views[l] * views[m], axis=-1) for l, m in itertools.combinations(range(len(views)), 2)]
+  )
 
 
 @functools.cache
@@ -119,8 +138,13 @@ def _mv_infonce_tiles(k: int) -> TileLoss:
 
   def tile_fn(tile: Tile):
     scale = tile.params["scale"]
-    logits = jnp.stack([scale * jnp.dot(tile.x[l], tile.y[m].T, preferred_element_type=jnp.float32)
-                        for l in range(k) for m in range(k)])  # [k*k, rows, cols]
+    logits = jnp.stack(
+      [
+        scale * jnp.dot(tile.x[l], tile.y[m].T, preferred_element_type=jnp.float32)
+        for l in range(k)
+        for m in range(k)
+      ]
+    )  # [k*k, rows, cols]
     keep = ~(same_view[:, None, None] & tile.positive[None])  # drop (j, m) == (i, l)
     return {"neg": masked_logsumexp(logits, keep, axis=0)}
 
@@ -135,15 +159,22 @@ def _mv_infonce_tiles(k: int) -> TileLoss:
 def _mv_dhel_tiles(k: int) -> TileLoss:
   def tile_fn(tile: Tile):
     scale = tile.params["scale"]
-    return {f"energy_{l}": jnp.where(
-        tile.positive, -jnp.inf,
-        scale * jnp.dot(tile.x[l], tile.y[l].T, preferred_element_type=jnp.float32))
-            for l in range(k)}
+    return {
+      f"energy_{l}": jnp.where(
+        tile.positive,
+        -jnp.inf,
+        scale * jnp.dot(tile.x[l], tile.y[l].T, preferred_element_type=jnp.float32),
+      )
+      for l in range(k)
+    }
 
   def finalize_fn(home: Home):
     positive = jax.nn.logsumexp(_positive_logits(home), axis=0)
     energy = sum(home.stats[f"energy_{l}"] for l in range(k))
     return jnp.sum(energy - positive) / home.global_batch
 
-  return TileLoss(tile_fn=tile_fn, reductions={f"energy_{l}": "row_lse" for l in range(k)},
-                  finalize_fn=finalize_fn)
+  return TileLoss(
+    tile_fn=tile_fn,
+    reductions={f"energy_{l}": "row_lse" for l in range(k)},
+    finalize_fn=finalize_fn,
+  )

@@ -25,22 +25,29 @@ from typing import Literal
 import jax
 
 from contrastive.losses import reference
-from contrastive.losses.align_uniform import align_uniform_loss, contrastive_gap_loss
+from contrastive.losses.align_uniform import align_uniform_loss
+from contrastive.losses.align_uniform import contrastive_gap_loss
 from contrastive.losses.auc import auc_mw_loss
 from contrastive.losses.cmc import cmc_loss
-from contrastive.losses.dcl import dcl_loss, dclw_loss
-from contrastive.losses.focal import sigmoid_focal_loss, softmax_focal_loss
+from contrastive.losses.dcl import dcl_loss
+from contrastive.losses.dcl import dclw_loss
+from contrastive.losses.focal import sigmoid_focal_loss
+from contrastive.losses.focal import softmax_focal_loss
 from contrastive.losses.gram import gram_loss
 from contrastive.losses.hard_negative import hard_negative_loss
 from contrastive.losses.kernel import kernel_infonce_loss
 from contrastive.losses.macl import macl_loss
 from contrastive.losses.moco import moco_loss
-from contrastive.losses.multiview import mv_dhel_loss, mv_infonce_loss
+from contrastive.losses.multiview import mv_dhel_loss
+from contrastive.losses.multiview import mv_infonce_loss
 from contrastive.losses.sigmoid import sigmoid_loss
-from contrastive.losses.soft_target import (cwcl_targets, mixup_targets, soft_target_loss,
-                                            teacher_logits)
+from contrastive.losses.soft_target import cwcl_targets
+from contrastive.losses.soft_target import mixup_targets
+from contrastive.losses.soft_target import soft_target_loss
+from contrastive.losses.soft_target import teacher_logits
 from contrastive.losses.softmax import softmax_loss
-from contrastive.losses.supcon import multi_positive_loss, supcon_loss
+from contrastive.losses.supcon import multi_positive_loss
+from contrastive.losses.supcon import supcon_loss
 from contrastive.losses.symile import symile_loss
 
 
@@ -62,15 +69,30 @@ class Objective:
   # The dense equivalent with the same calling convention (no axis_name): for tests, benchmarks.
   reference: Callable[..., jax.Array] | None = None
 
-  def __call__(self, embeddings: Sequence[jax.Array], scale, bias=None,
-               side: Mapping[str, jax.Array] | None = None, *, axis_name=None, block_size=None,
-               **options) -> jax.Array:
+  def __call__(
+    self,
+    embeddings: Sequence[jax.Array],
+    scale,
+    bias=None,
+    side: Mapping[str, jax.Array] | None = None,
+    *,
+    axis_name=None,
+    block_size=None,
+    **options,
+  ) -> jax.Array:
     side = self._check(embeddings, side)
-    return self.fn(embeddings, scale, bias, side, axis_name=axis_name, block_size=block_size,
-                   **options)
+    return self.fn(
+      embeddings, scale, bias, side, axis_name=axis_name, block_size=block_size, **options
+    )
 
-  def dense(self, embeddings: Sequence[jax.Array], scale, bias=None,
-            side: Mapping[str, jax.Array] | None = None, **options) -> jax.Array:
+  def dense(
+    self,
+    embeddings: Sequence[jax.Array],
+    scale,
+    bias=None,
+    side: Mapping[str, jax.Array] | None = None,
+    **options,
+  ) -> jax.Array:
     """The dense reference, called like the objective (whole batch, one device)."""
     if self.reference is None:
       raise NotImplementedError(f"Loss {self.name!r} has no dense reference registered.")
@@ -78,13 +100,15 @@ class Objective:
 
   def _check(self, embeddings, side) -> dict[str, jax.Array]:
     if self.modalities is not None and len(embeddings) != self.modalities:
-      raise ValueError(f"Loss {self.name!r} takes {self.modalities} modalities, got "
-                       f"{len(embeddings)}.")
+      raise ValueError(
+        f"Loss {self.name!r} takes {self.modalities} modalities, got {len(embeddings)}."
+      )
     side = dict(side or {})
     missing = [k for k in self.side_keys if k not in side]
     if missing:
-      raise KeyError(f"Loss {self.name!r} needs batch keys {missing}; the batch has "
-                     f"{sorted(side)}.")
+      raise KeyError(
+        f"Loss {self.name!r} needs batch keys {missing}; the batch has {sorted(side)}."
+      )
     return side
 
 
@@ -92,51 +116,70 @@ class Objective:
 # Adapters: from (embeddings, scale, bias, side, **kw) to each family's own signature.
 
 
-def pair_adapter(fn: Callable[..., jax.Array], *, uses_bias: bool = False,
-                 uses_scale: bool = True, side_args: Sequence[str] = ()):
+def pair_adapter(
+  fn: Callable[..., jax.Array],
+  *,
+  uses_bias: bool = False,
+  uses_scale: bool = True,
+  side_args: Sequence[str] = (),
+):
   """Adapts ``fn(x, y[, scale][, bias], *side_args, **kw)`` to the registry's calling convention.
 
   ``side_args`` names the batch keys passed positionally after the scalars; an absent key passes
   None (an optional argument, such as ``hard_negative_loss``'s ``neg_x``).
   """
+
   def adapted(embeddings, scale, bias, side, **kw):
     x, y = embeddings
     scalars = (scale,) * uses_scale + (bias,) * uses_bias
     return fn(x, y, *scalars, *(side.get(k) for k in side_args), **kw)
+
   return adapted
 
 
 def modalities_adapter(fn: Callable[..., jax.Array]):
   """Adapts ``fn(embeddings, scale, **kw)`` (the n-modal losses) to the registry's convention."""
+
   def adapted(embeddings, scale, bias, side, **kw):
     del bias, side
     return fn(embeddings, scale, **kw)
+
   return adapted
 
 
 def queue_adapter(fn: Callable[..., jax.Array]):
   """Adapts ``fn(q, k, queue, scale, **kw)`` (MoCo) to the registry: ``embeddings = (q, k)``, the
   queue in ``side["queue"]``."""
+
   def adapted(embeddings, scale, bias, side, **kw):
     del bias
     q, k = embeddings
     return fn(q, k, side["queue"], scale, **kw)
+
   return adapted
 
 
-def soft_target_adapter(fn: Callable[..., jax.Array], targets: Callable[..., Callable],
-                        keys: Sequence[str], *, target_options: Sequence[str] = (), **fixed):
+def soft_target_adapter(
+  fn: Callable[..., jax.Array],
+  targets: Callable[..., Callable],
+  keys: Sequence[str],
+  *,
+  target_options: Sequence[str] = (),
+  **fixed,
+):
   """Adapts ``fn(x, y, scale, side, *, targets, **kw)`` (`soft_target_loss` or its reference).
 
   The loss's side data is ``side``'s ``keys``; its target function ``targets(*values)``, the
   values of the objective's options named in ``target_options`` (None when not given); ``fixed``
   are further keywords of ``fn`` (``space``, ``normalize``).
   """
+
   def adapted(embeddings, scale, bias, side, **kw):
     del bias
     x, y = embeddings
     made = targets(*(kw.pop(k, None) for k in target_options))
     return fn(x, y, scale, {k: side[k] for k in keys}, targets=made, **fixed, **kw)
+
   return adapted
 
 
@@ -150,96 +193,165 @@ _DISTILL = {"target_options": ("teacher_scale",), "space": "logits"}
 # The table.
 
 LOSSES: dict[str, Objective] = {
-    "softmax": Objective(
-        "softmax", pair_adapter(softmax_loss), paper="CLIP (Radford et al., 2021)",
-        reference=pair_adapter(reference.softmax_loss)),
-    "sigmoid": Objective(
-        "sigmoid", pair_adapter(sigmoid_loss, uses_bias=True), uses_bias=True, init="siglip",
-        paper="SigLIP (Zhai et al., 2023)",
-        reference=pair_adapter(reference.sigmoid_loss, uses_bias=True)),
-    "align_uniform": Objective(
-        "align_uniform", pair_adapter(align_uniform_loss, uses_scale=False),
-        paper="Alignment and uniformity (Wang & Isola, ICML 2020)",
-        reference=pair_adapter(reference.align_uniform_loss, uses_scale=False)),
-    "contrastive_gap": Objective(
-        "contrastive_gap", pair_adapter(contrastive_gap_loss),
-        paper="CUA/CUAXU, the contrastive gap (Fahim et al., 2024)",
-        reference=pair_adapter(reference.contrastive_gap_loss)),
-    "auc_mw": Objective(
-        "auc_mw", pair_adapter(auc_mw_loss), paper="MW / AUC-driven retrieval loss (2025)",
-        reference=pair_adapter(reference.auc_mw_loss)),
-    "cmc": Objective(
-        "cmc", modalities_adapter(cmc_loss), modalities=None,
-        paper="CMC (Tian et al., ECCV 2020)", reference=modalities_adapter(reference.cmc_loss)),
-    "dcl": Objective(
-        "dcl", pair_adapter(dcl_loss), paper="DCL (Yeh et al., ECCV 2022)",
-        reference=pair_adapter(reference.dcl_loss)),
-    "dclw": Objective(
-        "dclw", pair_adapter(dclw_loss), paper="DCLW (Yeh et al., ECCV 2022)",
-        reference=pair_adapter(reference.dclw_loss)),
-    "sigmoid_focal": Objective(
-        "sigmoid_focal", pair_adapter(sigmoid_focal_loss, uses_bias=True), uses_bias=True,
-        init="siglip", paper="RO-ViT focal contrastive loss (Kim et al., CVPR 2023)",
-        reference=pair_adapter(reference.sigmoid_focal_loss, uses_bias=True)),
-    "softmax_focal": Objective(
-        "softmax_focal", pair_adapter(softmax_focal_loss),
-        paper="Focal ITC (Park & Han, CVPR 2023)",
-        reference=pair_adapter(reference.softmax_focal_loss)),
-    "gram": Objective(
-        "gram", modalities_adapter(gram_loss), modalities=None,
-        paper="GRAM (Cicchetti et al., ICLR 2025)",
-        reference=modalities_adapter(reference.gram_loss)),
-    "hard_negative": Objective(
-        "hard_negative", pair_adapter(hard_negative_loss, side_args=("neg_y", "neg_x")),
-        side_keys=("neg_y",),
-        paper="Hard-negative InfoNCE (NegCLIP, Yuksekgonul et al., ICLR 2023)",
-        reference=pair_adapter(reference.hard_negative_loss, side_args=("neg_y", "neg_x"))),
-    "kernel_infonce": Objective(
-        "kernel_infonce", pair_adapter(kernel_infonce_loss),
-        paper="Kernel-InfoNCE (Tan et al., ICLR 2024)",
-        reference=pair_adapter(reference.kernel_infonce_loss)),
-    "macl": Objective(
-        "macl", pair_adapter(macl_loss), paper="MACL (Huang et al., ICML 2023)",
-        reference=pair_adapter(reference.macl_loss)),
-    "moco": Objective(
-        "moco", queue_adapter(moco_loss), side_keys=("queue",), momentum_queue=True,
-        paper="MoCo (He et al., CVPR 2020)", reference=queue_adapter(reference.moco_loss)),
-    "mv_infonce": Objective(
-        "mv_infonce", modalities_adapter(mv_infonce_loss), modalities=None,
-        paper="MV-InfoNCE (Koromilas et al., 2025)",
-        reference=modalities_adapter(reference.mv_infonce_loss)),
-    "mv_dhel": Objective(
-        "mv_dhel", modalities_adapter(mv_dhel_loss), modalities=None,
-        paper="MV-DHEL (Koromilas et al., 2025)",
-        reference=modalities_adapter(reference.mv_dhel_loss)),
-    "cwcl": Objective(
-        "cwcl", soft_target_adapter(soft_target_loss, cwcl_targets, ("frozen",)),
-        side_keys=("frozen",), paper="CWCL (Srinivasa et al., NeurIPS 2023)",
-        reference=soft_target_adapter(reference.soft_target_loss, reference.cwcl_targets,
-                                      ("frozen",))),
-    "distill": Objective(
-        "distill", soft_target_adapter(soft_target_loss, teacher_logits, _TEACHER, **_DISTILL),
-        side_keys=_TEACHER,
-        paper="Soft-target distillation (ALBEF momentum distillation, Li et al., NeurIPS 2021)",
-        reference=soft_target_adapter(reference.soft_target_loss, reference.teacher_logits,
-                                      _TEACHER, **_DISTILL)),
-    "m3col": Objective(
-        "m3col", soft_target_adapter(soft_target_loss, mixup_targets, _MIX, normalize=False),
-        side_keys=_MIX, paper="M3CoL mixup contrastive (Kumar et al., 2024)",
-        reference=soft_target_adapter(reference.soft_target_loss, reference.mixup_targets, _MIX,
-                                      normalize=False)),
-    "supcon": Objective(
-        "supcon", pair_adapter(supcon_loss, side_args=("labels",)), side_keys=("labels",),
-        paper="SupCon (Khosla et al., NeurIPS 2020)",
-        reference=pair_adapter(reference.supcon_loss, side_args=("labels",))),
-    "multi_positive": Objective(
-        "multi_positive", pair_adapter(multi_positive_loss, side_args=("labels",)),
-        side_keys=("labels",), paper="Multi-positive InfoNCE / MIL-NCE (Miech et al., CVPR 2020)",
-        reference=pair_adapter(reference.multi_positive_loss, side_args=("labels",))),
-    "symile": Objective(
-        "symile", modalities_adapter(symile_loss), modalities=None,
-        paper="Symile (Saporta et al., NeurIPS 2024)",
-        reference=modalities_adapter(reference.symile_loss)),
+  "softmax": Objective(
+    "softmax",
+    pair_adapter(softmax_loss),
+    paper="CLIP (Radford et al., 2021)",
+    reference=pair_adapter(reference.softmax_loss),
+  ),
+  "sigmoid": Objective(
+    "sigmoid",
+    pair_adapter(sigmoid_loss, uses_bias=True),
+    uses_bias=True,
+    init="siglip",
+    paper="SigLIP (Zhai et al., 2023)",
+    reference=pair_adapter(reference.sigmoid_loss, uses_bias=True),
+  ),
+  "align_uniform": Objective(
+    "align_uniform",
+    pair_adapter(align_uniform_loss, uses_scale=False),
+    paper="Alignment and uniformity (Wang & Isola, ICML 2020)",
+    reference=pair_adapter(reference.align_uniform_loss, uses_scale=False),
+  ),
+  "contrastive_gap": Objective(
+    "contrastive_gap",
+    pair_adapter(contrastive_gap_loss),
+    paper="CUA/CUAXU, the contrastive gap (Fahim et al., 2024)",
+    reference=pair_adapter(reference.contrastive_gap_loss),
+  ),
+  "auc_mw": Objective(
+    "auc_mw",
+    pair_adapter(auc_mw_loss),
+    paper="MW / AUC-driven retrieval loss (2025)",
+    reference=pair_adapter(reference.auc_mw_loss),
+  ),
+  "cmc": Objective(
+    "cmc",
+    modalities_adapter(cmc_loss),
+    modalities=None,
+    paper="CMC (Tian et al., ECCV 2020)",
+    reference=modalities_adapter(reference.cmc_loss),
+  ),
+  "dcl": Objective(
+    "dcl",
+    pair_adapter(dcl_loss),
+    paper="DCL (Yeh et al., ECCV 2022)",
+    reference=pair_adapter(reference.dcl_loss),
+  ),
+  "dclw": Objective(
+    "dclw",
+    pair_adapter(dclw_loss),
+    paper="DCLW (Yeh et al., ECCV 2022)",
+    reference=pair_adapter(reference.dclw_loss),
+  ),
+  "sigmoid_focal": Objective(
+    "sigmoid_focal",
+    pair_adapter(sigmoid_focal_loss, uses_bias=True),
+    uses_bias=True,
+    init="siglip",
+    paper="RO-ViT focal contrastive loss (Kim et al., CVPR 2023)",
+    reference=pair_adapter(reference.sigmoid_focal_loss, uses_bias=True),
+  ),
+  "softmax_focal": Objective(
+    "softmax_focal",
+    pair_adapter(softmax_focal_loss),
+    paper="Focal ITC (Park & Han, CVPR 2023)",
+    reference=pair_adapter(reference.softmax_focal_loss),
+  ),
+  "gram": Objective(
+    "gram",
+    modalities_adapter(gram_loss),
+    modalities=None,
+    paper="GRAM (Cicchetti et al., ICLR 2025)",
+    reference=modalities_adapter(reference.gram_loss),
+  ),
+  "hard_negative": Objective(
+    "hard_negative",
+    pair_adapter(hard_negative_loss, side_args=("neg_y", "neg_x")),
+    side_keys=("neg_y",),
+    paper="Hard-negative InfoNCE (NegCLIP, Yuksekgonul et al., ICLR 2023)",
+    reference=pair_adapter(reference.hard_negative_loss, side_args=("neg_y", "neg_x")),
+  ),
+  "kernel_infonce": Objective(
+    "kernel_infonce",
+    pair_adapter(kernel_infonce_loss),
+    paper="Kernel-InfoNCE (Tan et al., ICLR 2024)",
+    reference=pair_adapter(reference.kernel_infonce_loss),
+  ),
+  "macl": Objective(
+    "macl",
+    pair_adapter(macl_loss),
+    paper="MACL (Huang et al., ICML 2023)",
+    reference=pair_adapter(reference.macl_loss),
+  ),
+  "moco": Objective(
+    "moco",
+    queue_adapter(moco_loss),
+    side_keys=("queue",),
+    momentum_queue=True,
+    paper="MoCo (He et al., CVPR 2020)",
+    reference=queue_adapter(reference.moco_loss),
+  ),
+  "mv_infonce": Objective(
+    "mv_infonce",
+    modalities_adapter(mv_infonce_loss),
+    modalities=None,
+    paper="MV-InfoNCE (Koromilas et al., 2025)",
+    reference=modalities_adapter(reference.mv_infonce_loss),
+  ),
+  "mv_dhel": Objective(
+    "mv_dhel",
+    modalities_adapter(mv_dhel_loss),
+    modalities=None,
+    paper="MV-DHEL (Koromilas et al., 2025)",
+    reference=modalities_adapter(reference.mv_dhel_loss),
+  ),
+  "cwcl": Objective(
+    "cwcl",
+    soft_target_adapter(soft_target_loss, cwcl_targets, ("frozen",)),
+    side_keys=("frozen",),
+    paper="CWCL (Srinivasa et al., NeurIPS 2023)",
+    reference=soft_target_adapter(reference.soft_target_loss, reference.cwcl_targets, ("frozen",)),
+  ),
+  "distill": Objective(
+    "distill",
+    soft_target_adapter(soft_target_loss, teacher_logits, _TEACHER, **_DISTILL),
+    side_keys=_TEACHER,
+    paper="Soft-target distillation (ALBEF momentum distillation, Li et al., NeurIPS 2021)",
+    reference=soft_target_adapter(
+      reference.soft_target_loss, reference.teacher_logits, _TEACHER, **_DISTILL
+    ),
+  ),
+  "m3col": Objective(
+    "m3col",
+    soft_target_adapter(soft_target_loss, mixup_targets, _MIX, normalize=False),
+    side_keys=_MIX,
+    paper="M3CoL mixup contrastive (Kumar et al., 2024)",
+    reference=soft_target_adapter(
+      reference.soft_target_loss, reference.mixup_targets, _MIX, normalize=False
+    ),
+  ),
+  "supcon": Objective(
+    "supcon",
+    pair_adapter(supcon_loss, side_args=("labels",)),
+    side_keys=("labels",),
+    paper="SupCon (Khosla et al., NeurIPS 2020)",
+    reference=pair_adapter(reference.supcon_loss, side_args=("labels",)),
+  ),
+  "multi_positive": Objective(
+    "multi_positive",
+    pair_adapter(multi_positive_loss, side_args=("labels",)),
+    side_keys=("labels",),
+    paper="Multi-positive InfoNCE / MIL-NCE (Miech et al., CVPR 2020)",
+    reference=pair_adapter(reference.multi_positive_loss, side_args=("labels",)),
+  ),
+  "symile": Objective(
+    "symile",
+    modalities_adapter(symile_loss),
+    modalities=None,
+    paper="Symile (Saporta et al., NeurIPS 2024)",
+    reference=modalities_adapter(reference.symile_loss),
+  ),
 }
 
 

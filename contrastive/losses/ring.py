@@ -99,9 +99,17 @@ class TileLoss:
     return hash((self.tile_fn, self.finalize_fn, tuple(self.reductions.items()), self.linear))
 
 
-def ring_loss(loss: TileLoss, x: jax.Array, y: jax.Array, params: Any, row: Any = None,
-              col: Any = None, *, axis_name: str | tuple[str, ...] | None = None,
-              block_size: int | None = None) -> jax.Array:
+def ring_loss(
+  loss: TileLoss,
+  x: jax.Array,
+  y: jax.Array,
+  params: Any,
+  row: Any = None,
+  col: Any = None,
+  *,
+  axis_name: str | tuple[str, ...] | None = None,
+  block_size: int | None = None,
+) -> jax.Array:
   """The global loss described by ``loss``, the same scalar on every device of ``axis_name``.
 
   Args:
@@ -147,10 +155,11 @@ def _axis_size(axis_name) -> int:
     return jax.lax.axis_size(axis_name)
   except NameError as e:
     raise ValueError(
-        f"axis_name={axis_name!r} is not bound: a ring loss with an axis_name must be called "
-        "inside jax.shard_map over a mesh with that axis (or wrapped by "
-        "contrastive.parallel.shard_loss, which does so for global arrays). For a whole batch on "
-        "one device, pass axis_name=None.") from e
+      f"axis_name={axis_name!r} is not bound: a ring loss with an axis_name must be called "
+      "inside jax.shard_map over a mesh with that axis (or wrapped by "
+      "contrastive.parallel.shard_loss, which does so for global arrays). For a whole batch on "
+      "one device, pass axis_name=None."
+    ) from e
 
 
 def _axis_index(axis_name) -> jax.Array:
@@ -174,6 +183,7 @@ def _pad(tree, rows: int):
   def pad(a):
     extra = rows - a.shape[0]
     return a if extra == 0 else jnp.pad(a, [(0, extra)] + [(0, 0)] * (a.ndim - 1))
+
   return jax.tree.map(pad, tree)
 
 
@@ -183,8 +193,12 @@ def _slice(tree, start, size):
 
 def _add_at(tree, update, start):
   return jax.tree.map(
-      lambda a, u: jax.lax.dynamic_update_slice_in_dim(
-          a, jax.lax.dynamic_slice_in_dim(a, start, u.shape[0], 0) + u, start, 0), tree, update)
+    lambda a, u: jax.lax.dynamic_update_slice_in_dim(
+      a, jax.lax.dynamic_slice_in_dim(a, start, u.shape[0], 0) + u, start, 0
+    ),
+    tree,
+    update,
+  )
 
 
 def _split_float(tree):
@@ -194,8 +208,10 @@ def _split_float(tree):
 
   def rebuild(floats):
     it = iter(floats)
-    return jax.tree.unflatten(treedef, [next(it) if f else leaf
-                                        for leaf, f in zip(leaves, is_float)])
+    return jax.tree.unflatten(
+      treedef, [next(it) if f else leaf for leaf, f in zip(leaves, is_float)]
+    )
+
   return [leaf for leaf, f in zip(leaves, is_float) if f], rebuild
 
 
@@ -203,8 +219,9 @@ def _float_cotangent(tree, float_grads):
   """The cotangent of `tree`: `float_grads` at float leaves, None (zero) at the others."""
   leaves, treedef = jax.tree.flatten(tree)
   it = iter(float_grads)
-  return jax.tree.unflatten(treedef, [next(it).astype(leaf.dtype) if _is_float(leaf) else None
-                                      for leaf in leaves])
+  return jax.tree.unflatten(
+    treedef, [next(it).astype(leaf.dtype) if _is_float(leaf) else None for leaf in leaves]
+  )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -239,13 +256,19 @@ def _local_loss_bwd(plan, residuals, g):
     _, finalize_vjp = _finalize_vjp(plan, stats, x, y, params, row, col)
     cts, dx_h, dy_h, dparams_h, drow_h, dcol_h = finalize_vjp(g)
     _, (dx, dy, dparams, drow, dcol) = _ring_pass(
-        plan, x, y, params, row, col, stats=stats, cts=cts, want_stats=False)
+      plan, x, y, params, row, col, stats=stats, cts=cts, want_stats=False
+    )
     dx, dy = _tree_add(dx, dx_h), _tree_add(dy, dy_h)
     drow, dcol = _tree_add(drow, drow_h), _tree_add(dcol, dcol_h)
     dparams = _tree_add(dparams, dparams_h)
   cast = lambda grads, like: jax.tree.map(lambda g, a: g.astype(a.dtype), grads, like)
-  return (cast(dx, x), cast(dy, y), dparams, _float_cotangent(row, drow),
-          _float_cotangent(col, dcol))
+  return (
+    cast(dx, x),
+    cast(dy, y),
+    dparams,
+    _float_cotangent(row, drow),
+    _float_cotangent(col, dcol),
+  )
 
 
 _local_loss.defvjp(_local_loss_fwd, _local_loss_bwd)
@@ -263,8 +286,16 @@ def _finalize_vjp(plan, stats, x, y, params, row, col):
   col_f, rebuild_col = _split_float(col)
 
   def finalize(stats, x, y, params, row_f, col_f):
-    home = Home(stats=stats, x=x, y=y, params=params, row=rebuild_row(row_f),
-                col=rebuild_col(col_f), ids=ids, global_batch=b * plan.n_dev)
+    home = Home(
+      stats=stats,
+      x=x,
+      y=y,
+      params=params,
+      row=rebuild_row(row_f),
+      col=rebuild_col(col_f),
+      ids=ids,
+      global_batch=b * plan.n_dev,
+    )
     return jnp.asarray(plan.loss.finalize_fn(home), jnp.float32)
 
   value, vjp = jax.vjp(finalize, stats, x, y, params, row_f, col_f)
@@ -274,8 +305,9 @@ def _finalize_vjp(plan, stats, x, y, params, row, col):
 def _stat_cotangents(plan, x, y, params, row, col):
   """dL/dstats of a linear loss: constant, so read off at zero statistics."""
   b = _batch(x)
-  zeros = {name: _vary(jnp.zeros((b,), jnp.float32), plan.axis_name)
-           for name in plan.loss.reductions}
+  zeros = {
+    name: _vary(jnp.zeros((b,), jnp.float32), plan.axis_name) for name in plan.loss.reductions
+  }
   _, vjp = _finalize_vjp(plan, zeros, x, y, params, row, col)
   return vjp(_vary(jnp.ones((), jnp.float32), plan.axis_name))[0]
 
@@ -308,8 +340,12 @@ def _ring_pass(plan, x, y, params, row, col, *, stats=None, cts=None, want_stats
 
   def new_acc(names):
     # A log-sum-exp accumulates as (running max, sum of exp(value - running max)).
-    return {n: (zeros((padded,)) - jnp.inf, zeros((padded,))) if loss.reductions[n].endswith("lse")
-            else zeros((padded,)) for n in names}
+    return {
+      n: (zeros((padded,)) - jnp.inf, zeros((padded,)))
+      if loss.reductions[n].endswith("lse")
+      else zeros((padded,))
+      for n in names
+    }
 
   local = dict(x=_pad(x, padded), row=_pad(row, padded))
   travel = dict(y=_pad(y, padded), col=_pad(col, padded))
@@ -340,12 +376,21 @@ def _ring_pass(plan, x, y, params, row, col, *, stats=None, cts=None, want_stats
     col_tf, rebuild_col = _split_float(col_t)
 
     def values_fn(x_t, y_t, prm_f, row_f, col_f):
-      tile = Tile(x=x_t, y=y_t, params=rebuild_params(prm_f), row=rebuild_row(row_f),
-                  col=rebuild_col(col_f), row_ids=row_ids, col_ids=col_ids)
+      tile = Tile(
+        x=x_t,
+        y=y_t,
+        params=rebuild_params(prm_f),
+        row=rebuild_row(row_f),
+        col=rebuild_col(col_f),
+        row_ids=row_ids,
+        col_ids=col_ids,
+      )
       values = dict(loss.tile_fn(tile))
       if valid is not None:
-        values = {n: jnp.where(valid, v, -jnp.inf if loss.reductions[n].endswith("lse") else 0.)
-                  for n, v in values.items()}
+        values = {
+          n: jnp.where(valid, v, -jnp.inf if loss.reductions[n].endswith("lse") else 0.0)
+          for n, v in values.items()
+        }
       return values
 
     if not want_grads:
@@ -355,12 +400,13 @@ def _ring_pass(plan, x, y, params, row, col, *, stats=None, cts=None, want_stats
       weights = {}
       for n, v in values.items():
         on_rows = loss.reductions[n].startswith("row")
-        home, start, expand = ((local, rows, lambda a: a[:, None]) if on_rows
-                               else (travel, cols, lambda a: a[None, :]))
+        home, start, expand = (
+          (local, rows, lambda a: a[:, None]) if on_rows else (travel, cols, lambda a: a[None, :])
+        )
         ct = expand(jax.lax.dynamic_slice_in_dim(home["cts"][n], start, bs))
         if n in home["lse"]:  # d lse_i / d v_ij = softmax weight exp(v_ij - lse_i)
           lse = expand(jax.lax.dynamic_slice_in_dim(home["lse"][n], start, bs))
-          weights[n] = ct * jnp.exp(v - jnp.where(jnp.isfinite(lse), lse, 0.))
+          weights[n] = ct * jnp.exp(v - jnp.where(jnp.isfinite(lse), lse, 0.0))
         else:
           weights[n] = jnp.broadcast_to(ct, v.shape)
       dx_t, dy_t, dprm, drow_t, dcol_t = tile_vjp(weights)
@@ -411,12 +457,17 @@ def _ring_pass(plan, x, y, params, row, col, *, stats=None, cts=None, want_stats
         acc = home["acc"][n]
         if loss.reductions[n].endswith("lse"):
           m, s = acc
-          acc = jnp.where(s > 0, jnp.where(jnp.isfinite(m), m, 0.) + jnp.log(s), -jnp.inf)
+          acc = jnp.where(s > 0, jnp.where(jnp.isfinite(m), m, 0.0) + jnp.log(s), -jnp.inf)
         out_stats[n] = acc[:b]
   grads = None
   if want_grads:
-    grads = (unpad(local["dx"]), unpad(travel["dy"]), rebuild_params(local["dparams"]),
-             unpad(local["drow"]), unpad(travel["dcol"]))
+    grads = (
+      unpad(local["dx"]),
+      unpad(travel["dy"]),
+      rebuild_params(local["dparams"]),
+      unpad(local["drow"]),
+      unpad(travel["dcol"]),
+    )
   return out_stats, grads
 
 
@@ -429,8 +480,10 @@ def _lse_update(acc, v, axis, start, bs):
   m_t = jax.lax.dynamic_slice_in_dim(m, start, bs)
   s_t = jax.lax.dynamic_slice_in_dim(s, start, bs)
   new_m = jnp.maximum(m_t, jnp.max(v, axis=axis))
-  shift = jnp.where(jnp.isfinite(new_m), new_m, 0.)
+  shift = jnp.where(jnp.isfinite(new_m), new_m, 0.0)
   expand = (lambda a: a[:, None]) if axis == 1 else (lambda a: a[None, :])
   new_s = s_t * jnp.exp(m_t - shift) + jnp.sum(jnp.exp(v - expand(shift)), axis=axis)
-  return (jax.lax.dynamic_update_slice_in_dim(m, new_m, start, 0),
-          jax.lax.dynamic_update_slice_in_dim(s, new_s, start, 0))
+  return (
+    jax.lax.dynamic_update_slice_in_dim(m, new_m, start, 0),
+    jax.lax.dynamic_update_slice_in_dim(s, new_s, start, 0),
+  )

@@ -6,12 +6,21 @@ import jax
 import jax.numpy as jnp
 
 from contrastive.losses import _checks
-from contrastive.losses.ring import Home, Tile, TileLoss, ring_loss
+from contrastive.losses.ring import Home
+from contrastive.losses.ring import Tile
+from contrastive.losses.ring import TileLoss
+from contrastive.losses.ring import ring_loss
 
 
-def sigmoid_loss(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, scale: jax.typing.ArrayLike,
-                 bias: jax.typing.ArrayLike, *, axis_name: str | tuple[str, ...] | None = None,
-                 block_size: int | None = None) -> jax.Array:
+def sigmoid_loss(
+  x: jax.typing.ArrayLike,
+  y: jax.typing.ArrayLike,
+  scale: jax.typing.ArrayLike,
+  bias: jax.typing.ArrayLike,
+  *,
+  axis_name: str | tuple[str, ...] | None = None,
+  block_size: int | None = None,
+) -> jax.Array:
   r"""Pairwise binary cross-entropy over all pairs of the global batch (SigLIP).
 
   .. math::
@@ -45,8 +54,9 @@ def sigmoid_loss(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, scale: jax.ty
   _checks.check_embeddings(fn, x=x, y=y)
   _checks.check_scalars(fn, scale=scale, bias=bias)
   _checks.check_block_size(fn, block_size)
-  return ring_loss(SIGMOID_TILES, x, y, {"scale": scale, "bias": bias}, axis_name=axis_name,
-                   block_size=block_size)
+  return ring_loss(
+    SIGMOID_TILES, x, y, {"scale": scale, "bias": bias}, axis_name=axis_name, block_size=block_size
+  )
 
 
 @jax.custom_jvp
@@ -73,5 +83,6 @@ def _finalize_fn(home: Home):
   return jnp.sum(home.stats["nll"]) / home.global_batch
 
 
-SIGMOID_TILES = TileLoss(tile_fn=_tile_fn, reductions={"nll": "row_sum"},
-                         finalize_fn=_finalize_fn, linear=True)
+SIGMOID_TILES = TileLoss(
+  tile_fn=_tile_fn, reductions={"nll": "row_sum"}, finalize_fn=_finalize_fn, linear=True
+)

@@ -16,8 +16,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from contrastive.losses import _checks, _pairwise
-from contrastive.losses.ring import Home, Tile, TileLoss, ring_loss
+from contrastive.losses import _checks
+from contrastive.losses import _pairwise
+from contrastive.losses.ring import Home
+from contrastive.losses.ring import Tile
+from contrastive.losses.ring import TileLoss
+from contrastive.losses.ring import ring_loss
 
 SPACES = ("weights", "logits")
 # |logit| below this counts as 0 in the signed split of the logits-space targets (its share of
@@ -44,11 +48,18 @@ class TargetTile(NamedTuple):
 TargetFn = Callable[[TargetTile], jax.Array]
 
 
-def soft_target_loss(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike,
-                     scale: jax.typing.ArrayLike, side: Any = None, *, targets: TargetFn,
-                     space: Literal["weights", "logits"] = "weights", normalize: bool = True,
-                     axis_name: str | tuple[str, ...] | None = None,
-                     block_size: int | None = None) -> jax.Array:
+def soft_target_loss(
+  x: jax.typing.ArrayLike,
+  y: jax.typing.ArrayLike,
+  scale: jax.typing.ArrayLike,
+  side: Any = None,
+  *,
+  targets: TargetFn,
+  space: Literal["weights", "logits"] = "weights",
+  normalize: bool = True,
+  axis_name: str | tuple[str, ...] | None = None,
+  block_size: int | None = None,
+) -> jax.Array:
   r"""Symmetric cross-entropy between soft targets and the softmax over the batch.
 
   With logits :math:`l_{ij} = t\, x_i \cdot y_j` and target scores :math:`w_{ij}` from
@@ -120,14 +131,17 @@ def soft_target_loss(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike,
   if space not in SPACES:
     raise ValueError(f"{fn}: space must be one of {SPACES}, got {space!r}.")
   if space == "logits" and not normalize:
-    raise ValueError(f"{fn}: normalize=False applies to space='weights' only (logits-space "
-                     "targets are a softmax, normalised by construction).")
+    raise ValueError(
+      f"{fn}: normalize=False applies to space='weights' only (logits-space "
+      "targets are a softmax, normalised by construction)."
+    )
   if not callable(targets):
     raise TypeError(f"{fn}: `targets` must be a function of a TargetTile, got {targets!r}.")
   n = batch * _pairwise.axis_size(axis_name)
   tiles = _soft_tiles(targets, space, bool(normalize), n)
-  return ring_loss(tiles, x, y, {"scale": scale}, row=side, col=side, axis_name=axis_name,
-                   block_size=block_size)
+  return ring_loss(
+    tiles, x, y, {"scale": scale}, row=side, col=side, axis_name=axis_name, block_size=block_size
+  )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -183,8 +197,9 @@ def mixup_targets(lam_key: str = "mix_lambda", partner_key: str = "mix_partner")
 
 
 @functools.cache
-def teacher_logits(scale: float | None = None, x_key: str = "teacher_x",
-                   y_key: str = "teacher_y") -> TargetFn:
+def teacher_logits(
+  scale: float | None = None, x_key: str = "teacher_x", y_key: str = "teacher_y"
+) -> TargetFn:
   """Distillation: target logits :math:`t' u_i \\cdot v_j` from teacher embeddings
   ``side[x_key]`` (rows) and ``side[y_key]`` (columns), for ``space="logits"``.
 
@@ -208,8 +223,16 @@ def _soft_tiles(targets: TargetFn, space: str, normalize: bool, global_batch: in
   def tile_fn(tile: Tile):
     t = tile.params["scale"]
     logits = t * tile.sim
-    w = targets(TargetTile(row=tile.row, col=tile.col, row_ids=tile.row_ids,
-                           col_ids=tile.col_ids, global_batch=global_batch, scale=t))
+    w = targets(
+      TargetTile(
+        row=tile.row,
+        col=tile.col,
+        row_ids=tile.row_ids,
+        col_ids=tile.col_ids,
+        global_batch=global_batch,
+        scale=t,
+      )
+    )
     w = jnp.broadcast_to(jnp.asarray(w, jnp.float32), logits.shape)
     values = {"lse_x": logits, "lse_y": logits}
     if space == "weights":

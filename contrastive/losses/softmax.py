@@ -8,12 +8,21 @@ import jax
 import jax.numpy as jnp
 
 from contrastive.losses import _checks
-from contrastive.losses.ring import Home, Tile, TileLoss, ring_loss
+from contrastive.losses.ring import Home
+from contrastive.losses.ring import Tile
+from contrastive.losses.ring import TileLoss
+from contrastive.losses.ring import ring_loss
 
 
-def softmax_loss(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, scale: jax.typing.ArrayLike, *,
-                 axis_name: str | tuple[str, ...] | None = None, label_smoothing: float = 0.0,
-                 block_size: int | None = None) -> jax.Array:
+def softmax_loss(
+  x: jax.typing.ArrayLike,
+  y: jax.typing.ArrayLike,
+  scale: jax.typing.ArrayLike,
+  *,
+  axis_name: str | tuple[str, ...] | None = None,
+  label_smoothing: float = 0.0,
+  block_size: int | None = None,
+) -> jax.Array:
   r"""Symmetric softmax cross-entropy over all pairs of the global batch (CLIP).
 
   With logits :math:`l_{ij} = t\, x_i \cdot y_j` and targets
@@ -54,8 +63,14 @@ def softmax_loss(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, scale: jax.ty
   _checks.check_scalars(fn, scale=scale)
   _checks.check_block_size(fn, block_size)
   _checks.check_label_smoothing(fn, label_smoothing)
-  return ring_loss(_softmax_tiles(float(label_smoothing)), x, y, {"scale": scale},
-                   axis_name=axis_name, block_size=block_size)
+  return ring_loss(
+    _softmax_tiles(float(label_smoothing)),
+    x,
+    y,
+    {"scale": scale},
+    axis_name=axis_name,
+    block_size=block_size,
+  )
 
 
 @functools.cache
@@ -69,11 +84,13 @@ def _softmax_tiles(label_smoothing: float) -> TileLoss:
 
   def finalize_fn(home: Home):
     positive = home.params["scale"] * jnp.sum(
-        home.x.astype(jnp.float32) * home.y.astype(jnp.float32), axis=-1)
+      home.x.astype(jnp.float32) * home.y.astype(jnp.float32), axis=-1
+    )
     return symmetric_infonce(home, positive, label_smoothing)
 
-  return TileLoss(tile_fn=tile_fn, reductions=infonce_reductions(label_smoothing),
-                  finalize_fn=finalize_fn)
+  return TileLoss(
+    tile_fn=tile_fn, reductions=infonce_reductions(label_smoothing), finalize_fn=finalize_fn
+  )
 
 
 def infonce_reductions(label_smoothing: float) -> dict[str, str]:
@@ -93,8 +110,10 @@ def symmetric_infonce(home: Home, positive: jax.Array, label_smoothing: float) -
     label_smoothing: :math:`\\varepsilon`.
   """
   n = home.global_batch
-  loss = (jnp.sum(home.stats["lse_xy"] + home.stats["lse_yx"])
-          - 2 * (1 - label_smoothing) * jnp.sum(positive)) / (2 * n)
+  loss = (
+    jnp.sum(home.stats["lse_xy"] + home.stats["lse_yx"])
+    - 2 * (1 - label_smoothing) * jnp.sum(positive)
+  ) / (2 * n)
   if label_smoothing:
     loss -= label_smoothing / n**2 * jnp.sum(home.stats["logit_sum"])
   return loss

@@ -12,14 +12,24 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from contrastive.losses import _checks, _pairwise
-from contrastive.losses.ring import Home, Tile, TileLoss, ring_loss
+from contrastive.losses import _checks
+from contrastive.losses import _pairwise
+from contrastive.losses.ring import Home
+from contrastive.losses.ring import Tile
+from contrastive.losses.ring import TileLoss
+from contrastive.losses.ring import ring_loss
 
 
-def supcon_loss(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, scale: jax.typing.ArrayLike,
-                labels: jax.typing.ArrayLike, *, intra_modal: bool = False,
-                axis_name: str | tuple[str, ...] | None = None,
-                block_size: int | None = None) -> jax.Array:
+def supcon_loss(
+  x: jax.typing.ArrayLike,
+  y: jax.typing.ArrayLike,
+  scale: jax.typing.ArrayLike,
+  labels: jax.typing.ArrayLike,
+  *,
+  intra_modal: bool = False,
+  axis_name: str | tuple[str, ...] | None = None,
+  block_size: int | None = None,
+) -> jax.Array:
   r"""Supervised contrastive loss (:math:`L^{sup}_{out}`): the mean log-probability of every
   same-label candidate.
 
@@ -67,14 +77,27 @@ def supcon_loss(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, scale: jax.typ
   fn = "supcon_loss"
   _check(fn, x, y, scale, labels, axis_name, block_size)
   rows, cols = ({"x": x, "y": y}, {"x": x, "y": y}) if intra_modal else (x, y)
-  return ring_loss(_supcon_tiles(bool(intra_modal)), rows, cols, {"scale": scale},
-                   row=labels, col=labels, axis_name=axis_name, block_size=block_size)
+  return ring_loss(
+    _supcon_tiles(bool(intra_modal)),
+    rows,
+    cols,
+    {"scale": scale},
+    row=labels,
+    col=labels,
+    axis_name=axis_name,
+    block_size=block_size,
+  )
 
 
-def multi_positive_loss(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike,
-                        scale: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *,
-                        axis_name: str | tuple[str, ...] | None = None,
-                        block_size: int | None = None) -> jax.Array:
+def multi_positive_loss(
+  x: jax.typing.ArrayLike,
+  y: jax.typing.ArrayLike,
+  scale: jax.typing.ArrayLike,
+  labels: jax.typing.ArrayLike,
+  *,
+  axis_name: str | tuple[str, ...] | None = None,
+  block_size: int | None = None,
+) -> jax.Array:
   r"""Multi-positive InfoNCE (MIL-NCE): the log of the total probability of the positives.
 
   With :math:`P(i) = \{j : c_j = c_i\}` (several captions of one image share its id):
@@ -115,8 +138,16 @@ def multi_positive_loss(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike,
   """
   fn = "multi_positive_loss"
   _check(fn, x, y, scale, labels, axis_name, block_size)
-  return ring_loss(_MULTI_POSITIVE_TILES, x, y, {"scale": scale}, row=labels, col=labels,
-                   axis_name=axis_name, block_size=block_size)
+  return ring_loss(
+    _MULTI_POSITIVE_TILES,
+    x,
+    y,
+    {"scale": scale},
+    row=labels,
+    col=labels,
+    axis_name=axis_name,
+    block_size=block_size,
+  )
 
 
 def _check(fn, x, y, scale, labels, axis_name, block_size):
@@ -125,8 +156,7 @@ def _check(fn, x, y, scale, labels, axis_name, block_size):
   _checks.check_block_size(fn, block_size)
   batch = np.shape(x)[0]
   if np.shape(labels) != (batch,):
-    raise ValueError(f"{fn}: `labels` must be [batch] = ({batch},), got shape "
-                     f"{np.shape(labels)}.")
+    raise ValueError(f"{fn}: `labels` must be [batch] = ({batch},), got shape {np.shape(labels)}.")
   if not jnp.issubdtype(jnp.result_type(labels), jnp.integer):
     raise TypeError(f"{fn}: `labels` must be integer ids, got dtype {jnp.result_type(labels)}.")
   del axis_name
@@ -147,8 +177,14 @@ def _supcon_tiles(intra_modal: bool) -> TileLoss:
     logits = t * _pairwise.dot(x_r, y_c)
     positives = jnp.where(same, logits, 0.0)
     count = same.astype(jnp.float32)
-    values = {"lse_x": logits, "lse_y": logits, "pos_x": positives, "pos_y": positives,
-              "count_x": count, "count_y": count}
+    values = {
+      "lse_x": logits,
+      "lse_y": logits,
+      "pos_x": positives,
+      "pos_y": positives,
+      "count_x": count,
+      "count_y": count,
+    }
     if intra_modal:  # views of the same modality, the anchor itself excluded
       other = ~tile.positive
       for name, (a, b) in {"xx": (x_r, x_c), "yy": (y_r, y_c)}.items():
@@ -169,11 +205,23 @@ def _supcon_tiles(intra_modal: bool) -> TileLoss:
     per_anchor = (lse_x - pos_x / count_x) + (lse_y - pos_y / count_y)
     return jnp.sum(per_anchor) / (2 * home.global_batch)
 
-  reductions = {"lse_x": "row_lse", "lse_y": "col_lse", "pos_x": "row_sum", "pos_y": "col_sum",
-                "count_x": "row_sum", "count_y": "col_sum"}
+  reductions = {
+    "lse_x": "row_lse",
+    "lse_y": "col_lse",
+    "pos_x": "row_sum",
+    "pos_y": "col_sum",
+    "count_x": "row_sum",
+    "count_y": "col_sum",
+  }
   if intra_modal:
-    reductions.update(lse_xx="row_lse", pos_xx="row_sum", count_xx="row_sum",
-                      lse_yy="col_lse", pos_yy="col_sum", count_yy="col_sum")
+    reductions.update(
+      lse_xx="row_lse",
+      pos_xx="row_sum",
+      count_xx="row_sum",
+      lse_yy="col_lse",
+      pos_yy="col_sum",
+      count_yy="col_sum",
+    )
   return TileLoss(tile_fn=tile_fn, reductions=reductions, finalize_fn=finalize_fn)
 
 
@@ -189,5 +237,7 @@ def _multi_positive_finalize_fn(home: Home):
 
 
 _MULTI_POSITIVE_TILES = TileLoss(
-    tile_fn=_multi_positive_tile_fn, finalize_fn=_multi_positive_finalize_fn,
-    reductions={"lse_x": "row_lse", "lse_y": "col_lse", "pos_x": "row_lse", "pos_y": "col_lse"})
+  tile_fn=_multi_positive_tile_fn,
+  finalize_fn=_multi_positive_finalize_fn,
+  reductions={"lse_x": "row_lse", "lse_y": "col_lse", "pos_x": "row_lse", "pos_y": "col_lse"},
+)

@@ -10,16 +10,24 @@ import jax
 import jax.numpy as jnp
 
 from contrastive.losses import _checks
-from contrastive.losses._modalities import check_modalities, roll_batch
-from contrastive.losses.ring import Home, Tile, TileLoss, ring_loss
+from contrastive.losses._modalities import check_modalities
+from contrastive.losses._modalities import roll_batch
+from contrastive.losses.ring import Home
+from contrastive.losses.ring import Tile
+from contrastive.losses.ring import TileLoss
+from contrastive.losses.ring import ring_loss
 
 NEGATIVES = ("shifted", "aligned")
 
 
-def symile_loss(embeddings, scale: jax.typing.ArrayLike, *,
-                negatives: Literal["shifted", "aligned"] = "shifted",
-                axis_name: str | tuple[str, ...] | None = None,
-                block_size: int | None = None) -> jax.Array:
+def symile_loss(
+  embeddings,
+  scale: jax.typing.ArrayLike,
+  *,
+  negatives: Literal["shifted", "aligned"] = "shifted",
+  axis_name: str | tuple[str, ...] | None = None,
+  block_size: int | None = None,
+) -> jax.Array:
   r"""Symile's loss with :math:`O(B)` negatives per positive, each modality the anchor in turn.
 
   With the multilinear inner product (MIP) of ``k`` vectors
@@ -94,11 +102,19 @@ def symile_loss(embeddings, scale: jax.typing.ArrayLike, *,
     return rolled[m, shift]
 
   candidates = tuple(
-      math.prod(rolled_copy(o, r if shifted else 0)
-                for r, o in enumerate(i for i in range(k) if i != m))
-      for m in range(k))
-  return ring_loss(_symile_tiles(k, shifted), emb, candidates, {"scale": scale},
-                   axis_name=axis_name, block_size=block_size)
+    math.prod(
+      rolled_copy(o, r if shifted else 0) for r, o in enumerate(i for i in range(k) if i != m)
+    )
+    for m in range(k)
+  )
+  return ring_loss(
+    _symile_tiles(k, shifted),
+    emb,
+    candidates,
+    {"scale": scale},
+    axis_name=axis_name,
+    block_size=block_size,
+  )
 
 
 def _mip(vectors) -> jax.Array:
@@ -124,5 +140,6 @@ def _symile_tiles(k: int, shifted: bool) -> TileLoss:
     total = sum(jnp.sum(home.stats[f"lse_{m}"] - positive) for m in range(k))
     return total / (k * home.global_batch)
 
-  return TileLoss(tile_fn=tile_fn, reductions={f"lse_{m}": "row_lse" for m in range(k)},
-                  finalize_fn=finalize_fn)
+  return TileLoss(
+    tile_fn=tile_fn, reductions={f"lse_{m}": "row_lse" for m in range(k)}, finalize_fn=finalize_fn
+  )

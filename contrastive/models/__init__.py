@@ -50,14 +50,14 @@ Sizes by name: `sizes.SIZES` (`mu`, `nano`, `micro`, `Ti`, `S`, `M`, `B`, `L`, `
 """
 
 from contrastive.models.cnn import CNN
-from contrastive.models.config import count_params
 from contrastive.models.config import ENCODERS
+from contrastive.models.config import count_params
 from contrastive.models.config import make_encoder
 from contrastive.models.config import make_model
 from contrastive.models.config import model_config
 from contrastive.models.layers import ACTIVATIONS
-from contrastive.models.layers import Encoder
 from contrastive.models.layers import REMAT_POLICIES
+from contrastive.models.layers import Encoder
 from contrastive.models.layers import stack_layers
 from contrastive.models.layers import unstack_layers
 from contrastive.models.locking import lock
@@ -65,26 +65,50 @@ from contrastive.models.locking import trainable_labels
 from contrastive.models.locking import trainable_mask
 from contrastive.models.locking import weight_decay_mask
 from contrastive.models.mlp import MLPEncoder
-from contrastive.models.pretrained import load_pretrained
 from contrastive.models.pretrained import Pretrained
 from contrastive.models.pretrained import PretrainedError
+from contrastive.models.pretrained import load_pretrained
 from contrastive.models.pretrained import save_pretrained
-from contrastive.models.sizes import decode_text_variant
-from contrastive.models.sizes import decode_vit_variant
 from contrastive.models.sizes import SIZES
 from contrastive.models.sizes import TEXT_SIZES
+from contrastive.models.sizes import decode_text_variant
+from contrastive.models.sizes import decode_vit_variant
 from contrastive.models.text import TextTransformer
 from contrastive.models.towers import CONVENTIONS
 from contrastive.models.towers import Tower
 from contrastive.models.towers import TowerModel
-from contrastive.models.vit import posemb_sincos_2d
 from contrastive.models.vit import ViT
+from contrastive.models.vit import posemb_sincos_2d
 
 __all__ = [
-    "ACTIVATIONS", "CNN", "CONVENTIONS", "ENCODERS", "Encoder", "MLPEncoder", "Pretrained",
-    "PretrainedError", "REMAT_POLICIES", "SIZES", "TEXT_SIZES", "TextTransformer", "Tower",
-    "TowerModel", "ViT", "count_params", "decode_text_variant", "decode_vit_variant",
-    "load_pretrained", "lock", "make_encoder", "make_model", "model_config", "posemb_sincos_2d",
-    "save_pretrained", "stack_layers", "trainable_labels", "trainable_mask", "unstack_layers",
-    "weight_decay_mask",
+  "ACTIVATIONS",
+  "CNN",
+  "CONVENTIONS",
+  "ENCODERS",
+  "Encoder",
+  "MLPEncoder",
+  "Pretrained",
+  "PretrainedError",
+  "REMAT_POLICIES",
+  "SIZES",
+  "TEXT_SIZES",
+  "TextTransformer",
+  "Tower",
+  "TowerModel",
+  "ViT",
+  "count_params",
+  "decode_text_variant",
+  "decode_vit_variant",
+  "load_pretrained",
+  "lock",
+  "make_encoder",
+  "make_model",
+  "model_config",
+  "posemb_sincos_2d",
+  "save_pretrained",
+  "stack_layers",
+  "trainable_labels",
+  "trainable_mask",
+  "unstack_layers",
+  "weight_decay_mask",
 ]

@@ -23,8 +23,8 @@ from typing import Literal
 
 import flax.linen as nn
 import jax
-from jax.typing import ArrayLike
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from contrastive.models import layers
 
@@ -55,6 +55,7 @@ class CNN(nn.Module):
     act: the activation after every convolution and the Dense layer (`layers.ACTIVATIONS`).
     dtype: compute dtype (parameters stay float32).
   """
+
   image_size: int | tuple[int, int] = 32
   channels: int = 3
   widths: Sequence[int] = (32, 64, 128)
@@ -69,10 +70,15 @@ class CNN(nn.Module):
     for field in ("channels", "convs_per_stage", "width"):
       if not _is_positive_int(getattr(self, field)):
         raise ValueError(f"CNN {field} must be a positive int, got {getattr(self, field)!r}.")
-    if (isinstance(self.widths, (str, bytes)) or not isinstance(self.widths, Sequence)
-        or not self.widths or not all(_is_positive_int(w) for w in self.widths)):
-      raise ValueError(f"CNN widths must be a non-empty sequence of positive ints, got "
-                       f"{self.widths!r}.")
+    if (
+      isinstance(self.widths, (str, bytes))
+      or not isinstance(self.widths, Sequence)
+      or not self.widths
+      or not all(_is_positive_int(w) for w in self.widths)
+    ):
+      raise ValueError(
+        f"CNN widths must be a non-empty sequence of positive ints, got {self.widths!r}."
+      )
     layers.check_choice(self.pool, POOLS, what="CNN pool")
     layers.check_choice(self.first_downsample, DOWNSAMPLES, what="CNN first_downsample")
     layers.check_choice(self.act, layers.ACTIVATIONS, what="CNN activation")
@@ -80,9 +86,11 @@ class CNN(nn.Module):
     h, w = self.image_hw
     factor = 2 ** len(self.widths)
     if h % factor or w % factor:
-      raise ValueError(f"CNN image size {(h, w)} is not divisible by {factor} (2 ** "
-                       f"{len(self.widths)}, one 2x2 max-pool per stage of widths "
-                       f"{tuple(self.widths)}).")
+      raise ValueError(
+        f"CNN image size {(h, w)} is not divisible by {factor} (2 ** "
+        f"{len(self.widths)}, one 2x2 max-pool per stage of widths "
+        f"{tuple(self.widths)})."
+      )
     super().__post_init__()
 
   @property
@@ -105,8 +113,10 @@ class CNN(nn.Module):
     act = layers.ACTIVATIONS[self.act]
     x = jnp.asarray(images)
     if x.ndim != 4 or x.shape[1:] != (*self.image_hw, self.channels):
-      raise ValueError(f"CNN expects images of shape [batch, {', '.join(map(str, self.image_hw))}"
-                       f", {self.channels}], got {x.shape}.")
+      raise ValueError(
+        f"CNN expects images of shape [batch, {', '.join(map(str, self.image_hw))}"
+        f", {self.channels}], got {x.shape}."
+      )
     x = layers.constrain(x, ("batch", None, None, None))
     space_to_depth = self.first_downsample == "space_to_depth"
     if space_to_depth:
@@ -115,11 +125,17 @@ class CNN(nn.Module):
       x = x.reshape(n, h // 2, w // 2, 4 * c)
     for i, features in enumerate(self.widths):
       for k in range(self.convs_per_stage):
-        x = nn.Conv(features, (3, 3), strides=(1, 1), padding="SAME", dtype=dtype,
-                    param_dtype=jnp.float32, name=f"conv_{i}_{k}",
-                    kernel_init=layers.partitioned(nn.initializers.lecun_normal(),
-                                                   (None, None, None, None)),
-                    bias_init=layers.partitioned(nn.initializers.zeros, (None,)))(x)
+        x = nn.Conv(
+          features,
+          (3, 3),
+          strides=(1, 1),
+          padding="SAME",
+          dtype=dtype,
+          param_dtype=jnp.float32,
+          name=f"conv_{i}_{k}",
+          kernel_init=layers.partitioned(nn.initializers.lecun_normal(), (None, None, None, None)),
+          bias_init=layers.partitioned(nn.initializers.zeros, (None,)),
+        )(x)
         x = act(x)
       if i > 0 or not space_to_depth:
         x = nn.max_pool(x, (2, 2), strides=(2, 2))
@@ -128,8 +144,13 @@ class CNN(nn.Module):
       x = jnp.reshape(x, (x.shape[0], -1))
     else:
       x = jnp.mean(x, axis=(1, 2))
-    x = nn.Dense(self.width, dtype=dtype, param_dtype=jnp.float32, name="head_dense",
-                 kernel_init=layers.partitioned(nn.initializers.lecun_normal(), (None, "embed")),
-                 bias_init=layers.partitioned(nn.initializers.zeros, ("embed",)))(x)
+    x = nn.Dense(
+      self.width,
+      dtype=dtype,
+      param_dtype=jnp.float32,
+      name="head_dense",
+      kernel_init=layers.partitioned(nn.initializers.lecun_normal(), (None, "embed")),
+      bias_init=layers.partitioned(nn.initializers.zeros, ("embed",)),
+    )(x)
     x = act(x)
     return layers.constrain(x, ("batch", "embed")), {}

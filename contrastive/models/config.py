@@ -48,15 +48,25 @@ from contrastive.models import vit
 
 # kind: encoder class.
 ENCODERS: dict[str, type[nn.Module]] = {
-    "vit": vit.ViT,
-    "text": text.TextTransformer,
-    "mlp": mlp.MLPEncoder,
-    "cnn": cnn.CNN,
+  "vit": vit.ViT,
+  "text": text.TextTransformer,
+  "mlp": mlp.MLPEncoder,
+  "cnn": cnn.CNN,
 }
 
 # Keys of the model config, and the encoder options they set for every encoder having them.
-MODEL_KEYS = ("encoders", "embed_dim", "convention", "scale_init", "bias_init", "max_scale",
-              "dtype", "remat", "scan", "locked")
+MODEL_KEYS = (
+  "encoders",
+  "embed_dim",
+  "convention",
+  "scale_init",
+  "bias_init",
+  "max_scale",
+  "dtype",
+  "remat",
+  "scan",
+  "locked",
+)
 SHARED_ENCODER_KEYS = ("dtype", "remat", "scan")
 TOWER_KEYS = ("kind", "proj_bias", "proj")
 
@@ -65,21 +75,29 @@ def _to_dict(config: Any) -> dict[str, Any]:
   if isinstance(config, ml_collections.ConfigDict):
     return config.to_dict()
   if isinstance(config, Mapping):
-    return {k: (_to_dict(v) if isinstance(v, (Mapping, ml_collections.ConfigDict)) else v)
-            for k, v in config.items()}
-  raise ValueError(f"A model config must be a ConfigDict or a mapping, got "
-                   f"{type(config).__name__}.")
+    return {
+      k: (_to_dict(v) if isinstance(v, (Mapping, ml_collections.ConfigDict)) else v)
+      for k, v in config.items()
+    }
+  raise ValueError(
+    f"A model config must be a ConfigDict or a mapping, got {type(config).__name__}."
+  )
 
 
 def encoder_fields(kind: str) -> tuple[str, ...]:
   """The config keys an encoder of `kind` accepts (besides those of `TOWER_KEYS`)."""
   layers.check_choice(kind, ENCODERS, what="encoder kind")
-  return tuple(f.name for f in dataclasses.fields(ENCODERS[kind])
-               if f.name not in ("parent", "name"))
+  return tuple(
+    f.name for f in dataclasses.fields(ENCODERS[kind]) if f.name not in ("parent", "name")
+  )
 
 
-def make_encoder(config: Mapping[str, Any] | ml_collections.ConfigDict, *,
-                 defaults: Mapping[str, Any] | None = None, modality: str = "?") -> nn.Module:
+def make_encoder(
+  config: Mapping[str, Any] | ml_collections.ConfigDict,
+  *,
+  defaults: Mapping[str, Any] | None = None,
+  modality: str = "?",
+) -> nn.Module:
   """Builds one encoder from `{"kind": ..., **fields}` (keys of `TOWER_KEYS` are skipped).
 
   Args:
@@ -92,18 +110,22 @@ def make_encoder(config: Mapping[str, Any] | ml_collections.ConfigDict, *,
   """
   config = _to_dict(config)
   if "kind" not in config:
-    raise ValueError(f"The encoder config of modality {modality!r} has no 'kind'; known kinds: "
-                     f"{sorted(ENCODERS)}.")
+    raise ValueError(
+      f"The encoder config of modality {modality!r} has no 'kind'; known kinds: {sorted(ENCODERS)}."
+    )
   kind = config["kind"]
   if kind not in ENCODERS:
-    raise ValueError(f"Unknown encoder kind {kind!r} for modality {modality!r}; known kinds: "
-                     f"{sorted(ENCODERS)}.")
+    raise ValueError(
+      f"Unknown encoder kind {kind!r} for modality {modality!r}; known kinds: {sorted(ENCODERS)}."
+    )
   fields = encoder_fields(kind)
   kwargs = {k: v for k, v in config.items() if k not in TOWER_KEYS}
   unknown = sorted(set(kwargs) - set(fields))
   if unknown:
-    raise ValueError(f"Unknown key {unknown[0]!r} in the {kind!r} encoder config of modality "
-                     f"{modality!r}; known keys: {sorted(fields + TOWER_KEYS)}.")
+    raise ValueError(
+      f"Unknown key {unknown[0]!r} in the {kind!r} encoder config of modality "
+      f"{modality!r}; known keys: {sorted(fields + TOWER_KEYS)}."
+    )
   for key, value in (defaults or {}).items():
     if key in fields and key not in kwargs:
       kwargs[key] = value
@@ -151,28 +173,44 @@ def make_model(config: Mapping[str, Any] | ml_collections.ConfigDict) -> towers.
 
   encoder_configs = config["encoders"]
   if not isinstance(encoder_configs, Mapping) or not encoder_configs:
-    raise ValueError(f"The model config's 'encoders' must map modality names to encoder "
-                     f"configs, got {encoder_configs!r}.")
+    raise ValueError(
+      f"The model config's 'encoders' must map modality names to encoder "
+      f"configs, got {encoder_configs!r}."
+    )
   defaults = {k: config[k] for k in SHARED_ENCODER_KEYS if config.get(k) is not None}
   encoders, proj_bias, proj = {}, {}, {}
   for modality, enc_config in encoder_configs.items():
     if not isinstance(enc_config, Mapping):
-      raise ValueError(f"Modality {modality!r} has no encoder config (got {enc_config!r}); give "
-                       f"{{'kind': one of {sorted(ENCODERS)}, ...}}.")
+      raise ValueError(
+        f"Modality {modality!r} has no encoder config (got {enc_config!r}); give "
+        f"{{'kind': one of {sorted(ENCODERS)}, ...}}."
+      )
     encoders[modality] = make_encoder(enc_config, defaults=defaults, modality=modality)
     proj_bias[modality] = bool(enc_config.get("proj_bias", False))
     proj[modality] = bool(enc_config.get("proj", True))
   locked = config.get("locked") or ()
   if isinstance(locked, str):
     locked = (locked,)
-  return towers.TowerModel(encoders=encoders, embed_dim=config["embed_dim"], proj_bias=proj_bias,
-                           proj=proj,
-                           locked=tuple(locked), **init)
+  return towers.TowerModel(
+    encoders=encoders,
+    embed_dim=config["embed_dim"],
+    proj_bias=proj_bias,
+    proj=proj,
+    locked=tuple(locked),
+    **init,
+  )
 
 
-def model_config(*, image: str | None = "mu/8", text: str | None = "mu", image_size: int = 32,
-                 vocab_size: int = 1024, max_len: int = 16, embed_dim: int = 64,
-                 convention: towers.Convention = "clip") -> ml_collections.ConfigDict:
+def model_config(
+  *,
+  image: str | None = "mu/8",
+  text: str | None = "mu",
+  image_size: int = 32,
+  vocab_size: int = 1024,
+  max_len: int = 16,
+  embed_dim: int = 64,
+  convention: towers.Convention = "clip",
+) -> ml_collections.ConfigDict:
   """A model config with an image ViT and a text transformer by size name (tiny defaults).
 
   A starting point for run configs: change or add keys afterwards
@@ -191,11 +229,20 @@ def model_config(*, image: str | None = "mu/8", text: str | None = "mu", image_s
     encoders["image"] = dict(kind="vit", variant=image, image_size=image_size)
   if text is not None:
     encoders["text"] = dict(kind="text", variant=text, vocab_size=vocab_size, max_len=max_len)
-  return ml_collections.ConfigDict(dict(
-      encoders=encoders, embed_dim=embed_dim, convention=convention,
-      scale_init=config_dict.placeholder(float), bias_init=config_dict.placeholder(float),
-      max_scale=config_dict.placeholder(float), dtype="float32", remat="none", scan=False,
-      locked=()))
+  return ml_collections.ConfigDict(
+    dict(
+      encoders=encoders,
+      embed_dim=embed_dim,
+      convention=convention,
+      scale_init=config_dict.placeholder(float),
+      bias_init=config_dict.placeholder(float),
+      max_scale=config_dict.placeholder(float),
+      dtype="float32",
+      remat="none",
+      scan=False,
+      locked=(),
+    )
+  )
 
 
 def count_params(tree: Any) -> int:

@@ -44,17 +44,17 @@ def quick_gelu(x: jax.Array) -> jax.Array:
 # name: activation. "gelu" is the exact (erf) GELU of PyTorch's nn.GELU and open_clip;
 # "gelu_tanh" the tanh approximation that flax and big_vision use by default.
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
-    "gelu": functools.partial(jax.nn.gelu, approximate=False),
-    "gelu_tanh": functools.partial(jax.nn.gelu, approximate=True),
-    "quick_gelu": quick_gelu,
+  "gelu": functools.partial(jax.nn.gelu, approximate=False),
+  "gelu_tanh": functools.partial(jax.nn.gelu, approximate=True),
+  "quick_gelu": quick_gelu,
 }
 
 # name: what `jax.checkpoint` keeps from the forward pass of each block ("none": no remat).
 REMAT_POLICIES: dict[str, Callable[..., bool] | None] = {
-    "none": None,
-    "full": jax.checkpoint_policies.nothing_saveable,
-    "dots": jax.checkpoint_policies.dots_saveable,
-    "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+  "none": None,
+  "full": jax.checkpoint_policies.nothing_saveable,
+  "dots": jax.checkpoint_policies.dots_saveable,
+  "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
 }
 
 
@@ -85,9 +85,13 @@ def constrain(x: jax.Array, names: tuple[str | None, ...]) -> jax.Array:
 
 def layer_norm(*, dtype: Dtype, eps: float, name: str) -> nn.LayerNorm:
   return nn.LayerNorm(
-      epsilon=eps, dtype=dtype, param_dtype=jnp.float32, name=name,
-      scale_init=partitioned(nn.initializers.ones, ("embed",)),
-      bias_init=partitioned(nn.initializers.zeros, ("embed",)))
+    epsilon=eps,
+    dtype=dtype,
+    param_dtype=jnp.float32,
+    name=name,
+    scale_init=partitioned(nn.initializers.ones, ("embed",)),
+    bias_init=partitioned(nn.initializers.zeros, ("embed",)),
+  )
 
 
 def drop_path(x: jax.Array, rate: float | jax.Array, rng: jax.Array) -> jax.Array:
@@ -108,6 +112,7 @@ def drop_path(x: jax.Array, rate: float | jax.Array, rng: jax.Array) -> jax.Arra
 
 class MlpBlock(nn.Module):
   """Dense, activation, dropout, Dense: `[batch, (length,) embed] -> [batch, (length,) embed]`."""
+
   mlp_dim: int
   act: Activation = "gelu"
   dropout: float = 0.0
@@ -117,16 +122,24 @@ class MlpBlock(nn.Module):
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
     width = x.shape[-1]
     h = nn.Dense(
-        self.mlp_dim, dtype=self.dtype, param_dtype=jnp.float32, name="fc1",
-        kernel_init=partitioned(nn.initializers.xavier_uniform(), ("embed", "mlp")),
-        bias_init=partitioned(nn.initializers.normal(1e-6), ("mlp",)))(x)
+      self.mlp_dim,
+      dtype=self.dtype,
+      param_dtype=jnp.float32,
+      name="fc1",
+      kernel_init=partitioned(nn.initializers.xavier_uniform(), ("embed", "mlp")),
+      bias_init=partitioned(nn.initializers.normal(1e-6), ("mlp",)),
+    )(x)
     h = constrain(h, ("batch",) + ("length",) * (h.ndim - 2) + ("mlp",))
     h = ACTIVATIONS[self.act](h)
     h = nn.Dropout(self.dropout)(h, deterministic=not train)
     return nn.Dense(
-        width, dtype=self.dtype, param_dtype=jnp.float32, name="fc2",
-        kernel_init=partitioned(nn.initializers.xavier_uniform(), ("mlp", "embed")),
-        bias_init=partitioned(nn.initializers.normal(1e-6), ("embed",)))(h)
+      width,
+      dtype=self.dtype,
+      param_dtype=jnp.float32,
+      name="fc2",
+      kernel_init=partitioned(nn.initializers.xavier_uniform(), ("mlp", "embed")),
+      bias_init=partitioned(nn.initializers.normal(1e-6), ("embed",)),
+    )(h)
 
 
 class DenseGeneral(nn.Module):
@@ -135,6 +148,7 @@ class DenseGeneral(nn.Module):
   Like `nn.DenseGeneral`, but it creates its kernel at full rank, so its logical partitioning
   (`kernel_names`, one name per kernel dimension) holds even when initialized under a mesh.
   """
+
   features: tuple[int, ...]
   kernel_names: tuple[str | None, ...]
   in_axes: int = 1
@@ -146,14 +160,22 @@ class DenseGeneral(nn.Module):
     """`[..., *in_dims] -> [..., *features]`."""
     n_in = self.in_axes
     shape = tuple(x.shape[-n_in:]) + tuple(self.features)
-    init = nn.initializers.xavier_uniform(in_axis=tuple(range(n_in)),
-                                          out_axis=tuple(range(n_in, len(shape))))
+    init = nn.initializers.xavier_uniform(
+      in_axis=tuple(range(n_in)), out_axis=tuple(range(n_in, len(shape)))
+    )
     kernel = self.param("kernel", partitioned(init, self.kernel_names), shape, jnp.float32)
-    y = jnp.tensordot(x.astype(self.dtype), kernel.astype(self.dtype),
-                      axes=(tuple(range(x.ndim - n_in, x.ndim)), tuple(range(n_in))))
+    y = jnp.tensordot(
+      x.astype(self.dtype),
+      kernel.astype(self.dtype),
+      axes=(tuple(range(x.ndim - n_in, x.ndim)), tuple(range(n_in))),
+    )
     if self.use_bias:
-      bias = self.param("bias", partitioned(nn.initializers.zeros, self.kernel_names[n_in:]),
-                        tuple(self.features), jnp.float32)
+      bias = self.param(
+        "bias",
+        partitioned(nn.initializers.zeros, self.kernel_names[n_in:]),
+        tuple(self.features),
+        jnp.float32,
+      )
       y = y + bias.astype(self.dtype)
     return y
 
@@ -165,6 +187,7 @@ class Attention(nn.Module):
   layout of big_vision and flax checkpoints; open_clip's fused `in_proj_weight` splits into the
   three.
   """
+
   num_heads: int
   qkv_bias: bool = True
   dtype: Dtype = jnp.float32
@@ -184,9 +207,13 @@ class Attention(nn.Module):
     """
     width = x.shape[-1]
     head_dim = width // self.num_heads
-    proj = functools.partial(DenseGeneral, features=(self.num_heads, head_dim),
-                             kernel_names=("embed", "heads", "kv"), use_bias=self.qkv_bias,
-                             dtype=self.dtype)
+    proj = functools.partial(
+      DenseGeneral,
+      features=(self.num_heads, head_dim),
+      kernel_names=("embed", "heads", "kv"),
+      use_bias=self.qkv_bias,
+      dtype=self.dtype,
+    )
     names = ("batch", "length", "heads", "kv")
     q = constrain(proj(name="query")(x), names)
     k = constrain(proj(name="key")(kv), names)
@@ -198,8 +225,13 @@ class Attention(nn.Module):
     weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
     out = jnp.einsum("bhqk,bkhd->bqhd", weights, v)
     out = constrain(out, names)
-    return DenseGeneral(features=(width,), kernel_names=("heads", "kv", "embed"), in_axes=2,
-                        dtype=self.dtype, name="out")(out)
+    return DenseGeneral(
+      features=(width,),
+      kernel_names=("heads", "kv", "embed"),
+      in_axes=2,
+      dtype=self.dtype,
+      name="out",
+    )(out)
 
 
 class EncoderBlock(nn.Module):
@@ -208,6 +240,7 @@ class EncoderBlock(nn.Module):
   Internal: called positionally as `(x, mask, drop_rate, train)` so that `nn.remat` can keep
   `train` static and `nn.scan` can broadcast it.
   """
+
   num_heads: int
   mlp_dim: int
   act: Activation = "gelu"
@@ -217,8 +250,9 @@ class EncoderBlock(nn.Module):
   dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array, mask: jax.Array | None, drop_rate: float | jax.Array,
-               train: bool) -> tuple[jax.Array, None]:
+  def __call__(
+    self, x: jax.Array, mask: jax.Array | None, drop_rate: float | jax.Array, train: bool
+  ) -> tuple[jax.Array, None]:
     """`[batch, length, embed] -> ([batch, length, embed], None)` (the scan's carry and output)."""
     x = constrain(x, ("batch", "length", "embed"))
 
@@ -232,8 +266,9 @@ class EncoderBlock(nn.Module):
     y = Attention(self.num_heads, dtype=self.dtype, name="attn")(y, y, mask)
     x = residual(x, y)
     y = layer_norm(dtype=self.dtype, eps=self.norm_eps, name="norm2")(x)
-    y = MlpBlock(self.mlp_dim, act=self.act, dropout=self.dropout, dtype=self.dtype,
-                 name="mlp")(y, train=train)
+    y = MlpBlock(self.mlp_dim, act=self.act, dropout=self.dropout, dtype=self.dtype, name="mlp")(
+      y, train=train
+    )
     x = residual(x, y)
     return constrain(x, ("batch", "length", "embed")), None
 
@@ -256,6 +291,7 @@ class Encoder(nn.Module):
     norm_eps: LayerNorm epsilon.
     dtype: compute dtype.
   """
+
   depth: int
   num_heads: int
   mlp_dim: int
@@ -273,19 +309,29 @@ class Encoder(nn.Module):
     block_cls = EncoderBlock
     policy = REMAT_POLICIES[self.remat]
     if self.remat != "none":
-      block_cls = nn.remat(EncoderBlock, prevent_cse=not self.scan, static_argnums=(4,),
-                           policy=policy)
-    kwargs = dict(num_heads=self.num_heads, mlp_dim=self.mlp_dim, act=self.act,
-                  dropout=self.dropout, norm_eps=self.norm_eps,
-                  use_drop_path=self.stoch_depth > 0, dtype=self.dtype)
+      block_cls = nn.remat(
+        EncoderBlock, prevent_cse=not self.scan, static_argnums=(4,), policy=policy
+      )
+    kwargs = dict(
+      num_heads=self.num_heads,
+      mlp_dim=self.mlp_dim,
+      act=self.act,
+      dropout=self.dropout,
+      norm_eps=self.norm_eps,
+      use_drop_path=self.stoch_depth > 0,
+      dtype=self.dtype,
+    )
     rates = [self.stoch_depth * i / max(self.depth - 1, 1) for i in range(self.depth)]
     if self.scan:
       scanned = nn.scan(
-          block_cls, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
-          in_axes=(nn.broadcast, 0, nn.broadcast), length=self.depth,
-          metadata_params={nn.PARTITION_NAME: "layers"})
-      x, _ = scanned(name="encoderblock", **kwargs)(
-          x, mask, jnp.asarray(rates, jnp.float32), train)
+        block_cls,
+        variable_axes={"params": 0},
+        split_rngs={"params": True, "dropout": True},
+        in_axes=(nn.broadcast, 0, nn.broadcast),
+        length=self.depth,
+        metadata_params={nn.PARTITION_NAME: "layers"},
+      )
+      x, _ = scanned(name="encoderblock", **kwargs)(x, mask, jnp.asarray(rates, jnp.float32), train)
     else:
       for i, rate in enumerate(rates):
         x, _ = block_cls(name=f"encoderblock_{i}", **kwargs)(x, mask, rate, train)
@@ -341,6 +387,7 @@ class MAPHead(nn.Module):
 
   A learned probe attends over the tokens, followed by a residual MLP on the pooled vector.
   """
+
   num_heads: int
   mlp_dim: int
   act: Activation = "gelu"
@@ -351,8 +398,12 @@ class MAPHead(nn.Module):
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
     """`[batch, length, embed] -> [batch, embed]`."""
     width = x.shape[-1]
-    probe = self.param("probe", partitioned(nn.initializers.xavier_uniform(),
-                                            (None, None, "embed")), (1, 1, width), jnp.float32)
+    probe = self.param(
+      "probe",
+      partitioned(nn.initializers.xavier_uniform(), (None, None, "embed")),
+      (1, 1, width),
+      jnp.float32,
+    )
     probe = jnp.broadcast_to(probe, (x.shape[0], 1, width)).astype(x.dtype)
     x = Attention(self.num_heads, dtype=self.dtype, name="attn")(probe, x)
     y = layer_norm(dtype=self.dtype, eps=self.norm_eps, name="norm")(x)
@@ -360,8 +411,9 @@ class MAPHead(nn.Module):
     return x[:, 0]
 
 
-def validate_encoder_options(*, act: str, remat: str, dropout: float, stoch_depth: float,
-                             what: str) -> None:
+def validate_encoder_options(
+  *, act: str, remat: str, dropout: float, stoch_depth: float, what: str
+) -> None:
   """Checks the options every transformer encoder shares; messages start with `what`."""
   check_choice(act, ACTIVATIONS, what=f"{what} activation")
   check_choice(remat, REMAT_POLICIES, what=f"{what} remat policy")

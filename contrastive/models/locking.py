@@ -69,12 +69,12 @@ def trainable_mask(params: Any, *, locked: Sequence[str] = ()) -> Any:
 
 def trainable_labels(params: Any, *, locked: Sequence[str] = ()) -> Any:
   """`"trainable"` or `"frozen"` per leaf, the labels `optax.multi_transform` takes."""
-  return jax.tree.map(lambda t: TRAINABLE if t else FROZEN,
-                      trainable_mask(params, locked=locked))
+  return jax.tree.map(lambda t: TRAINABLE if t else FROZEN, trainable_mask(params, locked=locked))
 
 
-def lock(tx: optax.GradientTransformation, params: Any, *, locked: Sequence[str] = ()
-         ) -> optax.GradientTransformation:
+def lock(
+  tx: optax.GradientTransformation, params: Any, *, locked: Sequence[str] = ()
+) -> optax.GradientTransformation:
   """`tx` for the trainable leaves; zero updates and no state for the locked ones.
 
   Args:
@@ -98,6 +98,7 @@ def weight_decay_mask(params: Any) -> Any:
   scale and bias are excluded (as in open_clip). Works for scanned layers, whose kernels have
   an extra leading axis.
   """
+
   def decay(path, _):
     return _path(path).rsplit("/", 1)[-1] in ("kernel", "embedding")
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import flax.linen as nn
 import jax
-from jax.typing import ArrayLike
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from contrastive.models import layers
 
@@ -26,6 +26,7 @@ class MLPEncoder(nn.Module):
     act, dropout, norm_eps: as in `layers.Encoder`.
     dtype: compute dtype (parameters stay float32).
   """
+
   in_features: int | None = None
   width: int = 256
   depth: int = 2
@@ -57,16 +58,27 @@ class MLPEncoder(nn.Module):
     dtype = layers.as_dtype(self.dtype)
     x = jnp.asarray(x)
     if x.ndim != 2 or x.shape[-1] != self.in_features:
-      raise ValueError(f"MLPEncoder expects inputs of shape [batch, {self.in_features}], got "
-                       f"{x.shape}.")
+      raise ValueError(
+        f"MLPEncoder expects inputs of shape [batch, {self.in_features}], got {x.shape}."
+      )
     x = layers.constrain(x, ("batch", None))
-    x = nn.Dense(self.width, dtype=dtype, param_dtype=jnp.float32, name="input",
-                 kernel_init=layers.partitioned(nn.initializers.lecun_normal(), (None, "embed")),
-                 bias_init=layers.partitioned(nn.initializers.zeros, ("embed",)))(x)
+    x = nn.Dense(
+      self.width,
+      dtype=dtype,
+      param_dtype=jnp.float32,
+      name="input",
+      kernel_init=layers.partitioned(nn.initializers.lecun_normal(), (None, "embed")),
+      bias_init=layers.partitioned(nn.initializers.zeros, ("embed",)),
+    )(x)
     for i in range(self.depth):
       y = layers.layer_norm(dtype=dtype, eps=self.norm_eps, name=f"norm_{i}")(x)
-      y = layers.MlpBlock(self.mlp_dim or 4 * self.width, act=self.act, dropout=self.dropout,
-                          dtype=dtype, name=f"block_{i}")(y, train=train)
+      y = layers.MlpBlock(
+        self.mlp_dim or 4 * self.width,
+        act=self.act,
+        dropout=self.dropout,
+        dtype=dtype,
+        name=f"block_{i}",
+      )(y, train=train)
       x = x + nn.Dropout(self.dropout)(y, deterministic=not train)
     x = layers.layer_norm(dtype=dtype, eps=self.norm_eps, name="norm")(x)
     return layers.constrain(x, ("batch", "embed")), {}

@@ -25,6 +25,7 @@ class Size:
     mlp_dim: the hidden size of each block's MLP, `mlp` in the logical axis names.
     num_heads: the number of attention heads; `width` must be divisible by it.
   """
+
   width: int
   depth: int
   mlp_dim: int
@@ -33,34 +34,35 @@ class Size:
 
 # name: Size(width, depth, mlp_dim, num_heads)
 SIZES: dict[str, Size] = {
-    # Tiny sizes for tests and CPU runs.
-    "mu": Size(32, 1, 128, 2),
-    "nano": Size(64, 2, 256, 2),
-    "micro": Size(128, 4, 512, 4),
-    # Zhai et al. 2021, Table 2; So400m from Alabdulmohsin et al. 2023.
-    "Ti": Size(192, 12, 768, 3),
-    "S": Size(384, 12, 1536, 6),
-    "M": Size(512, 12, 2048, 8),
-    "B": Size(768, 12, 3072, 12),
-    "L": Size(1024, 24, 4096, 16),
-    "So400m": Size(1152, 27, 4304, 16),
-    "H": Size(1280, 32, 5120, 16),
-    "g": Size(1408, 40, 6144, 16),
-    "G": Size(1664, 48, 8192, 16),
+  # Tiny sizes for tests and CPU runs.
+  "mu": Size(32, 1, 128, 2),
+  "nano": Size(64, 2, 256, 2),
+  "micro": Size(128, 4, 512, 4),
+  # Zhai et al. 2021, Table 2; So400m from Alabdulmohsin et al. 2023.
+  "Ti": Size(192, 12, 768, 3),
+  "S": Size(384, 12, 1536, 6),
+  "M": Size(512, 12, 2048, 8),
+  "B": Size(768, 12, 3072, 12),
+  "L": Size(1024, 24, 4096, 16),
+  "So400m": Size(1152, 27, 4304, 16),
+  "H": Size(1280, 32, 5120, 16),
+  "g": Size(1408, 40, 6144, 16),
+  "G": Size(1664, 48, 8192, 16),
 }
 
 # Text-only names: the text towers of CLIP ViT-B/*, ViT-L/14 (OpenAI) and ViT-H/14 (open_clip).
 TEXT_SIZES: dict[str, Size] = {
-    **SIZES,
-    "CLIP-B": Size(512, 12, 2048, 8),
-    "CLIP-L": Size(768, 12, 3072, 12),
-    "CLIP-H": Size(1024, 24, 4096, 16),
+  **SIZES,
+  "CLIP-B": Size(512, 12, 2048, 8),
+  "CLIP-L": Size(768, 12, 3072, 12),
+  "CLIP-H": Size(1024, 24, 4096, 16),
 }
 
 
 @dataclasses.dataclass(frozen=True)
 class VitSize(Size):
   """A `Size` plus the side of the square image patches."""
+
   patch_size: int = 16
 
 
@@ -83,15 +85,18 @@ def decode_vit_variant(variant: str) -> VitSize:
   """
   if not isinstance(variant, str) or variant.count("/") != 1:
     raise ValueError(
-        f"Unknown ViT variant {variant!r}: expected '<size>/<patch>' such as 'B/16', with size "
-        f"one of {sorted(SIZES)}.")
+      f"Unknown ViT variant {variant!r}: expected '<size>/<patch>' such as 'B/16', with size "
+      f"one of {sorted(SIZES)}."
+    )
   name, patch = variant.split("/")
   if name not in SIZES:
-    raise ValueError(f"Unknown ViT size {name!r} in variant {variant!r}; known sizes: "
-                     f"{sorted(SIZES)}.")
+    raise ValueError(
+      f"Unknown ViT size {name!r} in variant {variant!r}; known sizes: {sorted(SIZES)}."
+    )
   if not patch.isdigit() or int(patch) < 1:
-    raise ValueError(f"The patch size in ViT variant {variant!r} must be a positive integer, "
-                     f"got {patch!r}.")
+    raise ValueError(
+      f"The patch size in ViT variant {variant!r} must be a positive integer, got {patch!r}."
+    )
   return VitSize(**dataclasses.asdict(SIZES[name]), patch_size=int(patch))
 
 
@@ -110,8 +115,9 @@ def decode_text_variant(variant: str) -> Size:
   return TEXT_SIZES[variant]
 
 
-def resolve_size(base: Size | None, overrides: dict[str, int | None], *, what: str
-                 ) -> dict[str, int]:
+def resolve_size(
+  base: Size | None, overrides: dict[str, int | None], *, what: str
+) -> dict[str, int]:
   """Merges a named size with explicit per-dimension overrides and checks the result.
 
   Args:
@@ -131,12 +137,15 @@ def resolve_size(base: Size | None, overrides: dict[str, int | None], *, what: s
     if value is None:
       value = getattr(base, field, None) if base is not None else None
     if value is None:
-      raise ValueError(f"{what}: no variant name gives {field!r} and it was not set; pass "
-                       f"variant= (one of {sorted(SIZES)}) or {field}=.")
+      raise ValueError(
+        f"{what}: no variant name gives {field!r} and it was not set; pass "
+        f"variant= (one of {sorted(SIZES)}) or {field}=."
+      )
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
       raise ValueError(f"{what}: {field} must be a positive int, got {value!r}.")
     out[field] = value
   if out["width"] % out["num_heads"]:
-    raise ValueError(f"{what}: width {out['width']} is not divisible by num_heads "
-                     f"{out['num_heads']}.")
+    raise ValueError(
+      f"{what}: width {out['width']} is not divisible by num_heads {out['num_heads']}."
+    )
   return out

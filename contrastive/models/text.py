@@ -31,8 +31,8 @@ from typing import Literal
 
 import flax.linen as nn
 import jax
-from jax.typing import ArrayLike
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from contrastive.models import layers
 from contrastive.models import sizes
@@ -62,6 +62,7 @@ class TextTransformer(nn.Module):
     act, dropout, stoch_depth, remat, scan, norm_eps: see `layers.Encoder`.
     dtype: compute dtype (parameters stay float32).
   """
+
   variant: str | None = None
   width: int | None = None
   depth: int | None = None
@@ -92,8 +93,13 @@ class TextTransformer(nn.Module):
     if self.pool == "eos" and (isinstance(self.eos_id, bool) or not isinstance(self.eos_id, int)):
       raise ValueError(f"TextTransformer pool 'eos' needs eos_id, an int; got {self.eos_id!r}.")
     layers.check_choice(self.final_norm, FINAL_NORMS, what="text final_norm")
-    layers.validate_encoder_options(act=self.act, remat=self.remat, dropout=self.dropout,
-                                    stoch_depth=self.stoch_depth, what="TextTransformer")
+    layers.validate_encoder_options(
+      act=self.act,
+      remat=self.remat,
+      dropout=self.dropout,
+      stoch_depth=self.stoch_depth,
+      what="TextTransformer",
+    )
     layers.as_dtype(self.dtype)
     super().__post_init__()
 
@@ -101,9 +107,11 @@ class TextTransformer(nn.Module):
   def dims(self) -> dict[str, int]:
     """The resolved `width`, `depth`, `mlp_dim` and `num_heads`."""
     base = sizes.decode_text_variant(self.variant) if self.variant is not None else None
-    return sizes.resolve_size(base, dict(
-        width=self.width, depth=self.depth, mlp_dim=self.mlp_dim, num_heads=self.num_heads),
-        what=f"TextTransformer {self.variant or ''}".rstrip())
+    return sizes.resolve_size(
+      base,
+      dict(width=self.width, depth=self.depth, mlp_dim=self.mlp_dim, num_heads=self.num_heads),
+      what=f"TextTransformer {self.variant or ''}".rstrip(),
+    )
 
   def dummy_input(self, batch_size: int) -> jax.ShapeDtypeStruct:
     """The shape and dtype of a batch of inputs, for `init` and `eval_shape`."""
@@ -127,19 +135,31 @@ class TextTransformer(nn.Module):
     dtype = layers.as_dtype(self.dtype)
     tokens = jnp.asarray(tokens)
     if tokens.ndim != 2 or not jnp.issubdtype(tokens.dtype, jnp.integer):
-      raise ValueError(f"TextTransformer expects int token ids of shape [batch, seq_len], got "
-                       f"{tokens.dtype} of shape {tokens.shape}.")
+      raise ValueError(
+        f"TextTransformer expects int token ids of shape [batch, seq_len], got "
+        f"{tokens.dtype} of shape {tokens.shape}."
+      )
     seq_len = tokens.shape[1]
     if seq_len > self.max_len:
-      raise ValueError(f"Text of length {seq_len} is longer than the position table "
-                       f"(max_len={self.max_len}).")
+      raise ValueError(
+        f"Text of length {seq_len} is longer than the position table (max_len={self.max_len})."
+      )
     width = dims["width"]
     tokens = layers.constrain(tokens, ("batch", "length"))
-    x = nn.Embed(self.vocab_size, width, dtype=dtype, param_dtype=jnp.float32, name="embedding",
-                 embedding_init=layers.partitioned(nn.initializers.normal(stddev=0.02),
-                                                   ("vocab", "embed")))(tokens)
-    pos = self.param("pos_embedding", layers.partitioned(
-        nn.initializers.normal(stddev=0.01), (None, "embed")), (self.max_len, width), jnp.float32)
+    x = nn.Embed(
+      self.vocab_size,
+      width,
+      dtype=dtype,
+      param_dtype=jnp.float32,
+      name="embedding",
+      embedding_init=layers.partitioned(nn.initializers.normal(stddev=0.02), ("vocab", "embed")),
+    )(tokens)
+    pos = self.param(
+      "pos_embedding",
+      layers.partitioned(nn.initializers.normal(stddev=0.01), (None, "embed")),
+      (self.max_len, width),
+      jnp.float32,
+    )
     x = x + pos[None, :seq_len].astype(dtype)
     x = layers.constrain(x, ("batch", "length", "embed"))
     x = nn.Dropout(self.dropout)(x, deterministic=not train)
@@ -152,9 +172,18 @@ class TextTransformer(nn.Module):
     if self.causal:
       mask = mask & jnp.tril(jnp.ones((seq_len, seq_len), bool))[None, None]
     x = layers.Encoder(
-        depth=dims["depth"], num_heads=dims["num_heads"], mlp_dim=dims["mlp_dim"], act=self.act,
-        dropout=self.dropout, stoch_depth=self.stoch_depth, remat=self.remat, scan=self.scan,
-        norm_eps=self.norm_eps, dtype=dtype, name="transformer")(x, mask, train=train)
+      depth=dims["depth"],
+      num_heads=dims["num_heads"],
+      mlp_dim=dims["mlp_dim"],
+      act=self.act,
+      dropout=self.dropout,
+      stoch_depth=self.stoch_depth,
+      remat=self.remat,
+      scan=self.scan,
+      norm_eps=self.norm_eps,
+      dtype=dtype,
+      name="transformer",
+    )(x, mask, train=train)
     if self.final_norm == "pre_pool":
       x = layers.layer_norm(dtype=dtype, eps=self.norm_eps, name="norm")(x)
 

@@ -27,8 +27,8 @@ from typing import Any, Literal
 
 import flax.linen as nn
 import jax
-from jax.typing import ArrayLike
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from contrastive.models import layers
 
@@ -36,8 +36,8 @@ Convention = Literal["clip", "siglip"]
 
 # name: (scale_init, bias_init, max_scale); `scale_init` is the scale itself, not its log.
 CONVENTIONS: dict[str, dict[str, float | None]] = {
-    "clip": dict(scale_init=1 / 0.07, bias_init=None, max_scale=100.0),
-    "siglip": dict(scale_init=10.0, bias_init=-10.0, max_scale=None),
+  "clip": dict(scale_init=1 / 0.07, bias_init=None, max_scale=100.0),
+  "siglip": dict(scale_init=10.0, bias_init=-10.0, max_scale=None),
 }
 # The model's own scalar parameters, which `locked` may also name (a fixed temperature or bias).
 SCALARS = ("log_scale", "bias")
@@ -63,6 +63,7 @@ class Tower(nn.Module):
     lock_encoder: run the encoder in inference mode and stop its gradient (LiT).
     lock_head: also stop the head's gradient.
   """
+
   encoder: nn.Module
   embed_dim: int
   proj_bias: bool = False
@@ -79,15 +80,23 @@ class Tower(nn.Module):
     features = features.astype(jnp.float32)
     if not self.proj:
       if features.shape[-1] != self.embed_dim:
-        raise ValueError(f"A tower without a head needs encoder width {features.shape[-1]} to "
-                         f"equal embed_dim {self.embed_dim}.")
+        raise ValueError(
+          f"A tower without a head needs encoder width {features.shape[-1]} to "
+          f"equal embed_dim {self.embed_dim}."
+        )
       embedding, norm = l2_normalize(features)
       return layers.constrain(embedding, ("batch", "joint")), {"features": features, "norm": norm}
-    z = nn.Dense(self.embed_dim, use_bias=self.proj_bias, dtype=jnp.float32,
-                 param_dtype=jnp.float32, name="head",
-                 kernel_init=layers.partitioned(
-                     nn.initializers.normal(stddev=features.shape[-1] ** -0.5), ("embed", "joint")),
-                 bias_init=layers.partitioned(nn.initializers.zeros, ("joint",)))(features)
+    z = nn.Dense(
+      self.embed_dim,
+      use_bias=self.proj_bias,
+      dtype=jnp.float32,
+      param_dtype=jnp.float32,
+      name="head",
+      kernel_init=layers.partitioned(
+        nn.initializers.normal(stddev=features.shape[-1] ** -0.5), ("embed", "joint")
+      ),
+      bias_init=layers.partitioned(nn.initializers.zeros, ("joint",)),
+    )(features)
     if self.lock_head:
       z = jax.lax.stop_gradient(z)
     embedding, norm = l2_normalize(z)
@@ -113,6 +122,7 @@ class TowerModel(nn.Module):
       locked part runs in inference mode and passes no gradient; pair it with
       `trainable_mask(params, locked=model.locked)` in the optimizer.
   """
+
   encoders: Mapping[str, nn.Module]
   embed_dim: int
   proj_bias: bool | Mapping[str, bool] = False
@@ -129,15 +139,17 @@ class TowerModel(nn.Module):
       if not isinstance(name, str) or not name or "/" in name:
         raise ValueError(f"Modality names must be non-empty strings without '/', got {name!r}.")
       if not isinstance(enc, nn.Module):
-        raise ValueError(f"The encoder of modality {name!r} must be a flax Module, got "
-                         f"{type(enc).__name__}.")
+        raise ValueError(
+          f"The encoder of modality {name!r} must be a flax Module, got {type(enc).__name__}."
+        )
     embed_dim = self.embed_dim
     if isinstance(embed_dim, bool) or not isinstance(embed_dim, int) or embed_dim < 1:
       raise ValueError(f"embed_dim must be a positive int, got {self.embed_dim!r}.")
     if not (isinstance(self.scale_init, (int, float)) and self.scale_init > 0):
       raise ValueError(f"scale_init must be a positive number, got {self.scale_init!r}.")
     if self.max_scale is not None and not (
-        isinstance(self.max_scale, (int, float)) and self.max_scale > 0):
+      isinstance(self.max_scale, (int, float)) and self.max_scale > 0
+    ):
       raise ValueError(f"max_scale must be a positive number or None, got {self.max_scale!r}.")
     if self.bias_init is not None and not isinstance(self.bias_init, (int, float)):
       raise ValueError(f"bias_init must be a number or None, got {self.bias_init!r}.")
@@ -148,8 +160,9 @@ class TowerModel(nn.Module):
     for entry in self.locked:
       if entry not in {*self.encoders, *(f"{m}/encoder" for m in self.encoders), *SCALARS}:
         raise ValueError(
-            f"Cannot lock {entry!r}: a locked entry is a modality, '<modality>/encoder' or one "
-            f"of {list(SCALARS)}, with modalities {list(self.encoders)}.")
+          f"Cannot lock {entry!r}: a locked entry is a modality, '<modality>/encoder' or one "
+          f"of {list(SCALARS)}, with modalities {list(self.encoders)}."
+        )
       if entry == "bias" and self.bias_init is None:
         raise ValueError("Cannot lock 'bias': the model has none (bias_init is None).")
     super().__post_init__()
@@ -157,8 +170,10 @@ class TowerModel(nn.Module):
   def _check_modalities(self, names, *, what: str) -> None:
     unknown = [name for name in names if name not in self.encoders]
     if unknown:
-      raise ValueError(f"No encoder for modality {unknown[0]!r} (in {what}); the model's "
-                       f"modalities are {list(self.encoders)}.")
+      raise ValueError(
+        f"No encoder for modality {unknown[0]!r} (in {what}); the model's "
+        f"modalities are {list(self.encoders)}."
+      )
 
   @property
   def modalities(self) -> tuple[str, ...]:
@@ -166,8 +181,10 @@ class TowerModel(nn.Module):
 
   def dummy_batch(self, batch_size: int = 1) -> dict[str, jax.Array]:
     """Zeros of every modality's input shape and dtype, for `init`."""
-    return {name: jnp.zeros(enc.dummy_input(batch_size).shape, enc.dummy_input(batch_size).dtype)
-            for name, enc in self.encoders.items()}
+    return {
+      name: jnp.zeros(enc.dummy_input(batch_size).shape, enc.dummy_input(batch_size).dtype)
+      for name, enc in self.encoders.items()
+    }
 
   def _proj_bias(self, name: str) -> bool:
     if isinstance(self.proj_bias, Mapping):
@@ -180,8 +197,9 @@ class TowerModel(nn.Module):
     return bool(self.proj)
 
   @nn.compact
-  def __call__(self, batch: Mapping[str, ArrayLike], *, train: bool
-               ) -> tuple[dict[str, jax.Array], dict[str, Any]]:
+  def __call__(
+    self, batch: Mapping[str, ArrayLike], *, train: bool
+  ) -> tuple[dict[str, jax.Array], dict[str, Any]]:
     """Embeds the modalities present in `batch`.
 
     Args:
@@ -206,15 +224,21 @@ class TowerModel(nn.Module):
     for name, encoder in self.encoders.items():
       if name not in batch:
         continue
-      tower = Tower(encoder.clone(parent=None, name=None), embed_dim=self.embed_dim,
-                    proj_bias=self._proj_bias(name), proj=self._proj(name),
-                    lock_encoder=name in locked or f"{name}/encoder" in locked,
-                    lock_head=name in locked, name=name)
+      tower = Tower(
+        encoder.clone(parent=None, name=None),
+        embed_dim=self.embed_dim,
+        proj_bias=self._proj_bias(name),
+        proj=self._proj(name),
+        lock_encoder=name in locked or f"{name}/encoder" in locked,
+        lock_head=name in locked,
+        name=name,
+      )
       embeddings[name], aux = tower(batch[name], train=train)
       extras.update({f"{name}/{key}": value for key, value in aux.items()})
 
-    log_scale = self.param("log_scale", nn.initializers.constant(math.log(self.scale_init)),
-                           (), jnp.float32)
+    log_scale = self.param(
+      "log_scale", nn.initializers.constant(math.log(self.scale_init)), (), jnp.float32
+    )
     if "log_scale" in locked:
       log_scale = jax.lax.stop_gradient(log_scale)
     if self.max_scale is not None:

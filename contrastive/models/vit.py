@@ -33,8 +33,8 @@ from typing import Literal
 
 import flax.linen as nn
 import jax
-from jax.typing import ArrayLike
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 import numpy as np
 
 from contrastive.models import layers
@@ -51,8 +51,7 @@ STEMS = ("patch", "conv")
 FINAL_NORMS = ("pre_pool", "post_pool", "none")
 
 
-def posemb_sincos_2d(h: int, w: int, width: int, *, temperature: float = 10_000.0
-                     ) -> np.ndarray:
+def posemb_sincos_2d(h: int, w: int, width: int, *, temperature: float = 10_000.0) -> np.ndarray:
   """Fixed 2-D sin-cos position embeddings (MoCo v3; big_vision's `posemb_sincos_2d`).
 
   Returns:
@@ -62,7 +61,7 @@ def posemb_sincos_2d(h: int, w: int, width: int, *, temperature: float = 10_000.
     raise ValueError(f"sincos2d position embeddings need a width divisible by 4, got {width}.")
   y, x = np.mgrid[:h, :w]
   omega = np.arange(width // 4) / max(width // 4 - 1, 1)
-  omega = 1.0 / (temperature ** omega)
+  omega = 1.0 / (temperature**omega)
   y = np.einsum("m,d->md", y.flatten(), omega)
   x = np.einsum("m,d->md", x.flatten(), omega)
   pe = np.concatenate([np.sin(x), np.cos(x), np.sin(y), np.cos(y)], axis=1)
@@ -95,6 +94,7 @@ class ViT(nn.Module):
     act, dropout, stoch_depth, remat, scan, norm_eps: see `layers.Encoder`.
     dtype: compute dtype (parameters stay float32).
   """
+
   variant: str | None = None
   width: int | None = None
   depth: int | None = None
@@ -125,8 +125,9 @@ class ViT(nn.Module):
     layers.check_choice(self.pool, POOLS, what="ViT pool")
     layers.check_choice(self.final_norm, FINAL_NORMS, what="ViT final_norm")
     layers.check_choice(self.stem, STEMS, what="ViT stem")
-    layers.validate_encoder_options(act=self.act, remat=self.remat, dropout=self.dropout,
-                                    stoch_depth=self.stoch_depth, what="ViT")
+    layers.validate_encoder_options(
+      act=self.act, remat=self.remat, dropout=self.dropout, stoch_depth=self.stoch_depth, what="ViT"
+    )
     layers.as_dtype(self.dtype)
     h, w = self.image_hw
     p = dims["patch_size"]
@@ -137,11 +138,12 @@ class ViT(nn.Module):
     if self.stem == "conv" and p & (p - 1):
       raise ValueError(f"ViT stem 'conv' needs a power-of-two patch size, got {p}.")
     if self.posemb == "sincos2d" and dims["width"] % 4:
-      raise ValueError(f"ViT posemb 'sincos2d' needs a width divisible by 4, got "
-                       f"{dims['width']}.")
+      raise ValueError(f"ViT posemb 'sincos2d' needs a width divisible by 4, got {dims['width']}.")
     if self.cls_posemb and (self.pool != "cls" or self.posemb != "learn"):
-      raise ValueError(f"ViT cls_posemb needs pool 'cls' and posemb 'learn', got pool "
-                       f"{self.pool!r} and posemb {self.posemb!r}.")
+      raise ValueError(
+        f"ViT cls_posemb needs pool 'cls' and posemb 'learn', got pool "
+        f"{self.pool!r} and posemb {self.posemb!r}."
+      )
     if isinstance(self.channels, bool) or not isinstance(self.channels, int) or self.channels < 1:
       raise ValueError(f"ViT channels must be a positive int, got {self.channels!r}.")
     super().__post_init__()
@@ -150,9 +152,17 @@ class ViT(nn.Module):
   def dims(self) -> dict[str, int]:
     """The resolved `width`, `depth`, `mlp_dim`, `num_heads` and `patch_size`."""
     base = sizes.decode_vit_variant(self.variant) if self.variant is not None else None
-    return sizes.resolve_size(base, dict(
-        width=self.width, depth=self.depth, mlp_dim=self.mlp_dim, num_heads=self.num_heads,
-        patch_size=self.patch_size), what=f"ViT {self.variant or ''}".rstrip())
+    return sizes.resolve_size(
+      base,
+      dict(
+        width=self.width,
+        depth=self.depth,
+        mlp_dim=self.mlp_dim,
+        num_heads=self.num_heads,
+        patch_size=self.patch_size,
+      ),
+      what=f"ViT {self.variant or ''}".rstrip(),
+    )
 
   @property
   def image_hw(self) -> tuple[int, int]:
@@ -172,11 +182,17 @@ class ViT(nn.Module):
     num_convs = patch_size.bit_length() - 1
     for k in range(num_convs):
       features = max(width >> (num_convs - 1 - k), 8)
-      x = nn.Conv(features, (3, 3), strides=(2, 2), padding="SAME", dtype=dtype,
-                  param_dtype=jnp.float32, name=f"stem_{k}",
-                  kernel_init=layers.partitioned(nn.initializers.lecun_normal(),
-                                                 (None, None, None, None)),
-                  bias_init=layers.partitioned(nn.initializers.zeros, (None,)))(x)
+      x = nn.Conv(
+        features,
+        (3, 3),
+        strides=(2, 2),
+        padding="SAME",
+        dtype=dtype,
+        param_dtype=jnp.float32,
+        name=f"stem_{k}",
+        kernel_init=layers.partitioned(nn.initializers.lecun_normal(), (None, None, None, None)),
+        bias_init=layers.partitioned(nn.initializers.zeros, (None,)),
+      )(x)
       x = nn.gelu(x)
     return x
 
@@ -198,28 +214,41 @@ class ViT(nn.Module):
     images = jnp.asarray(images)
     p, width = dims["patch_size"], dims["width"]
     if images.ndim != 4 or images.shape[-1] != self.channels:
-      raise ValueError(f"ViT expects images of shape [batch, height, width, {self.channels}], "
-                       f"got {images.shape}.")
+      raise ValueError(
+        f"ViT expects images of shape [batch, height, width, {self.channels}], got {images.shape}."
+      )
     h, w = images.shape[1:3]
     if (h % p or w % p) and not self.drop_remainder:
       raise ValueError(f"ViT image size {(h, w)} is not divisible by the patch size {p}.")
     if self.posemb == "learn" and (h, w) != self.image_hw:
-      raise ValueError(f"ViT with learned position embeddings for image_size {self.image_hw} got "
-                       f"images of size {(h, w)}; use posemb='sincos2d' for other sizes.")
+      raise ValueError(
+        f"ViT with learned position embeddings for image_size {self.image_hw} got "
+        f"images of size {(h, w)}; use posemb='sincos2d' for other sizes."
+      )
     images = layers.constrain(images, ("batch", None, None, None))
     if self.stem == "conv":
       images, p = self._conv_stem(images, p, width, dtype), 1
-    x = nn.Conv(width, (p, p), strides=(p, p), padding="VALID", use_bias=self.patch_bias,
-                dtype=dtype, param_dtype=jnp.float32, name="embedding",
-                kernel_init=layers.partitioned(nn.initializers.lecun_normal(),
-                                               (None, None, None, "embed")),
-                bias_init=layers.partitioned(nn.initializers.zeros, ("embed",)))(images)
+    x = nn.Conv(
+      width,
+      (p, p),
+      strides=(p, p),
+      padding="VALID",
+      use_bias=self.patch_bias,
+      dtype=dtype,
+      param_dtype=jnp.float32,
+      name="embedding",
+      kernel_init=layers.partitioned(nn.initializers.lecun_normal(), (None, None, None, "embed")),
+      bias_init=layers.partitioned(nn.initializers.zeros, ("embed",)),
+    )(images)
     n, gh, gw, _ = x.shape
     x = jnp.reshape(x, (n, gh * gw, width))
     if self.posemb == "learn":
-      pos = self.param("pos_embedding", layers.partitioned(
-          nn.initializers.normal(stddev=width ** -0.5), (None, None, "embed")),
-          (1, int(self.cls_posemb) + gh * gw, width), jnp.float32)
+      pos = self.param(
+        "pos_embedding",
+        layers.partitioned(nn.initializers.normal(stddev=width**-0.5), (None, None, "embed")),
+        (1, int(self.cls_posemb) + gh * gw, width),
+        jnp.float32,
+      )
     else:
       pos = posemb_sincos_2d(gh, gw, width)
     if not self.cls_posemb:
@@ -228,10 +257,12 @@ class ViT(nn.Module):
       # Zeros (big_vision) unless a LayerNorm follows: the LayerNorm of a zero vector divides by
       # sqrt(eps), which made the first gradient of the class token 1e5 times the others'; CLIP
       # draws it from N(0, 1/width).
-      cls_init = (nn.initializers.normal(stddev=width ** -0.5) if self.pre_norm
-                  else nn.initializers.zeros)
-      cls = self.param("cls", layers.partitioned(cls_init, (None, None, "embed")),
-                       (1, 1, width), jnp.float32)
+      cls_init = (
+        nn.initializers.normal(stddev=width**-0.5) if self.pre_norm else nn.initializers.zeros
+      )
+      cls = self.param(
+        "cls", layers.partitioned(cls_init, (None, None, "embed")), (1, 1, width), jnp.float32
+      )
       x = jnp.concatenate([jnp.broadcast_to(cls.astype(dtype), (n, 1, width)), x], axis=1)
     if self.cls_posemb:
       x = x + pos.astype(dtype)
@@ -240,9 +271,18 @@ class ViT(nn.Module):
       x = layers.layer_norm(dtype=dtype, eps=self.norm_eps, name="norm_pre")(x)
     x = nn.Dropout(self.dropout)(x, deterministic=not train)
     x = layers.Encoder(
-        depth=dims["depth"], num_heads=dims["num_heads"], mlp_dim=dims["mlp_dim"], act=self.act,
-        dropout=self.dropout, stoch_depth=self.stoch_depth, remat=self.remat, scan=self.scan,
-        norm_eps=self.norm_eps, dtype=dtype, name="transformer")(x, train=train)
+      depth=dims["depth"],
+      num_heads=dims["num_heads"],
+      mlp_dim=dims["mlp_dim"],
+      act=self.act,
+      dropout=self.dropout,
+      stoch_depth=self.stoch_depth,
+      remat=self.remat,
+      scan=self.scan,
+      norm_eps=self.norm_eps,
+      dtype=dtype,
+      name="transformer",
+    )(x, train=train)
     if self.final_norm == "pre_pool":
       x = layers.layer_norm(dtype=dtype, eps=self.norm_eps, name="norm")(x)
     if self.pool == "cls":
@@ -250,8 +290,14 @@ class ViT(nn.Module):
     elif self.pool == "gap":
       pooled = jnp.mean(x, axis=1)
     else:
-      pooled = layers.MAPHead(num_heads=dims["num_heads"], mlp_dim=dims["mlp_dim"], act=self.act,
-                              norm_eps=self.norm_eps, dtype=dtype, name="map")(x, train=train)
+      pooled = layers.MAPHead(
+        num_heads=dims["num_heads"],
+        mlp_dim=dims["mlp_dim"],
+        act=self.act,
+        norm_eps=self.norm_eps,
+        dtype=dtype,
+        name="map",
+      )(x, train=train)
     if self.final_norm == "post_pool":
       pooled = layers.layer_norm(dtype=dtype, eps=self.norm_eps, name="norm")(pooled)
     pooled = layers.constrain(pooled, ("batch", "embed"))

@@ -21,29 +21,44 @@ for XLA on the CPU), `loop` (`train_and_evaluate`). Meshes and multi-host start-
 
 from contrastive.train.checkpoint import Checkpointer
 from contrastive.train.checkpoint import restore_params
+from contrastive.train.config import check_run
 from contrastive.train.config import defaults
 from contrastive.train.config import parse_arg
 from contrastive.train.config import resolve
-from contrastive.train.config import check_run
 from contrastive.train.loop import NonFiniteLossError
 from contrastive.train.loop import train_and_evaluate
 from contrastive.train.metrics import Progress
+from contrastive.train.optimizer import learning_rate_schedule
+from contrastive.train.optimizer import make_optimizer
 from contrastive.train.overrides import get_config
 from contrastive.train.overrides import override
 from contrastive.train.resume import check_resume
 from contrastive.train.runs import load_run
-from contrastive.train.optimizer import learning_rate_schedule
-from contrastive.train.optimizer import make_optimizer
-from contrastive.train.state import create_train_state
 from contrastive.train.state import TrainState
+from contrastive.train.state import create_train_state
+from contrastive.train.step import StepConfig
 from contrastive.train.step import make_grad_fn
 from contrastive.train.step import make_train_step
-from contrastive.train.step import StepConfig
 
 __all__ = [
-    "Checkpointer", "NonFiniteLossError", "Progress", "StepConfig", "TrainState", "check_resume",
-    "check_run", "create_train_state", "defaults", "get_config", "learning_rate_schedule",
-    "load_run",
-    "make_grad_fn", "make_optimizer", "make_train_step", "override", "parse_arg", "resolve",
-    "restore_params", "train_and_evaluate",
+  "Checkpointer",
+  "NonFiniteLossError",
+  "Progress",
+  "StepConfig",
+  "TrainState",
+  "check_resume",
+  "check_run",
+  "create_train_state",
+  "defaults",
+  "get_config",
+  "learning_rate_schedule",
+  "load_run",
+  "make_grad_fn",
+  "make_optimizer",
+  "make_train_step",
+  "override",
+  "parse_arg",
+  "resolve",
+  "restore_params",
+  "train_and_evaluate",
 ]

@@ -21,16 +21,22 @@ from contrastive import parallel
 _DEFAULT_CONFIG = "configs/demo.py"
 try:
   _CONFIG = config_flags.DEFINE_config_file(
-      "config", _DEFAULT_CONFIG, "A config file (`configs/NAME.py[:arg]`).", lock_config=True)
+    "config", _DEFAULT_CONFIG, "A config file (`configs/NAME.py[:arg]`).", lock_config=True
+  )
 except Exception as e:  # noqa: BLE001  (without --config the default file loads here)
   from contrastive.train import overrides  # pylint: disable=g-import-not-at-top
+
   overrides.fail(sys.argv, e, config=_DEFAULT_CONFIG)
-_WORKDIR = flags.DEFINE_string("workdir", None, "The run's directory (checkpoints, logs).",
-                               required=True)
+_WORKDIR = flags.DEFINE_string(
+  "workdir", None, "The run's directory (checkpoints, logs).", required=True
+)
 _HOSTS = parallel.define_host_flags()
 _TUNE_MALLOC = flags.DEFINE_bool(
-    "tune_malloc", True, "On a run on one CPU device, set glibc malloc to keep XLA's step "
-    "buffers mapped (about 15% faster steps; see contrastive/train/allocator.py).")
+  "tune_malloc",
+  True,
+  "On a run on one CPU device, set glibc malloc to keep XLA's step "
+  "buffers mapped (about 15% faster steps; see contrastive/train/allocator.py).",
+)
 
 
 def _print(line: str) -> None:
@@ -41,6 +47,7 @@ def _setup_logging(workdir: str) -> None:
   """Full logs to `{workdir}/logs/`; the console gets the progress lines and warnings only
   (pass `--verbosity=0` or `--alsologtostderr` to see everything there too)."""
   import os  # pylint: disable=g-import-not-at-top
+
   log_dir = os.path.join(workdir, "logs")
   os.makedirs(log_dir, exist_ok=True)
   logging.get_absl_handler().use_absl_log_file("train", log_dir)
@@ -56,14 +63,21 @@ def main(argv):
   # Imported here so that `--help` and flag errors come back without starting JAX.
   from contrastive.train import allocator  # pylint: disable=g-import-not-at-top
   from contrastive.train import loop  # pylint: disable=g-import-not-at-top
+
   _setup_logging(_WORKDIR.value)
   if _TUNE_MALLOC.value:
     allocator.keep_step_buffers_mapped()  # before JAX starts its backend
   _HOSTS.initialize()
   import jax  # pylint: disable=g-import-not-at-top
-  logging.info("JAX %s: process %d of %d, %d local devices (%s).", jax.__version__,
-               jax.process_index(), jax.process_count(), jax.local_device_count(),
-               jax.devices()[0].platform)
+
+  logging.info(
+    "JAX %s: process %d of %d, %d local devices (%s).",
+    jax.__version__,
+    jax.process_index(),
+    jax.process_count(),
+    jax.local_device_count(),
+    jax.devices()[0].platform,
+  )
   progress = _print if jax.process_index() == 0 else (lambda line: logging.info("%s", line))
   try:
     loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value, progress=progress)
@@ -77,6 +91,7 @@ def main(argv):
 
 def _parse_flags(argv):
   from contrastive.train import overrides  # pylint: disable=g-import-not-at-top
+
   return overrides.parse_flags(argv)  # a bad config file or override: one line, no traceback
 
 

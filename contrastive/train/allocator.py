@@ -52,8 +52,9 @@ def runs_on_cpu_only() -> bool:
 def cpu_device_count() -> int:
   """The CPU devices JAX will make: `--xla_force_host_platform_device_count` or
   `$JAX_NUM_CPU_DEVICES`, else 1."""
-  counts = re.findall(r"--xla_force_host_platform_device_count=(\d+)",
-                      os.environ.get("XLA_FLAGS", ""))
+  counts = re.findall(
+    r"--xla_force_host_platform_device_count=(\d+)", os.environ.get("XLA_FLAGS", "")
+  )
   if counts:
     return int(counts[-1])
   return int(os.environ.get("JAX_NUM_CPU_DEVICES") or 1)
@@ -73,8 +74,13 @@ def keep_step_buffers_mapped() -> bool:
   except (OSError, AttributeError):
     return False
   mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
-  done = all(mallopt(param, value) == 1 for param, value in (
-      (_M_ARENA_MAX, 1), (_M_MMAP_THRESHOLD, _MMAP_THRESHOLD),
-      (_M_TRIM_THRESHOLD, _TRIM_THRESHOLD)))
+  done = all(
+    mallopt(param, value) == 1
+    for param, value in (
+      (_M_ARENA_MAX, 1),
+      (_M_MMAP_THRESHOLD, _MMAP_THRESHOLD),
+      (_M_TRIM_THRESHOLD, _TRIM_THRESHOLD),
+    )
+  )
   logging.info("glibc malloc set for XLA on the CPU: %s.", "done" if done else "refused")
   return done

@@ -40,15 +40,20 @@ class Checkpointer:
     async_save: write in a background thread while training continues.
   """
 
-  def __init__(self, directory: str | os.PathLike, *, every_steps: int, keep: int,
-               async_save: bool = True):
+  def __init__(
+    self, directory: str | os.PathLike, *, every_steps: int, keep: int, async_save: bool = True
+  ):
     self.directory = os.path.abspath(os.fspath(directory))
     self.every_steps = int(every_steps)
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=int(keep), save_interval_steps=int(every_steps), create=True,
-        enable_async_checkpointing=bool(async_save))
-    self._manager = ocp.CheckpointManager(self.directory, options=options,
-                                          item_names=(STATE, DATA_ITER))
+      max_to_keep=int(keep),
+      save_interval_steps=int(every_steps),
+      create=True,
+      enable_async_checkpointing=bool(async_save),
+    )
+    self._manager = ocp.CheckpointManager(
+      self.directory, options=options, item_names=(STATE, DATA_ITER)
+    )
 
   @property
   def manager(self) -> ocp.CheckpointManager:
@@ -64,8 +69,9 @@ class Checkpointer:
     """True on every process at the same step once any of them was told to stop (SIGTERM)."""
     return self._manager.reached_preemption(step)
 
-  def save(self, step: int, state: Any, data_iter: Any | None = None, *, force: bool = False
-           ) -> bool:
+  def save(
+    self, step: int, state: Any, data_iter: Any | None = None, *, force: bool = False
+  ) -> bool:
     """Starts saving `state` (and the iterator's position) as `step`; True if a save started.
 
     Without `force`, orbax saves only on its interval (and whenever no checkpoint exists yet). The state's arrays are copied before this returns,
@@ -79,8 +85,9 @@ class Checkpointer:
       logging.info("Saving checkpoint %d to %s.", step, self.directory)
     return saved
 
-  def restore(self, step: int, abstract_state: Any, data_iter: Any | None = None
-              ) -> tuple[Any, Any]:
+  def restore(
+    self, step: int, abstract_state: Any, data_iter: Any | None = None
+  ) -> tuple[Any, Any]:
     """The state saved at `step`, laid out as `abstract_state` says, and the data iterator at
     the position saved with it.
 
@@ -127,8 +134,9 @@ def checkpoint_dir(workdir: str | os.PathLike) -> str:
   return os.path.join(os.path.abspath(os.fspath(workdir)), "checkpoints")
 
 
-def restore_params(directory: str | os.PathLike, *, step: int | None = None,
-                   abstract_params: Any = None) -> tuple[Any, int]:
+def restore_params(
+  directory: str | os.PathLike, *, step: int | None = None, abstract_params: Any = None
+) -> tuple[Any, int]:
   """The parameters of a checkpoint, without its optimizer state or data iterator.
 
   Args:
@@ -165,10 +173,16 @@ def restore_params(directory: str | os.PathLike, *, step: int | None = None,
   if on_host:
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     abstract_params = jax.tree.map(
-        lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), tree["params"])
+      lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), tree["params"]
+    )
   abstract = {"params": abstract_params}
-  restored = checkpointer.restore(path, args=ocp.args.PyTreeRestore(
-      item=abstract, partial_restore=True,
-      restore_args=jax.tree.map(lambda a: ocp.ArrayRestoreArgs(sharding=a.sharding), abstract)))
+  restored = checkpointer.restore(
+    path,
+    args=ocp.args.PyTreeRestore(
+      item=abstract,
+      partial_restore=True,
+      restore_args=jax.tree.map(lambda a: ocp.ArrayRestoreArgs(sharding=a.sharding), abstract),
+    ),
+  )
   params = restored["params"]
   return (jax.device_get(params) if on_host else params), step

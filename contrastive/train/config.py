@@ -128,16 +128,19 @@ def unknown_field(path: str, key: str, known: Sequence[str]) -> str:
   where = f"{path}.{key}" if path else key
   close = difflib.get_close_matches(key, list(known), n=1)
   hint = f" Did you mean {(path + '.' if path else '') + close[0]!r}?" if close else ""
-  return (f"Unknown config field {where!r}.{hint} Known fields"
-          f"{' of ' + path if path else ''}: {sorted(known)}.")
+  return (
+    f"Unknown config field {where!r}.{hint} Known fields"
+    f"{' of ' + path if path else ''}: {sorted(known)}."
+  )
 
 
 def _known_error(path: str, key: str, known: Sequence[str]) -> ValueError:
   return ValueError(unknown_field(path, key, known))
 
 
-def _merge(out: ml_collections.ConfigDict, given: Mapping[str, Any], path: str, *,
-           open_keys: bool = False) -> None:
+def _merge(
+  out: ml_collections.ConfigDict, given: Mapping[str, Any], path: str, *, open_keys: bool = False
+) -> None:
   for key, value in given.items():
     if key not in out:
       if not open_keys:
@@ -146,8 +149,9 @@ def _merge(out: ml_collections.ConfigDict, given: Mapping[str, Any], path: str, 
       continue
     if isinstance(out[key], ml_collections.ConfigDict) and key != "tasks":
       if not isinstance(value, Mapping | ml_collections.ConfigDict):
-        raise ValueError(f"Config field {path + '.' if path else ''}{key} must be a group, got "
-                         f"{value!r}.")
+        raise ValueError(
+          f"Config field {path + '.' if path else ''}{key} must be a group, got {value!r}."
+        )
       _merge(out[key], value, f"{path}.{key}" if path else key)
     else:
       with out.ignore_type():
@@ -198,8 +202,9 @@ def _side_input(side_key: str, spec: Any) -> dict[str, str]:
   unknown = sorted(set(spec) - {"modality", "batch_key"})
   if unknown or "batch_key" not in spec:
     raise ValueError(
-        f"{where} takes 'batch_key' (the batch array passed as it is) and optionally 'modality' "
-        f"(embed it with that tower first), got {sorted(spec)}.")
+      f"{where} takes 'batch_key' (the batch array passed as it is) and optionally 'modality' "
+      f"(embed it with that tower first), got {sorted(spec)}."
+    )
   for key, value in spec.items():
     if not isinstance(value, str) or not value:
       raise ValueError(f"{where}.{key} must be a name, got {value!r}.")
@@ -229,19 +234,22 @@ def check_values(c: ml_collections.ConfigDict) -> None:
   _positive_int(c.loss.block_size, "loss.block_size", allow_none=True)
   _positive_int(c.loss.queue_size, "loss.queue_size", allow_none=True)
   m = c.loss.momentum
-  if m is not None and (isinstance(m, bool) or not isinstance(m, (int, float)) or
-                        not 0.0 <= m <= 1.0):
+  if m is not None and (
+    isinstance(m, bool) or not isinstance(m, (int, float)) or not 0.0 <= m <= 1.0
+  ):
     raise ValueError(f"loss.momentum must be a number in [0, 1], got {m!r}.")
   o = c.optim
   if not (isinstance(o.lr, (int, float)) and math.isfinite(o.lr) and o.lr >= 0):
     raise ValueError(f"optim.lr must be a finite number >= 0, got {o.lr!r}.")
-  if isinstance(o.warmup_steps, bool) or not isinstance(o.warmup_steps, int) or (
-      o.warmup_steps < 0):
+  if (
+    isinstance(o.warmup_steps, bool) or not isinstance(o.warmup_steps, int) or (o.warmup_steps < 0)
+  ):
     raise ValueError(f"optim.warmup_steps must be an int >= 0, got {o.warmup_steps!r}.")
   _positive_int(o.accum_steps, "optim.accum_steps")
   if o.on_nonfinite not in NONFINITE:
-    raise ValueError(f"optim.on_nonfinite must be one of {list(NONFINITE)}, got "
-                     f"{o.on_nonfinite!r}.")
+    raise ValueError(
+      f"optim.on_nonfinite must be one of {list(NONFINITE)}, got {o.on_nonfinite!r}."
+    )
   if o.weight_decay < 0:
     raise ValueError(f"optim.weight_decay must be >= 0, got {o.weight_decay!r}.")
   _positive_int(c.checkpoint.every_steps, "checkpoint.every_steps")
@@ -266,21 +274,29 @@ def loss_options(loss: ml_collections.ConfigDict) -> dict[str, Any]:
   return {k: v for k, v in loss.items() if k not in LOSS_TRAINER_KEYS}
 
 
-def check_batch(*, batch_size: int, shards: int, accum_steps: int, what: str = "data.batch_size"
-                ) -> None:
+def check_batch(
+  *, batch_size: int, shards: int, accum_steps: int, what: str = "data.batch_size"
+) -> None:
   """The global batch must split over the devices of the batch axes, per micro-batch too."""
   if batch_size % shards:
     raise ValueError(
-        f"The global batch {what}={batch_size} is not divisible by the {shards} devices of the "
-        f"mesh's batch axes (data x fsdp); use a multiple of {shards}.")
+      f"The global batch {what}={batch_size} is not divisible by the {shards} devices of the "
+      f"mesh's batch axes (data x fsdp); use a multiple of {shards}."
+    )
   if batch_size % (shards * accum_steps):
     raise ValueError(
-        f"With optim.accum_steps={accum_steps}, the global batch {what}={batch_size} must be "
-        f"divisible by {shards} devices x {accum_steps} micro-batches = {shards * accum_steps}.")
+      f"With optim.accum_steps={accum_steps}, the global batch {what}={batch_size} must be "
+      f"divisible by {shards} devices x {accum_steps} micro-batches = {shards * accum_steps}."
+    )
 
 
-def check_run(config: ml_collections.ConfigDict, *, model: models.TowerModel,
-              objective: losses.Objective, mesh: Mesh) -> step_lib.StepConfig:
+def check_run(
+  config: ml_collections.ConfigDict,
+  *,
+  model: models.TowerModel,
+  objective: losses.Objective,
+  mesh: Mesh,
+) -> step_lib.StepConfig:
   """Checks a resolved config against its model, loss and mesh; returns the step's config.
 
   Everything that can be wrong with a run and is known before its first batch fails here, each
@@ -306,22 +322,32 @@ def check_run(config: ml_collections.ConfigDict, *, model: models.TowerModel,
   if config.eval.tasks:
     evaluate.check_tasks(config.eval.tasks)
   shards = parallel.batch_shards(mesh)
-  check_batch(batch_size=data_config.batch_size, shards=shards,
-              accum_steps=config.optim.accum_steps)
+  check_batch(
+    batch_size=data_config.batch_size, shards=shards, accum_steps=config.optim.accum_steps
+  )
   if config.eval.tasks:
-    check_batch(batch_size=config.eval.batch_size, shards=shards, accum_steps=1,
-                what="eval.batch_size")
+    check_batch(
+      batch_size=config.eval.batch_size, shards=shards, accum_steps=1, what="eval.batch_size"
+    )
   side_inputs = _side_inputs(config.loss.side_inputs, model, objective)
   queue_size, momentum = _momentum(config.loss, objective, shards)
   given = {spec.side_key for spec in side_inputs} | ({"queue"} if queue_size else set())
   options = loss_options(config.loss)
-  _trace_loss(objective, options, mesh, modalities, model.embed_dim, config.loss.block_size,
-              queue_size)
+  _trace_loss(
+    objective, options, mesh, modalities, model.embed_dim, config.loss.block_size, queue_size
+  )
   step_config = step_lib.StepConfig(
-      modalities=modalities, side_keys=tuple(k for k in objective.side_keys if k not in given),
-      side_inputs=side_inputs, loss_options=options, block_size=config.loss.block_size,
-      accum_steps=config.optim.accum_steps, max_scale=model.max_scale,
-      on_nonfinite=config.optim.on_nonfinite, seed=config.seed, momentum=momentum)
+    modalities=modalities,
+    side_keys=tuple(k for k in objective.side_keys if k not in given),
+    side_inputs=side_inputs,
+    loss_options=options,
+    block_size=config.loss.block_size,
+    accum_steps=config.optim.accum_steps,
+    max_scale=model.max_scale,
+    on_nonfinite=config.optim.on_nonfinite,
+    seed=config.seed,
+    momentum=momentum,
+  )
   step_lib.check_step_config(objective, step_config)
   return step_config
 
@@ -330,52 +356,68 @@ def _modalities(model: models.TowerModel, objective: losses.Objective) -> tuple[
   modalities = tuple(model.modalities)
   if objective.modalities is not None and len(modalities) != objective.modalities:
     raise ValueError(
-        f"Loss {objective.name!r} takes {objective.modalities} modalities, but the model has "
-        f"{len(modalities)}: {list(modalities)}.")
+      f"Loss {objective.name!r} takes {objective.modalities} modalities, but the model has "
+      f"{len(modalities)}: {list(modalities)}."
+    )
   if objective.uses_bias and model.bias_init is None:
     raise ValueError(
-        f"Loss {objective.name!r} needs a learnable logit bias, and the model has none; set "
-        f"model.convention='{objective.init}' (or model.bias_init).")
+      f"Loss {objective.name!r} needs a learnable logit bias, and the model has none; set "
+      f"model.convention='{objective.init}' (or model.bias_init)."
+    )
   return modalities
 
 
-def _side_inputs(config: ml_collections.ConfigDict, model: models.TowerModel,
-                 objective: losses.Objective) -> tuple[step_lib.SideInput, ...]:
+def _side_inputs(
+  config: ml_collections.ConfigDict, model: models.TowerModel, objective: losses.Objective
+) -> tuple[step_lib.SideInput, ...]:
   """`loss.side_inputs` checked against the loss and the model."""
   out = []
   for side_key, spec in config.items():
     if side_key not in objective.side_keys:
-      raise ValueError(f"loss.side_inputs names {side_key!r}, which loss {objective.name!r} does "
-                       f"not read; it reads {list(objective.side_keys) or 'no side data'}.")
+      raise ValueError(
+        f"loss.side_inputs names {side_key!r}, which loss {objective.name!r} does "
+        f"not read; it reads {list(objective.side_keys) or 'no side data'}."
+      )
     if objective.momentum_queue and side_key == "queue":
-      raise ValueError(f"loss.side_inputs names 'queue': loss {objective.name!r} gets its queue "
-                       "from the trainer (loss.queue_size), not from the batch.")
+      raise ValueError(
+        f"loss.side_inputs names 'queue': loss {objective.name!r} gets its queue "
+        "from the trainer (loss.queue_size), not from the batch."
+      )
     modality = spec.get("modality")
     if modality is not None and modality not in model.modalities:
-      raise ValueError(f"loss.side_inputs.{side_key}.modality is {modality!r}; the model's "
-                       f"modalities are {list(model.modalities)}.")
+      raise ValueError(
+        f"loss.side_inputs.{side_key}.modality is {modality!r}; the model's "
+        f"modalities are {list(model.modalities)}."
+      )
     out.append(step_lib.SideInput(side_key, modality, spec.batch_key))
   return tuple(out)
 
 
-def _momentum(loss: ml_collections.ConfigDict, objective: losses.Objective, shards: int
-              ) -> tuple[int | None, float | None]:
+def _momentum(
+  loss: ml_collections.ConfigDict, objective: losses.Objective, shards: int
+) -> tuple[int | None, float | None]:
   """`(queue_size, momentum)` of a momentum-queue loss (`moco`), checked; `(None, None)` for
   other losses, which must not set them."""
   if not objective.momentum_queue:
     for key in ("queue_size", "momentum"):
       if loss[key] is not None:
-        raise ValueError(f"loss.{key}={loss[key]!r} is set, but loss {objective.name!r} keeps no "
-                         "momentum encoder or queue (those are for: "
-                         f"{[n for n, o in losses.LOSSES.items() if o.momentum_queue]}).")
+        raise ValueError(
+          f"loss.{key}={loss[key]!r} is set, but loss {objective.name!r} keeps no "
+          "momentum encoder or queue (those are for: "
+          f"{[n for n, o in losses.LOSSES.items() if o.momentum_queue]})."
+        )
     return None, None
   if loss.queue_size is None or loss.momentum is None:
-    raise ValueError(f"Loss {objective.name!r} needs loss.queue_size (the keys each modality's "
-                     "queue holds; MoCo: 65536) and loss.momentum (of the key encoder's EMA; "
-                     f"MoCo: 0.999); got {loss.queue_size!r} and {loss.momentum!r}.")
+    raise ValueError(
+      f"Loss {objective.name!r} needs loss.queue_size (the keys each modality's "
+      "queue holds; MoCo: 65536) and loss.momentum (of the key encoder's EMA; "
+      f"MoCo: 0.999); got {loss.queue_size!r} and {loss.momentum!r}."
+    )
   if loss.queue_size % shards:
-    raise ValueError(f"loss.queue_size={loss.queue_size} must be divisible by the {shards} "
-                     "devices of the mesh's batch axes (the queue is split over them).")
+    raise ValueError(
+      f"loss.queue_size={loss.queue_size} must be divisible by the {shards} "
+      "devices of the mesh's batch axes (the queue is split over them)."
+    )
   return int(loss.queue_size), float(loss.momentum)
 
 
@@ -391,11 +433,16 @@ def _trace_loss(objective, options, mesh, modalities, embed_dim, block_size, que
   scalar = jax.ShapeDtypeStruct((), np.float32)
   fn = parallel.shard_loss(objective, mesh, parallel.batch_axes(mesh))
   try:
-    jax.eval_shape(lambda e, s, b: fn(e, s, b, side, block_size=block_size, **options),
-                   emb, scalar, scalar if objective.uses_bias else None)
+    jax.eval_shape(
+      lambda e, s, b: fn(e, s, b, side, block_size=block_size, **options),
+      emb,
+      scalar,
+      scalar if objective.uses_bias else None,
+    )
   except TypeError as e:
-    raise ValueError(f"Bad option for loss {objective.name!r} in config.loss "
-                     f"({sorted(options)}): {e}") from e
+    raise ValueError(
+      f"Bad option for loss {objective.name!r} in config.loss ({sorted(options)}): {e}"
+    ) from e
   except Exception:  # noqa: BLE001  (side data of other shapes: checked on the real batch)
     if not batch_side_keys:
       raise
@@ -444,4 +491,3 @@ def parse_arg(arg: str | None, **spec: Any) -> ml_collections.ConfigDict:
     else:
       out[key] = value
   return out
-

@@ -24,9 +24,13 @@ from contrastive.train import checkpoint as checkpoint_lib
 from contrastive.train import config as config_lib
 
 
-def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
-                     step: int | None = None, output_dir: str | os.PathLike | None = None
-                     ) -> dict[str, float]:
+def evaluate_workdir(
+  config: ml_collections.ConfigDict,
+  workdir: str | os.PathLike,
+  *,
+  step: int | None = None,
+  output_dir: str | os.PathLike | None = None,
+) -> dict[str, float]:
   """Evaluates the checkpoint of `workdir` on `config.eval.tasks`; writes the report.
 
   Args:
@@ -45,8 +49,9 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str | os.PathLi
   """
   config = config_lib.resolve(config)
   if not config.eval.tasks:
-    raise ValueError("config.eval.tasks is empty: nothing to evaluate (see "
-                     "contrastive.evaluate.default_tasks).")
+    raise ValueError(
+      "config.eval.tasks is empty: nothing to evaluate (see contrastive.evaluate.default_tasks)."
+    )
   evaluate.check_tasks(config.eval.tasks)
   mesh = parallel.make_mesh(**config.mesh.to_dict())
   model = models.make_model(config.model)
@@ -61,8 +66,9 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str | os.PathLi
   except FileNotFoundError:
     if step is not None:
       raise
-    logging.warning("No checkpoint in %s: evaluating the initial parameters (seed %d).",
-                    workdir, config.seed)
+    logging.warning(
+      "No checkpoint in %s: evaluating the initial parameters (seed %d).", workdir, config.seed
+    )
     params, step = parallel.sharded_init(init, mesh, *args)[0]["params"], 0
   output_dir = os.path.join(os.fspath(workdir), "eval") if output_dir is None else output_dir
   return configured.run(model, params, config, mesh=mesh, workdir=output_dir, step=step)

@@ -62,8 +62,9 @@ class NonFiniteLossError(FloatingPointError):
   """A train step produced a non-finite loss or gradient (with `optim.on_nonfinite="stop"`)."""
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
-                       progress: Write | None = None) -> dict[str, float]:
+def train_and_evaluate(
+  config: ml_collections.ConfigDict, workdir: str | os.PathLike, *, progress: Write | None = None
+) -> dict[str, float]:
   """Trains (resuming from `workdir` if it holds checkpoints), evaluating at intervals.
 
   Args:
@@ -97,38 +98,55 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   total_steps = int(config.total_steps)
 
   with contextlib.ExitStack() as stack:
-    train_iter = data.make_pipeline(config.data, training=True, mesh=mesh,
-                                    batch_axes=parallel.batch_axes(mesh))
+    train_iter = data.make_pipeline(
+      config.data, training=True, mesh=mesh, batch_axes=parallel.batch_axes(mesh)
+    )
     stack.callback(_close, train_iter)
     os.makedirs(workdir, exist_ok=True)
     checkpointer = checkpoint_lib.Checkpointer(
-        checkpoint_lib.checkpoint_dir(workdir), every_steps=config.checkpoint.every_steps,
-        keep=config.checkpoint.keep, async_save=config.checkpoint.async_save)
+      checkpoint_lib.checkpoint_dir(workdir),
+      every_steps=config.checkpoint.every_steps,
+      keep=config.checkpoint.keep,
+      async_save=config.checkpoint.async_save,
+    )
     stack.callback(checkpointer.close)
-    state, shardings, tx, restored_iter = _restore_or_init(config, model, mesh, checkpointer,
-                                                           train_iter)
+    state, shardings, tx, restored_iter = _restore_or_init(
+      config, model, mesh, checkpointer, train_iter
+    )
     if restored_iter is not train_iter:
       stack.callback(_close, restored_iter)
       train_iter = restored_iter
     resume.save_config(config, workdir)  # once the checkpoints fit it
     batch_size = train_iter.global_batch_size
-    logging.info("Mesh %s over %d devices (%d processes); global batch %d.", dict(mesh.shape),
-                 jax.device_count(), jax.process_count(), batch_size)
+    logging.info(
+      "Mesh %s over %d devices (%d processes); global batch %d.",
+      dict(mesh.shape),
+      jax.device_count(),
+      jax.process_count(),
+      batch_size,
+    )
 
     keys = _batch_keys(step_config)
     batch_sharding = parallel.batch_sharding(mesh)
     train_step = step_lib.make_train_step(
-        model, objective, tx, optimizer_lib.learning_rate_schedule(config.optim, total_steps),
-        mesh, shardings, {k: batch_sharding for k in keys}, step_config)
+      model,
+      objective,
+      tx,
+      optimizer_lib.learning_rate_schedule(config.optim, total_steps),
+      mesh,
+      shardings,
+      {k: batch_sharding for k in keys},
+      step_config,
+    )
     writer = metrics_lib.MetricWriter(os.path.join(workdir, "tensorboard"))
     stack.callback(writer.close)
     first_step = int(jax.device_get(state.step))
-    console = metrics_lib.Progress(config.log.progress, total_steps=total_steps,
-                                   first_step=first_step, write=progress)
+    console = metrics_lib.Progress(
+      config.log.progress, total_steps=total_steps, first_step=first_step, write=progress
+    )
     stack.callback(console.close)
     if first_step >= total_steps:
-      console.message(f"Nothing to do: {workdir} already holds step {first_step} of "
-                      f"{total_steps}.")
+      console.message(f"Nothing to do: {workdir} already holds step {first_step} of {total_steps}.")
       return {}
     stop = stack.enter_context(checkpoint_lib.StopOnSigterm())
     profile = stack.enter_context(metrics_lib.Profile(config.log, os.path.join(workdir, "profile")))
@@ -164,24 +182,42 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
           checkpointer.save(step, state, train_iter, force=last or preempted)
         if preempted and not last:
           checkpointer.wait()
-          console.message(f"Preempted: saved step {step} to {checkpointer.directory}; rerun the "
-                          "same command to resume.")
+          console.message(
+            f"Preempted: saved step {step} to {checkpointer.directory}; rerun the "
+            "same command to resume."
+          )
           return {**scalars}
         every = config.eval.every_steps
-        if config.eval.tasks and ((every and step % every == 0 and not last) or
-                                  (last and config.eval.at_end)):
-          results.update(_evaluate(model, state.params, config, mesh, workdir, step, writer,
-                                   console))
+        if config.eval.tasks and (
+          (every and step % every == 0 and not last) or (last and config.eval.at_end)
+        ):
+          results.update(
+            _evaluate(model, state.params, config, mesh, workdir, step, writer, console)
+          )
           timer.reset()
       checkpointer.wait()
     except KeyboardInterrupt:
-      _save_interrupted(checkpointer, state, done, first_step, pending,
-                        config.optim.on_nonfinite, train_iter, console)
+      _save_interrupted(
+        checkpointer,
+        state,
+        done,
+        first_step,
+        pending,
+        config.optim.on_nonfinite,
+        train_iter,
+        console,
+      )
       raise
     results.update(scalars)
     results["wall_time"] = time.perf_counter() - wall_start
-    console.message(metrics_lib.summary(results, steps=total_steps - first_step, workdir=workdir,
-                                        checkpoint=f"{checkpointer.directory}/{total_steps}"))
+    console.message(
+      metrics_lib.summary(
+        results,
+        steps=total_steps - first_step,
+        workdir=workdir,
+        checkpoint=f"{checkpointer.directory}/{total_steps}",
+      )
+    )
   return results
 
 
@@ -190,32 +226,39 @@ def _restore_or_init(config, model, mesh, checkpointer, train_iter):
   iterator, or initialized (from `checkpoint.init_from` if set)."""
   locked = model.locked
   make_tx = lambda params: optimizer_lib.make_optimizer(  # noqa: E731
-      config.optim, params, total_steps=int(config.total_steps), locked=locked)[0]
+    config.optim, params, total_steps=int(config.total_steps), locked=locked
+  )[0]
   queue_size = config.loss.queue_size  # None unless a momentum-queue loss (check_run)
-  queue = dict(queue_size=queue_size,
-               queue_sharding=parallel.batch_sharding(mesh) if queue_size else None)
+  queue = dict(
+    queue_size=queue_size, queue_sharding=parallel.batch_sharding(mesh) if queue_size else None
+  )
   latest = checkpointer.latest_step()
   if latest is None:
-    state, shardings, tx = state_lib.create_train_state(model, make_tx, mesh, seed=config.seed,
-                                                        **queue)
+    state, shardings, tx = state_lib.create_train_state(
+      model, make_tx, mesh, seed=config.seed, **queue
+    )
     if config.checkpoint.init_from:
       state = _init_from(state, shardings, config)
     elif towers := [e for e in locked if e not in models.towers.SCALARS]:
-      logging.warning("model.locked=%s but checkpoint.init_from is not set: the locked towers "
-                      "keep their random initialization.", towers)
+      logging.warning(
+        "model.locked=%s but checkpoint.init_from is not set: the locked towers "
+        "keep their random initialization.",
+        towers,
+      )
     _log_params(state.params, locked)
     return state, shardings, tx, train_iter
-  abstract, shardings, tx = state_lib.create_train_state(model, make_tx, mesh, seed=config.seed,
-                                                         materialize=False, **queue)
+  abstract, shardings, tx = state_lib.create_train_state(
+    model, make_tx, mesh, seed=config.seed, materialize=False, **queue
+  )
   try:
     state, train_iter = checkpointer.restore(latest, abstract, train_iter)
   except Exception as e:  # noqa: BLE001  (orbax and TensorStore errors run to hundreds of lines)
     logging.info("Restoring step %d of %s failed.", latest, checkpointer.directory, exc_info=True)
     first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
     raise ValueError(
-        f"Cannot resume {checkpointer.directory} (step {latest}): its saved state does not fit "
-        f"the state this config makes ({type(e).__name__}: {first}). Start a new run in another "
-        "workdir, or rerun with the config this one was trained with (its config.json)."
+      f"Cannot resume {checkpointer.directory} (step {latest}): its saved state does not fit "
+      f"the state this config makes ({type(e).__name__}: {first}). Start a new run in another "
+      "workdir, or rerun with the config this one was trained with (its config.json)."
     ) from None
   logging.info("Resuming from step %d (%s).", latest, checkpointer.directory)
   _log_params(state.params, locked)
@@ -225,54 +268,71 @@ def _restore_or_init(config, model, mesh, checkpointer, train_iter):
 def _log_params(params, locked) -> None:
   trainable = jax.tree.leaves(models.trainable_mask(params, locked=locked))
   count = sum(int(np.prod(x.shape)) for x, t in zip(jax.tree.leaves(params), trainable) if t)
-  logging.info("Model: %s parameters, %s trainable.", f"{models.count_params(params):,}",
-               f"{count:,}")
+  logging.info(
+    "Model: %s parameters, %s trainable.", f"{models.count_params(params):,}", f"{count:,}"
+  )
 
 
-def _init_from(state: state_lib.TrainState, shardings: state_lib.TrainState,
-               config: ml_collections.ConfigDict) -> state_lib.TrainState:
+def _init_from(
+  state: state_lib.TrainState, shardings: state_lib.TrainState, config: ml_collections.ConfigDict
+) -> state_lib.TrainState:
   """The state with (some of) its parameters taken from another run's checkpoint."""
   from contrastive.train import pretrained  # pylint: disable=g-import-not-at-top
+
   if pretrained.is_run_directory(config.checkpoint.init_from):
-    loaded, step = checkpoint_lib.restore_params(config.checkpoint.init_from,
-                                                 step=config.checkpoint.init_from_step)
+    loaded, step = checkpoint_lib.restore_params(
+      config.checkpoint.init_from, step=config.checkpoint.init_from_step
+    )
   else:  # a checkpoint as downloaded (open_clip, Hugging Face, big_vision)
-    loaded, step = pretrained.restore_params(config.checkpoint.init_from, config.model,
-                                             keys=config.checkpoint.init_from_keys,
-                                             step=config.checkpoint.init_from_step,
-                                             name=config.checkpoint.get("init_from_name"))
+    loaded, step = pretrained.restore_params(
+      config.checkpoint.init_from,
+      config.model,
+      keys=config.checkpoint.init_from_keys,
+      step=config.checkpoint.init_from_step,
+      name=config.checkpoint.get("init_from_name"),
+    )
   keys = tuple(config.checkpoint.init_from_keys) or tuple(loaded)
   params = dict(state.params)
   for key in keys:
     if key not in loaded or key not in params:
-      raise ValueError(f"checkpoint.init_from_keys names {key!r}; the checkpoint has "
-                       f"{sorted(loaded)} and the model {sorted(params)}.")
+      raise ValueError(
+        f"checkpoint.init_from_keys names {key!r}; the checkpoint has "
+        f"{sorted(loaded)} and the model {sorted(params)}."
+      )
     want = jax.tree.map(lambda x: x.shape, params[key])
     got = jax.tree.map(lambda x: x.shape, loaded[key])
     if jax.tree.structure(want) != jax.tree.structure(got) or want != got:
-      raise ValueError(f"Parameters {key!r} of {config.checkpoint.init_from} (step {step}) do not "
-                       f"fit the model: shapes {got} vs {want}.")
+      raise ValueError(
+        f"Parameters {key!r} of {config.checkpoint.init_from} (step {step}) do not "
+        f"fit the model: shapes {got} vs {want}."
+      )
     params[key] = jax.device_put(jax.tree.map(np.asarray, loaded[key]), shardings.params[key])
   logging.info("Initialized %s from %s, step %d.", list(keys), config.checkpoint.init_from, step)
   state = state.replace(params=params)
   if isinstance(state.loss_state, momentum_lib.MomentumState):  # the key encoder starts as a copy
-    state = state.replace(loss_state=state.loss_state.replace(
-        params=jax.tree.map(jnp.copy, params)))
+    state = state.replace(
+      loss_state=state.loss_state.replace(params=jax.tree.map(jnp.copy, params))
+    )
   return state
 
 
 def _batch_keys(config: step_lib.StepConfig) -> tuple[str, ...]:
   """The batch arrays the step reads: modalities, side keys, side inputs' batch keys."""
-  return tuple(dict.fromkeys(config.modalities + config.side_keys +
-                             tuple(spec.batch_key for spec in config.side_inputs)))
+  return tuple(
+    dict.fromkeys(
+      config.modalities + config.side_keys + tuple(spec.batch_key for spec in config.side_inputs)
+    )
+  )
 
 
 def _global_batch(batch, keys, sharding, objective):
   missing = [k for k in keys if k not in batch]
   if missing:
-    raise ValueError(f"The batch has no {missing} (needed by the model's modalities and loss "
-                     f"{objective.name!r}, see loss.side_inputs; hard negatives need "
-                     f"data.hard_negatives=True); its keys: {sorted(batch)}.")
+    raise ValueError(
+      f"The batch has no {missing} (needed by the model's modalities and loss "
+      f"{objective.name!r}, see loss.side_inputs; hard negatives need "
+      f"data.hard_negatives=True); its keys: {sorted(batch)}."
+    )
   return data.to_global({k: batch[k] for k in keys}, sharding)
 
 
@@ -287,18 +347,20 @@ def _check_finite(pending, config, checkpointer) -> None:
   step, m = pending
   loss, grad_norm = (float(jax.device_get(m[k])) for k in ("loss", "grad_norm"))
   if config.optim.on_nonfinite == "skip":
-    logging.warning("Step %d: non-finite loss %s or gradient norm %s; update skipped.", step,
-                    loss, grad_norm)
+    logging.warning(
+      "Step %d: non-finite loss %s or gradient norm %s; update skipped.", step, loss, grad_norm
+    )
     return
   checkpointer.wait()
   good = checkpointer.latest_step()
   raise NonFiniteLossError(
-      f"Step {step}: the loss is {loss} and the gradient norm {grad_norm} (not finite). "
-      f"Training stopped and this step was not applied; the last good checkpoint is "
-      f"{'step ' + str(good) if good is not None else 'none (no checkpoint was written yet)'} "
-      f"in {checkpointer.directory}, and rerunning the command resumes from it. Lower "
-      f"optim.lr, set optim.grad_clip_norm, check the data, or pass "
-      f"--config.optim.on_nonfinite=skip to skip such steps.")
+    f"Step {step}: the loss is {loss} and the gradient norm {grad_norm} (not finite). "
+    f"Training stopped and this step was not applied; the last good checkpoint is "
+    f"{'step ' + str(good) if good is not None else 'none (no checkpoint was written yet)'} "
+    f"in {checkpointer.directory}, and rerunning the command resumes from it. Lower "
+    f"optim.lr, set optim.grad_clip_norm, check the data, or pass "
+    f"--config.optim.on_nonfinite=skip to skip such steps."
+  )
 
 
 def _train_scalars(step_metrics, state, train_iter, timer, batch_size) -> dict[str, float]:
@@ -312,8 +374,9 @@ def _train_scalars(step_metrics, state, train_iter, timer, batch_size) -> dict[s
 
 def _evaluate(model, params, config, mesh, workdir, step, writer, console) -> dict[str, float]:
   start = time.perf_counter()
-  out = evaluation.run(model, params, config, mesh=mesh, workdir=os.path.join(workdir, "eval"),
-                       step=step)
+  out = evaluation.run(
+    model, params, config, mesh=mesh, workdir=os.path.join(workdir, "eval"), step=step
+  )
   out = {f"eval/{k}": float(v) for k, v in out.items()}
   writer.write_scalars(step, out)
   writer.flush()
@@ -322,15 +385,20 @@ def _evaluate(model, params, config, mesh, workdir, step, writer, console) -> di
   return out
 
 
-def _save_interrupted(checkpointer, state, done, first_step, pending, on_nonfinite, train_iter,
-                      console) -> None:
+def _save_interrupted(
+  checkpointer, state, done, first_step, pending, on_nonfinite, train_iter, console
+) -> None:
   """After a KeyboardInterrupt: the saves in flight finish, and the current step is saved too
   when the interrupt fell between two steps (`done` is set: the state and the data iterator
   agree), it is not saved yet, and its update was applied (or `on_nonfinite="skip"`)."""
   checkpointer.wait()
   latest = checkpointer.latest_step()
-  if (done is not None and done > first_step and done != latest and
-      (on_nonfinite == "skip" or pending is None or _finite(pending))):
+  if (
+    done is not None
+    and done > first_step
+    and done != latest
+    and (on_nonfinite == "skip" or pending is None or _finite(pending))
+  ):
     checkpointer.save(done, state, train_iter, force=True)
     checkpointer.wait()
     latest = done
@@ -341,4 +409,3 @@ def _save_interrupted(checkpointer, state, done, first_step, pending, on_nonfini
 def _close(train_iter) -> None:
   if hasattr(train_iter, "close"):
     train_iter.close()  # grain's worker processes and threads
-

@@ -32,6 +32,7 @@ class MetricWriter:
     self._writer = None
     if jax.process_index() == 0:
       import tensorboardX  # pylint: disable=g-import-not-at-top  (only process 0 needs it)
+
       os.makedirs(self.logdir, exist_ok=True)
       self._writer = tensorboardX.SummaryWriter(self.logdir, flush_secs=30)
 
@@ -90,9 +91,9 @@ class IntervalTimer:
     elapsed = max(time.perf_counter() - self._start, 1e-9)
     steps = max(self.steps, 1)
     return {
-        "examples_per_sec": batch_size * self.steps / elapsed,
-        "step_time": elapsed / steps,
-        "data_wait_share": min(self._data / elapsed, 1.0),
+      "examples_per_sec": batch_size * self.steps / elapsed,
+      "step_time": elapsed / steps,
+      "data_wait_share": min(self._data / elapsed, 1.0),
     }
 
 
@@ -105,8 +106,9 @@ def _duration(seconds: float) -> str:
   return f"{seconds}s"
 
 
-def progress_line(step: int, total_steps: int, scalars: Mapping[str, float], *,
-                  elapsed: float | None = None) -> str:
+def progress_line(
+  step: int, total_steps: int, scalars: Mapping[str, float], *, elapsed: float | None = None
+) -> str:
   """One console line: step, loss, learning rate, scale/bias, throughput, data share, ETA.
 
   Example:
@@ -141,8 +143,10 @@ def progress_line(step: int, total_steps: int, scalars: Mapping[str, float], *,
 
 def summary(results: Mapping[str, float], *, steps: int, workdir: str, checkpoint: str) -> str:
   """The closing lines of a run: steps, time, final loss, the evaluation, where things are."""
-  lines = [f"Done: {steps} steps in {results.get('wall_time', math.nan):.0f} s (final loss "
-           f"{results.get('train/loss', math.nan):.4f})."]
+  lines = [
+    f"Done: {steps} steps in {results.get('wall_time', math.nan):.0f} s (final loss "
+    f"{results.get('train/loss', math.nan):.4f})."
+  ]
   if any(k.startswith("eval/") for k in results):
     lines.append(f"Evaluation: {headline(results)}")
     lines.append(f"Report: {os.path.join(workdir, 'eval')}/metrics.json and PNG plots.")
@@ -197,17 +201,30 @@ class Progress:
     file: the bar's stream (default stdout).
   """
 
-  def __init__(self, mode: Literal["auto", "bar", "lines"], *, total_steps: int,
-               first_step: int = 0, write: Callable[[str], None] | None = None,
-               file: TextIO | None = None):
+  def __init__(
+    self,
+    mode: Literal["auto", "bar", "lines"],
+    *,
+    total_steps: int,
+    first_step: int = 0,
+    write: Callable[[str], None] | None = None,
+    file: TextIO | None = None,
+  ):
     self.total_steps = int(total_steps)
     self._write = write
     self._file = file or sys.stdout
     self._bar = None
     if (mode == "bar" or (mode == "auto" and interactive())) and jax.process_index() == 0:
       from tqdm import auto as tqdm_auto  # pylint: disable=g-import-not-at-top
-      self._bar = tqdm_auto.tqdm(total=total_steps, initial=first_step, unit="step",
-                                 dynamic_ncols=True, file=self._file, leave=True)
+
+      self._bar = tqdm_auto.tqdm(
+        total=total_steps,
+        initial=first_step,
+        unit="step",
+        dynamic_ncols=True,
+        file=self._file,
+        leave=True,
+      )
 
   @property
   def bar(self):
@@ -219,8 +236,7 @@ class Progress:
     if self._bar is not None:
       self._bar.update(steps)
 
-  def log(self, step: int, scalars: Mapping[str, float], *, elapsed: float | None = None
-          ) -> None:
+  def log(self, step: int, scalars: Mapping[str, float], *, elapsed: float | None = None) -> None:
     """Every log interval: the progress line (in bar mode, to the log; the bar shows the loss,
     learning rate and throughput)."""
     line = progress_line(step, self.total_steps, scalars, elapsed=elapsed)
@@ -228,11 +244,15 @@ class Progress:
       (self._write or _log)(line)
       return
     logging.info("%s", line)
-    parts = (("loss", "train/loss", ".4f"), ("lr", "train/lr", ".2e"),
-             ("ex/s", "train/examples_per_sec", ".0f"))
-    self._bar.set_postfix_str(", ".join(
-        f"{name} {scalars[key]:{spec}}" for name, key, spec in parts if key in scalars),
-        refresh=False)
+    parts = (
+      ("loss", "train/loss", ".4f"),
+      ("lr", "train/lr", ".2e"),
+      ("ex/s", "train/examples_per_sec", ".0f"),
+    )
+    self._bar.set_postfix_str(
+      ", ".join(f"{name} {scalars[key]:{spec}}" for name, key, spec in parts if key in scalars),
+      refresh=False,
+    )
 
   def message(self, text: str) -> None:
     """An evaluation's headline, the closing summary, a notice."""

@@ -54,13 +54,15 @@ class MomentumState:
     queues: `{modality: [queue_size, embed_dim] float32}`, past keys of that modality.
     ptr: int32 scalar, the queue row the next keys go to (the same for every queue).
   """
+
   params: Any
   queues: dict[str, jax.Array]
   ptr: jax.Array
 
 
-def init_state(params: Any, modalities: Sequence[str], *, queue_size: int, embed_dim: int,
-               key: jax.Array) -> MomentumState:
+def init_state(
+  params: Any, modalities: Sequence[str], *, queue_size: int, embed_dim: int, key: jax.Array
+) -> MomentumState:
   """The key encoder as a copy of `params`, and queues of random unit keys (as MoCo starts)."""
   queues, ptr = {}, None
   for i, m in enumerate(modalities):
@@ -68,17 +70,20 @@ def init_state(params: Any, modalities: Sequence[str], *, queue_size: int, embed
   return MomentumState(params=jax.tree.map(jnp.copy, params), queues=queues, ptr=ptr)
 
 
-def state_shardings(param_shardings: Any, modalities: Sequence[str],
-                    queue_sharding: NamedSharding) -> MomentumState:
+def state_shardings(
+  param_shardings: Any, modalities: Sequence[str], queue_sharding: NamedSharding
+) -> MomentumState:
   """Where each array of the state lives: parameters like the online ones, queues like the
   batch (`queue_sharding`), the pointer replicated."""
   replicated = NamedSharding(queue_sharding.mesh, jax.sharding.PartitionSpec())
-  return MomentumState(params=param_shardings, queues={m: queue_sharding for m in modalities},
-                       ptr=replicated)
+  return MomentumState(
+    params=param_shardings, queues={m: queue_sharding for m in modalities}, ptr=replicated
+  )
 
 
-def keys(model: nn.Module, state: MomentumState,
-         inputs: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
+def keys(
+  model: nn.Module, state: MomentumState, inputs: Mapping[str, jax.Array]
+) -> dict[str, jax.Array]:
   """`{modality: [batch, embed_dim]}`: the key encoder's embeddings, with no gradient."""
   emb, _ = model.apply({"params": state.params}, dict(inputs), train=False)
   return {m: jax.lax.stop_gradient(emb[m]) for m in inputs}
@@ -90,12 +95,14 @@ def directions(modalities: Sequence[str]) -> tuple[tuple[str, str], ...]:
   return (a, b), (b, a)
 
 
-def update(state: MomentumState, params: Any, step_keys: Mapping[str, jax.Array],
-           momentum: float) -> MomentumState:
+def update(
+  state: MomentumState, params: Any, step_keys: Mapping[str, jax.Array], momentum: float
+) -> MomentumState:
   """After the optimizer step: enqueue `step_keys` (`[batch, embed_dim]` per modality, global
   arrays) and move the key encoder towards the new online `params`."""
   queues, ptr = {}, state.ptr
   for m, queue in state.queues.items():
     queues[m], ptr = losses.update_queue(queue, step_keys[m], state.ptr)
-  return MomentumState(params=losses.ema_update(params, state.params, momentum), queues=queues,
-                       ptr=ptr)
+  return MomentumState(
+    params=losses.ema_update(params, state.params, momentum), queues=queues, ptr=ptr
+  )

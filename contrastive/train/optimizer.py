@@ -72,32 +72,45 @@ def learning_rate_schedule(optim: ml_collections.ConfigDict, total_steps: int) -
 
 
 def _adamw(optim, schedule, decay_mask):
-  return optax.adamw(schedule, b1=optim.b1, b2=optim.b2, eps=optim.eps,
-                     weight_decay=optim.weight_decay, mask=decay_mask)
+  return optax.adamw(
+    schedule,
+    b1=optim.b1,
+    b2=optim.b2,
+    eps=optim.eps,
+    weight_decay=optim.weight_decay,
+    mask=decay_mask,
+  )
 
 
 def _lamb(optim, schedule, decay_mask):
-  return optax.lamb(schedule, b1=optim.b1, b2=optim.b2, eps=optim.eps,
-                    weight_decay=optim.weight_decay, mask=decay_mask)
+  return optax.lamb(
+    schedule,
+    b1=optim.b1,
+    b2=optim.b2,
+    eps=optim.eps,
+    weight_decay=optim.weight_decay,
+    mask=decay_mask,
+  )
 
 
 def _sgd(optim, schedule, decay_mask):
   return optax.chain(
-      optax.add_decayed_weights(optim.weight_decay, mask=decay_mask),
-      optax.sgd(schedule, momentum=optim.b1 or None, nesterov=False))
+    optax.add_decayed_weights(optim.weight_decay, mask=decay_mask),
+    optax.sgd(schedule, momentum=optim.b1 or None, nesterov=False),
+  )
 
 
 # name: (optim config, schedule, decay mask) -> optax transformation.
 OPTIMIZERS: dict[str, Callable[..., optax.GradientTransformation]] = {
-    "adamw": _adamw,
-    "lamb": _lamb,
-    "sgd": _sgd,
+  "adamw": _adamw,
+  "lamb": _lamb,
+  "sgd": _sgd,
 }
 
 
-def make_optimizer(optim: ml_collections.ConfigDict, params: Any, *, total_steps: int,
-                   locked: Sequence[str] = ()) -> tuple[optax.GradientTransformation,
-                                                         optax.Schedule]:
+def make_optimizer(
+  optim: ml_collections.ConfigDict, params: Any, *, total_steps: int, locked: Sequence[str] = ()
+) -> tuple[optax.GradientTransformation, optax.Schedule]:
   """The optax transformation `config.optim` describes, and its learning-rate schedule.
 
   Args:

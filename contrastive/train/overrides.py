@@ -39,8 +39,9 @@ def field_error(config: ml_collections.ConfigDict, path: str) -> str | None:
   return None
 
 
-def override(config: ml_collections.ConfigDict, overrides: Mapping[str, Any]
-             ) -> ml_collections.ConfigDict:
+def override(
+  config: ml_collections.ConfigDict, overrides: Mapping[str, Any]
+) -> ml_collections.ConfigDict:
   """`config` with `{"optim.lr": 1e-3, ...}` set, in place, like `--config.optim.lr=1e-3`.
 
   Raises:
@@ -74,8 +75,10 @@ def _repo_root() -> str:
   return os.path.dirname(_package_dir())
 
 
-def get_config(config: str | os.PathLike | types.ModuleType | ml_collections.ConfigDict,
-               overrides: Mapping[str, Any] | None = None) -> ml_collections.ConfigDict:
+def get_config(
+  config: str | os.PathLike | types.ModuleType | ml_collections.ConfigDict,
+  overrides: Mapping[str, Any] | None = None,
+) -> ml_collections.ConfigDict:
   """A run config from Python, as `--config PATH[:ARG] --config.KEY=VALUE` gives it the CLI.
 
   Args:
@@ -104,12 +107,16 @@ def get_config(config: str | os.PathLike | types.ModuleType | ml_collections.Con
     # A checkout (working directory, or the repository this package sits in), then an installed
     # copy, whose configs/ ships inside the package (`contrastive.configs`).
     places = [os.getcwd(), _repo_root(), _package_dir()]
-    found = next((p for p in [path] + [os.path.join(d, path) for d in places]
-                  if os.path.exists(p)), None) if not os.path.isabs(path) else path
+    found = (
+      next((p for p in [path] + [os.path.join(d, path) for d in places] if os.path.exists(p)), None)
+      if not os.path.isabs(path)
+      else path
+    )
     if found is None or not os.path.exists(found):
       raise FileNotFoundError(f"No config file {path!r} (looked in {', '.join(places)}).")
     spec = importlib.util.spec_from_file_location(
-        "contrastive_config_" + re.sub(r"\W", "_", os.path.basename(found)[:-3]), found)
+      "contrastive_config_" + re.sub(r"\W", "_", os.path.basename(found)[:-3]), found
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     out = module.get_config(arg or None)
@@ -126,6 +133,7 @@ def parse_flags(argv: list[str]) -> list[str]:
   absl's one-line `FATAL Flags parsing error`.
   """
   from absl import flags  # pylint: disable=g-import-not-at-top
+
   try:
     rest = flags.FLAGS(argv)
     if "config" in flags.FLAGS and flags.FLAGS["config"].value is not None:
@@ -133,8 +141,9 @@ def parse_flags(argv: list[str]) -> list[str]:
     return rest
   except flags.Error as e:
     if "Traceback" not in str(e):
-      sys.stderr.write(f"FATAL Flags parsing error: {e}\n"
-                       "Pass --helpshort or --helpfull to see help on flags.\n")
+      sys.stderr.write(
+        f"FATAL Flags parsing error: {e}\nPass --helpshort or --helpfull to see help on flags.\n"
+      )
       sys.exit(1)
     fail(argv, e)
   except Exception as e:  # noqa: BLE001  (a config file may raise anything)
@@ -159,8 +168,9 @@ def _flag_error(argv: Sequence[str], error: Exception, default: str | None = Non
   config_arg, paths = None, []
   for i, arg in enumerate(argv):
     if m := re.match(r"^--?config(?:=(.*))?$", arg):
-      config_arg = m.group(1) if m.group(1) is not None else (
-          argv[i + 1] if i + 1 < len(argv) else None)
+      config_arg = (
+        m.group(1) if m.group(1) is not None else (argv[i + 1] if i + 1 < len(argv) else None)
+      )
     elif m := re.match(r"^--?(?:no)?config\.([\w.]+)", arg):
       paths.append(m.group(1))
   lines = [line for line in str(error).splitlines() if line.strip()] or [type(error).__name__]

@@ -82,14 +82,18 @@ def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
   return out
 
 
-def config_changes(saved: Mapping[str, Any], config: ml_collections.ConfigDict
-                   ) -> list[tuple[str, Any, Any]]:
+def config_changes(
+  saved: Mapping[str, Any], config: ml_collections.ConfigDict
+) -> list[tuple[str, Any, Any]]:
   """`(key, saved value, new value)` for every dotted key where the two configs differ (a key
   only one has gets `"(absent)"` on the other side), sorted by key."""
   old = _flatten(saved)
   new = _flatten(json.loads(config.to_json_best_effort()))
-  return [(key, old.get(key, _ABSENT), new.get(key, _ABSENT))
-          for key in sorted(set(old) | set(new)) if old.get(key, _ABSENT) != new.get(key, _ABSENT)]
+  return [
+    (key, old.get(key, _ABSENT), new.get(key, _ABSENT))
+    for key in sorted(set(old) | set(new))
+    if old.get(key, _ABSENT) != new.get(key, _ABSENT)
+  ]
 
 
 def changes_state(key: str, old: Any, new: Any, *, optimizer: str | None = None) -> bool:
@@ -140,10 +144,15 @@ def check_resume(workdir: str, config: ml_collections.ConfigDict) -> None:
   refused = [c for c in changes if changes_state(*c, optimizer=optimizer)]
   if refused:
     raise ValueError(
-        f"Cannot resume {workdir}: its checkpoints (up to step {steps[-1]}) hold a train state "
-        f"or data iterator that this config cannot continue ({describe(refused)}; the saved "
-        f"value, from {os.path.join(workdir, CONFIG_FILE)}, first). Start a new run in another "
-        f"workdir (--workdir), or rerun with the saved values; nothing in {workdir} was changed.")
+      f"Cannot resume {workdir}: its checkpoints (up to step {steps[-1]}) hold a train state "
+      f"or data iterator that this config cannot continue ({describe(refused)}; the saved "
+      f"value, from {os.path.join(workdir, CONFIG_FILE)}, first). Start a new run in another "
+      f"workdir (--workdir), or rerun with the saved values; nothing in {workdir} was changed."
+    )
   if changes:
-    logging.warning("Resuming %s (step %d) with changed keys (none changes what the checkpoints "
-                    "hold): %s", workdir, steps[-1], describe(changes))
+    logging.warning(
+      "Resuming %s (step %d) with changed keys (none changes what the checkpoints hold): %s",
+      workdir,
+      steps[-1],
+      describe(changes),
+    )

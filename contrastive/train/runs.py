@@ -1,8 +1,8 @@
 """A trained run, back in Python: its model, parameters and input preparation, ready to embed.
 
-    emb = train.load_run("runs/demo")            # the latest checkpoint, the run's own config
-    emb.embed("text", ["a red circle"])           # [1, embed_dim]
-    emb.zeroshot(images, class_names, templates)  # see `contrastive.evaluate.Embedder`
+emb = train.load_run("runs/demo")            # the latest checkpoint, the run's own config
+emb.embed("text", ["a red circle"])           # [1, embed_dim]
+emb.zeroshot(images, class_names, templates)  # see `contrastive.evaluate.Embedder`
 """
 
 from __future__ import annotations
@@ -20,8 +20,12 @@ from contrastive.train import config as config_lib
 from contrastive.train import resume
 
 
-def load_run(workdir: str | os.PathLike, *, config: ml_collections.ConfigDict | None = None,
-             step: int | None = None) -> interactive.Embedder:
+def load_run(
+  workdir: str | os.PathLike,
+  *,
+  config: ml_collections.ConfigDict | None = None,
+  step: int | None = None,
+) -> interactive.Embedder:
   """The model of a run's checkpoint as an `evaluate.Embedder` (host arrays, one device).
 
   Args:
@@ -40,5 +44,6 @@ def load_run(workdir: str | os.PathLike, *, config: ml_collections.ConfigDict | 
     config = ml_collections.ConfigDict(saved)
   config = config_lib.resolve(config)
   params, _ = checkpoint_lib.restore_params(workdir, step=step)
-  return interactive.Embedder(models.make_model(config.model), jax.device_get(params),
-                              configured.make_prepare(config.data))
+  return interactive.Embedder(
+    models.make_model(config.model), jax.device_get(params), configured.make_prepare(config.data)
+  )

@@ -16,7 +16,9 @@ import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 import optax
 
 from contrastive import parallel
@@ -35,6 +37,7 @@ class TrainState:
     loss_state: the loss's own state, None for most losses; a `momentum.MomentumState` (key
       encoder and queues) for a momentum-queue loss (`moco`).
   """
+
   step: jax.Array
   params: Any
   opt_state: Any
@@ -46,15 +49,17 @@ def _path(path) -> tuple[str, ...]:
   return tuple(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
 
 
-def follow_params(abstract_tree: Any, abstract_params: Any, param_shardings: Any,
-                  mesh: Mesh) -> Any:
+def follow_params(
+  abstract_tree: Any, abstract_params: Any, param_shardings: Any, mesh: Mesh
+) -> Any:
   """Shardings for an optimizer state: a leaf whose path ends with a parameter's path and has
   its shape gets that parameter's sharding; every other leaf (counts, factored moments) is
   replicated."""
   by_path = {}
   for (path, leaf), sharding in zip(
-      jax.tree_util.tree_flatten_with_path(abstract_params)[0],
-      jax.tree.leaves(param_shardings, is_leaf=lambda x: isinstance(x, NamedSharding))):
+    jax.tree_util.tree_flatten_with_path(abstract_params)[0],
+    jax.tree.leaves(param_shardings, is_leaf=lambda x: isinstance(x, NamedSharding)),
+  ):
     by_path[_path(path)] = (leaf.shape, sharding)
   replicated = NamedSharding(mesh, P())
   max_len = max((len(p) for p in by_path), default=0)
@@ -73,13 +78,20 @@ def follow_params(abstract_tree: Any, abstract_params: Any, param_shardings: Any
 def abstract_state(state_or_shapes: Any, shardings: Any) -> Any:
   """`jax.ShapeDtypeStruct`s with shardings, the target orbax restores into."""
   return jax.tree.map(
-      lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state_or_shapes, shardings)
+    lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state_or_shapes, shardings
+  )
 
 
-def create_train_state(model: nn.Module, make_tx: Callable[[Any], optax.GradientTransformation],
-                       mesh: Mesh, *, seed: int, materialize: bool = True,
-                       queue_size: int | None = None, queue_sharding: NamedSharding | None = None
-                       ) -> tuple[TrainState, TrainState, Any]:
+def create_train_state(
+  model: nn.Module,
+  make_tx: Callable[[Any], optax.GradientTransformation],
+  mesh: Mesh,
+  *,
+  seed: int,
+  materialize: bool = True,
+  queue_size: int | None = None,
+  queue_sharding: NamedSharding | None = None,
+) -> tuple[TrainState, TrainState, Any]:
   """Initializes the model and optimizer with every array created in its final sharding.
 
   Args:
@@ -109,22 +121,34 @@ def create_train_state(model: nn.Module, make_tx: Callable[[Any], optax.Gradient
   abstract_opt = jax.eval_shape(tx.init, abstract_params)
   replicated = NamedSharding(mesh, P())
   shardings = TrainState(
-      step=replicated, params=param_shardings,
-      opt_state=follow_params(abstract_opt, abstract_params, param_shardings, mesh),
-      skipped=replicated)
+    step=replicated,
+    params=param_shardings,
+    opt_state=follow_params(abstract_opt, abstract_params, param_shardings, mesh),
+    skipped=replicated,
+  )
   if queue_size is not None:
-    shardings = shardings.replace(loss_state=momentum.state_shardings(
-        param_shardings, model.modalities, queue_sharding))
+    shardings = shardings.replace(
+      loss_state=momentum.state_shardings(param_shardings, model.modalities, queue_sharding)
+    )
 
   def create() -> TrainState:
     params = nn.unbox(init())["params"]
     loss_state = None
     if queue_size is not None:
-      loss_state = momentum.init_state(params, model.modalities, queue_size=queue_size,
-                                       embed_dim=model.embed_dim,
-                                       key=jax.random.fold_in(rng, 1))
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-                      skipped=jnp.zeros((), jnp.int32), loss_state=loss_state)
+      loss_state = momentum.init_state(
+        params,
+        model.modalities,
+        queue_size=queue_size,
+        embed_dim=model.embed_dim,
+        key=jax.random.fold_in(rng, 1),
+      )
+    return TrainState(
+      step=jnp.zeros((), jnp.int32),
+      params=params,
+      opt_state=tx.init(params),
+      skipped=jnp.zeros((), jnp.int32),
+      loss_state=loss_state,
+    )
 
   if not materialize:
     return abstract_state(jax.eval_shape(create), shardings), shardings, tx

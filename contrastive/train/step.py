@@ -38,7 +38,9 @@ from typing import Any, Literal
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 import optax
 
 from contrastive import losses
@@ -46,6 +48,7 @@ from contrastive import parallel
 from contrastive.train import momentum as momentum_lib
 from contrastive.train import optimizer as optimizer_lib
 from contrastive.train.state import TrainState
+
 
 @dataclasses.dataclass(frozen=True)
 class SideInput:
@@ -57,6 +60,7 @@ class SideInput:
   `[batch, 3, seq_len]`), is embedded by that tower into `[batch, k, embed_dim]` first; its
   gradient flows back into the tower like the main embeddings'.
   """
+
   side_key: str
   modality: str | None
   batch_key: str
@@ -82,6 +86,7 @@ class StepConfig:
     momentum: for a momentum-queue objective (`moco`), the key encoder's EMA momentum `m`; the
       train state then carries a `momentum.MomentumState`. None: no momentum encoder.
   """
+
   modalities: tuple[str, ...]
   side_keys: tuple[str, ...] = ()
   side_inputs: tuple[SideInput, ...] = ()
@@ -99,9 +104,11 @@ def check_step_config(objective: losses.Objective, config: StepConfig) -> None:
   queues take one batch of keys per update). `contrastive.train.config.check_run` calls this
   before anything is built, `make_momentum_grad_fn` again for direct callers."""
   if (config.momentum is not None or objective.momentum_queue) and config.accum_steps != 1:
-    raise ValueError(f"Loss {objective.name!r} (a momentum encoder with queues) does not combine "
-                     "with GradCache accumulation: set optim.accum_steps=1, got "
-                     f"{config.accum_steps}.")
+    raise ValueError(
+      f"Loss {objective.name!r} (a momentum encoder with queues) does not combine "
+      "with GradCache accumulation: set optim.accum_steps=1, got "
+      f"{config.accum_steps}."
+    )
 
 
 def make_loss_fn(objective: losses.Objective, mesh: Mesh, config: StepConfig):
@@ -109,8 +116,14 @@ def make_loss_fn(objective: losses.Objective, mesh: Mesh, config: StepConfig):
   sharded = parallel.shard_loss(objective, mesh, parallel.batch_axes(mesh))
 
   def loss_fn(embeddings: Sequence[jax.Array], scale, bias, side) -> jax.Array:
-    return sharded(list(embeddings), scale, bias, dict(side), block_size=config.block_size,
-                   **dict(config.loss_options))
+    return sharded(
+      list(embeddings),
+      scale,
+      bias,
+      dict(side),
+      block_size=config.block_size,
+      **dict(config.loss_options),
+    )
 
   return loss_fn
 
@@ -132,8 +145,13 @@ def _micro_join(y: jax.Array, n: int, mesh: Mesh) -> jax.Array:
   return jax.lax.with_sharding_constraint(x, parallel.batch_sharding(mesh))
 
 
-def make_grad_fn(model: nn.Module, objective: losses.Objective, mesh: Mesh, config: StepConfig,
-                 param_shardings: Any = None):
+def make_grad_fn(
+  model: nn.Module,
+  objective: losses.Objective,
+  mesh: Mesh,
+  config: StepConfig,
+  param_shardings: Any = None,
+):
   """`(params, batch, rng) -> ((loss, (scale, bias)), grads)`, plain or GradCache.
 
   Exposed for tests: with `accum_steps = k` the result equals `accum_steps = 1` on the same
@@ -153,9 +171,12 @@ def make_grad_fn(model: nn.Module, objective: losses.Objective, mesh: Mesh, conf
     for i, spec in enumerate(side_inputs):
       x = extra[spec.batch_key]
       rows, per_row = x.shape[:2]
-      out, _ = model.apply({"params": params}, {spec.modality: x.reshape(rows * per_row,
-                                                                          *x.shape[2:])},
-                           train=True, rngs={"dropout": jax.random.fold_in(rng, 1 + i)})
+      out, _ = model.apply(
+        {"params": params},
+        {spec.modality: x.reshape(rows * per_row, *x.shape[2:])},
+        train=True,
+        rngs={"dropout": jax.random.fold_in(rng, 1 + i)},
+      )
       side[spec.side_key] = out[spec.modality].reshape(rows, per_row, -1)
     return [emb[m] for m in modalities], extras["scale"], extras["bias"], side
 
@@ -195,8 +216,9 @@ def make_grad_fn(model: nn.Module, objective: losses.Objective, mesh: Mesh, conf
       side_emb = jax.tree.map(join, side_k)
       return loss_fn([join(e) for e in emb_k], scale, bias, {**side, **side_emb})
 
-    loss, (g_emb_k, g_scale, g_bias, g_side_k) = jax.value_and_grad(
-        whole, argnums=(0, 1, 2, 3))(emb_k, scale, bias, side_k)
+    loss, (g_emb_k, g_scale, g_bias, g_side_k) = jax.value_and_grad(whole, argnums=(0, 1, 2, 3))(
+      emb_k, scale, bias, side_k
+    )
 
     # 3. Backpropagate each micro-batch's share through the encoders; the scale and bias
     #    cotangents enter once (with the first micro-batch).
@@ -218,8 +240,9 @@ def make_grad_fn(model: nn.Module, objective: losses.Objective, mesh: Mesh, conf
   return plain if k == 1 else gradcache
 
 
-def make_momentum_grad_fn(model: nn.Module, objective: losses.Objective, mesh: Mesh,
-                          config: StepConfig):
+def make_momentum_grad_fn(
+  model: nn.Module, objective: losses.Objective, mesh: Mesh, config: StepConfig
+):
   """`(params, momentum_state, batch, rng) -> ((loss, (scale, bias)), grads, keys)` for a
   momentum-queue objective (`moco`): the loss of `contrastive.train.momentum`,
   `(L(q_a, k_b, queue_b) + L(q_b, k_a, queue_a)) / 2`, and its gradient in the online
@@ -237,8 +260,9 @@ def make_momentum_grad_fn(model: nn.Module, objective: losses.Objective, mesh: M
     def total(p):
       emb, extras = model.apply({"params": p}, inputs, train=True, rngs={"dropout": rng})
       scale, bias = extras["scale"], extras["bias"]
-      per_direction = [loss_fn([emb[q], keys[k]], scale, bias, {"queue": state.queues[k]})
-                       for q, k in directions]
+      per_direction = [
+        loss_fn([emb[q], keys[k]], scale, bias, {"queue": state.queues[k]}) for q, k in directions
+      ]
       return sum(per_direction) / len(per_direction), (scale, bias)
 
     out, grads = jax.value_and_grad(total, has_aux=True)(params)
@@ -247,9 +271,16 @@ def make_momentum_grad_fn(model: nn.Module, objective: losses.Objective, mesh: M
   return grad_fn
 
 
-def make_train_step(model: nn.Module, objective: losses.Objective, tx: optax.GradientTransformation,
-                    schedule: optax.Schedule, mesh: Mesh, state_shardings: TrainState,
-                    batch_shardings: Mapping[str, NamedSharding], config: StepConfig):
+def make_train_step(
+  model: nn.Module,
+  objective: losses.Objective,
+  tx: optax.GradientTransformation,
+  schedule: optax.Schedule,
+  mesh: Mesh,
+  state_shardings: TrainState,
+  batch_shardings: Mapping[str, NamedSharding],
+  config: StepConfig,
+):
   """The jitted `(state, batch) -> (state, metrics)` with explicit in/out shardings.
 
   `state` is donated. `metrics` are replicated float32 scalars: `loss`, `grad_norm` (of the
@@ -283,26 +314,31 @@ def make_train_step(model: nn.Module, objective: losses.Objective, tx: optax.Gra
     # A non-finite step changes nothing but the counters.
     keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
     new_state = TrainState(
-        step=state.step + 1,
-        params=keep(params, state.params),
-        opt_state=keep(opt_state, state.opt_state),
-        skipped=state.skipped + jnp.where(finite, 0, 1).astype(jnp.int32),
-        loss_state=keep(loss_state, state.loss_state))
+      step=state.step + 1,
+      params=keep(params, state.params),
+      opt_state=keep(opt_state, state.opt_state),
+      skipped=state.skipped + jnp.where(finite, 0, 1).astype(jnp.int32),
+      loss_state=keep(loss_state, state.loss_state),
+    )
     metrics = {
-        "loss": loss.astype(jnp.float32),
-        "grad_norm": grad_norm,
-        "param_norm": optimizer_lib.global_norm(new_state.params),
-        "lr": jnp.asarray(schedule(state.step - state.skipped), jnp.float32),
-        "scale": scale.astype(jnp.float32),
-        "finite": finite.astype(jnp.float32),
+      "loss": loss.astype(jnp.float32),
+      "grad_norm": grad_norm,
+      "param_norm": optimizer_lib.global_norm(new_state.params),
+      "lr": jnp.asarray(schedule(state.step - state.skipped), jnp.float32),
+      "scale": scale.astype(jnp.float32),
+      "finite": finite.astype(jnp.float32),
     }
     if bias is not None:
       metrics["bias"] = bias.astype(jnp.float32)
     return new_state, metrics
 
   replicated = NamedSharding(mesh, P())
-  jitted = jax.jit(train_step, in_shardings=(state_shardings, dict(batch_shardings)),
-                   out_shardings=(state_shardings, replicated), donate_argnums=(0,))
+  jitted = jax.jit(
+    train_step,
+    in_shardings=(state_shardings, dict(batch_shardings)),
+    out_shardings=(state_shardings, replicated),
+    donate_argnums=(0,),
+  )
 
   def step(state: TrainState, batch: Mapping[str, jax.Array]):
     with parallel.use_rules(mesh):

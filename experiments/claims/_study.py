@@ -29,8 +29,11 @@ def study_parser(doc: str, name: str) -> argparse.ArgumentParser:
   parser.add_argument("--workdir", default=f"runs/claims/{name}")
   parser.add_argument("--out", default=str(RESULTS), help=f"where {name}.{{md,png,json}} go")
   parser.add_argument("--notes", default="", help="a paragraph added to the markdown")
-  parser.add_argument("--from_json", default=None,
-                      help=f"rewrite {name}.{{md,png,json}} from this json's runs (no training)")
+  parser.add_argument(
+    "--from_json",
+    default=None,
+    help=f"rewrite {name}.{{md,png,json}} from this json's runs (no training)",
+  )
   return parser
 
 
@@ -51,27 +54,43 @@ def write_study(out: pathlib.Path, name: str, report: dict, write_markdown, plot
   write_markdown(out / f"{name}.md", report)
   if plot is not None:
     plot(out / f"{name}.png")
-  print(f"{report['result']} Agree? {report['agree']}. Wrote {out}/{name}.{{md,png,json}}",
-        flush=True)
+  print(
+    f"{report['result']} Agree? {report['agree']}. Wrote {out}/{name}.{{md,png,json}}", flush=True
+  )
 
 
-def zoo_config(loss: str, *, steps: int, batch_size: int, seed: int, tasks=None,
-               eval_examples: int | None = None, eval_every: int | None = None,
-               overrides: dict | None = None):
+def zoo_config(
+  loss: str,
+  *,
+  steps: int,
+  batch_size: int,
+  seed: int,
+  tasks=None,
+  eval_examples: int | None = None,
+  eval_every: int | None = None,
+  overrides: dict | None = None,
+):
   """configs/loss_zoo.py for `loss` (the demo's model, data and schedule) as a study runs it.
 
   Only the evaluation tasks named in `tasks` are kept (all where None), their test sources cut
   to `eval_examples`; evaluation every `eval_every` steps (only at the end where None); one
   checkpoint at the end (saves are not what a study times); `overrides` are dotted config keys.
   """
-  from contrastive import train  # noqa: PLC0415
   import ml_collections  # noqa: PLC0415
 
-  c = train.get_config(str(ROOT / f"configs/loss_zoo.py:loss={loss},steps={steps},"
-                                  f"batch_size={batch_size}"),
-                       {"seed": seed, "eval.every_steps": eval_every or steps,
-                        "eval.report": False, "log.progress": "lines",
-                        "checkpoint.every_steps": steps, **(overrides or {})})
+  from contrastive import train  # noqa: PLC0415
+
+  c = train.get_config(
+    str(ROOT / f"configs/loss_zoo.py:loss={loss},steps={steps},batch_size={batch_size}"),
+    {
+      "seed": seed,
+      "eval.every_steps": eval_every or steps,
+      "eval.report": False,
+      "log.progress": "lines",
+      "checkpoint.every_steps": steps,
+      **(overrides or {}),
+    },
+  )
   if tasks is not None:
     kept = {k: c.eval.tasks[k].to_dict() for k in tasks}
     for task in kept.values():
@@ -99,14 +118,21 @@ def train_run(config, run_dir: pathlib.Path, name: str) -> dict:
   start = time.time()
   print(f"[{name}] -> {run_dir}", flush=True)
   with open(run_dir / "progress.log", "w") as log:
-    final = train.train_and_evaluate(config, run_dir,
-                                     progress=lambda s: print(s, file=log, flush=True))
+    final = train.train_and_evaluate(
+      config, run_dir, progress=lambda s: print(s, file=log, flush=True)
+    )
   wall = time.time() - start
   history = report.read_history(run_dir / "eval") if (run_dir / "eval").exists() else []
-  print(f"[{name}] {wall:.0f} s, train loss {final.get('train/loss', float('nan')):.3f}",
-        flush=True)
-  return dict(final={k: _plain(v) for k, v in final.items()}, history=history, wall_s=wall,
-              load_before=list(load_before), load_after=list(os.getloadavg()))
+  print(
+    f"[{name}] {wall:.0f} s, train loss {final.get('train/loss', float('nan')):.3f}", flush=True
+  )
+  return dict(
+    final={k: _plain(v) for k, v in final.items()},
+    history=history,
+    wall_s=wall,
+    load_before=list(load_before),
+    load_after=list(os.getloadavg()),
+  )
 
 
 def _plain(value):
@@ -119,9 +145,11 @@ def _plain(value):
 def seed_stats(values) -> dict:
   """`{mean, std, values}` over seeds; `std` is the sample std (None for one seed)."""
   values = np.array([v for v in values if v is not None], float)
-  return dict(mean=float(values.mean()) if values.size else None,
-              std=float(values.std(ddof=1)) if values.size > 1 else None,
-              values=values.tolist())
+  return dict(
+    mean=float(values.mean()) if values.size else None,
+    std=float(values.std(ddof=1)) if values.size > 1 else None,
+    values=values.tolist(),
+  )
 
 
 def clearly_above(a: dict, b: dict) -> bool:
@@ -141,31 +169,53 @@ def fmt(stat: dict, pct: bool = False) -> str:
 
 def claim_header(title: str, claim: str, result: str, agree: str) -> list[str]:
   """The first lines of every study: the paper's claim, ours, and whether they agree."""
-  return [f"# {title}", "", f"**Paper's claim**: {claim}", "", f"**Our result**: {result}", "",
-          f"**Agree?** {agree}.", ""]
+  return [
+    f"# {title}",
+    "",
+    f"**Paper's claim**: {claim}",
+    "",
+    f"**Our result**: {result}",
+    "",
+    f"**Agree?** {agree}.",
+    "",
+  ]
 
 
 def runs_table(runs: list[dict], key_columns: list[tuple[str, str]]) -> list[str]:
   """One row per run: its identifying fields, wall time, load before and after, train loss."""
   head = [name for _, name in key_columns]
-  lines = ["| " + " | ".join(head) + " | wall (s) | load avg before | load avg after | "
-           "final train loss |", "|" + "---|" * len(head) + "---:|---|---|---:|"]
+  lines = [
+    "| " + " | ".join(head) + " | wall (s) | load avg before | load avg after | final train loss |",
+    "|" + "---|" * len(head) + "---:|---|---|---:|",
+  ]
   for r in runs:
     loss = r["final"].get("train/loss")
-    lines.append("| " + " | ".join(str(r[k]) for k, _ in key_columns)
-                 + f" | {r['wall_s']:.0f} | "
-                 + ", ".join(f"{v:.1f}" for v in r["load_before"]) + " | "
-                 + ", ".join(f"{v:.1f}" for v in r["load_after"]) + " | "
-                 + ("" if loss is None else f"{loss:.3f}") + " |")
+    lines.append(
+      "| "
+      + " | ".join(str(r[k]) for k, _ in key_columns)
+      + f" | {r['wall_s']:.0f} | "
+      + ", ".join(f"{v:.1f}" for v in r["load_before"])
+      + " | "
+      + ", ".join(f"{v:.1f}" for v in r["load_after"])
+      + " | "
+      + ("" if loss is None else f"{loss:.3f}")
+      + " |"
+    )
   return lines
 
 
 def footer(total_wall_s: float, command: str) -> list[str]:
-  return ["", f"Total wall time {total_wall_s / 60:.1f} min on {os.cpu_count()} CPU cores; "
-          "load averages are `os.getloadavg()` (1/5/15 min) around each run.", "",
-          f"Command: `{command}`", ""]
+  return [
+    "",
+    f"Total wall time {total_wall_s / 60:.1f} min on {os.cpu_count()} CPU cores; "
+    "load averages are `os.getloadavg()` (1/5/15 min) around each run.",
+    "",
+    f"Command: `{command}`",
+    "",
+  ]
 
 
 def command() -> str:
-  return "python " + " ".join([str(pathlib.Path(sys.argv[0]).resolve().relative_to(ROOT))]
-                              + sys.argv[1:])
+  return "python " + " ".join(
+    [str(pathlib.Path(sys.argv[0]).resolve().relative_to(ROOT))] + sys.argv[1:]
+  )

@@ -23,18 +23,17 @@ from __future__ import annotations
 import pathlib
 import time
 
-import numpy as np
-
 import _study
+import numpy as np
 
 LOSSES = {"softmax": "softmax (CLIP)", "sigmoid": "sigmoid (SigLIP)", "dcl": "DCL"}
 TASKS = ("zeroshot_shape", "zeroshot_colour", "retrieval_exact")
 METRICS = [
-    ("zeroshot", "zero-shot top-1, shape and colour mean"),
-    ("zeroshot_shape/top1", "zero-shot shape top-1"),
-    ("zeroshot_colour/top1", "zero-shot colour top-1"),
-    ("retrieval_exact/image_to_text/recall@1", "image->text R@1 (exact pair)"),
-    ("retrieval_exact/text_to_image/recall@1", "text->image R@1 (exact pair)"),
+  ("zeroshot", "zero-shot top-1, shape and colour mean"),
+  ("zeroshot_shape/top1", "zero-shot shape top-1"),
+  ("zeroshot_colour/top1", "zero-shot colour top-1"),
+  ("retrieval_exact/image_to_text/recall@1", "image->text R@1 (exact pair)"),
+  ("retrieval_exact/text_to_image/recall@1", "text->image R@1 (exact pair)"),
 ]
 DEMO_LR, DEMO_BATCH = 3e-3, 128
 
@@ -42,14 +41,20 @@ DEMO_LR, DEMO_BATCH = 3e-3, 128
 def run_one(loss, batch, seed, args, workdir, lr_factor=1.0):
   steps = args.examples // batch
   config = _study.zoo_config(
-      loss, steps=steps, batch_size=batch, seed=seed, tasks=TASKS,
-      eval_examples=args.eval_examples,
-      overrides={"optim.warmup_steps": max(1, steps // 20), "optim.lr": DEMO_LR * lr_factor})
+    loss,
+    steps=steps,
+    batch_size=batch,
+    seed=seed,
+    tasks=TASKS,
+    eval_examples=args.eval_examples,
+    overrides={"optim.warmup_steps": max(1, steps // 20), "optim.lr": DEMO_LR * lr_factor},
+  )
   tag = f"{loss}_b{batch}_s{seed}" + (f"_lr{lr_factor:.2f}" if lr_factor != 1.0 else "")
   run = _study.train_run(config, workdir / tag, tag)
   final = run["final"]
-  final["eval/zeroshot"] = (final["eval/zeroshot_shape/top1"]
-                            + final["eval/zeroshot_colour/top1"]) / 2
+  final["eval/zeroshot"] = (
+    final["eval/zeroshot_shape/top1"] + final["eval/zeroshot_colour/top1"]
+  ) / 2
   return dict(loss=loss, batch=batch, seed=seed, steps=steps, lr=DEMO_LR * lr_factor, **run)
 
 
@@ -60,8 +65,9 @@ def summarize(runs):
   for loss, by_batch in out.items():
     for batch in by_batch:
       mine = [r for r in runs if r["loss"] == loss and str(r["batch"]) == batch]
-      by_batch[batch] = {k: _study.seed_stats([r["final"].get(f"eval/{k}") for r in mine])
-                         for k, _ in METRICS}
+      by_batch[batch] = {
+        k: _study.seed_stats([r["final"].get(f"eval/{k}") for r in mine]) for k, _ in METRICS
+      }
   return out
 
 
@@ -74,21 +80,25 @@ def verdict(summary, batches, n_seeds, checks):
   meet = abs(gap_large) <= max(abs(gap_small) / 2, 0.02)  # within 2 points, or half the gap
   drop = {loss: z(loss, hi)["mean"] - z(loss, lo)["mean"] for loss in LOSSES}
   dcl_less = drop["dcl"] < drop["softmax"] - 0.02  # by more than 2 points
-  parts = [f"zero-shot (shape+colour mean) at batch {lo}: softmax "
-           f"{100 * z('softmax', lo)['mean']:.1f}%, sigmoid {100 * z('sigmoid', lo)['mean']:.1f}%, "
-           f"DCL {100 * z('dcl', lo)['mean']:.1f}%; at batch {hi}: softmax "
-           f"{100 * z('softmax', hi)['mean']:.1f}%, sigmoid {100 * z('sigmoid', hi)['mean']:.1f}%, "
-           f"DCL {100 * z('dcl', hi)['mean']:.1f}%",
-           f"sigmoid minus softmax {100 * gap_small:+.1f} points at batch {lo} "
-           f"({'over two seed spreads' if sig_beats_small else 'within two seed spreads'}), "
-           f"{100 * gap_large:+.1f} at batch {hi} ({'they meet' if meet else 'they do not meet'})",
-           f"the loss from batch {hi} to {lo}: softmax {100 * drop['softmax']:.1f}, sigmoid "
-           f"{100 * drop['sigmoid']:.1f}, DCL {100 * drop['dcl']:.1f} points "
-           f"(DCL {'less' if dcl_less else 'not less'} sensitive than softmax)"]
+  parts = [
+    f"zero-shot (shape+colour mean) at batch {lo}: softmax "
+    f"{100 * z('softmax', lo)['mean']:.1f}%, sigmoid {100 * z('sigmoid', lo)['mean']:.1f}%, "
+    f"DCL {100 * z('dcl', lo)['mean']:.1f}%; at batch {hi}: softmax "
+    f"{100 * z('softmax', hi)['mean']:.1f}%, sigmoid {100 * z('sigmoid', hi)['mean']:.1f}%, "
+    f"DCL {100 * z('dcl', hi)['mean']:.1f}%",
+    f"sigmoid minus softmax {100 * gap_small:+.1f} points at batch {lo} "
+    f"({'over two seed spreads' if sig_beats_small else 'within two seed spreads'}), "
+    f"{100 * gap_large:+.1f} at batch {hi} ({'they meet' if meet else 'they do not meet'})",
+    f"the loss from batch {hi} to {lo}: softmax {100 * drop['softmax']:.1f}, sigmoid "
+    f"{100 * drop['sigmoid']:.1f}, DCL {100 * drop['dcl']:.1f} points "
+    f"(DCL {'less' if dcl_less else 'not less'} sensitive than softmax)",
+  ]
   if checks:
-    parts.append("with the learning rate scaled by sqrt(batch/128) at batch "
-                 f"{checks[0]['batch']} (seed 0): " + ", ".join(
-                     f"{r['loss']} {100 * r['final']['eval/zeroshot']:.1f}%" for r in checks))
+    parts.append(
+      "with the learning rate scaled by sqrt(batch/128) at batch "
+      f"{checks[0]['batch']} (seed 0): "
+      + ", ".join(f"{r['loss']} {100 * r['final']['eval/zeroshot']:.1f}%" for r in checks)
+    )
   result = "; ".join(parts) + "."
   if n_seeds < 2:
     result += " One seed: the spread is unmeasured."
@@ -101,44 +111,71 @@ def write_markdown(path, report, summary):
   a = report["args"]
   batches = a["batches"]
   lines = _study.claim_header(
-      "Batch size: softmax vs sigmoid vs DCL, the same examples seen",
-      "the sigmoid loss beats the softmax loss at small batch and the two meet as the batch "
-      "grows (SigLIP, Zhai et al. 2023); DCL is less sensitive to a small batch than softmax "
-      "(Yeh et al. 2022).", report["result"], report["agree"])
-  lines += [f"Setup: configs/loss_zoo.py (the demo's model, data, AdamW at lr {DEMO_LR:g}, "
-            f"cosine decay, weight decay and clipping) with `loss=softmax`, `loss=sigmoid` "
-            f"(SigLIP's init, scale 10, bias -10, both learned) and `loss=dcl` (CLIP's learned "
-            f"scale); {a['examples']:,} examples seen at every batch size (steps = examples / "
-            f"batch), warmup a twentieth of the steps; seeds {a['seeds']}; evaluated at the end "
-            f"on {a['eval_examples']} held-out test pairs (zero-shot: {a['eval_examples']} "
-            f"images of each view). Values: mean ± sample std over seeds, in %.", "",
-            "## Zero-shot top-1 (shape and colour mean) by global batch", "",
-            "| loss | " + " | ".join(f"batch {b} ({a['examples'] // b} steps)" for b in batches)
-            + " |", "|---|" + "---:|" * len(batches)]
+    "Batch size: softmax vs sigmoid vs DCL, the same examples seen",
+    "the sigmoid loss beats the softmax loss at small batch and the two meet as the batch "
+    "grows (SigLIP, Zhai et al. 2023); DCL is less sensitive to a small batch than softmax "
+    "(Yeh et al. 2022).",
+    report["result"],
+    report["agree"],
+  )
+  lines += [
+    f"Setup: configs/loss_zoo.py (the demo's model, data, AdamW at lr {DEMO_LR:g}, "
+    f"cosine decay, weight decay and clipping) with `loss=softmax`, `loss=sigmoid` "
+    f"(SigLIP's init, scale 10, bias -10, both learned) and `loss=dcl` (CLIP's learned "
+    f"scale); {a['examples']:,} examples seen at every batch size (steps = examples / "
+    f"batch), warmup a twentieth of the steps; seeds {a['seeds']}; evaluated at the end "
+    f"on {a['eval_examples']} held-out test pairs (zero-shot: {a['eval_examples']} "
+    f"images of each view). Values: mean ± sample std over seeds, in %.",
+    "",
+    "## Zero-shot top-1 (shape and colour mean) by global batch",
+    "",
+    "| loss | " + " | ".join(f"batch {b} ({a['examples'] // b} steps)" for b in batches) + " |",
+    "|---|" + "---:|" * len(batches),
+  ]
   for loss, by_batch in summary.items():
-    lines.append(f"| {LOSSES[loss]} | " + " | ".join(
-        _study.fmt(by_batch.get(str(b), {}).get("zeroshot"), pct=True) for b in batches) + " |")
+    lines.append(
+      f"| {LOSSES[loss]} | "
+      + " | ".join(_study.fmt(by_batch.get(str(b), {}).get("zeroshot"), pct=True) for b in batches)
+      + " |"
+    )
   for key, name in METRICS[1:]:
-    lines += ["", f"## {name}", "", "| loss | " + " | ".join(f"batch {b}" for b in batches)
-              + " |", "|---|" + "---:|" * len(batches)]
+    lines += [
+      "",
+      f"## {name}",
+      "",
+      "| loss | " + " | ".join(f"batch {b}" for b in batches) + " |",
+      "|---|" + "---:|" * len(batches),
+    ]
     for loss, by_batch in summary.items():
-      lines.append(f"| {LOSSES[loss]} | " + " | ".join(
-          _study.fmt(by_batch.get(str(b), {}).get(key), pct=True) for b in batches) + " |")
+      lines.append(
+        f"| {LOSSES[loss]} | "
+        + " | ".join(_study.fmt(by_batch.get(str(b), {}).get(key), pct=True) for b in batches)
+        + " |"
+      )
   if report["checks"]:
-    lines += ["", "## Check: the learning rate at the smallest batch", "",
-              "| loss | batch | lr | zero-shot (mean of shape, colour) | with the demo's lr |",
-              "|---|---:|---:|---:|---:|"]
+    lines += [
+      "",
+      "## Check: the learning rate at the smallest batch",
+      "",
+      "| loss | batch | lr | zero-shot (mean of shape, colour) | with the demo's lr |",
+      "|---|---:|---:|---:|---:|",
+    ]
     for r in report["checks"]:
       base = summary[r["loss"]][str(r["batch"])]["zeroshot"]
-      lines.append(f"| {LOSSES[r['loss']]} | {r['batch']} | {r['lr']:.2g} | "
-                   f"{100 * r['final']['eval/zeroshot']:.1f} | {_study.fmt(base, pct=True)} |")
+      lines.append(
+        f"| {LOSSES[r['loss']]} | {r['batch']} | {r['lr']:.2g} | "
+        f"{100 * r['final']['eval/zeroshot']:.1f} | {_study.fmt(base, pct=True)} |"
+      )
   lines += ["", "## Runs", ""]
-  lines += _study.runs_table(report["runs"] + report["checks"],
-                             [("loss", "loss"), ("batch", "batch"), ("steps", "steps"),
-                              ("lr", "lr"), ("seed", "seed")])
+  lines += _study.runs_table(
+    report["runs"] + report["checks"],
+    [("loss", "loss"), ("batch", "batch"), ("steps", "steps"), ("lr", "lr"), ("seed", "seed")],
+  )
   lines += _study.footer(report["wall_s"], report["command"])
-  lines += ["Figure: batch.png (zero-shot accuracy against the batch per loss, mean ± std over "
-            "seeds).", ""]
+  lines += [
+    "Figure: batch.png (zero-shot accuracy against the batch per loss, mean ± std over seeds).",
+    "",
+  ]
   if report.get("notes"):
     lines += ["## Notes", "", report["notes"], ""]
   path.write_text("\n".join(lines))
@@ -146,6 +183,7 @@ def write_markdown(path, report, summary):
 
 def plot(path, summary, batches):
   import matplotlib  # noqa: PLC0415
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # noqa: PLC0415
 
@@ -154,9 +192,14 @@ def plot(path, summary, batches):
     for loss, by_batch in summary.items():
       done = [b for b in batches if str(b) in by_batch]
       stats = [by_batch[str(b)][key] for b in done]
-      ax.errorbar(done, [100 * s["mean"] for s in stats],
-                  yerr=[100 * (s["std"] or 0) for s in stats], marker="o", capsize=3,
-                  label=LOSSES[loss])
+      ax.errorbar(
+        done,
+        [100 * s["mean"] for s in stats],
+        yerr=[100 * (s["std"] or 0) for s in stats],
+        marker="o",
+        capsize=3,
+        label=LOSSES[loss],
+      )
     ax.set_xscale("log", base=2)
     ax.set_xlabel("global batch (same examples seen)")
     ax.set_ylabel("%")
@@ -170,29 +213,59 @@ def plot(path, summary, batches):
 def write_all(out, runs, checks, batches, seeds, args, wall_s, command):
   summary = summarize(runs)
   complete = all(str(b) in summary.get(loss, {}) for loss in LOSSES for b in batches)
-  result, agree = (verdict(summary, batches, len(seeds), checks) if complete
-                   else ("not every loss was run at every batch size.", "n/a"))
-  report = dict(result=result, agree=agree, command=command, wall_s=wall_s, notes=args.notes,
-                args=dict(examples=args.examples, batches=batches, seeds=seeds,
-                          eval_examples=args.eval_examples),
-                summary=summary, runs=runs, checks=checks)
-  _study.write_study(out, "batch", report, lambda path, r: write_markdown(path, r, summary),
-                     lambda path: plot(path, summary, batches))
+  result, agree = (
+    verdict(summary, batches, len(seeds), checks)
+    if complete
+    else ("not every loss was run at every batch size.", "n/a")
+  )
+  report = dict(
+    result=result,
+    agree=agree,
+    command=command,
+    wall_s=wall_s,
+    notes=args.notes,
+    args=dict(
+      examples=args.examples, batches=batches, seeds=seeds, eval_examples=args.eval_examples
+    ),
+    summary=summary,
+    runs=runs,
+    checks=checks,
+  )
+  _study.write_study(
+    out,
+    "batch",
+    report,
+    lambda path, r: write_markdown(path, r, summary),
+    lambda path: plot(path, summary, batches),
+  )
 
 
 def main():
   parser = _study.study_parser(__doc__, "batch")
   parser.add_argument("--batches", default="16,32,64,128,256")
-  parser.add_argument("--examples", type=int, default=19_200,
-                      help="examples seen by every run (steps = examples / batch)")
+  parser.add_argument(
+    "--examples",
+    type=int,
+    default=19_200,
+    help="examples seen by every run (steps = examples / batch)",
+  )
   parser.add_argument("--eval_examples", type=int, default=500)
-  parser.add_argument("--no_checks", action="store_true",
-                      help="skip the learning-rate check at the smallest batch")
+  parser.add_argument(
+    "--no_checks", action="store_true", help="skip the learning-rate check at the smallest batch"
+  )
   args = parser.parse_args()
   out = pathlib.Path(args.out)
   if old := _study.saved_study(args):
-    write_all(out, old["runs"], old["checks"], old["args"]["batches"], old["args"]["seeds"],
-              args, old["wall_s"], old["command"])
+    write_all(
+      out,
+      old["runs"],
+      old["checks"],
+      old["args"]["batches"],
+      old["args"]["seeds"],
+      args,
+      old["wall_s"],
+      old["command"],
+    )
     return
   batches = [int(b) for b in args.batches.split(",")]
   seeds = [int(s) for s in args.seeds.split(",")]
@@ -202,8 +275,9 @@ def main():
     for batch in batches:
       for loss in LOSSES:
         runs.append(run_one(loss, batch, seed, args, workdir))
-    write_all(out, runs, checks, batches, seeds[:i + 1], args, time.time() - start,
-              _study.command())
+    write_all(
+      out, runs, checks, batches, seeds[: i + 1], args, time.time() - start, _study.command()
+    )
   if not args.no_checks:
     factor = float(np.sqrt(batches[0] / DEMO_BATCH))
     for loss in LOSSES:

@@ -9,7 +9,8 @@ import tarfile
 
 import pytest
 
-from contrastive.data import build, records
+from contrastive.data import build
+from contrastive.data import records
 
 
 def _read_all(path, split="train"):
@@ -20,8 +21,9 @@ def _read_all(path, split="train"):
 def test_folder_round_trip(tmp_path, image_folder):
   folder, csv_path, files, captions = image_folder
   out = str(tmp_path / "out")
-  entry = build.main(["--images", folder, "--captions", csv_path, "--output", out,
-                      "--num_shards", "3"])
+  entry = build.main(
+    ["--images", folder, "--captions", csv_path, "--output", out, "--num_shards", "3"]
+  )
   assert entry["num_examples"] == 12 and entry["num_captions"] == sum(map(len, captions.values()))
   assert len(entry["shards"]) == 3
   back = _read_all(out)
@@ -41,13 +43,24 @@ def test_jsonl_verify_skip_missing_and_splits(tmp_path, image_folder, encoded):
   rows.append({"file": "img01.jpg", "text": ""})  # an extra, empty caption
   jsonl.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
   out = str(tmp_path / "out")
-  args = ["--images", folder, "--captions", str(jsonl), "--output", out, "--image_column",
-          "file", "--caption_column", "text"]
+  args = [
+    "--images",
+    folder,
+    "--captions",
+    str(jsonl),
+    "--output",
+    out,
+    "--image_column",
+    "file",
+    "--caption_column",
+    "text",
+  ]
   with pytest.raises(FileNotFoundError, match="absent.jpg"):
     build.main(args)
   assert not os.path.exists(os.path.join(out, records.INFO_FILE))
-  entry = build.main(args + ["--skip_missing", "--verify_images", "--split", "test",
-                             "--num_shards", "1"])
+  entry = build.main(
+    args + ["--skip_missing", "--verify_images", "--split", "test", "--num_shards", "1"]
+  )
   assert entry["num_examples"] == 11  # the corrupt image is dropped
   assert entry["skipped"] == {"missing_image": 1, "corrupt_image": 1, "empty_caption": 1}
   back = _read_all(out, "test")
@@ -64,9 +77,11 @@ def test_webdataset_round_trip_and_bpe(tmp_path, encoded):
     with tarfile.open(path, "w") as tar:
       for i in range(5):
         key = f"{shard}{i:03d}"
-        members = {f"{key}.jpg": encoded.jpeg(10 * shard + i),
-                   f"{key}.txt": f"a photo number {key}".encode(),
-                   f"{key}.json": b"{}"}
+        members = {
+          f"{key}.jpg": encoded.jpeg(10 * shard + i),
+          f"{key}.txt": f"a photo number {key}".encode(),
+          f"{key}.json": b"{}",
+        }
         if (shard, i) == (1, 2):
           del members[f"{key}.txt"]  # incomplete sample
         for name, data in members.items():
@@ -76,8 +91,16 @@ def test_webdataset_round_trip_and_bpe(tmp_path, encoded):
         if f"{key}.txt" in members:
           expected[f"{shard:05d}.tar/{key}"] = (members[f"{key}.jpg"], [f"a photo number {key}"])
   out = str(tmp_path / "wds")
-  entry = build.main(["--webdataset", str(tmp_path / "{00000..00001}.tar"), "--output", out,
-                      "--bpe_vocab_size", "300"])
+  entry = build.main(
+    [
+      "--webdataset",
+      str(tmp_path / "{00000..00001}.tar"),
+      "--output",
+      out,
+      "--bpe_vocab_size",
+      "300",
+    ]
+  )
   assert entry["num_examples"] == 9 and entry["skipped"] == {"incomplete_sample": 1}
   back = _read_all(out)
   assert {k: (r["image"], r["caption"]) for k, r in back.items()} == expected
@@ -90,13 +113,34 @@ def test_webdataset_round_trip_and_bpe(tmp_path, encoded):
 def test_command_line(tmp_path, image_folder, repo_root):
   folder, csv_path, _, _ = image_folder
   out = str(tmp_path / "cli")
-  run = subprocess.run([sys.executable, "-m", "contrastive.data.build", "--images", folder,
-                        "--captions", csv_path, "--output", out, "--num_shards", "2"],
-                       capture_output=True, text=True, cwd=repo_root, timeout=120)
+  run = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "contrastive.data.build",
+      "--images",
+      folder,
+      "--captions",
+      csv_path,
+      "--output",
+      out,
+      "--num_shards",
+      "2",
+    ],
+    capture_output=True,
+    text=True,
+    cwd=repo_root,
+    timeout=120,
+  )
   assert run.returncode == 0, run.stderr
   assert json.loads(run.stdout)["num_examples"] == 12
-  bad = subprocess.run([sys.executable, "-m", "contrastive.data.build", "--output", out],
-                       capture_output=True, text=True, cwd=repo_root, timeout=120)
+  bad = subprocess.run(
+    [sys.executable, "-m", "contrastive.data.build", "--output", out],
+    capture_output=True,
+    text=True,
+    cwd=repo_root,
+    timeout=120,
+  )
   assert bad.returncode == 2 and "--webdataset" in bad.stderr
 
 

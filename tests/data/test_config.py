@@ -15,8 +15,9 @@ def _config(**kwargs):
 
 
 def test_defaults_and_merging():
-  cfg = config_lib.resolve_config({"batch_size": 32, "synthetic": {"train_size": 10},
-                                   "crop_scale": [0.5, 1.0]})
+  cfg = config_lib.resolve_config(
+    {"batch_size": 32, "synthetic": {"train_size": 10}, "crop_scale": [0.5, 1.0]}
+  )
   assert cfg.batch_size == 32 and cfg.synthetic.train_size == 10
   assert cfg.synthetic.test_size == config_lib.default_config().synthetic.test_size
   assert cfg.crop_scale == (0.5, 1.0) and cfg.label_key is None and cfg.source == "synthetic"
@@ -31,8 +32,7 @@ def test_config_errors_name_the_problem(tmp_path, arrayrecord_dir):
   with pytest.raises(ValueError, match="\\['sed'\\] in data.synthetic"):
     pipeline.make_pipeline({"synthetic": {"sed": 1}}, split="train")
   with pytest.raises(ValueError, match="data.batch_size=6.*process count 4"):
-    pipeline.make_pipeline(_config(batch_size=6), split="train", process_index=0,
-                           process_count=4)
+    pipeline.make_pipeline(_config(batch_size=6), split="train", process_index=0, process_count=4)
   with pytest.raises(ValueError, match="flip"):
     pipeline.make_pipeline(_config(flip=True), split="train")
   with pytest.raises(ValueError, match="'validation' of the synthetic dataset"):

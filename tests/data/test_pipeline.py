@@ -12,7 +12,9 @@ from PIL import Image
 import pytest
 
 from contrastive.data import config as config_lib
-from contrastive.data import pipeline, records, sources
+from contrastive.data import pipeline
+from contrastive.data import records
+from contrastive.data import sources
 
 
 def _config(**kwargs):
@@ -31,7 +33,8 @@ def _take(it, n):
 
 def _equal(a, b):
   return len(a) == len(b) and all(
-      set(x) == set(y) and all(np.array_equal(x[k], y[k]) for k in x) for x, y in zip(a, b))
+    set(x) == set(y) and all(np.array_equal(x[k], y[k]) for k in x) for x, y in zip(a, b)
+  )
 
 
 def test_batch_layout():
@@ -50,9 +53,12 @@ def test_batch_layout():
   # The unaugmented image is the normalized source image.
   src = sources.make_source(cfg, split="train")
   raw = src[int(b["index"][0])]["image"]
-  np.testing.assert_allclose(b["image"][0], (raw / 255.0 - np.array(
-      [0.48145466, 0.4578275, 0.40821073])) / np.array([0.26862954, 0.26130258, 0.27577711]),
-      atol=1e-4)
+  np.testing.assert_allclose(
+    b["image"][0],
+    (raw / 255.0 - np.array([0.48145466, 0.4578275, 0.40821073]))
+    / np.array([0.26862954, 0.26130258, 0.27577711]),
+    atol=1e-4,
+  )
 
 
 def test_same_seed_same_batches_and_epochs_reshuffle():
@@ -60,7 +66,7 @@ def test_same_seed_same_batches_and_epochs_reshuffle():
   b = _take(pipeline.make_pipeline(_config(), split="train"), 12)
   c = _take(pipeline.make_pipeline(_config(), split="train", seed=1), 12)
   assert _equal(a, b) and not _equal(a, c)
-  epochs = [np.concatenate([x["index"] for x in a[i:i + 6]]) for i in (0, 6)]
+  epochs = [np.concatenate([x["index"] for x in a[i : i + 6]]) for i in (0, 6)]
   for e in epochs:
     assert sorted(e) == list(range(48))  # each epoch covers the split once
   assert not np.array_equal(epochs[0], epochs[1])  # and is shuffled anew
@@ -82,8 +88,9 @@ def test_processes_see_disjoint_shards_covering_the_epoch(count):
   cfg.synthetic.test_size = 10
   rows = []
   for p in range(count):
-    it = pipeline.make_pipeline(cfg, split="test", training=False, process_index=p,
-                                process_count=count)
+    it = pipeline.make_pipeline(
+      cfg, split="test", training=False, process_index=p, process_count=count
+    )
     batches = list(it)
     assert len(batches) == it.num_batches == (1 if count == 4 else 2)
     rows += [i for b in batches for i, m in zip(b["index"], b["mask"]) if m]
@@ -115,16 +122,27 @@ def test_restored_iterator_continues_exactly():
 def test_orbax_checkpoint_with_worker_processes(tmp_path, arrayrecord_dir):
   """Saved with orbax next to a model state, with a worker process and a corrupt record."""
   ocp = pytest.importorskip("orbax.checkpoint")
-  cfg = _config(source="arrayrecord", batch_size=4, num_workers=1, random_resized_crop=True,
-                crop_scale=(0.5, 1.0), text_delete_prob=0.2, text_mask_prob=0.2)
+  cfg = _config(
+    source="arrayrecord",
+    batch_size=4,
+    num_workers=1,
+    random_resized_crop=True,
+    crop_scale=(0.5, 1.0),
+    text_delete_prob=0.2,
+    text_mask_prob=0.2,
+  )
   cfg.arrayrecord.path = arrayrecord_dir
   it = pipeline.make_pipeline(cfg, split="train")
   try:
     _take(it, 2)
     mngr = ocp.CheckpointManager(str(tmp_path / "ckpt"))
     state = {"w": np.arange(3.0)}
-    mngr.save(2, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                         data_iter=grain.checkpoint.CheckpointSave(it)))
+    mngr.save(
+      2,
+      args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state), data_iter=grain.checkpoint.CheckpointSave(it)
+      ),
+    )
     mngr.wait_until_finished()
     expected = _take(it, 6)  # 24 examples: two epochs of 12, one corrupt image in each
     skipped = it.num_skipped
@@ -133,9 +151,12 @@ def test_orbax_checkpoint_with_worker_processes(tmp_path, arrayrecord_dir):
   assert skipped >= 1
   fresh = pipeline.make_pipeline(cfg, split="train")
   try:
-    mngr.restore(2, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(state),
-        data_iter=grain.checkpoint.CheckpointRestore(fresh)))
+    mngr.restore(
+      2,
+      args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(state), data_iter=grain.checkpoint.CheckpointRestore(fresh)
+      ),
+    )
     assert _equal(_take(fresh, 6), expected)
     assert fresh.num_skipped == skipped
   finally:
@@ -167,8 +188,9 @@ def test_a_process_with_a_worker_exits_without_leaking_shared_memory(tmp_path, r
   script = tmp_path / "worker_exit.py"  # spawned workers import the main module: a file
   script.write_text(_WORKER_EXIT)
   env = dict(os.environ, PYTHONPATH=repo_root, JAX_PLATFORMS="cpu")
-  proc = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True,
-                        timeout=120, check=True)
+  proc = subprocess.run(
+    [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120, check=True
+  )
   assert "(8, 16, 16, 3)" in proc.stdout
   assert "leaked shared_memory" not in proc.stderr, proc.stderr[-2000:]
 
@@ -177,8 +199,9 @@ def test_corrupt_and_captionless_records_are_skipped_and_counted(tmp_path, array
   # Append a shard with an unreadable record, an empty caption and a good record.
   info = records.read_info(arrayrecord_dir)
   name = "train-extra.array_record"
-  writer = array_record_module.ArrayRecordWriter(os.path.join(arrayrecord_dir, name),
-                                                 "group_size:1")
+  writer = array_record_module.ArrayRecordWriter(
+    os.path.join(arrayrecord_dir, name), "group_size:1"
+  )
   buf = io.BytesIO()
   Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(buf, "PNG")
   writer.write(b"garbage, not a record")
@@ -223,10 +246,9 @@ def test_shape_variant_groups_share_a_batch_and_are_shuffled():
   for b in batches:
     groups = b["index"] // 4
     assert all((groups == g).sum() == 4 for g in groups)  # whole groups only
-  epochs = [np.concatenate([x["index"] for x in batches[i:i + 6]]) for i in (0, 6)]
+  epochs = [np.concatenate([x["index"] for x in batches[i : i + 6]]) for i in (0, 6)]
   assert sorted(epochs[0]) == list(range(48))
   assert not np.array_equal(epochs[0], np.arange(48))  # shuffled...
   assert not np.array_equal(epochs[0], epochs[1])  # ...anew each epoch
   with pytest.raises(ValueError, match="multiple of 4"):
-    pipeline.make_pipeline(_config(batch_size=6, synthetic=dict(shape_variants=4)),
-                           split="train")
+    pipeline.make_pipeline(_config(batch_size=6, synthetic=dict(shape_variants=4)), split="train")

@@ -12,8 +12,9 @@ def test_record_round_trip():
   assert out == {"image": image, "caption": ["a", "ünï ✓", ""], "key": "dir/x.jpg"}
 
 
-@pytest.mark.parametrize("data", [b"", b"CIT1", b"XXXX\x05\x00\x00\x00hello",
-                                  b"CIT1\xff\x00\x00\x00{}"])
+@pytest.mark.parametrize(
+  "data", [b"", b"CIT1", b"XXXX\x05\x00\x00\x00hello", b"CIT1\xff\x00\x00\x00{}"]
+)
 def test_garbage_is_rejected(data):
   with pytest.raises(ValueError):
     records.decode_record(data)
@@ -27,8 +28,13 @@ def test_info_errors(tmp_path):
   records.write_info(str(tmp_path), {"format": "other"})
   with pytest.raises(ValueError, match="format 'other'"):
     records.read_info(str(tmp_path))
-  records.write_info(str(tmp_path), {"format": records.FORMAT, "splits": {
-      "train": {"shards": ["train-00000-of-00001.array_record"]}}})
+  records.write_info(
+    str(tmp_path),
+    {
+      "format": records.FORMAT,
+      "splits": {"train": {"shards": ["train-00000-of-00001.array_record"]}},
+    },
+  )
   with pytest.raises(ValueError, match="'test'.*known: \\['train'\\]"):
     records.split_paths(str(tmp_path), "test")
   with pytest.raises(FileNotFoundError, match="train-00000-of-00001"):

@@ -11,7 +11,8 @@ import pytest
 
 from contrastive import parallel
 from contrastive.data import config as config_lib
-from contrastive.data import pipeline, sharding
+from contrastive.data import pipeline
+from contrastive.data import sharding
 
 
 def _config(**kwargs):
@@ -23,8 +24,7 @@ def _config(**kwargs):
 
 def test_to_global_shards_the_batch():
   mesh = parallel.make_mesh()
-  it = pipeline.make_pipeline(_config(batch_size=16, hard_negatives=True), split="train",
-                              mesh=mesh)
+  it = pipeline.make_pipeline(_config(batch_size=16, hard_negatives=True), split="train", mesh=mesh)
   batch = next(it)
   arrays = sharding.to_global(batch, mesh)
   assert set(arrays) == set(batch)
@@ -83,9 +83,18 @@ def test_two_jax_processes_assemble_the_global_batch(tmp_path, repo_root):
     port = s.getsockname()[1]
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
   env.update(PYTHONPATH=repo_root, JAX_PLATFORMS="cpu")
-  procs = [subprocess.Popen([sys.executable, str(script), str(port), str(i)], cwd=repo_root,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True) for i in range(2)]
+  procs = [
+    subprocess.Popen(
+      [sys.executable, str(script), str(port), str(i)],
+      cwd=repo_root,
+      env=env,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
+      text=True,
+      start_new_session=True,
+    )
+    for i in range(2)
+  ]
   outs = []
   for p in procs:
     try:

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from contrastive.data import config as config_lib
-from contrastive.data import pipeline, sources
+from contrastive.data import pipeline
+from contrastive.data import sources
 from contrastive.data.transforms import ERROR_KEY
 
 tfds = pytest.importorskip("tensorflow_datasets")
@@ -16,29 +17,41 @@ class ContrastiveDataTestCaptions(tfds.core.GeneratorBasedBuilder):
   VERSION = tfds.core.Version("1.0.0")
 
   def _info(self):
-    return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
-        "image": tfds.features.Image(shape=(None, None, 3)),
-        "caption": tfds.features.Text(),
-        "meta": {"alt": tfds.features.Text()},
-        "label": tfds.features.ClassLabel(names=["even", "odd"]),
-    }))
+    return tfds.core.DatasetInfo(
+      builder=self,
+      features=tfds.features.FeaturesDict(
+        {
+          "image": tfds.features.Image(shape=(None, None, 3)),
+          "caption": tfds.features.Text(),
+          "meta": {"alt": tfds.features.Text()},
+          "label": tfds.features.ClassLabel(names=["even", "odd"]),
+        }
+      ),
+    )
 
   def _split_generators(self, dl_manager):
     return {"train": self._generate_examples(6), "test": self._generate_examples(2)}
 
   def _generate_examples(self, n):
     from PIL import Image
+
     for i in range(n):
       image = Image.fromarray(np.full((10 + i, 12, 3), 20 * i, np.uint8))
-      yield i, {"image": image, "caption": "" if i == 4 else f"caption {i}",
-                "meta": {"alt": f"alt {i}"}, "label": i % 2}
+      yield (
+        i,
+        {
+          "image": image,
+          "caption": "" if i == 4 else f"caption {i}",
+          "meta": {"alt": f"alt {i}"},
+          "label": i % 2,
+        },
+      )
 
 
 @pytest.fixture
 def tfds_dir(tmp_path):
   builder = ContrastiveDataTestCaptions(data_dir=str(tmp_path), file_format="array_record")
-  builder.download_and_prepare(
-      download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(try_download_gcs=False))
   return str(tmp_path)
 
 
@@ -88,8 +101,12 @@ def test_tfds_errors(tfds_dir, tmp_path):
 
 def test_registry_contract(tmp_path, arrayrecord_dir):
   """Every registered source gives records with its declared fields and an index."""
-  configs = {"synthetic": _config(image_size=16), "arrayrecord": _config(source="arrayrecord"),
-             "tfds": None, "xor": _config(source="xor", image_size=16)}
+  configs = {
+    "synthetic": _config(image_size=16),
+    "arrayrecord": _config(source="arrayrecord"),
+    "tfds": None,
+    "xor": _config(source="xor", image_size=16),
+  }
   configs["arrayrecord"].arrayrecord.path = arrayrecord_dir
   assert set(configs) == set(sources.SOURCES)
   for name, cfg in configs.items():
@@ -101,8 +118,9 @@ def test_registry_contract(tmp_path, arrayrecord_dir):
     assert set(src.fields) <= set(record) and record["index"] == 1
     assert src.dataset()[1]["index"] == 1
     assert "Source" in repr(src.data)
-  with pytest.raises(ValueError, match="'webdataset'.*known: \\['arrayrecord', 'synthetic', "
-                     "'tfds', 'xor'\\]"):
+  with pytest.raises(
+    ValueError, match="'webdataset'.*known: \\['arrayrecord', 'synthetic', 'tfds', 'xor'\\]"
+  ):
     sources.make_source(_config(source="webdataset"), split="train")
   with pytest.raises(ValueError, match="needs data.arrayrecord.path"):
     sources.make_source(_config(source="arrayrecord"), split="train")

@@ -17,8 +17,9 @@ def _phrases(text: str) -> set[tuple[int, int]]:
 
 def test_deterministic_by_seed_and_index():
   a = S.ShapesSource(split="train", num_examples=100, image_size=32, seed=3)
-  b = pickle.loads(pickle.dumps(S.ShapesSource(split="train", num_examples=50, image_size=32,
-                                               seed=3)))
+  b = pickle.loads(
+    pickle.dumps(S.ShapesSource(split="train", num_examples=50, image_size=32, seed=3))
+  )
   c = S.ShapesSource(split="train", num_examples=100, image_size=32, seed=4)
   for i in (0, 7, 49):
     ra, rb = a[i], b[i]
@@ -73,8 +74,9 @@ def test_meaning_id_is_canonical_and_injective():
   seen = {}
   for _ in range(3000):
     n = int(rng.integers(1, 4))
-    objs = tuple((int(rng.integers(8)), int(rng.integers(8)), int(rng.integers(2)))
-                 for _ in range(n))
+    objs = tuple(
+      (int(rng.integers(8)), int(rng.integers(8)), int(rng.integers(2))) for _ in range(n)
+    )
     scene = S.canonical(S.Scene(objs, int(rng.integers(5 if n == 1 else 4))))
     mid = S.meaning_id(scene)
     assert 0 <= mid < 2**31
@@ -104,16 +106,19 @@ def test_hard_negatives_are_compositional():
   assert S.caption(S.hard_negatives(left, np.random.default_rng(0))[1]).endswith("on the right")
   # Same colours: the swap exchanges sizes; identical objects: no swap at all.
   same = S.Scene(((0, 0, 0), (1, 0, 1)), 0)
-  assert S.caption(S.hard_negatives(same, np.random.default_rng(0))[0]) == \
-      "a large red circle above a small red square"
+  assert (
+    S.caption(S.hard_negatives(same, np.random.default_rng(0))[0])
+    == "a large red circle above a small red square"
+  )
   twins = S.Scene(((0, 0, 0), (1, 0, 0)), 0)
   assert S.hard_negatives(twins, np.random.default_rng(0))[0] is None
   # Records: negatives use the same template; invalid ones are empty and flagged.
   src = S.ShapesSource(split="test", num_examples=100, image_size=8)
   for i in range(50):
     r = src[i]
-    for text, valid, mid in zip(r["hard_negative_captions"], r["hard_negative_valid"],
-                                r["hard_negative_meaning_ids"]):
+    for text, valid, mid in zip(
+      r["hard_negative_captions"], r["hard_negative_valid"], r["hard_negative_meaning_ids"]
+    ):
       assert valid == bool(text) and (mid >= 0) == valid
       if valid:
         assert text != r["caption"] and mid != r["meaning_id"]
@@ -154,10 +159,18 @@ def test_drawn_colour_and_position():
     assert xs.mean() < 28
 
 
-@pytest.mark.parametrize("name, area", [  # in units of the radius squared, from `_mask`
-    ("circle", np.pi), ("ring", np.pi * (1 - 0.36)), ("square", 1.64**2), ("diamond", 2.0),
-    ("triangle", 0.58 * 1.7**2), ("cross", 2 * 0.6 * 1.9 - 0.6**2),
-    ("hexagon", 0.87 * (2 + 2 * (1 - 0.87 / 1.732)))])
+@pytest.mark.parametrize(
+  "name, area",
+  [  # in units of the radius squared, from `_mask`
+    ("circle", np.pi),
+    ("ring", np.pi * (1 - 0.36)),
+    ("square", 1.64**2),
+    ("diamond", 2.0),
+    ("triangle", 0.58 * 1.7**2),
+    ("cross", 2 * 0.6 * 1.9 - 0.6**2),
+    ("hexagon", 0.87 * (2 + 2 * (1 - 0.87 / 1.732))),
+  ],
+)
 def test_drawn_coverage_is_the_shapes_area(name, area):
   """Anti-aliased: each pixel holds its covered share, so the shares add up to the area."""
   size, r, centre = 32, 0.25, 0.5 + 0.3 / 32  # a radius of 8 pixels, off the pixel grid

@@ -8,8 +8,11 @@ import pytest
 
 from contrastive.data import tokenizers as T
 
-TEXTS = ["a small red circle above a large blue square", "héllo wörld ✓",
-         "there is a large white ring on the left"]
+TEXTS = [
+  "a small red circle above a large blue square",
+  "héllo wörld ✓",
+  "there is a large white ring on the left",
+]
 
 
 def test_bytes_round_trip_and_layout():
@@ -18,7 +21,7 @@ def test_bytes_round_trip_and_layout():
   assert ids.shape == (3, 64) and ids.dtype == np.int32
   assert T.detokenize(tok, ids) == TEXTS
   n = len(TEXTS[0].encode())
-  assert ids[0, n] == tok.eos_id and (ids[0, n + 1:] == 0).all() and (ids[0, :n] > 2).all()
+  assert ids[0, n] == tok.eos_id and (ids[0, n + 1 :] == 0).all() and (ids[0, :n] > 2).all()
   assert ids.max() < tok.vocab_size
   cut = T.tokenize(tok, TEXTS[0], 8)
   assert cut.shape == (8,) and cut[-1] == tok.eos_id and T.detokenize(tok, cut) == TEXTS[0][:7]
@@ -28,9 +31,9 @@ def test_bytes_round_trip_and_layout():
 def test_sentencepiece_round_trip(tmp_path):
   spm = pytest.importorskip("sentencepiece")
   corpus = TEXTS * 30 + [f"a small shape number {i}" for i in range(60)]
-  spm.SentencePieceTrainer.Train(sentence_iterator=iter(corpus),
-                                 model_prefix=str(tmp_path / "sp"), vocab_size=50,
-                                 minloglevel=2)
+  spm.SentencePieceTrainer.Train(
+    sentence_iterator=iter(corpus), model_prefix=str(tmp_path / "sp"), vocab_size=50, minloglevel=2
+  )
   tok = T.make_tokenizer(str(tmp_path / "sp.model"))
   assert isinstance(tok, T.SentencePieceTokenizer) and tok.pad_id == 0 and tok.offset == 1
   ids = T.tokenize(tok, TEXTS[::2], 48)
@@ -68,6 +71,7 @@ def test_specs_and_errors(tmp_path, monkeypatch):
 
 def test_words_round_trip_layout_and_unknown_words():
   from contrastive.data import synthetic  # pylint: disable=g-import-not-at-top
+
   tok = T.make_tokenizer("words")
   assert tok.vocab_size == len(synthetic.vocabulary()) + 4
   src = synthetic.ShapesSource(split="train", num_examples=200, image_size=16)
@@ -77,8 +81,7 @@ def test_words_round_trip_layout_and_unknown_words():
   assert T.detokenize(tok, ids) == captions
   one = T.tokenize(tok, "A small red circle, on the left", 10)
   words = ["a", "small", "red", "circle", ",", "on", "the", "left"]
-  np.testing.assert_array_equal(
-      one, [tok.vocabulary.index(w) + 4 for w in words] + [tok.eos_id, 0])
+  np.testing.assert_array_equal(one, [tok.vocabulary.index(w) + 4 for w in words] + [tok.eos_id, 0])
   assert T.detokenize(tok, T.tokenize(tok, "a purple elephant", 8)) == "a purple <unk>"
   assert pickle.loads(pickle.dumps(tok)).encode("red ring") == tok.encode("red ring")
   with pytest.raises(ValueError, match="duplicates"):

@@ -65,7 +65,12 @@ def test_mojibake_with_ftfy(fx, tok, monkeypatch):
 
 def test_layout_and_truncation_keep_the_end_token(tok):
   assert (tok.vocab_size, tok.bos_id, tok.eos_id, tok.pad_id, tok.mask_id) == (
-      49408, 49406, 49407, 0, None)
+    49408,
+    49406,
+    49407,
+    0,
+    None,
+  )
   empty = data.tokenize(tok, "", 77)
   np.testing.assert_array_equal(empty[:3], [49406, 49407, 0])
   assert (empty[2:] == 0).all()
@@ -91,8 +96,9 @@ def test_decode_pickle_and_specs(tok, tmp_path):
   assert data.detokenize(tok, ids) == ["a photo of a cat .", "naïve 猫"]
   assert repr(tok) == "ClipTokenizer()"
   again = pickle.loads(pickle.dumps(tok))
-  np.testing.assert_array_equal(data.tokenize(again, "a red ring", 77),
-                                data.tokenize(tok, "a red ring", 77))
+  np.testing.assert_array_equal(
+    data.tokenize(again, "a red ring", 77), data.tokenize(tok, "a red ring", 77)
+  )
   copy = tmp_path / "vocab.txt.gz"
   copy.write_bytes(open(clip_bpe.VOCAB_FILE, "rb").read())
   other = data.make_tokenizer(f"clip:{copy}")
@@ -124,7 +130,8 @@ def test_pipeline_frames_like_tokenize(tok):
 def _random_texts(n: int, seed: int = 0) -> list[str]:
   rng = np.random.default_rng(seed)
   alphabet = list("abcdefghijklmnopqrstuvwxyzABCXYZ0123456789 .,;:!?'\"-_()[]&#<>/\t\n") + list(
-      "éèüñçßøåÆŒ中文日本語한국어русскийελληνικά🐱👍🏽✓★’“”…–—½²ﬁＡＢ&amp;")
+    "éèüñçßøåÆŒ中文日本語한국어русскийελληνικά🐱👍🏽✓★’“”…–—½²ﬁＡＢ&amp;"
+  )
   return ["".join(rng.choice(alphabet, size=rng.integers(0, 120))) for _ in range(n)]
 
 
@@ -132,14 +139,16 @@ def test_live_open_clip(fx, tok):
   pytest.importorskip("torch")
   pytest.importorskip("ftfy")
   from tests import peers  # pylint: disable=g-import-not-at-top
+
   try:
     open_clip = peers.import_open_clip()
   except ImportError as e:
     pytest.skip(f"open_clip is not importable: {e}")
   texts = fx["corpus"] + fx["mojibake"]["texts"] + _random_texts(300)
   for context in (77, 12):
-    np.testing.assert_array_equal(data.tokenize(tok, texts, context),
-                                  open_clip.tokenize(texts, context_length=context).numpy())
+    np.testing.assert_array_equal(
+      data.tokenize(tok, texts, context), open_clip.tokenize(texts, context_length=context).numpy()
+    )
 
 
 def test_fix_text_differs_from_ftfy_only_in_mojibake_repair(monkeypatch):

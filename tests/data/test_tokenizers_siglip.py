@@ -52,7 +52,7 @@ def json_dir(fx, tmp_path_factory):
 def by_hand(sp, text: str, max_len: int, *, pad: int = 1) -> list[int]:
   """transformers' SiglipTokenizer rules for a text without special strings."""
   canon = " ".join(text.lower().translate(str.maketrans("", "", string.punctuation)).split())
-  ids = sp.EncodeAsIds(canon)[:max_len - 1] + [1]
+  ids = sp.EncodeAsIds(canon)[: max_len - 1] + [1]
   return ids + [pad] * (max_len - len(ids))
 
 
@@ -107,8 +107,9 @@ def test_sentencepiece_errors_and_pickle(model, tmp_path):
   (side / "tokenizer_config.json").write_text(json.dumps({"pad_token": "<PAD>"}))
   with pytest.raises(ValueError, match=r"spiece.model.*no padding piece '<PAD>'"):
     data.make_tokenizer(f"siglip:{side / 'spiece.model'}")
-  (side / "tokenizer_config.json").write_text(json.dumps(
-      {"pad_token": {"content": "<pad>"}, "do_lower_case": False}))
+  (side / "tokenizer_config.json").write_text(
+    json.dumps({"pad_token": {"content": "<pad>"}, "do_lower_case": False})
+  )
   cased = data.make_tokenizer(f"siglip:{side / 'spiece.model'}")
   assert cased.pad_id == 0 and cased.encode("A Cat") != cased.encode("a cat")
 
@@ -143,11 +144,13 @@ def test_hf_spec_uses_the_file_template(json_dir, tmp_path, monkeypatch):
   assert tok.encode("A cat!") == raw
   np.testing.assert_array_equal(data.tokenize(tok, "A cat!", 12), raw + [1] + [0] * (11 - len(raw)))
   # A template with a start token, and no config beside: padding 0.
-  model = tk.Tokenizer(tk.models.WordLevel({"<s>": 0, "</s>": 1, "[UNK]": 2, "a": 3, "cat": 4},
-                                           unk_token="[UNK]"))
+  model = tk.Tokenizer(
+    tk.models.WordLevel({"<s>": 0, "</s>": 1, "[UNK]": 2, "a": 3, "cat": 4}, unk_token="[UNK]")
+  )
   model.pre_tokenizer = tk.pre_tokenizers.Whitespace()
   model.post_processor = tk.processors.TemplateProcessing(
-      single="<s> $A </s>", special_tokens=[("<s>", 0), ("</s>", 1)])
+    single="<s> $A </s>", special_tokens=[("<s>", 0), ("</s>", 1)]
+  )
   path = tmp_path / "wl" / "tokenizer.json"
   path.parent.mkdir()
   model.save(str(path))
@@ -164,13 +167,16 @@ def test_live_transformers(fx, model):
   pytest.importorskip("torch")
   pytest.importorskip("google.protobuf")
   from tests import peers  # pylint: disable=g-import-not-at-top
+
   peers.install_torchvision_stand_in()
   transformers = pytest.importorskip("transformers")
   from tests.data.test_tokenizers_clip import _random_texts  # pylint: disable=g-import-not-at-top
+
   hf = transformers.SiglipTokenizer(vocab_file=model)
   tok = data.make_tokenizer(f"siglip:{model}")
   texts = fx["corpus"] + _random_texts(300, seed=1) + ["a </s> b <unk>", " </s>", "<unk>"]
   for max_len in (64, 10):
-    want = [hf(t, padding="max_length", max_length=max_len, truncation=True).input_ids
-            for t in texts]
+    want = [
+      hf(t, padding="max_length", max_length=max_len, truncation=True).input_ids for t in texts
+    ]
     np.testing.assert_array_equal(data.tokenize(tok, texts, max_len), want)

@@ -7,7 +7,6 @@ from contrastive.data import tokenizers as T
 from contrastive.data import transforms as tr
 
 
-
 def test_decode_image_kinds(encoded):
   jpeg_bytes, png_bytes, CORRUPT = encoded.jpeg, encoded.png, encoded.corrupt
   assert tr.decode_image(jpeg_bytes(0, (24, 20))).shape == (20, 24, 3)
@@ -52,8 +51,9 @@ def test_text_helpers():
 
 
 def _transform(**kwargs):
-  defaults = dict(image_key="image", text_key="caption", image_size=8,
-                  tokenizer=T.ByteTokenizer(), max_len=16)
+  defaults = dict(
+    image_key="image", text_key="caption", image_size=8, tokenizer=T.ByteTokenizer(), max_len=16
+  )
   return tr.ExampleTransform(**{**defaults, **kwargs})
 
 
@@ -82,6 +82,7 @@ def test_example_transform_outputs_and_bad_records(encoded):
 def test_example_transform_checks():
   class NoMask(T.ByteTokenizer):
     mask_id = None
+
   with pytest.raises(ValueError, match="mask token"):
     _transform(tokenizer=NoMask(), text_mask_prob=0.1)
   with pytest.raises(ValueError, match="'lab'"):

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from contrastive.data import config as config_lib
-from contrastive.data import pipeline, sources
+from contrastive.data import pipeline
+from contrastive.data import sources
 from contrastive.data import xor as X
 
 SIZE, BITS = 16, 4
@@ -27,7 +28,7 @@ def _decode(image: np.ndarray, bits: int) -> np.ndarray:
   out = np.zeros(bits, np.int32)
   for j in range(bits):
     top, left = margin + (j // columns) * cell, margin + (j % columns) * cell
-    mean = image[top:top + cell, left:left + cell].astype(np.float64).mean()
+    mean = image[top : top + cell, left : left + cell].astype(np.float64).mean()
     out[j] = mean > (empty + filled) / 2
   return out
 
@@ -35,12 +36,18 @@ def _decode(image: np.ndarray, bits: int) -> np.ndarray:
 @pytest.fixture(scope="module")
 def records():
   """4,000 noisy, jittered test records: decoded bits, raw pixels, drawn bits, per modality."""
-  src = X.XorSource(split="test", num_examples=4000, image_size=SIZE, bits=BITS, seed=1,
-                    noise=0.05, jitter=True)
+  src = X.XorSource(
+    split="test", num_examples=4000, image_size=SIZE, bits=BITS, seed=1, noise=0.05, jitter=True
+  )
   rows = [src[i] for i in range(len(src))]
-  return {m: dict(decoded=np.stack([_decode(r[m], BITS) for r in rows]),
-                  pixels=np.stack([r[m].reshape(-1) for r in rows]).astype(np.float32) / 255,
-                  bits=np.stack([r[f"{m}_bits"] for r in rows])) for m in X.MODALITIES}
+  return {
+    m: dict(
+      decoded=np.stack([_decode(r[m], BITS) for r in rows]),
+      pixels=np.stack([r[m].reshape(-1) for r in rows]).astype(np.float32) / 255,
+      bits=np.stack([r[f"{m}_bits"] for r in rows]),
+    )
+    for m in X.MODALITIES
+  }
 
 
 def _config(**xor_options):
@@ -51,10 +58,12 @@ def _config(**xor_options):
 
 
 def test_deterministic_by_seed_split_and_index():
-  a = X.XorSource(split="train", num_examples=100, image_size=SIZE, seed=3, noise=0.1,
-                  jitter=True)
-  b = pickle.loads(pickle.dumps(X.XorSource(split="train", num_examples=10, image_size=SIZE,
-                                            seed=3, noise=0.1, jitter=True)))
+  a = X.XorSource(split="train", num_examples=100, image_size=SIZE, seed=3, noise=0.1, jitter=True)
+  b = pickle.loads(
+    pickle.dumps(
+      X.XorSource(split="train", num_examples=10, image_size=SIZE, seed=3, noise=0.1, jitter=True)
+    )
+  )
   for i in (0, 7, 9):
     ra, rb = a[i], b[i]
     assert ra["index"] == rb["index"] == i
@@ -140,9 +149,11 @@ def test_any_two_determine_the_third(records):
 
 def test_xor_prob_mixes_in_pairwise_information():
   def bits(p):
-    src = X.XorSource(split="train", num_examples=2000, image_size=SIZE, xor_prob=p,
-                      tokens=X.MODALITIES)  # no pictures: only the bits matter here
+    src = X.XorSource(
+      split="train", num_examples=2000, image_size=SIZE, xor_prob=p, tokens=X.MODALITIES
+    )  # no pictures: only the bits matter here
     return [np.stack([src[i][f"{m}_bits"] for i in range(len(src))]) for m in X.MODALITIES]
+
   a, b, c = bits(0.0)
   np.testing.assert_array_equal(c, a)
   a2, b2, c2 = bits(0.5)
@@ -185,15 +196,18 @@ def test_a_batch_feeds_a_three_tower_model_and_symile(tokens):
   """The module docstring's run: the batch fits the towers and the loss (traced, not compiled:
   a shape or dtype that does not fit fails here)."""
   import jax
-  from contrastive import losses, models
+
+  from contrastive import losses
+  from contrastive import models
 
   cfg = _config(tokens=tokens)
   cfg.max_len = 8
   batch = next(pipeline.make_pipeline(cfg, training=True, process_index=0, process_count=1))
   tower = dict(kind="cnn", image_size=SIZE, widths=(16, 32), width=64)
   text = dict(kind="text", variant="mu", vocab_size=259, max_len=8)
-  model = models.make_model(dict(embed_dim=32, encoders=dict(
-      a=tower, b=tower, c=text if tokens else tower)))
+  model = models.make_model(
+    dict(embed_dim=32, encoders=dict(a=tower, b=tower, c=text if tokens else tower))
+  )
 
   def loss(inputs):
     variables = model.init(jax.random.key(0), inputs, train=False)
@@ -208,8 +222,11 @@ def test_a_batch_feeds_a_three_tower_model_and_symile(tokens):
 def test_bad_options():
   with pytest.raises(ValueError, match=r"data.xor.bits must be an int in \[1, 256\], got 0"):
     X.XorSource(split="train", num_examples=4, bits=0)
-  with pytest.raises(ValueError, match=r"data.image_size=16 is too small for data.xor.bits=25.*"
-                                       r"at least 20"):
+  with pytest.raises(
+    ValueError,
+    match=r"data.image_size=16 is too small for data.xor.bits=25.*"
+    r"at least 20",
+  ):
     X.XorSource(split="train", num_examples=4, image_size=16, bits=25)
   X.XorSource(split="train", num_examples=4, image_size=4, bits=25, tokens=("a", "b", "c"))
   with pytest.raises(ValueError, match=r"data.xor.xor_prob must be in \[0, 1\], got 1.5"):
@@ -229,8 +246,9 @@ def test_bad_options():
   for key, value in (("flip", True), ("random_resized_crop", True), ("text_mask_prob", 0.1)):
     cfg = _config()
     cfg[key] = value
-    with pytest.raises(ValueError, match=f"data.{key}={value!r} has no effect on data source "
-                                         "'xor'"):
+    with pytest.raises(
+      ValueError, match=f"data.{key}={value!r} has no effect on data source 'xor'"
+    ):
       pipeline.make_pipeline(cfg, process_index=0, process_count=1)
   with pytest.raises(IndexError, match="out of range"):
     X.XorSource(split="train", num_examples=4)[4]

@@ -36,7 +36,7 @@ def embed_fn(batch):
 
 
 def image_of(i):
-  return np.array([[[i // 256, i % 256, 0]]], np.uint8)   # [1, 1, 3]
+  return np.array([[[i // 256, i % 256, 0]]], np.uint8)  # [1, 1, 3]
 
 
 class FakeSource:
@@ -51,16 +51,27 @@ class FakeSource:
   def __getitem__(self, i):
     c = (i + self.offset) % self.classes
     caption = [f"a picture of c{c}"] * self.k if self.k > 1 else f"a picture of c{c}"
-    return {"image": image_of(c), "caption": caption, "label": c, "meaning_id": c * 7,
-            "heldout": bool(i % 2), "hard_negative_captions": (f"neg c{c}", ""),
-            "hard_negative_valid": np.array([True, False])}
+    return {
+      "image": image_of(c),
+      "caption": caption,
+      "label": c,
+      "meaning_id": c * 7,
+      "heldout": bool(i % 2),
+      "hard_negative_captions": (f"neg c{c}", ""),
+      "hard_negative_valid": np.array([True, False]),
+    }
 
 
 def fake_source(**kwargs):
   from contrastive.evaluate import sources
+
   n_classes = kwargs.get("classes", 6)
-  return sources.EvalSource(FakeSource(**kwargs), tuple(f"c{c}" for c in range(n_classes)),
-                            ("a {}", "the {}"), ("swap", "change"))
+  return sources.EvalSource(
+    FakeSource(**kwargs),
+    tuple(f"c{c}" for c in range(n_classes)),
+    ("a {}", "the {}"),
+    ("swap", "change"),
+  )
 
 
 @pytest.fixture

@@ -38,8 +38,9 @@ def test_texts_are_embedded_once(fake):
 
 def test_errors(fake):
   embed_fn, prepare, sources = fake
-  ctx = Context(embed_fn=embed_fn, prepare=prepare, batch_size=8, sources=sources,
-                image_modality="vision")
+  ctx = Context(
+    embed_fn=embed_fn, prepare=prepare, batch_size=8, sources=sources, image_modality="vision"
+  )
   with pytest.raises(ValueError, match=r"no model inputs for a raw batch of \['vision'\]"):
     ctx.load({"name": "fake"})
   ctx = Context(embed_fn=embed_fn, prepare=prepare, batch_size=8, sources=sources)

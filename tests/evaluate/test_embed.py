@@ -25,13 +25,15 @@ def _model(batch):
 
 def _data(n=21):
   rng = np.random.default_rng(1)
-  return {"image": rng.normal(size=(n, 12)).astype(np.float32),
-          "text": rng.normal(size=(n, 5)).astype(np.float32)}
+  return {
+    "image": rng.normal(size=(n, 12)).astype(np.float32),
+    "text": rng.normal(size=(n, 5)).astype(np.float32),
+  }
 
 
 def _batches(data, size):
   n = len(data["image"])
-  return ({k: v[i:i + size] for k, v in data.items()} for i in range(0, n, size))
+  return ({k: v[i : i + size] for k, v in data.items()} for i in range(0, n, size))
 
 
 @pytest.mark.parametrize("batch_size, use_mesh", [(8, False), (16, True), (5, False)])
@@ -47,7 +49,8 @@ def test_padding_changes_nothing(batch_size, use_mesh):
   # And the metrics computed from them are those of the unpadded embeddings.
   y_to_x = np.arange(21)
   assert retrieval.retrieval_metrics(got["image"], got["text"], y_to_x=y_to_x) == (
-      retrieval.retrieval_metrics(want["image"], want["text"], y_to_x=y_to_x))
+    retrieval.retrieval_metrics(want["image"], want["text"], y_to_x=y_to_x)
+  )
 
 
 def test_batches_are_sharded_over_the_mesh():
@@ -79,5 +82,6 @@ def test_errors():
   with pytest.raises(ValueError, match=r"No batches"):
     embed.embed_dataset(_model, [], batch_size=4)
   with pytest.raises(ValueError, match=r"must be \[4, dim\]"):
-    embed.embed_dataset(lambda b: {"image": b["image"][:2]}, [{"image": np.zeros((3, 2))}],
-                        batch_size=4)
+    embed.embed_dataset(
+      lambda b: {"image": b["image"][:2]}, [{"image": np.zeros((3, 2))}], batch_size=4
+    )

@@ -27,10 +27,13 @@ def test_separability():
   assert abs(geometry.modality_separability(x[:200], x[200:]) - 0.5) < 0.15
 
 
-@pytest.mark.parametrize("d, want", [
-    (2, -4.0 + np.log(np.i0(4.0))),              # u = cos(theta): E exp(4u) = I0(4)
-    (3, -4.0 + np.log(np.sinh(4.0) / 4.0)),      # u uniform on [-1, 1]
-])
+@pytest.mark.parametrize(
+  "d, want",
+  [
+    (2, -4.0 + np.log(np.i0(4.0))),  # u = cos(theta): E exp(4u) = I0(4)
+    (3, -4.0 + np.log(np.sinh(4.0) / 4.0)),  # u uniform on [-1, 1]
+  ],
+)
 def test_uniform_points_on_the_sphere(d, want):
   # L_unif = log E exp(-2 |x - y|^2) = -4 + log E exp(4 u), u the cosine of two random points.
   x = _sphere(1500, d, seed=d)
@@ -45,8 +48,8 @@ def test_uniformity_of_collapsed_points_is_zero():
 def test_alignment_and_cosines_hand_computed():
   x = np.array([[1, 0], [0, 1], [1, 0]], np.float32)
   y = np.array([[0, 1], [0, 1], [1, 0]], np.float32)
-  assert geometry.alignment(x, y) == pytest.approx(2 / 3)          # |x-y|^2 = 2, 0, 0
-  assert geometry.alignment(x, y, alpha=1) == pytest.approx(2 ** 0.5 / 3)
+  assert geometry.alignment(x, y) == pytest.approx(2 / 3)  # |x-y|^2 = 2, 0, 0
+  assert geometry.alignment(x, y, alpha=1) == pytest.approx(2**0.5 / 3)
   c = geometry.mean_cosines(x, y)
   s = x @ y.T
   assert c["positive"] == pytest.approx(np.trace(s) / 3)
@@ -72,10 +75,20 @@ def test_singular_values_sorted():
 def test_geometry_metrics_keys():
   x = _sphere(64, 8)
   m = geometry.geometry_metrics(x, _sphere(64, 8, seed=1), separability=False, block_size=16)
-  assert set(m) == {"gap", "alignment", "uniformity/image", "uniformity/text",
-                    "uniformity/union", "uniformity/cross", "cosine/positive", "cosine/negative",
-                    "effective_rank/image", "effective_rank/text", "dims99/image",
-                    "dims99/text"}
+  assert set(m) == {
+    "gap",
+    "alignment",
+    "uniformity/image",
+    "uniformity/text",
+    "uniformity/union",
+    "uniformity/cross",
+    "cosine/positive",
+    "cosine/negative",
+    "effective_rank/image",
+    "effective_rank/text",
+    "dims99/image",
+    "dims99/text",
+  }
   assert all(isinstance(v, float) for v in m.values())
 
 

@@ -20,10 +20,13 @@ def test_the_class_names_are_imagenet_1k_in_label_order():
   assert len(set(names)) == 998
 
 
-@pytest.mark.parametrize("templates,size,first,last", [
+@pytest.mark.parametrize(
+  "templates,size,first,last",
+  [
     (evaluate.OPENAI_IMAGENET_TEMPLATES, 80, "a bad photo of a {}.", "a tattoo of the {}."),
     (evaluate.SIMPLE_IMAGENET_TEMPLATES, 7, "itap of a {}.", "a photo of the small {}."),
-])
+  ],
+)
 def test_templates(templates, size, first, last):
   assert len(templates) == size == len(set(templates))
   assert templates[0] == first and templates[-1] == last
@@ -37,8 +40,11 @@ def test_named_sets_and_unknown_names():
   assert imagenet.templates("imagenet7") is imagenet.SIMPLE_IMAGENET_TEMPLATES
   assert imagenet.class_names("imagenet") is imagenet.IMAGENET_CLASSNAMES
   assert imagenet.templates(["a {}."]) == ("a {}.",) and imagenet.templates(None) is None
-  with pytest.raises(ValueError, match=r"Unknown template set 'imagenet18'; known names: "
-                                       r"\['imagenet7', 'imagenet80'\]"):
+  with pytest.raises(
+    ValueError,
+    match=r"Unknown template set 'imagenet18'; known names: "
+    r"\['imagenet7', 'imagenet80'\]",
+  ):
     imagenet.templates("imagenet18")
   with pytest.raises(ValueError, match=r"Unknown class-name set 'imagenet1k'"):
     imagenet.class_names("imagenet1k")
@@ -46,8 +52,9 @@ def test_named_sets_and_unknown_names():
 
 def test_check_tasks_refuses_an_unknown_named_set_before_anything_runs():
   source = dict(name="tfds", dataset="imagenet2012", split="validation")
-  ok = runner.check_tasks(dict(inet=dict(kind="zeroshot", source=source, class_names="imagenet",
-                                         templates="imagenet80")))
+  ok = runner.check_tasks(
+    dict(inet=dict(kind="zeroshot", source=source, class_names="imagenet", templates="imagenet80"))
+  )
   assert ok["inet"]["templates"] == "imagenet80"
   with pytest.raises(ValueError, match="Unknown template set 'openai'"):
     runner.check_tasks(dict(inet=dict(kind="zeroshot", source=source, templates="openai")))

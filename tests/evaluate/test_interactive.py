@@ -79,8 +79,11 @@ def test_metrics_table_renders_runs_side_by_side():
   runs = {"softmax": {"acc": 0.5, "loss": 1.25}, "dcl": {"acc": 0.75}}
   table = evaluate.metrics_table(runs)
   assert table.markdown().splitlines() == [
-      "| metric | softmax | dcl |", "|---|---|---|", "| acc | 0.500 | 0.750 |",
-      "| loss | 1.250 |  |"]
+    "| metric | softmax | dcl |",
+    "|---|---|---|",
+    "| acc | 0.500 | 0.750 |",
+    "| loss | 1.250 |  |",
+  ]
   assert "<td>0.750</td>" in table._repr_html_()
   assert evaluate.metrics_table({"acc": 0.5}).header == ["metric", "value"]
   with pytest.raises(KeyError, match="top5"):
@@ -88,8 +91,7 @@ def test_metrics_table_renders_runs_side_by_side():
 
 
 def test_plot_comparison_has_a_bar_per_run_and_metric():
-  fig = evaluate.plot_comparison({"a": {"x": 1.0, "y": 2.0}, "b": {"x": 3.0, "y": 4.0}},
-                                 ["x", "y"])
+  fig = evaluate.plot_comparison({"a": {"x": 1.0, "y": 2.0}, "b": {"x": 3.0, "y": 4.0}}, ["x", "y"])
   heights = sorted(p.get_height() for p in fig.axes[0].patches)
   assert heights == [1.0, 2.0, 3.0, 4.0]
   with pytest.raises(KeyError, match="'b': \\['y'\\]"):
@@ -102,14 +104,18 @@ def test_report_images_finds_the_pngs_or_says_why_not(tmp_path):
   (tmp_path / "eval").mkdir()
   for name in ("spectrum.png", "pca.png"):
     (tmp_path / "eval" / name).write_bytes(b"png")
-  assert [p.rsplit("/", 1)[1] for p in evaluate.report_images(tmp_path)] == ["pca.png",
-                                                                             "spectrum.png"]
+  assert [p.rsplit("/", 1)[1] for p in evaluate.report_images(tmp_path)] == [
+    "pca.png",
+    "spectrum.png",
+  ]
 
 
 def test_embedder_from_a_pretrained_checkpoint_uses_its_input_settings():
   from contrastive import models  # pylint: disable=g-import-not-at-top
-  path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "models", "pretrained",
-                      "fixtures", "open_clip_clip")
+
+  path = os.path.join(
+    os.path.dirname(os.path.dirname(__file__)), "models", "pretrained", "fixtures", "open_clip_clip"
+  )
   pre = models.load_pretrained(path)
   emb = evaluate.Embedder.from_pretrained(pre)
   images = np.random.default_rng(0).integers(0, 256, (3, 40, 50, 3), dtype=np.uint8)

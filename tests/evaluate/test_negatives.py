@@ -27,8 +27,9 @@ def test_hardest_negative_share_matches_the_relative_penalty():
 def test_hardest_negative_share_grows_with_the_scale_from_k_over_n_minus_1():
   rng = np.random.default_rng(1)
   x, y = _unit(rng, 11, 8), _unit(rng, 11, 8)
-  shares = [negatives.hardest_negative_share(x, y, scale=s, k=1)
-            for s in (1e-6, 1.0, 10.0, 100.0, 1e4)]
+  shares = [
+    negatives.hardest_negative_share(x, y, scale=s, k=1) for s in (1e-6, 1.0, 10.0, 100.0, 1e4)
+  ]
   np.testing.assert_allclose(shares[0], 1 / 10, rtol=1e-4)
   assert all(a < b for a, b in zip(shares, shares[1:]))
   np.testing.assert_allclose(shares[-1], 1.0, rtol=1e-6)

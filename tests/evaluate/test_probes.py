@@ -35,7 +35,7 @@ def test_logistic_regression_reaches_the_optimum():
     p = np.exp(logits - logits.max(1, keepdims=True))
     p /= p.sum(1, keepdims=True)
     err = (p - np.eye(4)[y]) / len(x)
-    np.testing.assert_allclose(x.T @ err + l2 * w, 0, atol=1e-3)   # the gradient vanishes
+    np.testing.assert_allclose(x.T @ err + l2 * w, 0, atol=1e-3)  # the gradient vanishes
     np.testing.assert_allclose(err.sum(0), 0, atol=1e-3)
 
 
@@ -44,8 +44,10 @@ def test_knn():
   assert probes.knn_classifier(x, y, x, y, k=1)["accuracy"] == 1.0
   tx, ty = _separable(80, seed=2)
   for weighting in ("uniform", "similarity"):
-    assert probes.knn_classifier(x, y, tx, ty, k=5, weighting=weighting,
-                                 block_size=32)["accuracy"] == 1.0
+    assert (
+      probes.knn_classifier(x, y, tx, ty, k=5, weighting=weighting, block_size=32)["accuracy"]
+      == 1.0
+    )
 
 
 def test_knn_hand_computed_vote():
@@ -53,10 +55,14 @@ def test_knn_hand_computed_vote():
   labels = np.array([0, 0, 1])
   test = np.array([[0.1, 1]], np.float32)
   # k=3, uniform: two votes for 0 beat one for 1; similarity-weighted with small tau: 1 wins.
-  assert probes.knn_classifier(train, labels, test, np.array([0]), k=3,
-                               weighting="uniform")["accuracy"] == 1.0
-  assert probes.knn_classifier(train, labels, test, np.array([1]), k=3,
-                               temperature=0.05)["accuracy"] == 1.0
+  assert (
+    probes.knn_classifier(train, labels, test, np.array([0]), k=3, weighting="uniform")["accuracy"]
+    == 1.0
+  )
+  assert (
+    probes.knn_classifier(train, labels, test, np.array([1]), k=3, temperature=0.05)["accuracy"]
+    == 1.0
+  )
 
 
 def test_errors():

@@ -25,15 +25,22 @@ def test_write_report(tmp_path):
   x, y = _pairs()
   for step in (10, 20):
     report.append_history(tmp_path, step, {"zs/top1": step / 100, "gap": 1.0})
-  paths = report.write_report(tmp_path, {"zs/top1": 0.2, "bad": float("nan")}, x=x, y=y,
-                              history=report.read_history(tmp_path), step=20, max_points=100)
+  paths = report.write_report(
+    tmp_path,
+    {"zs/top1": 0.2, "bad": float("nan")},
+    x=x,
+    y=y,
+    history=report.read_history(tmp_path),
+    step=20,
+    max_points=100,
+  )
   assert set(paths) == {"metrics", "pca", "similarity_histogram", "spectrum", "curves"}
   for name, path in paths.items():
     assert os.path.exists(path)
     if name != "metrics":
       assert _is_png(path)
   with open(tmp_path / "metrics.json") as f:
-    data = json.load(f)   # strict JSON: NaN became null
+    data = json.load(f)  # strict JSON: NaN became null
   assert data == {"zs/top1": 0.2, "bad": None, "step": 20}
 
 

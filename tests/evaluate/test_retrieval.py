@@ -7,9 +7,7 @@ from contrastive import parallel
 from contrastive.evaluate import retrieval
 
 # Scores of 3 images (rows) against 4 captions (columns); image 0 owns captions 0 and 1.
-S = np.array([[0.9, 0.2, 0.5, 0.1],
-              [0.3, 0.4, 0.8, 0.7],
-              [0.6, 0.1, 0.2, 0.3]], np.float32)
+S = np.array([[0.9, 0.2, 0.5, 0.1], [0.3, 0.4, 0.8, 0.7], [0.6, 0.1, 0.2, 0.3]], np.float32)
 Y_TO_X = np.array([0, 0, 1, 2])
 
 
@@ -39,26 +37,35 @@ def test_hand_computed_case():
 
 def test_meaning_ids_count_hits_of_the_same_meaning():
   x, y = _embeddings(S)
-  image_ranks, text_ranks = retrieval.retrieval_ranks(x, y, y_to_x=Y_TO_X,
-                                                      meaning_ids=np.array([0, 1, 0]))
+  image_ranks, text_ranks = retrieval.retrieval_ranks(
+    x, y, y_to_x=Y_TO_X, meaning_ids=np.array([0, 1, 0])
+  )
   np.testing.assert_array_equal(image_ranks, [1, 1, 1])
   np.testing.assert_array_equal(text_ranks, [1, 2, 1, 2])
 
 
 def test_subsets_rank_against_the_whole_gallery():
   x, y = _embeddings(S)
-  m = retrieval.retrieval_metrics(x, y, y_to_x=Y_TO_X, ks=(1,),
-                                  subsets={"a": np.array([True, False, True])})
-  assert m["a/image_to_text/recall@1"] == 0.5          # ranks [1, 2]
-  assert m["a/text_to_image/recall@1"] == pytest.approx(1 / 3)   # captions 0, 1, 3: [1, 2, 2]
+  m = retrieval.retrieval_metrics(
+    x, y, y_to_x=Y_TO_X, ks=(1,), subsets={"a": np.array([True, False, True])}
+  )
+  assert m["a/image_to_text/recall@1"] == 0.5  # ranks [1, 2]
+  assert m["a/text_to_image/recall@1"] == pytest.approx(1 / 3)  # captions 0, 1, 3: [1, 2, 2]
   assert m["a/text_to_image/mean_rank"] == pytest.approx(5 / 3)
 
 
 def test_rank_metrics():
   m = retrieval.rank_metrics(np.array([1, 3, 10, 2]), ks=(1, 5, 10))
-  assert m == pytest.approx({"recall@1": 0.25, "recall@5": 0.75, "recall@10": 1.0,
-                             "median_rank": 2.5, "mean_rank": 4.0,
-                             "mrr": (1 + 1 / 3 + 1 / 10 + 1 / 2) / 4})
+  assert m == pytest.approx(
+    {
+      "recall@1": 0.25,
+      "recall@5": 0.75,
+      "recall@10": 1.0,
+      "median_rank": 2.5,
+      "mean_rank": 4.0,
+      "mrr": (1 + 1 / 3 + 1 / 10 + 1 / 2) / 4,
+    }
+  )
 
 
 def test_identical_embeddings_give_recall_one():
@@ -66,8 +73,9 @@ def test_identical_embeddings_give_recall_one():
   x = rng.normal(size=(50, 16)).astype(np.float32)
   x /= np.linalg.norm(x, axis=1, keepdims=True)
   y_to_x = np.repeat(np.arange(50), 3)  # three identical captions per image
-  m = retrieval.retrieval_metrics(x, x[y_to_x], y_to_x=y_to_x, block_size=16,
-                                  mesh=parallel.make_mesh())
+  m = retrieval.retrieval_metrics(
+    x, x[y_to_x], y_to_x=y_to_x, block_size=16, mesh=parallel.make_mesh()
+  )
   for direction in ("image_to_text", "text_to_image"):
     assert m[f"{direction}/recall@1"] == 1.0
     assert m[f"{direction}/median_rank"] == 1.0

@@ -27,8 +27,9 @@ def test_topk_equals_dense(block_size):
   s = x @ y.T
   order = np.argsort(-s, axis=1, kind="stable")[:, :4]
   np.testing.assert_array_equal(np.asarray(idx), order)
-  np.testing.assert_allclose(np.asarray(vals), np.take_along_axis(s, order, 1), rtol=1e-5,
-                             atol=1e-5)
+  np.testing.assert_allclose(
+    np.asarray(vals), np.take_along_axis(s, order, 1), rtol=1e-5, atol=1e-5
+  )
 
 
 @pytest.mark.parametrize("block_size", [3, 8, 1024])
@@ -55,8 +56,9 @@ def test_log_mean_gaussian_potential_equals_dense(exclude_diagonal):
   if exclude_diagonal:
     a = a[~np.eye(len(x), dtype=bool)]
   want = np.log(np.mean(np.exp(a)))
-  got = similarity.log_mean_gaussian_potential(x, y, t=2.0, exclude_diagonal=exclude_diagonal,
-                                               block_size=6)
+  got = similarity.log_mean_gaussian_potential(
+    x, y, t=2.0, exclude_diagonal=exclude_diagonal, block_size=6
+  )
   np.testing.assert_allclose(float(got), want, rtol=1e-5)
 
 
@@ -74,8 +76,7 @@ def test_sharded_equals_unsharded():
   r1 = similarity.positive_ranks(x, y, x_ids=x_ids, y_ids=y_ids, block_size=4, mesh=mesh)
   np.testing.assert_array_equal(np.asarray(r0), np.asarray(r1))
   u0 = similarity.log_mean_gaussian_potential(x, x, exclude_diagonal=True, block_size=4)
-  u1 = similarity.log_mean_gaussian_potential(x, x, exclude_diagonal=True, block_size=4,
-                                              mesh=mesh)
+  u1 = similarity.log_mean_gaussian_potential(x, x, exclude_diagonal=True, block_size=4, mesh=mesh)
   np.testing.assert_allclose(float(u0), float(u1), rtol=1e-5)
 
 

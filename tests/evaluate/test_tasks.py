@@ -7,14 +7,15 @@ from contrastive import parallel
 from contrastive.evaluate import tasks
 from contrastive.evaluate.context import Context
 
-UNIQUE = {"name": "fake", "n": 12, "classes": 12}     # every record its own id
-SHARED = {"name": "fake", "n": 24, "classes": 6}      # four records per id
+UNIQUE = {"name": "fake", "n": 12, "classes": 12}  # every record its own id
+SHARED = {"name": "fake", "n": 24, "classes": 6}  # four records per id
 
 
 def _ctx(fake, mesh=None):
   embed_fn, prepare, sources = fake
-  return Context(embed_fn=embed_fn, prepare=prepare, batch_size=8, mesh=mesh, sources=sources,
-                 block_size=5)
+  return Context(
+    embed_fn=embed_fn, prepare=prepare, batch_size=8, mesh=mesh, sources=sources, block_size=5
+  )
 
 
 def test_zeroshot_is_perfect(fake):
@@ -57,7 +58,7 @@ def test_retrieval_with_several_captions(fake):
 
 def test_binding(fake):
   m = tasks.binding(_ctx(fake), source=SHARED, subset_key="heldout")
-  assert m["swap"] == 1.0 and "change" not in m        # every "change" negative is invalid
+  assert m["swap"] == 1.0 and "change" not in m  # every "change" negative is invalid
   assert m["count/swap"] == 24.0
   assert m["seen/swap"] == 1.0 and m["heldout/count/swap"] == 12.0
 
@@ -76,8 +77,7 @@ def test_probes(fake):
   ctx = _ctx(fake)
   train = {**SHARED, "n": 48}
   assert tasks.knn(ctx, train_source=train, test_source=SHARED, k=3)["accuracy"] == 1.0
-  m = tasks.linear_probe(ctx, train_source=train, test_source=SHARED, l2_grid=(1e-3,),
-                         steps=30)
+  m = tasks.linear_probe(ctx, train_source=train, test_source=SHARED, l2_grid=(1e-3,), steps=30)
   assert m["accuracy"] == 1.0
 
 
@@ -95,6 +95,7 @@ def test_errors(fake):
 def test_task_table_contract(kind):
   """Every task takes the context, then keyword-only options, and is documented."""
   import inspect
+
   fn = tasks.TASKS[kind]
   params = list(inspect.signature(fn).parameters.values())
   assert params[0].name == "ctx"

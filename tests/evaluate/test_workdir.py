@@ -10,7 +10,7 @@ import textwrap
 
 import pytest
 
-CONFIG = textwrap.dedent('''
+CONFIG = textwrap.dedent("""
     import ml_collections
     from contrastive import models
 
@@ -29,12 +29,13 @@ CONFIG = textwrap.dedent('''
                     subset_key="heldout"),
           geometry=dict(kind="geometry", source=views("test"), separability=False)))
       return c
-''')
+""")
 
 
 def _run(args, env):
-  result = subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, env=env,
-                          timeout=400)
+  result = subprocess.run(
+    [sys.executable, "-m", *args], capture_output=True, text=True, env=env, timeout=400
+  )
   assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
   return result.stdout
 
@@ -44,24 +45,39 @@ def test_cli_untrained_then_trained(tmp_path):
   config = tmp_path / "tiny.py"
   config.write_text(CONFIG)
   workdir, out = tmp_path / "run", tmp_path / "run" / "eval"
-  xla = [f for f in os.environ.get("XLA_FLAGS", "").split()
-         if not f.startswith("--xla_force_host_platform_device_count")]
-  env = {**os.environ, "PYTHONPATH": os.getcwd() + os.pathsep + os.environ.get("PYTHONPATH", ""),
-         # One device: the cheapest compilation (the mesh code paths are tested in-process).
-         "XLA_FLAGS": " ".join(xla + ["--xla_force_host_platform_device_count=1"]),
-         # The second evaluation reuses the first one's compiled programs.
-         "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "cache"),
-         "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-         "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "-1"}
-  evaluate = ["contrastive.evaluate", f"--config={config}", f"--workdir={workdir}",
-              "--config.eval.tasks.shape.ks=(1,)"]
+  xla = [
+    f
+    for f in os.environ.get("XLA_FLAGS", "").split()
+    if not f.startswith("--xla_force_host_platform_device_count")
+  ]
+  env = {
+    **os.environ,
+    "PYTHONPATH": os.getcwd() + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    # One device: the cheapest compilation (the mesh code paths are tested in-process).
+    "XLA_FLAGS": " ".join(xla + ["--xla_force_host_platform_device_count=1"]),
+    # The second evaluation reuses the first one's compiled programs.
+    "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "cache"),
+    "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+    "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "-1",
+  }
+  evaluate = [
+    "contrastive.evaluate",
+    f"--config={config}",
+    f"--workdir={workdir}",
+    "--config.eval.tasks.shape.ks=(1,)",
+  ]
   stdout = _run(evaluate, env)
   assert "shape/top1" in stdout
-  assert {"metrics.json", "history.jsonl", "pca.png", "similarity_histogram.png",
-          "spectrum.png"} <= {p.name for p in out.iterdir()}
+  assert {
+    "metrics.json",
+    "history.jsonl",
+    "pca.png",
+    "similarity_histogram.png",
+    "spectrum.png",
+  } <= {p.name for p in out.iterdir()}
   metrics = json.loads((out / "metrics.json").read_text())
   assert metrics["step"] == 0
-  assert 0 <= metrics["shape/top1"] <= 1 and "shape/top5" not in metrics   # the override
+  assert 0 <= metrics["shape/top1"] <= 1 and "shape/top5" not in metrics  # the override
   assert "test/heldout/image_to_text/recall@1" in metrics
 
   _run(["contrastive.train", f"--config={config}", f"--workdir={workdir}"], env)
@@ -74,8 +90,10 @@ def test_cli_untrained_then_trained(tmp_path):
 
 
 def test_a_missing_checkpoint_step_is_an_error(tmp_path):
-  from contrastive.train import evaluation  # what the CLI calls
   import runpy
+
+  from contrastive.train import evaluation  # what the CLI calls
+
   config = tmp_path / "tiny.py"
   config.write_text(CONFIG)
   get_config = runpy.run_path(str(config))["get_config"]

@@ -8,16 +8,24 @@ from contrastive.evaluate import zeroshot
 
 def test_prompts_are_class_major():
   assert zeroshot.prompts(["cat", "dog"], ["a {}", "the {}!"]) == [
-      "a cat", "the cat!", "a dog", "the dog!"]
+    "a cat",
+    "the cat!",
+    "a dog",
+    "the dog!",
+  ]
   with pytest.raises(ValueError, match=r"no class name.*\['a photo'\]|none: \['a photo'\]"):
     zeroshot.prompts(["cat"], ["a {}", "a photo"])
 
 
 def test_prototypes_average_normalized_templates():
-  e = np.array([[[3.0, 0.0], [0.0, 0.5]],      # class 0: templates along x and y
-                [[0.0, -2.0], [0.0, -1.0]]])   # class 1: both along -y
+  e = np.array(
+    [
+      [[3.0, 0.0], [0.0, 0.5]],  # class 0: templates along x and y
+      [[0.0, -2.0], [0.0, -1.0]],
+    ]
+  )  # class 1: both along -y
   p = zeroshot.class_prototypes(e)
-  np.testing.assert_allclose(p, [[2 ** -0.5, 2 ** -0.5], [0.0, -1.0]], atol=1e-6)
+  np.testing.assert_allclose(p, [[2**-0.5, 2**-0.5], [0.0, -1.0]], atol=1e-6)
 
 
 def test_identical_embeddings_give_accuracy_one():
@@ -31,17 +39,20 @@ def test_identical_embeddings_give_accuracy_one():
 
 def test_hand_computed_topk_and_per_class():
   protos = np.eye(3, dtype=np.float32)
-  x = np.array([[0.9, 0.5, 0.0],    # label 0: top1 0           -> right
-                [0.9, 0.5, 0.0],    # label 1: top1 0, top2 1   -> wrong at 1, right at 2
-                [0.1, 0.2, 0.7],    # label 2: right
-                [0.5, 0.1, 0.3]],   # label 2: top1 0, top2 2
-               np.float32)
+  x = np.array(
+    [
+      [0.9, 0.5, 0.0],  # label 0: top1 0           -> right
+      [0.9, 0.5, 0.0],  # label 1: top1 0, top2 1   -> wrong at 1, right at 2
+      [0.1, 0.2, 0.7],  # label 2: right
+      [0.5, 0.1, 0.3],
+    ],  # label 2: top1 0, top2 2
+    np.float32,
+  )
   labels = np.array([0, 1, 2, 2])
-  m = zeroshot.zeroshot_metrics(x, protos, labels=labels, ks=(1, 2, 5),
-                                class_names=["a", "b", "c"])
+  m = zeroshot.zeroshot_metrics(x, protos, labels=labels, ks=(1, 2, 5), class_names=["a", "b", "c"])
   assert m["top1"] == 0.5
   assert m["top2"] == 1.0
-  assert "top5" not in m                  # more than the 3 classes
+  assert "top5" not in m  # more than the 3 classes
   assert m["per_class/a"] == 1.0 and m["per_class/b"] == 0.0 and m["per_class/c"] == 0.5
   assert m["mean_per_class"] == pytest.approx(0.5)
 
@@ -49,7 +60,7 @@ def test_hand_computed_topk_and_per_class():
 def test_multi_label():
   protos = np.eye(3, dtype=np.float32)
   x = np.array([[1.0, 0.5, 0.0], [0.0, 1.0, 0.5]], np.float32)
-  multi_hot = np.array([[0, 1, 1], [0, 1, 0]], bool)   # example 0: top1 is 0, not a label
+  multi_hot = np.array([[0, 1, 1], [0, 1, 0]], bool)  # example 0: top1 is 0, not a label
   m = zeroshot.zeroshot_metrics(x, protos, labels=multi_hot, ks=(1, 2))
   assert m["top1"] == 0.5 and m["top2"] == 1.0
   assert m["per_class/1"] == 0.5 and m["per_class/2"] == 0.0
@@ -99,7 +110,8 @@ def test_score_metrics_match_zeroshot_metrics_on_similarities():
   x = rng.normal(size=(40, 8)).astype(np.float32)
   labels = rng.integers(0, 6, 40)
   assert zeroshot.score_metrics(x @ protos.T, labels=labels, ks=(1, 3)) == pytest.approx(
-      zeroshot.zeroshot_metrics(x, protos, labels=labels, ks=(1, 3)))
+    zeroshot.zeroshot_metrics(x, protos, labels=labels, ks=(1, 3))
+  )
 
 
 def test_marginal_errors():
@@ -111,5 +123,6 @@ def test_marginal_errors():
   with pytest.raises(ValueError, match="dimensions differ"):
     zeroshot.marginal_log_probs(x, np.ones((3, 2, 5), np.float32), scale=1.0)
   with pytest.raises(ValueError, match="3 class names for 2 classes"):
-    zeroshot.score_metrics(np.ones((2, 2), np.float32), labels=np.array([0, 1]),
-                           class_names=["a", "b", "c"])
+    zeroshot.score_metrics(
+      np.ones((2, 2), np.float32), labels=np.array([0, 1]), class_names=["a", "b", "c"]
+    )

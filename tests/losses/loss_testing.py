@@ -77,8 +77,7 @@ def grad_fn(fn, argnums, **kwargs):
   """jit(value_and_grad) of `fn(*args, **kwargs)` in the positions `argnums`: compile once, call
   on several inputs of one shape. Integer leaves (labels, ids) get float0 cotangents, which the
   comparisons skip."""
-  return jax.jit(jax.value_and_grad(lambda *a: fn(*a, **kwargs), argnums=argnums,
-                                    allow_int=True))
+  return jax.jit(jax.value_and_grad(lambda *a: fn(*a, **kwargs), argnums=argnums, allow_int=True))
 
 
 def value_and_grads(fn, args, argnums, **kwargs):
@@ -88,8 +87,7 @@ def value_and_grads(fn, args, argnums, **kwargs):
 
 def reference_value_and_grads(ref_fn, args, argnums, **kwargs):
   """Value and gradients of a dense reference, eagerly (tiny batches: cheaper than compiling)."""
-  return jax.value_and_grad(lambda *a: ref_fn(*a, **kwargs), argnums=argnums,
-                            allow_int=True)(*args)
+  return jax.value_and_grad(lambda *a: ref_fn(*a, **kwargs), argnums=argnums, allow_int=True)(*args)
 
 
 def ring_value_and_grad(loss_fn, args, n_devices: int, block_size, **options):
@@ -100,8 +98,9 @@ def ring_value_and_grad(loss_fn, args, n_devices: int, block_size, **options):
   else:
     assert n_devices == jax.device_count(), "the mesh takes every (simulated) device"
     fn = parallel.shard_loss(
-        lambda *a, axis_name: loss_fn(*a, axis_name=axis_name, block_size=block_size, **options),
-        parallel.make_mesh())
+      lambda *a, axis_name: loss_fn(*a, axis_name=axis_name, block_size=block_size, **options),
+      parallel.make_mesh(),
+    )
   return jax.jit(jax.value_and_grad(fn, argnums=tuple(range(len(args)))))(*args)
 
 
@@ -109,8 +108,14 @@ def ring_value_and_grad(loss_fn, args, n_devices: int, block_size, **options):
 # Comparisons.
 
 
-def assert_close(actual, expected, *, rtol: float = 1e-5, atol: float = 0.0,
-                 relative_to: Literal["leaf", "element"] = "leaf"):
+def assert_close(
+  actual,
+  expected,
+  *,
+  rtol: float = 1e-5,
+  atol: float = 0.0,
+  relative_to: Literal["leaf", "element"] = "leaf",
+):
   """The trees have the same leaves, each finite and close to the expected one.
 
   ``relative_to="leaf"``: ``|a - e| <= atol + rtol * s`` with ``s`` the leaf's largest ``|e|``
@@ -143,8 +148,9 @@ def assert_finite(tree):
 def assert_finite_losses(loss_fn, *cases, **options):
   """Asserts the loss and its gradients in every argument are finite for every argument tuple in
   ``cases`` (of one shape: one compilation); returns the loss values."""
-  fn = jax.jit(jax.value_and_grad(lambda *a: loss_fn(*a, **options),
-                                  argnums=tuple(range(len(cases[0])))))
+  fn = jax.jit(
+    jax.value_and_grad(lambda *a: loss_fn(*a, **options), argnums=tuple(range(len(cases[0]))))
+  )
   values = []
   for args in cases:
     value, grads = fn(*args)
@@ -154,13 +160,15 @@ def assert_finite_losses(loss_fn, *cases, **options):
   return values
 
 
-def check_ring_matches_reference(loss_fn, ref_fn, args, argnums, *, n_devices, block_size,
-                                 rtol=1e-5, **kwargs):
+def check_ring_matches_reference(
+  loss_fn, ref_fn, args, argnums, *, n_devices, block_size, rtol=1e-5, **kwargs
+):
   """Value and gradients (in `argnums`) of the ring loss equal the dense reference's, relative to
   each leaf's magnitude."""
   expected = reference_value_and_grads(ref_fn, args, argnums, **kwargs)
-  actual = value_and_grads(ring_fn(loss_fn, n_devices), args, argnums, block_size=block_size,
-                           **kwargs)
+  actual = value_and_grads(
+    ring_fn(loss_fn, n_devices), args, argnums, block_size=block_size, **kwargs
+  )
   assert_close(actual, expected, rtol=rtol)
   return actual
 
@@ -168,8 +176,9 @@ def check_ring_matches_reference(loss_fn, ref_fn, args, argnums, *, n_devices, b
 def assert_matches_reference(loss_fn, reference_fn, args, n_devices, block_size, **options):
   """Value and every gradient of the ring loss equal the dense reference's, element by element."""
   value, grads = ring_value_and_grad(loss_fn, args, n_devices, block_size, **options)
-  want, want_grads = jax.value_and_grad(lambda *a: reference_fn(*a, **options),
-                                        argnums=tuple(range(len(args))))(*args)
+  want, want_grads = jax.value_and_grad(
+    lambda *a: reference_fn(*a, **options), argnums=tuple(range(len(args)))
+  )(*args)
   assert value.dtype == jnp.float32 and value.shape == ()
   assert_close(value, want, rtol=RTOL, atol=ATOL, relative_to="element")
   assert_close(grads, want_grads, rtol=RTOL, atol=ATOL, relative_to="element")

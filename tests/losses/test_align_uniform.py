@@ -6,23 +6,37 @@ import pytest
 
 from contrastive import losses
 from contrastive.losses import reference
-from tests.losses.loss_testing import (assert_close, assert_finite, check_ring_matches_reference,
-                                       extreme_cases, grad_fn, unit_embeddings)
+from tests.losses.loss_testing import assert_close
+from tests.losses.loss_testing import assert_finite
+from tests.losses.loss_testing import check_ring_matches_reference
+from tests.losses.loss_testing import extreme_cases
+from tests.losses.loss_testing import grad_fn
+from tests.losses.loss_testing import unit_embeddings
 
 B, D, SCALE = 24, 8, 7.0
 
 
-@pytest.mark.parametrize("name, options, n_devices, block_size", [
+@pytest.mark.parametrize(
+  "name, options, n_devices, block_size",
+  [
     ("align_uniform_loss", {}, 1, 5),
     ("align_uniform_loss", {"alpha": 1.0, "t": 3.0, "lam": 0.5}, 8, 2),
     ("contrastive_gap_loss", {}, 8, 2),
     ("contrastive_gap_loss", {"variant": "cua"}, 1, 7),
-])
+  ],
+)
 def test_matches_reference(name, options, n_devices, block_size):
   x, y = unit_embeddings(0, B, D)
   args, argnums = ((x, y), (0, 1)) if name == "align_uniform_loss" else ((x, y, SCALE), (0, 1, 2))
-  check_ring_matches_reference(getattr(losses, name), getattr(reference, name), args, argnums,
-                               n_devices=n_devices, block_size=block_size, **options)
+  check_ring_matches_reference(
+    getattr(losses, name),
+    getattr(reference, name),
+    args,
+    argnums,
+    n_devices=n_devices,
+    block_size=block_size,
+    **options,
+  )
 
 
 def test_gap_terms():
@@ -31,9 +45,11 @@ def test_gap_terms():
 
   @jax.jit
   def terms(x, y):
-    return (losses.contrastive_gap_loss(x, y, SCALE, variant="cua", block_size=5),
-            losses.contrastive_gap_loss(x, y, SCALE, block_size=5),
-            losses.softmax_loss(x, y, SCALE) + losses.align_uniform_loss(x, y))
+    return (
+      losses.contrastive_gap_loss(x, y, SCALE, variant="cua", block_size=5),
+      losses.contrastive_gap_loss(x, y, SCALE, block_size=5),
+      losses.softmax_loss(x, y, SCALE) + losses.align_uniform_loss(x, y),
+    )
 
   cua, cuaxu, clip_plus_au = terms(x, y)
   np.testing.assert_allclose(cua, clip_plus_au, rtol=1e-5)
@@ -46,9 +62,12 @@ def test_gap_terms():
 def test_extreme_inputs():
   """Identical embeddings: perfect alignment (0), worst uniformity (log 1 = 0); all finite."""
   values_and_grads = grad_fn(
-      lambda x, y, s: (losses.align_uniform_loss(x, y, alpha=1.0, block_size=5)
-                       + losses.contrastive_gap_loss(x, y, s, alpha=1.0, block_size=5)),
-      (0, 1, 2))
+    lambda x, y, s: (
+      losses.align_uniform_loss(x, y, alpha=1.0, block_size=5)
+      + losses.contrastive_gap_loss(x, y, s, alpha=1.0, block_size=5)
+    ),
+    (0, 1, 2),
+  )
   for x, y in extreme_cases(B, D):
     assert_finite(values_and_grads(x, y, 100.0))
   same, _ = extreme_cases(B, D)[0]
@@ -57,10 +76,14 @@ def test_extreme_inputs():
 
 def test_registry():
   x, y = unit_embeddings(3, B, D)
-  both = jax.jit(lambda x, y: (losses.get("contrastive_gap")([x, y], SCALE, None, {}),
-                               losses.contrastive_gap_loss(x, y, SCALE),
-                               losses.get("align_uniform")([x, y], SCALE, None, {}, t=3.0),
-                               losses.align_uniform_loss(x, y, t=3.0)))
+  both = jax.jit(
+    lambda x, y: (
+      losses.get("contrastive_gap")([x, y], SCALE, None, {}),
+      losses.contrastive_gap_loss(x, y, SCALE),
+      losses.get("align_uniform")([x, y], SCALE, None, {}, t=3.0),
+      losses.align_uniform_loss(x, y, t=3.0),
+    )
+  )
   gap, gap_direct, au, au_direct = both(x, y)
   assert_close(gap, gap_direct)
   assert_close(au, au_direct)

@@ -6,8 +6,12 @@ import pytest
 
 from contrastive import losses
 from contrastive.losses import reference
-from tests.losses.loss_testing import (assert_close, assert_finite, check_ring_matches_reference,
-                                       extreme_cases, grad_fn, unit_embeddings)
+from tests.losses.loss_testing import assert_close
+from tests.losses.loss_testing import assert_finite
+from tests.losses.loss_testing import check_ring_matches_reference
+from tests.losses.loss_testing import extreme_cases
+from tests.losses.loss_testing import grad_fn
+from tests.losses.loss_testing import unit_embeddings
 
 B, D, SCALE = 24, 8, 7.0
 
@@ -15,8 +19,14 @@ B, D, SCALE = 24, 8, 7.0
 @pytest.mark.parametrize("n_devices, block_size", [(1, 5), (8, 2)])
 def test_matches_reference(n_devices, block_size):
   x, y = unit_embeddings(0, B, D)
-  check_ring_matches_reference(losses.auc_mw_loss, reference.auc_mw_loss, (x, y, SCALE),
-                               (0, 1, 2), n_devices=n_devices, block_size=block_size)
+  check_ring_matches_reference(
+    losses.auc_mw_loss,
+    reference.auc_mw_loss,
+    (x, y, SCALE),
+    (0, 1, 2),
+    n_devices=n_devices,
+    block_size=block_size,
+  )
 
 
 def test_orthonormal_batch():
@@ -27,16 +37,16 @@ def test_orthonormal_batch():
 
 
 def test_extreme_inputs_stay_finite():
-  values_and_grads = grad_fn(lambda x, y, s: losses.auc_mw_loss(x, y, s, block_size=5),
-                             (0, 1, 2))
+  values_and_grads = grad_fn(lambda x, y, s: losses.auc_mw_loss(x, y, s, block_size=5), (0, 1, 2))
   for x, y in extreme_cases(B, D):
     assert_finite(values_and_grads(x, y, 100.0))
 
 
 def test_registry():
   x, y = unit_embeddings(1, B, D)
-  both = jax.jit(lambda x, y: (losses.get("auc_mw")([x, y], SCALE, None, {}),
-                               losses.auc_mw_loss(x, y, SCALE)))
+  both = jax.jit(
+    lambda x, y: (losses.get("auc_mw")([x, y], SCALE, None, {}), losses.auc_mw_loss(x, y, SCALE))
+  )
   assert_close(*both(x, y))
 
 

@@ -6,16 +6,21 @@ import numpy as np
 import pytest
 
 from contrastive import losses
-from contrastive.losses import reference, registry
-from tests.losses.loss_testing import (CONFIGS, CONFIG_IDS, assert_finite_losses,
-                                       assert_matches_reference, modalities)
+from contrastive.losses import reference
+from contrastive.losses import registry
+from tests.losses.loss_testing import CONFIG_IDS
+from tests.losses.loss_testing import CONFIGS
+from tests.losses.loss_testing import assert_finite_losses
+from tests.losses.loss_testing import assert_matches_reference
+from tests.losses.loss_testing import modalities
 
 
 @pytest.mark.parametrize("mode", ["all_pairs", "core"])
 @pytest.mark.parametrize("n_devices,block_size", CONFIGS, ids=CONFIG_IDS)
 def test_matches_reference(mode, n_devices, block_size):
-  assert_matches_reference(losses.cmc_loss, reference.cmc_loss, (modalities(3), 5.0), n_devices,
-                           block_size, mode=mode)
+  assert_matches_reference(
+    losses.cmc_loss, reference.cmc_loss, (modalities(3), 5.0), n_devices, block_size, mode=mode
+  )
 
 
 @pytest.mark.parametrize("mode", ["all_pairs", "core"])
@@ -23,20 +28,24 @@ def test_two_views_is_clip(mode):
   x, y = modalities(2, seed=1)
   want = reference.softmax_loss(x, y, 5.0, label_smoothing=0.1)
   objective = registry.get("cmc")
-  np.testing.assert_allclose(objective([x, y], 5.0, mode=mode, label_smoothing=0.1, block_size=5),
-                             want, rtol=1e-5)
-  np.testing.assert_allclose(objective.dense([x, y], 5.0, mode=mode, label_smoothing=0.1), want,
-                             rtol=1e-5)
+  np.testing.assert_allclose(
+    objective([x, y], 5.0, mode=mode, label_smoothing=0.1, block_size=5), want, rtol=1e-5
+  )
+  np.testing.assert_allclose(
+    objective.dense([x, y], 5.0, mode=mode, label_smoothing=0.1), want, rtol=1e-5
+  )
 
 
 def test_full_graph_and_core_view():
   """All pairs of 4 views: 6 CLIP terms; the core view: the 3 terms with view 0."""
   views = modalities(4, seed=2)
   pair = lambda p, q: reference.softmax_loss(views[p], views[q], 5.0)
-  all_pairs, core = jax.jit(lambda v: (losses.cmc_loss(v, 5.0, mode="all_pairs"),
-                                        losses.cmc_loss(v, 5.0, mode="core")))(views)
-  np.testing.assert_allclose(all_pairs, sum(pair(p, q) for p in range(4) for q in range(p + 1, 4)),
-                             rtol=1e-5)
+  all_pairs, core = jax.jit(
+    lambda v: (losses.cmc_loss(v, 5.0, mode="all_pairs"), losses.cmc_loss(v, 5.0, mode="core"))
+  )(views)
+  np.testing.assert_allclose(
+    all_pairs, sum(pair(p, q) for p in range(4) for q in range(p + 1, 4)), rtol=1e-5
+  )
   np.testing.assert_allclose(core, pair(0, 1) + pair(0, 2) + pair(0, 3), rtol=1e-5)
 
 

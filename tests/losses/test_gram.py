@@ -6,22 +6,35 @@ import numpy as np
 import pytest
 
 from contrastive import losses
-from contrastive.losses import reference, registry
-from contrastive.losses.gram import _det, _gram_entries, volume
-from tests.losses.loss_testing import (CONFIGS, CONFIG_IDS, assert_finite_losses,
-                                       assert_matches_reference, modalities)
+from contrastive.losses import reference
+from contrastive.losses import registry
+from contrastive.losses.gram import _det
+from contrastive.losses.gram import _gram_entries
+from contrastive.losses.gram import volume
+from tests.losses.loss_testing import CONFIG_IDS
+from tests.losses.loss_testing import CONFIGS
+from tests.losses.loss_testing import assert_finite_losses
+from tests.losses.loss_testing import assert_matches_reference
+from tests.losses.loss_testing import modalities
 
 
 @pytest.mark.parametrize("n_devices,block_size", CONFIGS, ids=CONFIG_IDS)
 def test_matches_reference(n_devices, block_size):
-  assert_matches_reference(losses.gram_loss, reference.gram_loss, (modalities(3), 5.0),
-                           n_devices, block_size)
+  assert_matches_reference(
+    losses.gram_loss, reference.gram_loss, (modalities(3), 5.0), n_devices, block_size
+  )
 
 
 def test_label_smoothing_on_the_mesh():
   """GRAM's own setting: label smoothing 0.1."""
-  assert_matches_reference(losses.gram_loss, reference.gram_loss,
-                           (modalities(3, seed=1, dim=16), 5.0), 8, 2, label_smoothing=0.1)
+  assert_matches_reference(
+    losses.gram_loss,
+    reference.gram_loss,
+    (modalities(3, seed=1, dim=16), 5.0),
+    8,
+    2,
+    label_smoothing=0.1,
+  )
 
 
 @pytest.mark.parametrize("k", [2, 3, 4, 5, 6, 7])
@@ -66,16 +79,23 @@ def test_volume_is_zero_for_identical_modalities():
   """Coinciding modalities span no volume: with the other modalities equal, every Vol_ij is 0
   (up to the floor), all logits tie and the loss is log B; loss and gradients stay finite."""
   x = modalities(1, seed=4)[0]
-  values = assert_finite_losses(losses.gram_loss, ([x, x, x], 10.0),
-                                ([jnp.zeros((24, 8))] * 3, 10.0), (modalities(3, seed=5), 1e4))
+  values = assert_finite_losses(
+    losses.gram_loss,
+    ([x, x, x], 10.0),
+    ([jnp.zeros((24, 8))] * 3, 10.0),
+    (modalities(3, seed=5), 1e4),
+  )
   np.testing.assert_allclose(values[0], np.log(24.0), rtol=1e-5)
 
 
-@pytest.mark.parametrize("embeddings,error,match", [
+@pytest.mark.parametrize(
+  "embeddings,error,match",
+  [
     (lambda e: e[:1], ValueError, "at least 2 modalities"),
     (lambda e: [e[0], e[1], e[2][:, :4]], ValueError, "same"),
     (lambda e: [e[0], e[1][None], e[2]], ValueError, r"\[batch, dim\]"),
-])
+  ],
+)
 def test_bad_embeddings(embeddings, error, match):
   with pytest.raises(error, match=match):
     losses.gram_loss(embeddings(modalities(3)), 1.0)

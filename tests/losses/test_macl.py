@@ -7,8 +7,12 @@ import pytest
 
 from contrastive import losses
 from contrastive.losses import reference
-from tests.losses.loss_testing import (assert_close, assert_finite, check_ring_matches_reference,
-                                       extreme_cases, grad_fn, unit_embeddings)
+from tests.losses.loss_testing import assert_close
+from tests.losses.loss_testing import assert_finite
+from tests.losses.loss_testing import check_ring_matches_reference
+from tests.losses.loss_testing import extreme_cases
+from tests.losses.loss_testing import grad_fn
+from tests.losses.loss_testing import unit_embeddings
 
 B, D, SCALE = 24, 8, 7.0
 
@@ -17,18 +21,28 @@ def uneven_alignment():
   """Rows 0..B/2 are aligned pairs, the rest are not: each device of a mesh sees a different
   mean positive similarity, so a per-device A would give a different loss."""
   x, y = unit_embeddings(0, B, D)
-  return x, jnp.concatenate([x[: B // 2], y[B // 2:]])
+  return x, jnp.concatenate([x[: B // 2], y[B // 2 :]])
 
 
-@pytest.mark.parametrize("options, n_devices, block_size", [
+@pytest.mark.parametrize(
+  "options, n_devices, block_size",
+  [
     ({}, 1, 5),
     ({}, 8, 2),
     ({"alpha": 1.0, "a0": 0.2}, 8, 3),
-])
+  ],
+)
 def test_matches_reference(options, n_devices, block_size):
   """Value and gradients (x, y, scale); A is the global mean and is stop-gradient."""
-  check_ring_matches_reference(losses.macl_loss, reference.macl_loss, (*uneven_alignment(), SCALE),
-                               (0, 1, 2), n_devices=n_devices, block_size=block_size, **options)
+  check_ring_matches_reference(
+    losses.macl_loss,
+    reference.macl_loss,
+    (*uneven_alignment(), SCALE),
+    (0, 1, 2),
+    n_devices=n_devices,
+    block_size=block_size,
+    **options,
+  )
 
 
 def test_alpha_zero_is_reweighted_infonce():
@@ -37,8 +51,10 @@ def test_alpha_zero_is_reweighted_infonce():
   logits = SCALE * np.asarray(x, np.float64) @ np.asarray(y, np.float64).T
 
   def one_way(l):
-    p = np.diag(np.exp(l - l.max(1, keepdims=True)) / np.exp(l - l.max(1, keepdims=True)).sum(1,
-                keepdims=True))
+    p = np.diag(
+      np.exp(l - l.max(1, keepdims=True))
+      / np.exp(l - l.max(1, keepdims=True)).sum(1, keepdims=True)
+    )
     return -np.log(p) / (1 - p)
 
   expected = np.mean(one_way(logits) + one_way(logits.T)) / 2
@@ -58,8 +74,12 @@ def test_extreme_inputs_stay_finite():
 
 def test_registry():
   x, y = unit_embeddings(2, B, D)
-  both = jax.jit(lambda x, y: (losses.get("macl")([x, y], SCALE, None, {}, alpha=0.3),
-                               losses.macl_loss(x, y, SCALE, alpha=0.3)))
+  both = jax.jit(
+    lambda x, y: (
+      losses.get("macl")([x, y], SCALE, None, {}, alpha=0.3),
+      losses.macl_loss(x, y, SCALE, alpha=0.3),
+    )
+  )
   assert_close(*both(x, y))
 
 

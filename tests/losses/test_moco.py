@@ -3,15 +3,23 @@ InfoNCE special cases, the queue's ring buffer, the EMA, and a few steps of the 
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 import numpy as np
 import pytest
-from jax.sharding import NamedSharding, PartitionSpec as P
 
-from contrastive import losses, parallel
-from contrastive.losses import reference, registry
-from tests.losses.loss_testing import (ATOL, CONFIGS, CONFIG_IDS, assert_close,
-                                       assert_finite_losses, assert_matches_reference,
-                                       ring_value_and_grad, unit_rows)
+from contrastive import losses
+from contrastive import parallel
+from contrastive.losses import reference
+from contrastive.losses import registry
+from tests.losses.loss_testing import ATOL
+from tests.losses.loss_testing import CONFIG_IDS
+from tests.losses.loss_testing import CONFIGS
+from tests.losses.loss_testing import assert_close
+from tests.losses.loss_testing import assert_finite_losses
+from tests.losses.loss_testing import assert_matches_reference
+from tests.losses.loss_testing import ring_value_and_grad
+from tests.losses.loss_testing import unit_rows
 
 B, D = 24, 8
 
@@ -26,8 +34,14 @@ def test_matches_reference(batch_negatives, n_devices, block_size):
   """A queue of 40 is 5 rows per device against a local batch of 3: folded to [3, 2, d] with one
   padded row, which must not count."""
   q, k, queue = _batch()
-  assert_matches_reference(losses.moco_loss, reference.moco_loss, (q, k, queue, 5.0), n_devices,
-                           block_size, batch_negatives=batch_negatives)
+  assert_matches_reference(
+    losses.moco_loss,
+    reference.moco_loss,
+    (q, k, queue, 5.0),
+    n_devices,
+    block_size,
+    batch_negatives=batch_negatives,
+  )
 
 
 def test_empty_queue_with_batch_negatives_is_clip():
@@ -35,13 +49,20 @@ def test_empty_queue_with_batch_negatives_is_clip():
   is the CLIP loss."""
   q, k, _ = _batch(seed=1)
   empty = jnp.zeros((0, D))
-  value, _ = ring_value_and_grad(losses.moco_loss, (q, k, empty, 5.0), 8, 2,
-                                 batch_negatives=True)
+  value, _ = ring_value_and_grad(losses.moco_loss, (q, k, empty, 5.0), 8, 2, batch_negatives=True)
   logits = 5.0 * q @ k.T
-  np.testing.assert_allclose(value, jnp.mean(jax.nn.logsumexp(logits, 1) - jnp.diag(logits)),
-                             rtol=1e-5)
-  both = jax.jit(lambda q, k: (losses.moco_loss(q, k, empty, 5.0, batch_negatives=True)
-                               + losses.moco_loss(k, q, empty, 5.0, batch_negatives=True)) / 2)
+  np.testing.assert_allclose(
+    value, jnp.mean(jax.nn.logsumexp(logits, 1) - jnp.diag(logits)), rtol=1e-5
+  )
+  both = jax.jit(
+    lambda q, k: (
+      (
+        losses.moco_loss(q, k, empty, 5.0, batch_negatives=True)
+        + losses.moco_loss(k, q, empty, 5.0, batch_negatives=True)
+      )
+      / 2
+    )
+  )
   np.testing.assert_allclose(both(q, k), reference.softmax_loss(q, k, 5.0), rtol=1e-5)
 
 
@@ -57,8 +78,9 @@ def test_queue_of_the_batch_keys():
   logits = 5.0 * q @ k.T
   infonce = jax.nn.logsumexp(logits, 1) - jnp.diag(logits)
   p_ii = jnp.exp(-infonce)
-  fn = jax.jit(lambda q, k, bn: losses.moco_loss(q, k, k, 5.0, batch_negatives=bn),
-               static_argnums=2)
+  fn = jax.jit(
+    lambda q, k, bn: losses.moco_loss(q, k, k, 5.0, batch_negatives=bn), static_argnums=2
+  )
   np.testing.assert_allclose(fn(q, k, False), jnp.mean(infonce + jnp.log1p(p_ii)), rtol=1e-5)
   np.testing.assert_allclose(fn(q, k, True), jnp.mean(infonce) + np.log(2.0), rtol=1e-5)
 
@@ -68,8 +90,11 @@ def test_registry_with_the_queue_on_the_mesh():
   q, k, queue = _batch(seed=4, queue_size=64)
   objective = registry.get("moco")
   fn = parallel.shard_loss(
-      lambda emb, scale, side, axis_name: objective(emb, scale, None, side, axis_name=axis_name,
-                                                    block_size=2), parallel.make_mesh())
+    lambda emb, scale, side, axis_name: objective(
+      emb, scale, None, side, axis_name=axis_name, block_size=2
+    ),
+    parallel.make_mesh(),
+  )
   got = jax.jit(fn)((q, k), 5.0, {"queue": queue})
   np.testing.assert_allclose(got, reference.moco_loss(q, k, queue, 5.0), rtol=1e-5)
   np.testing.assert_allclose(objective.dense((q, k), 5.0, side={"queue": queue}), got, rtol=1e-5)
@@ -79,8 +104,12 @@ def test_registry_with_the_queue_on_the_mesh():
 
 def test_extreme_inputs_stay_finite():
   q, k, queue = _batch(seed=5)
-  assert_finite_losses(losses.moco_loss, (q, k, queue, 1e4),
-                       (q, q, jnp.tile(q, (2, 1))[:40], 1e4), (100.0 * q, k, queue, 10.0))
+  assert_finite_losses(
+    losses.moco_loss,
+    (q, k, queue, 1e4),
+    (q, q, jnp.tile(q, (2, 1))[:40], 1e4),
+    (100.0 * q, k, queue, 10.0),
+  )
 
 
 def test_bad_input():
@@ -124,9 +153,14 @@ def test_update_queue_sharded_matches_global():
   keys = unit_rows(1, (B, D))
   for ptr in (0, 30):
     want, want_ptr = losses.update_queue(queue, keys, ptr)
-    local = jax.jit(jax.shard_map(
-        lambda qu, ke, p: losses.update_queue(qu, ke, p, axis_name="data"), mesh=mesh,
-        in_specs=(P("data"), P("data"), P()), out_specs=(P("data"), P())))
+    local = jax.jit(
+      jax.shard_map(
+        lambda qu, ke, p: losses.update_queue(qu, ke, p, axis_name="data"),
+        mesh=mesh,
+        in_specs=(P("data"), P("data"), P()),
+        out_specs=(P("data"), P()),
+      )
+    )
     got, got_ptr = local(queue, keys, jnp.int32(ptr))
     np.testing.assert_array_equal(got, want)
     assert int(got_ptr) == int(want_ptr) == (ptr + B) % 40
@@ -138,8 +172,7 @@ def test_update_queue_sharded_matches_global():
 
 def test_init_queue():
   mesh = parallel.make_mesh()
-  queue, ptr = losses.init_queue(jax.random.key(0), 64, D,
-                                 sharding=NamedSharding(mesh, P("data")))
+  queue, ptr = losses.init_queue(jax.random.key(0), 64, D, sharding=NamedSharding(mesh, P("data")))
   assert queue.shape == (64, D) and int(ptr) == 0
   np.testing.assert_allclose(jnp.linalg.norm(queue, axis=-1), 1.0, rtol=1e-5)
   assert queue.sharding.is_equivalent_to(NamedSharding(mesh, P("data")), 2)
@@ -186,6 +219,6 @@ def test_trainer_protocol():
     x1, x2 = x + 0.1, x - 0.1
     online, target, queue, ptr, loss, k = step(online, target, queue, ptr, x1, x2)
     assert np.isfinite(float(loss))
-    np.testing.assert_allclose(queue[(i * B) % 48:(i * B) % 48 + B], k, rtol=1e-6)
+    np.testing.assert_allclose(queue[(i * B) % 48 : (i * B) % 48 + B], k, rtol=1e-6)
     assert int(ptr) == ((i + 1) * B) % 48
   assert not np.allclose(online, target)

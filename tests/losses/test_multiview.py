@@ -8,12 +8,18 @@ import numpy as np
 import pytest
 
 from contrastive import losses
-from contrastive.losses import reference, registry
-from tests.losses.loss_testing import (CONFIGS, CONFIG_IDS, assert_finite_losses,
-                                       assert_matches_reference, modalities)
+from contrastive.losses import reference
+from contrastive.losses import registry
+from tests.losses.loss_testing import CONFIG_IDS
+from tests.losses.loss_testing import CONFIGS
+from tests.losses.loss_testing import assert_finite_losses
+from tests.losses.loss_testing import assert_matches_reference
+from tests.losses.loss_testing import modalities
 
-LOSSES = {"mv_infonce": (losses.mv_infonce_loss, reference.mv_infonce_loss),
-          "mv_dhel": (losses.mv_dhel_loss, reference.mv_dhel_loss)}
+LOSSES = {
+  "mv_infonce": (losses.mv_infonce_loss, reference.mv_infonce_loss),
+  "mv_dhel": (losses.mv_dhel_loss, reference.mv_dhel_loss),
+}
 
 
 @pytest.mark.parametrize("name", sorted(LOSSES))
@@ -43,8 +49,7 @@ def test_two_view_infonce_by_hand():
   sims = jnp.exp(t * z @ z.T) * (1 - jnp.eye(2 * n))
   denominator = sims.sum(1)[:n] + sims.sum(1)[n:]
   want = jnp.mean(-jnp.log(2 * jnp.exp(t * jnp.sum(u * v, axis=1)) / denominator))
-  np.testing.assert_allclose(registry.get("mv_infonce")([u, v], t, block_size=5), want,
-                             rtol=1e-5)
+  np.testing.assert_allclose(registry.get("mv_infonce")([u, v], t, block_size=5), want, rtol=1e-5)
   np.testing.assert_allclose(registry.get("mv_infonce").dense([u, v], t), want, rtol=1e-5)
 
 
@@ -61,8 +66,11 @@ def test_view_order_does_not_matter(name):
 @pytest.mark.parametrize("name", sorted(LOSSES))
 def test_extreme_inputs_stay_finite(name):
   ring, _ = LOSSES[name]
-  assert_finite_losses(ring, ([jnp.ones((24, 8)) / jnp.sqrt(8.0)] * 3, 1e4),
-                       ([100.0 * e for e in modalities(3, seed=4)], 10.0))
+  assert_finite_losses(
+    ring,
+    ([jnp.ones((24, 8)) / jnp.sqrt(8.0)] * 3, 1e4),
+    ([100.0 * e for e in modalities(3, seed=4)], 10.0),
+  )
 
 
 @pytest.mark.parametrize("name", sorted(LOSSES))

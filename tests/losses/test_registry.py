@@ -11,7 +11,9 @@ import pytest
 
 from contrastive import losses
 from contrastive import parallel
-from tests.losses.loss_testing import assert_close, sub_mesh, unit_embeddings
+from tests.losses.loss_testing import assert_close
+from tests.losses.loss_testing import sub_mesh
+from tests.losses.loss_testing import unit_embeddings
 
 B, D = 16, 8
 
@@ -25,12 +27,14 @@ def side_data(keys, seed=5):
     return z / np.linalg.norm(z, axis=-1, keepdims=True)
 
   makers = {
-      "neg_y": lambda: unit(B, 3, D), "frozen": lambda: unit(B, 6),
-      "teacher_x": lambda: unit(B, 6), "teacher_y": lambda: unit(B, 6),
-      "labels": lambda: (np.arange(B) // 4).astype(np.int32),
-      "mix_lambda": lambda: rng.uniform(size=B).astype(np.float32),
-      "mix_partner": lambda: rng.permutation(B).astype(np.int32),
-      "queue": lambda: unit(2 * B, D),
+    "neg_y": lambda: unit(B, 3, D),
+    "frozen": lambda: unit(B, 6),
+    "teacher_x": lambda: unit(B, 6),
+    "teacher_y": lambda: unit(B, 6),
+    "labels": lambda: (np.arange(B) // 4).astype(np.int32),
+    "mix_lambda": lambda: rng.uniform(size=B).astype(np.float32),
+    "mix_partner": lambda: rng.permutation(B).astype(np.int32),
+    "queue": lambda: unit(2 * B, D),
   }
   return {k: jnp.asarray(makers[k]()) for k in keys}
 
@@ -48,8 +52,9 @@ def test_ring_objective_equals_its_dense_reference(name):
   mesh = sub_mesh(8)
 
   def ring(emb, s):
-    fn = lambda e, side, s, axis_name: objective(e, s, bias, side, axis_name=axis_name,
-                                                 block_size=1)
+    fn = lambda e, side, s, axis_name: objective(
+      e, s, bias, side, axis_name=axis_name, block_size=1
+    )
     return parallel.shard_loss(fn, mesh)(emb, side, s)
 
   dense = lambda emb, s: objective.dense(emb, s, bias, side)
@@ -95,14 +100,19 @@ LOSSES_DIR = pathlib.Path(losses.__file__).parent
 
 
 def test_loss_modules_import_nothing_from_the_registry():
-  importers = [p.name for p in LOSSES_DIR.glob("*.py") if p.name not in ("registry.py",
-                                                                          "__init__.py")
-               if any(n.startswith("contrastive.losses.registry") for n in _imports(p))]
+  importers = [
+    p.name
+    for p in LOSSES_DIR.glob("*.py")
+    if p.name not in ("registry.py", "__init__.py")
+    if any(n.startswith("contrastive.losses.registry") for n in _imports(p))
+  ]
   assert importers == []
 
 
 def test_references_import_only_references():
   imports = {p.name: _imports(p) for p in (LOSSES_DIR / "reference").glob("*.py")}
-  outside = {name: sorted(n for n in found if not n.startswith("contrastive.losses.reference"))
-             for name, found in imports.items()}
+  outside = {
+    name: sorted(n for n in found if not n.startswith("contrastive.losses.reference"))
+    for name, found in imports.items()
+  }
   assert {name: found for name, found in outside.items() if found} == {}

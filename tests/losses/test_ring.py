@@ -6,9 +6,15 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from contrastive import losses, parallel
-from contrastive.losses import Home, Tile, TileLoss, ring_loss
-from tests.losses.loss_testing import assert_close, sub_mesh, unit_embeddings
+from contrastive import losses
+from contrastive import parallel
+from contrastive.losses import Home
+from contrastive.losses import Tile
+from contrastive.losses import TileLoss
+from contrastive.losses import ring_loss
+from tests.losses.loss_testing import assert_close
+from tests.losses.loss_testing import sub_mesh
+from tests.losses.loss_testing import unit_embeddings
 
 B, D = 24, 8
 
@@ -24,12 +30,17 @@ def _two_pass_tile(tile: Tile):
 def _two_pass_finalize(home: Home):
   x0, _ = home.x
   n = home.global_batch
-  return (jnp.sum(home.stats["a"]) / n + 0.5 * jnp.sum(home.stats["b"]) / n
-          + jnp.sum(home.stats["c"] ** 2) / n**2 + jnp.sum(home.row["u"][:, None] * x0) / n)
+  return (
+    jnp.sum(home.stats["a"]) / n
+    + 0.5 * jnp.sum(home.stats["b"]) / n
+    + jnp.sum(home.stats["c"] ** 2) / n**2
+    + jnp.sum(home.row["u"][:, None] * x0) / n
+  )
 
 
-TWO_PASS = TileLoss(_two_pass_tile, {"a": "row_lse", "b": "col_sum", "c": "col_lse"},
-                    _two_pass_finalize)
+TWO_PASS = TileLoss(
+  _two_pass_tile, {"a": "row_lse", "b": "col_sum", "c": "col_lse"}, _two_pass_finalize
+)
 
 
 def two_pass_dense(x0, x1, y, scale, u, w, label):
@@ -38,8 +49,12 @@ def two_pass_dense(x0, x1, y, scale, u, w, label):
   same = (label[:, None] == label[None, :]) & ~jnp.eye(n, dtype=bool)
   b = jnp.where(same, x1 @ y.T, 0.0)
   c = jnp.tanh(a)
-  return (jnp.sum(jax.nn.logsumexp(a, axis=1)) / n + 0.5 * jnp.sum(b) / n
-          + jnp.sum(jax.nn.logsumexp(c, axis=0) ** 2) / n**2 + jnp.sum(u[:, None] * x0) / n)
+  return (
+    jnp.sum(jax.nn.logsumexp(a, axis=1)) / n
+    + 0.5 * jnp.sum(b) / n
+    + jnp.sum(jax.nn.logsumexp(c, axis=0) ** 2) / n**2
+    + jnp.sum(u[:, None] * x0) / n
+  )
 
 
 def _linear_tile(tile: Tile):
@@ -50,8 +65,7 @@ def _linear_tile(tile: Tile):
 def _linear_finalize(home: Home):
   # The last term uses x, scale and the column data directly, not through the statistics.
   home_term = jnp.sum(jnp.sin(home.x) * home.col["c"][:, None]) * home.params["scale"]
-  return (jnp.sum(home.stats["r"]) + 0.1 * jnp.sum(home.stats["k"]) + home_term) \
-      / home.global_batch
+  return (jnp.sum(home.stats["r"]) + 0.1 * jnp.sum(home.stats["k"]) + home_term) / home.global_batch
 
 
 LINEAR = TileLoss(_linear_tile, {"r": "row_sum", "k": "col_sum"}, _linear_finalize, linear=True)
@@ -60,8 +74,11 @@ LINEAR = TileLoss(_linear_tile, {"r": "row_sum", "k": "col_sum"}, _linear_finali
 def linear_dense(x, y, scale, bias, c):
   n = x.shape[0]
   z = scale * (x @ y.T) * c[None, :] + bias
-  return (jnp.sum(jax.nn.softplus(jnp.where(jnp.eye(n, dtype=bool), -z, z)))
-          + 0.1 * jnp.sum(x @ y.T) + jnp.sum(jnp.sin(x) * c[:, None]) * scale) / n
+  return (
+    jnp.sum(jax.nn.softplus(jnp.where(jnp.eye(n, dtype=bool), -z, z)))
+    + 0.1 * jnp.sum(x @ y.T)
+    + jnp.sum(jnp.sin(x) * c[:, None]) * scale
+  ) / n
 
 
 def _inputs():
@@ -75,9 +92,12 @@ def _inputs():
 def _sharded(fn, n_devices):
   if n_devices == 1:
     return fn
-  return jax.shard_map(lambda *a: fn(*a, axis_name="data"), mesh=sub_mesh(n_devices),
-                       in_specs=jax.sharding.PartitionSpec("data"),
-                       out_specs=jax.sharding.PartitionSpec())
+  return jax.shard_map(
+    lambda *a: fn(*a, axis_name="data"),
+    mesh=sub_mesh(n_devices),
+    in_specs=jax.sharding.PartitionSpec("data"),
+    out_specs=jax.sharding.PartitionSpec(),
+  )
 
 
 @pytest.mark.parametrize("n_devices, block_size", [(1, None), (1, 5), (8, 2), (4, 4)])
@@ -85,15 +105,26 @@ def test_two_pass_engine_matches_autodiff_of_dense(n_devices, block_size):
   x0, x1, y, u, w, label = _inputs()
 
   def ring(x0, x1, y, scale, u, w, label, axis_name=None):
-    return ring_loss(TWO_PASS, (x0, x1), y, {"scale": scale}, {"u": u, "label": label},
-                     {"w": w, "label": label}, axis_name=axis_name, block_size=block_size)
+    return ring_loss(
+      TWO_PASS,
+      (x0, x1),
+      y,
+      {"scale": scale},
+      {"u": u, "label": label},
+      {"w": w, "label": label},
+      axis_name=axis_name,
+      block_size=block_size,
+    )
 
   if n_devices > 1:
     mesh = sub_mesh(n_devices)
     P = jax.sharding.PartitionSpec
-    ring_fn = jax.shard_map(lambda *a: ring(*a, axis_name="data"), mesh=mesh,
-                            in_specs=(P("data"),) * 3 + (P(),) + (P("data"),) * 3,
-                            out_specs=P())
+    ring_fn = jax.shard_map(
+      lambda *a: ring(*a, axis_name="data"),
+      mesh=mesh,
+      in_specs=(P("data"),) * 3 + (P(),) + (P("data"),) * 3,
+      out_specs=P(),
+    )
   else:
     ring_fn = ring
   args = (x0, x1, y, 3.0, u, w, label)
@@ -108,13 +139,26 @@ def test_linear_engine_matches_autodiff_of_dense(n_devices, block_size):
   c = 1.0 + 0.5 * jnp.sin(jnp.arange(B, dtype=jnp.float32))
 
   def ring(x, y, scale, bias, c):
-    return ring_loss(LINEAR, x, y, {"scale": scale, "bias": bias}, col={"c": c},
-                     block_size=block_size)
+    return ring_loss(
+      LINEAR, x, y, {"scale": scale, "bias": bias}, col={"c": c}, block_size=block_size
+    )
 
-  fn = ring if n_devices == 1 else parallel.shard_loss(
+  fn = (
+    ring
+    if n_devices == 1
+    else parallel.shard_loss(
       lambda x, y, s, b, c, axis_name: ring_loss(
-          LINEAR, x, y, {"scale": s, "bias": b}, col={"c": c}, axis_name=axis_name,
-          block_size=block_size), sub_mesh(n_devices))
+        LINEAR,
+        x,
+        y,
+        {"scale": s, "bias": b},
+        col={"c": c},
+        axis_name=axis_name,
+        block_size=block_size,
+      ),
+      sub_mesh(n_devices),
+    )
+  )
   args = (x, y, 4.0, -2.0, c)
   got = jax.jit(jax.value_and_grad(fn, argnums=(0, 1, 2, 3, 4)))(*args)
   want = jax.value_and_grad(linear_dense, argnums=(0, 1, 2, 3, 4))(*args)
@@ -132,7 +176,10 @@ def test_every_device_returns_the_same_loss():
   x, y = unit_embeddings(2, 32, D)
   P = jax.sharding.PartitionSpec
   per_device = jax.shard_map(
-      lambda x, y: losses.softmax_loss(x, y, 5.0, axis_name="data")[None],
-      mesh=parallel.make_mesh(), in_specs=P("data"), out_specs=P("data"))(x, y)
+    lambda x, y: losses.softmax_loss(x, y, 5.0, axis_name="data")[None],
+    mesh=parallel.make_mesh(),
+    in_specs=P("data"),
+    out_specs=P("data"),
+  )(x, y)
   assert per_device.shape == (8,)
   assert float(jnp.max(per_device) - jnp.min(per_device)) == 0.0

@@ -5,8 +5,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from contrastive import losses, parallel
-from tests.losses.loss_testing import assert_close, sub_mesh, unit_embeddings
+from contrastive import losses
+from contrastive import parallel
+from tests.losses.loss_testing import assert_close
+from tests.losses.loss_testing import sub_mesh
+from tests.losses.loss_testing import unit_embeddings
 
 B, D = 48, 16
 
@@ -22,9 +25,17 @@ def ring_value_and_grad(n_devices, **kwargs):
 reference_value_and_grad = jax.value_and_grad(losses.reference.sigmoid_loss, argnums=(0, 1, 2, 3))
 
 
-@pytest.mark.parametrize("n_devices, block_size", [
-    (1, None), (2, None), (4, 5), (8, None), (8, 5), (1, 7),
-])
+@pytest.mark.parametrize(
+  "n_devices, block_size",
+  [
+    (1, None),
+    (2, None),
+    (4, 5),
+    (8, None),
+    (8, 5),
+    (1, 7),
+  ],
+)
 def test_matches_dense_reference(n_devices, block_size):
   x, y = unit_embeddings(0, B, D)
   got = ring_value_and_grad(n_devices, block_size=block_size)(x, y, 10.0, -4.0)
@@ -52,7 +63,8 @@ def test_bfloat16_inputs():
   x, y = unit_embeddings(2, B, D, dtype=jnp.bfloat16)
   value, grads = ring_value_and_grad(8, block_size=5)(x, y, 10.0, -4.0)
   want_value, want_grads = reference_value_and_grad(
-      x.astype(jnp.float32), y.astype(jnp.float32), 10.0, -4.0)
+    x.astype(jnp.float32), y.astype(jnp.float32), 10.0, -4.0
+  )
   np.testing.assert_allclose(value, want_value, rtol=1e-5)
   assert grads[0].dtype == jnp.bfloat16
   assert_close(grads, want_grads, rtol=1e-2)
@@ -85,8 +97,9 @@ def test_backward_scales_the_fused_gradient_by_the_cotangent():
 def test_the_ring_runs_without_gathering_the_batch():
   mesh = parallel.make_mesh()
   x, y = unit_embeddings(5, 64, D)
-  fn = jax.jit(jax.grad(
-      lambda x, y: parallel.shard_loss(losses.sigmoid_loss, mesh)(x, y, 10.0, -10.0)))
+  fn = jax.jit(
+    jax.grad(lambda x, y: parallel.shard_loss(losses.sigmoid_loss, mesh)(x, y, 10.0, -10.0))
+  )
   hlo = fn.lower(x, y).compile().as_text()
   assert "collective-permute" in hlo
   assert "all-gather" not in hlo

@@ -7,34 +7,51 @@ import pytest
 
 from contrastive import losses
 from contrastive.losses import reference
-from tests.losses.loss_testing import (assert_close, assert_finite, check_ring_matches_reference,
-                                       extreme_cases, grad_fn, unit_embeddings)
+from tests.losses.loss_testing import assert_close
+from tests.losses.loss_testing import assert_finite
+from tests.losses.loss_testing import check_ring_matches_reference
+from tests.losses.loss_testing import extreme_cases
+from tests.losses.loss_testing import grad_fn
+from tests.losses.loss_testing import unit_embeddings
 
 B, D, SCALE = 24, 8, 7.0
 
 
 def side_data(seed=3):
   teacher_x, teacher_y, frozen = unit_embeddings(seed, B, 6, n=3)
-  return {"frozen": frozen, "teacher_x": teacher_x, "teacher_y": teacher_y,
-          "mix_lambda": jax.random.uniform(jax.random.key(seed), (B,)),
-          "mix_partner": jax.random.permutation(jax.random.key(seed + 1), B).astype(jnp.int32)}
+  return {
+    "frozen": frozen,
+    "teacher_x": teacher_x,
+    "teacher_y": teacher_y,
+    "mix_lambda": jax.random.uniform(jax.random.key(seed), (B,)),
+    "mix_partner": jax.random.permutation(jax.random.key(seed + 1), B).astype(jnp.int32),
+  }
 
 
 def one_hot_logits(tile):
   return jnp.where(tile.diagonal, 0.0, -jnp.inf)
 
 
-@pytest.mark.parametrize("options, n_devices, block_size", [
+@pytest.mark.parametrize(
+  "options, n_devices, block_size",
+  [
     ({"targets": losses.cwcl_targets()}, 1, 5),
     ({"targets": losses.mixup_targets(), "normalize": False}, 8, 2),
     ({"targets": losses.teacher_logits(5.0), "space": "logits"}, 8, 2),
-])
+  ],
+)
 def test_matches_reference(options, n_devices, block_size):
   """Value and gradients in x, y, scale and the float side data (frozen/teacher/mixing)."""
   x, y = unit_embeddings(0, B, D)
-  check_ring_matches_reference(losses.soft_target_loss, reference.soft_target_loss,
-                               (x, y, SCALE, side_data()), (0, 1, 2, 3), n_devices=n_devices,
-                               block_size=block_size, **options)
+  check_ring_matches_reference(
+    losses.soft_target_loss,
+    reference.soft_target_loss,
+    (x, y, SCALE, side_data()),
+    (0, 1, 2, 3),
+    n_devices=n_devices,
+    block_size=block_size,
+    **options,
+  )
 
 
 def test_one_hot_and_label_smoothing_give_the_softmax_loss():
@@ -43,10 +60,14 @@ def test_one_hot_and_label_smoothing_give_the_softmax_loss():
   @jax.jit
   def pairs(x, y):
     soft = lambda **kw: losses.soft_target_loss(x, y, SCALE, block_size=5, **kw)
-    return ((soft(targets=losses.one_hot_targets), losses.softmax_loss(x, y, SCALE)),
-            (soft(targets=one_hot_logits, space="logits"), losses.softmax_loss(x, y, SCALE)),
-            (soft(targets=losses.label_smoothing_targets(0.1)),
-             losses.softmax_loss(x, y, SCALE, label_smoothing=0.1)))
+    return (
+      (soft(targets=losses.one_hot_targets), losses.softmax_loss(x, y, SCALE)),
+      (soft(targets=one_hot_logits, space="logits"), losses.softmax_loss(x, y, SCALE)),
+      (
+        soft(targets=losses.label_smoothing_targets(0.1)),
+        losses.softmax_loss(x, y, SCALE, label_smoothing=0.1),
+      ),
+    )
 
   for soft, softmax in pairs(x, y):
     np.testing.assert_allclose(soft, softmax, rtol=1e-5)
@@ -68,10 +89,12 @@ def test_targets_are_never_a_global_matrix():
 def test_extreme_inputs_stay_finite():
   teacher = losses.teacher_logits()
   values_and_grads = grad_fn(
-      lambda x, y, s, side: (
-          losses.soft_target_loss(x, y, s, side, targets=teacher, space="logits", block_size=5)
-          + losses.soft_target_loss(x, y, s, side, targets=losses.cwcl_targets(), block_size=5)),
-      (0, 1, 2, 3))
+    lambda x, y, s, side: (
+      losses.soft_target_loss(x, y, s, side, targets=teacher, space="logits", block_size=5)
+      + losses.soft_target_loss(x, y, s, side, targets=losses.cwcl_targets(), block_size=5)
+    ),
+    (0, 1, 2, 3),
+  )
   for x, y in extreme_cases(B, D):
     side = {"teacher_x": x, "teacher_y": y, "frozen": x}
     assert_finite(values_and_grads(x, y, 100.0, side))
@@ -83,14 +106,22 @@ def test_registry():
 
   @jax.jit
   def pairs(x, y):
-    return ((losses.get("cwcl")([x, y], SCALE, None, side),
-             losses.soft_target_loss(x, y, SCALE, side, targets=losses.cwcl_targets())),
-            (losses.get("distill")([x, y], SCALE, None, side, teacher_scale=5.0),
-             losses.soft_target_loss(x, y, SCALE, side, targets=losses.teacher_logits(5.0),
-                                     space="logits")),
-            (losses.get("m3col")([x, y], SCALE, None, side),
-             losses.soft_target_loss(x, y, SCALE, side, targets=losses.mixup_targets(),
-                                     normalize=False)))
+    return (
+      (
+        losses.get("cwcl")([x, y], SCALE, None, side),
+        losses.soft_target_loss(x, y, SCALE, side, targets=losses.cwcl_targets()),
+      ),
+      (
+        losses.get("distill")([x, y], SCALE, None, side, teacher_scale=5.0),
+        losses.soft_target_loss(
+          x, y, SCALE, side, targets=losses.teacher_logits(5.0), space="logits"
+        ),
+      ),
+      (
+        losses.get("m3col")([x, y], SCALE, None, side),
+        losses.soft_target_loss(x, y, SCALE, side, targets=losses.mixup_targets(), normalize=False),
+      ),
+    )
 
   for registered, direct in pairs(x, y):
     assert_close(registered, direct)

@@ -5,8 +5,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from contrastive import losses, parallel
-from tests.losses.loss_testing import assert_close, sub_mesh, unit_embeddings
+from contrastive import losses
+from contrastive import parallel
+from tests.losses.loss_testing import assert_close
+from tests.losses.loss_testing import sub_mesh
+from tests.losses.loss_testing import unit_embeddings
 
 B, D = 48, 16
 
@@ -16,22 +19,33 @@ def ring_value_and_grad(n_devices, **kwargs):
     fn = lambda x, y, s: losses.softmax_loss(x, y, s, **kwargs)
   else:
     fn = lambda x, y, s: parallel.shard_loss(losses.softmax_loss, sub_mesh(n_devices))(
-        x, y, s, **kwargs)
+      x, y, s, **kwargs
+    )
   return jax.jit(jax.value_and_grad(fn, argnums=(0, 1, 2)))
 
 
 def reference_value_and_grad(**kwargs):
   return jax.value_and_grad(
-      lambda x, y, s: losses.reference.softmax_loss(x, y, s, **kwargs), argnums=(0, 1, 2))
+    lambda x, y, s: losses.reference.softmax_loss(x, y, s, **kwargs), argnums=(0, 1, 2)
+  )
 
 
-@pytest.mark.parametrize("n_devices, block_size, label_smoothing", [
-    (1, None, 0.0), (2, None, 0.0), (4, 5, 0.0), (8, None, 0.0), (8, 5, 0.1), (1, 7, 0.1),
-])
+@pytest.mark.parametrize(
+  "n_devices, block_size, label_smoothing",
+  [
+    (1, None, 0.0),
+    (2, None, 0.0),
+    (4, 5, 0.0),
+    (8, None, 0.0),
+    (8, 5, 0.1),
+    (1, 7, 0.1),
+  ],
+)
 def test_matches_dense_reference(n_devices, block_size, label_smoothing):
   x, y = unit_embeddings(0, B, D)
-  got = ring_value_and_grad(n_devices, block_size=block_size,
-                            label_smoothing=label_smoothing)(x, y, 14.0)
+  got = ring_value_and_grad(n_devices, block_size=block_size, label_smoothing=label_smoothing)(
+    x, y, 14.0
+  )
   want = reference_value_and_grad(label_smoothing=label_smoothing)(x, y, 14.0)
   assert_close(got, want, rtol=1e-5)
 
@@ -56,7 +70,8 @@ def test_bfloat16_inputs():
   x, y = unit_embeddings(2, B, D, dtype=jnp.bfloat16)
   value, grads = ring_value_and_grad(8, block_size=5)(x, y, 14.0)
   want_value, want_grads = reference_value_and_grad()(
-      x.astype(jnp.float32), y.astype(jnp.float32), 14.0)
+    x.astype(jnp.float32), y.astype(jnp.float32), 14.0
+  )
   assert value.dtype == jnp.float32
   assert grads[0].dtype == grads[1].dtype == jnp.bfloat16
   np.testing.assert_allclose(value, want_value, rtol=1e-5)
@@ -100,16 +115,23 @@ def test_the_ring_runs_without_gathering_the_batch():
   assert "all-gather" not in hlo
 
 
-@pytest.mark.parametrize("args, kwargs, error, match", [
+@pytest.mark.parametrize(
+  "args, kwargs, error, match",
+  [
     ((jnp.ones((4, 3)), jnp.ones((5, 3)), 1.0), {}, ValueError, "same"),
     ((jnp.ones((4,)), jnp.ones((4,)), 1.0), {}, ValueError, r"\[batch, dim\]"),
     ((jnp.ones((4, 3), jnp.int32), jnp.ones((4, 3), jnp.int32), 1.0), {}, TypeError, "floating"),
     ((jnp.ones((4, 3)), jnp.ones((4, 3)), jnp.ones((1,))), {}, ValueError, "scalar"),
     ((jnp.ones((4, 3)), jnp.ones((4, 3)), 1.0), {"block_size": 0}, ValueError, "block_size"),
-    ((jnp.ones((4, 3)), jnp.ones((4, 3)), 1.0), {"label_smoothing": 1.0}, ValueError,
-     "label_smoothing"),
+    (
+      (jnp.ones((4, 3)), jnp.ones((4, 3)), 1.0),
+      {"label_smoothing": 1.0},
+      ValueError,
+      "label_smoothing",
+    ),
     ((jnp.ones((4, 3)), jnp.ones((4, 3)), 1.0), {"axis_name": "data"}, ValueError, "shard_map"),
-])
+  ],
+)
 def test_bad_input_is_named(args, kwargs, error, match):
   with pytest.raises(error, match=match):
     losses.softmax_loss(*args, **kwargs)

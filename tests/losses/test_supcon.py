@@ -7,23 +7,36 @@ import pytest
 
 from contrastive import losses
 from contrastive.losses import reference
-from tests.losses.loss_testing import (assert_close, assert_finite, check_ring_matches_reference,
-                                       extreme_cases, grad_fn, unit_embeddings)
+from tests.losses.loss_testing import assert_close
+from tests.losses.loss_testing import assert_finite
+from tests.losses.loss_testing import check_ring_matches_reference
+from tests.losses.loss_testing import extreme_cases
+from tests.losses.loss_testing import grad_fn
+from tests.losses.loss_testing import unit_embeddings
 
 B, D, SCALE = 24, 8, 7.0
 LABELS = jax.random.randint(jax.random.key(1), (B,), 0, 5)  # repeated labels: several positives
 
 
-@pytest.mark.parametrize("name, options, n_devices, block_size", [
+@pytest.mark.parametrize(
+  "name, options, n_devices, block_size",
+  [
     ("supcon_loss", {}, 1, 5),
     ("supcon_loss", {"intra_modal": True}, 8, 2),
     ("multi_positive_loss", {}, 8, 2),
-])
+  ],
+)
 def test_matches_reference(name, options, n_devices, block_size):
   x, y = unit_embeddings(0, B, D)
-  check_ring_matches_reference(getattr(losses, name), getattr(reference, name),
-                               (x, y, SCALE, LABELS), (0, 1, 2), n_devices=n_devices,
-                               block_size=block_size, **options)
+  check_ring_matches_reference(
+    getattr(losses, name),
+    getattr(reference, name),
+    (x, y, SCALE, LABELS),
+    (0, 1, 2),
+    n_devices=n_devices,
+    block_size=block_size,
+    **options,
+  )
 
 
 def test_distinct_labels_give_the_softmax_loss():
@@ -32,9 +45,11 @@ def test_distinct_labels_give_the_softmax_loss():
 
   @jax.jit
   def all_three(x, y):
-    return (losses.supcon_loss(x, y, SCALE, distinct, block_size=5),
-            losses.multi_positive_loss(x, y, SCALE, distinct, block_size=5),
-            losses.softmax_loss(x, y, SCALE))
+    return (
+      losses.supcon_loss(x, y, SCALE, distinct, block_size=5),
+      losses.multi_positive_loss(x, y, SCALE, distinct, block_size=5),
+      losses.softmax_loss(x, y, SCALE),
+    )
 
   supcon, multi, softmax = all_three(x, y)
   np.testing.assert_allclose(supcon, softmax, rtol=1e-5)
@@ -54,16 +69,24 @@ def test_captions_of_one_image_are_positives_of_each_other():
 
 def test_extreme_inputs_stay_finite():
   values_and_grads = grad_fn(
-      lambda x, y, s: (losses.supcon_loss(x, y, s, LABELS, intra_modal=True, block_size=5)
-                       + losses.multi_positive_loss(x, y, s, LABELS, block_size=5)), (0, 1, 2))
+    lambda x, y, s: (
+      losses.supcon_loss(x, y, s, LABELS, intra_modal=True, block_size=5)
+      + losses.multi_positive_loss(x, y, s, LABELS, block_size=5)
+    ),
+    (0, 1, 2),
+  )
   for x, y in extreme_cases(B, D):
     assert_finite(values_and_grads(x, y, 100.0))
 
 
 def test_registry():
   x, y = unit_embeddings(3, B, D)
-  both = jax.jit(lambda x, y: (losses.get("supcon")([x, y], SCALE, None, {"labels": LABELS}),
-                               losses.supcon_loss(x, y, SCALE, LABELS)))
+  both = jax.jit(
+    lambda x, y: (
+      losses.get("supcon")([x, y], SCALE, None, {"labels": LABELS}),
+      losses.supcon_loss(x, y, SCALE, LABELS),
+    )
+  )
   assert_close(*both(x, y))
   with pytest.raises(KeyError, match="labels"):
     losses.get("multi_positive")([x, y], SCALE, None, {})

@@ -2,27 +2,39 @@
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import PartitionSpec as P
 import numpy as np
 import pytest
-from jax.sharding import PartitionSpec as P
 
-from contrastive import losses, parallel
-from contrastive.losses import reference, registry
+from contrastive import losses
+from contrastive import parallel
+from contrastive.losses import reference
+from contrastive.losses import registry
 from contrastive.losses._modalities import roll_batch
-from tests.losses.loss_testing import (CONFIGS, CONFIG_IDS, assert_finite_losses,
-                                       assert_matches_reference, modalities)
+from tests.losses.loss_testing import CONFIG_IDS
+from tests.losses.loss_testing import CONFIGS
+from tests.losses.loss_testing import assert_finite_losses
+from tests.losses.loss_testing import assert_matches_reference
+from tests.losses.loss_testing import modalities
 
 
 @pytest.mark.parametrize("negatives", ["shifted", "aligned"])
 @pytest.mark.parametrize("n_devices,block_size", CONFIGS, ids=CONFIG_IDS)
 def test_matches_reference(negatives, n_devices, block_size):
-  assert_matches_reference(losses.symile_loss, reference.symile_loss, (modalities(3), 4.0),
-                           n_devices, block_size, negatives=negatives)
+  assert_matches_reference(
+    losses.symile_loss,
+    reference.symile_loss,
+    (modalities(3), 4.0),
+    n_devices,
+    block_size,
+    negatives=negatives,
+  )
 
 
 def test_four_modalities_on_the_mesh():
-  assert_matches_reference(losses.symile_loss, reference.symile_loss,
-                           (modalities(4, seed=1, dim=16), 3.0), 8, 2)
+  assert_matches_reference(
+    losses.symile_loss, reference.symile_loss, (modalities(4, seed=1, dim=16), 3.0), 8, 2
+  )
 
 
 @pytest.mark.parametrize("negatives", ["shifted", "aligned"])
@@ -32,8 +44,9 @@ def test_two_modalities_is_clip(negatives):
   x, y = modalities(2, seed=2)
   objective = registry.get("symile")
   want = reference.softmax_loss(x, y, 7.0)
-  np.testing.assert_allclose(objective([x, y], 7.0, negatives=negatives, block_size=5), want,
-                             rtol=1e-5)
+  np.testing.assert_allclose(
+    objective([x, y], 7.0, negatives=negatives, block_size=5), want, rtol=1e-5
+  )
   np.testing.assert_allclose(objective.dense([x, y], 7.0, negatives=negatives), want, rtol=1e-5)
 
 
@@ -42,9 +55,14 @@ def test_roll_batch_crosses_devices():
   within a block, of whole blocks, across several blocks and past the batch."""
   x = jnp.arange(24 * 2, dtype=jnp.float32).reshape(24, 2)
   shifts = (1, 3, 4, 25)
-  rolled = jax.jit(jax.shard_map(
+  rolled = jax.jit(
+    jax.shard_map(
       lambda a: jnp.stack([roll_batch(a, s, "data") for s in shifts]),
-      mesh=parallel.make_mesh(), in_specs=P("data"), out_specs=P(None, "data")))(x)
+      mesh=parallel.make_mesh(),
+      in_specs=P("data"),
+      out_specs=P(None, "data"),
+    )
+  )(x)
   for i, s in enumerate(shifts):
     np.testing.assert_array_equal(rolled[i], jnp.roll(x, -s, axis=0))
 
@@ -63,13 +81,16 @@ def test_bfloat16_inputs():
   np.testing.assert_allclose(got, want, rtol=1e-4)
 
 
-@pytest.mark.parametrize("embeddings,error,match", [
+@pytest.mark.parametrize(
+  "embeddings,error,match",
+  [
     (lambda e: e[:1], ValueError, "at least 2 modalities"),
     (lambda e: [e[0], e[1][:, :4]], ValueError, "same"),
     (lambda e: [e[0], e[1][:12]], ValueError, "same"),
     (lambda e: jnp.stack(e), TypeError, "sequence"),
     (lambda e: [e[0], e[1].astype(jnp.int32)], TypeError, "floating"),
-])
+  ],
+)
 def test_bad_embeddings(embeddings, error, match):
   with pytest.raises(error, match=match):
     losses.symile_loss(embeddings(modalities(2)), 1.0)

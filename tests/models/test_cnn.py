@@ -33,9 +33,14 @@ def test_shapes_dtypes_and_param_names(pool, dense_in):
   assert out.shape == (3, 24) and out.dtype == jnp.float32 and aux == {}
   shapes = {name: p["kernel"].shape for name, p in nn.unbox(variables)["params"].items()}
   assert shapes == {
-      "conv_0_0": (3, 3, 3, 4), "conv_0_1": (3, 3, 4, 4), "conv_1_0": (3, 3, 4, 8),
-      "conv_1_1": (3, 3, 8, 8), "conv_2_0": (3, 3, 8, 16), "conv_2_1": (3, 3, 16, 16),
-      "head_dense": (dense_in, 24)}
+    "conv_0_0": (3, 3, 3, 4),
+    "conv_0_1": (3, 3, 4, 4),
+    "conv_1_0": (3, 3, 4, 8),
+    "conv_1_1": (3, 3, 8, 8),
+    "conv_2_0": (3, 3, 8, 16),
+    "conv_2_1": (3, 3, 16, 16),
+    "head_dense": (dense_in, 24),
+  }
   names = variables["params"]
   assert names["conv_0_0"]["kernel"].names == (None, None, None, None)
   assert names["head_dense"]["kernel"].names == (None, "embed")
@@ -58,7 +63,7 @@ def _reference(params, images, widths, convs_per_stage, pool, space_to_depth=Fal
       out = np.zeros((n, h, w, kernel.shape[-1])) + bias
       for di in range(3):
         for dj in range(3):
-          out += np.einsum("nhwc,co->nhwo", padded[:, di:di + h, dj:dj + w], kernel[di, dj])
+          out += np.einsum("nhwc,co->nhwo", padded[:, di : di + h, dj : dj + w], kernel[di, dj])
       x = gelu(out)
     if i == 0 and space_to_depth:
       continue
@@ -69,14 +74,22 @@ def _reference(params, images, widths, convs_per_stage, pool, space_to_depth=Fal
   return gelu(x @ np.asarray(dense["kernel"], np.float64) + np.asarray(dense["bias"]))
 
 
-@pytest.mark.parametrize("pool,first_downsample", [
-    ("flatten", "pool"), ("gap", "pool"), ("flatten", "space_to_depth")])
+@pytest.mark.parametrize(
+  "pool,first_downsample", [("flatten", "pool"), ("gap", "pool"), ("flatten", "space_to_depth")]
+)
 def test_matches_a_numpy_reference(pool, first_downsample):
   # Rectangular images and two stages of two convolutions: checks the kernel orientation, the
   # stage and convolution order, the pooling, the pixel-to-channel fold and the row-major flatten.
   widths = (2, 3)
-  cnn = models.CNN(image_size=(4, 8), channels=2, widths=widths, convs_per_stage=2, width=5,
-                   pool=pool, first_downsample=first_downsample)
+  cnn = models.CNN(
+    image_size=(4, 8),
+    channels=2,
+    widths=widths,
+    convs_per_stage=2,
+    width=5,
+    pool=pool,
+    first_downsample=first_downsample,
+  )
   images = _images((3, 4, 8, 2))
   params = _init(cnn, images)
   params = jax.tree.map(lambda p: p + 0.1 * _images(p.shape, seed=1), params)  # nonzero biases
@@ -113,11 +126,17 @@ def test_bf16_compute_keeps_f32_params():
 
 
 def test_errors():
-  with pytest.raises(ValueError, match=r"CNN image size \(30, 32\) is not divisible by 8 \(2 \*\* "
-                                       r"3, .*widths \(32, 64, 128\)\)"):
+  with pytest.raises(
+    ValueError,
+    match=r"CNN image size \(30, 32\) is not divisible by 8 \(2 \*\* "
+    r"3, .*widths \(32, 64, 128\)\)",
+  ):
     models.CNN(image_size=(30, 32))
-  with pytest.raises(ValueError, match=r"CNN widths must be a non-empty sequence of positive "
-                                       r"ints, got \(\)"):
+  with pytest.raises(
+    ValueError,
+    match=r"CNN widths must be a non-empty sequence of positive "
+    r"ints, got \(\)",
+  ):
     models.CNN(widths=())
   with pytest.raises(ValueError, match=r"Unknown CNN pool 'cls'; known: \['flatten', 'gap'\]"):
     models.CNN(pool="cls")
@@ -131,20 +150,29 @@ def test_errors():
     models.CNN(image_size=(32,))
   cnn = models.CNN(image_size=16, widths=(4,))
   for shape in ((2, 16, 16), (2, 16, 16, 1), (2, 32, 32, 3)):
-    with pytest.raises(ValueError, match=r"CNN expects images of shape \[batch, 16, 16, 3\], "
-                                         rf"got \({', '.join(map(str, shape))}\)"):
+    with pytest.raises(
+      ValueError,
+      match=r"CNN expects images of shape \[batch, 16, 16, 3\], "
+      rf"got \({', '.join(map(str, shape))}\)",
+    ):
       jax.eval_shape(lambda r, s=shape: cnn.init(r, jnp.zeros(s), train=False), key(0))
 
 
 def test_two_tower_model_from_config_on_a_mesh():
-  cfg = dict(embed_dim=8, encoders=dict(
+  cfg = dict(
+    embed_dim=8,
+    encoders=dict(
       image=dict(kind="cnn", image_size=16, widths=[4, 8], width=16),
-      text=dict(kind="text", variant="mu", vocab_size=64, max_len=8)))
+      text=dict(kind="text", variant="mu", vocab_size=64, max_len=8),
+    ),
+  )
   model = models.make_model(cfg)
   assert isinstance(model.encoders["image"], models.CNN)
   assert model.encoders["image"].widths == (4, 8)
-  batch = {"image": _images((8, 16, 16, 3)),
-           "text": np.random.default_rng(3).integers(1, 64, size=(8, 8)).astype(np.int32)}
+  batch = {
+    "image": _images((8, 16, 16, 3)),
+    "text": np.random.default_rng(3).integers(1, 64, size=(8, 8)).astype(np.int32),
+  }
 
   def loss_fn(params, batch):
     emb, extras = model.apply({"params": params}, batch, train=True)
@@ -155,17 +183,22 @@ def test_two_tower_model_from_config_on_a_mesh():
   variables, shardings = parallel.sharded_init(init, mesh, key(0))
   params = variables["params"]
   assert params["image"]["encoder"]["head_dense"]["kernel"].shape == (4 * 4 * 8, 16)
-  batch = {k: jax.device_put(v, parallel.logical_sharding(("batch",) + (None,) * (v.ndim - 1),
-                                                           mesh))
-           for k, v in batch.items()}
+  batch = {
+    k: jax.device_put(v, parallel.logical_sharding(("batch",) + (None,) * (v.ndim - 1), mesh))
+    for k, v in batch.items()
+  }
   with parallel.use_rules(mesh):
-    loss, grads = jax.jit(jax.value_and_grad(loss_fn), in_shardings=(shardings["params"], None),
-                          out_shardings=(None, shardings["params"]))(params, batch)
+    loss, grads = jax.jit(
+      jax.value_and_grad(loss_fn),
+      in_shardings=(shardings["params"], None),
+      out_shardings=(None, shardings["params"]),
+    )(params, batch)
   assert np.isfinite(loss)
   for path, g in jax.tree_util.tree_leaves_with_path(grads):
     assert np.isfinite(g).all() and np.any(g), jax.tree_util.keystr(path)
   ref_loss, ref_grads = jax.jit(jax.value_and_grad(loss_fn))(
-      jax.device_get(params), jax.device_get(batch))
+    jax.device_get(params), jax.device_get(batch)
+  )
   np.testing.assert_allclose(loss, ref_loss, rtol=1e-5)
   for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(ref_grads)):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * max(1.0, float(np.abs(b).max())))

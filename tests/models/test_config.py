@@ -14,10 +14,12 @@ def key(seed):
 
 
 def _abstract(model, batch_size=2):
-  variables = jax.eval_shape(lambda r: model.init(r, model.dummy_batch(batch_size), train=False),
-                             key(0))
-  outputs = jax.eval_shape(lambda v: model.apply(v, model.dummy_batch(batch_size), train=False),
-                           variables)
+  variables = jax.eval_shape(
+    lambda r: model.init(r, model.dummy_batch(batch_size), train=False), key(0)
+  )
+  outputs = jax.eval_shape(
+    lambda v: model.apply(v, model.dummy_batch(batch_size), train=False), variables
+  )
   return nn.unbox(variables)["params"], outputs
 
 
@@ -75,11 +77,16 @@ def test_shared_options_reach_only_the_encoders_having_them():
 
 
 def test_more_modalities_audio_and_tabular():
-  cfg = dict(embed_dim=8, encoders=dict(
+  cfg = dict(
+    embed_dim=8,
+    encoders=dict(
       image=dict(kind="vit", variant="mu/8", image_size=16),
-      audio=dict(kind="vit", variant="mu/4", image_size=(16, 8), channels=1,
-                 posemb="sincos2d", pool="gap"),
-      tabular=dict(kind="mlp", in_features=7, width=16, depth=1)))
+      audio=dict(
+        kind="vit", variant="mu/4", image_size=(16, 8), channels=1, posemb="sincos2d", pool="gap"
+      ),
+      tabular=dict(kind="mlp", in_features=7, width=16, depth=1),
+    ),
+  )
   model = models.make_model(cfg)
   assert model.dummy_batch(3)["audio"].shape == (3, 16, 8, 1)
   _, (emb, _) = _abstract(model)
@@ -90,24 +97,32 @@ def test_locked_from_config():
   cfg = models.model_config()
   cfg.locked = ("image",)
   assert models.make_model(cfg).locked == ("image",)
-  assert models.make_model({**cfg.to_dict(), "locked": "text/encoder"}).locked == (
-      "text/encoder",)
+  assert models.make_model({**cfg.to_dict(), "locked": "text/encoder"}).locked == ("text/encoder",)
 
 
-@pytest.mark.parametrize("change,message", [
+@pytest.mark.parametrize(
+  "change,message",
+  [
     (lambda c: c.update(temperature=1.0), r"Unknown model config key 'temperature'.*'embed_dim'"),
     (lambda c: c.update(convention="infonce"), r"Unknown scale/bias convention 'infonce'.*'clip'"),
-    (lambda c: c.encoders.image.update(kind="resnet"),
-     r"Unknown encoder kind 'resnet' for modality 'image'; known kinds: "
-     r"\['cnn', 'mlp', 'text', 'vit'\]"),
-    (lambda c: c.encoders.image.update(patch=16),
-     r"Unknown key 'patch' in the 'vit' encoder config of modality 'image'.*'patch_size'"),
-    (lambda c: c.encoders.image.update(variant="B/15", image_size=224),
-     r"image size \(224, 224\) is not divisible by the patch size 15"),
+    (
+      lambda c: c.encoders.image.update(kind="resnet"),
+      r"Unknown encoder kind 'resnet' for modality 'image'; known kinds: "
+      r"\['cnn', 'mlp', 'text', 'vit'\]",
+    ),
+    (
+      lambda c: c.encoders.image.update(patch=16),
+      r"Unknown key 'patch' in the 'vit' encoder config of modality 'image'.*'patch_size'",
+    ),
+    (
+      lambda c: c.encoders.image.update(variant="B/15", image_size=224),
+      r"image size \(224, 224\) is not divisible by the patch size 15",
+    ),
     (lambda c: c.encoders.text.update(variant="XL"), r"Unknown text size 'XL'"),
     (lambda c: c.update(embed_dim=None), r"The model config needs 'embed_dim'"),
     (lambda c: c.update(locked=("audio",)), r"Cannot lock 'audio'"),
-])
+  ],
+)
 def test_config_errors_name_the_problem(change, message):
   cfg = models.model_config()
   change(cfg)

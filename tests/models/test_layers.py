@@ -25,8 +25,10 @@ def _encoder(**kw):
 @functools.cache
 def _apply_fn(train=False, **kw):
   module = _encoder(**kw)
+
   def apply(params, x, rng):
     return module.apply({"params": params}, x, train=train, rngs={"dropout": rng})
+
   return jax.jit(apply)
 
 
@@ -67,8 +69,9 @@ def test_activations():
   x = jnp.linspace(-3, 3, 7)
   np.testing.assert_allclose(layers.ACTIVATIONS["quick_gelu"](x), x * jax.nn.sigmoid(1.702 * x))
   np.testing.assert_allclose(layers.ACTIVATIONS["gelu"](x), jax.nn.gelu(x, approximate=False))
-  assert not np.allclose(layers.ACTIVATIONS["gelu"](x), layers.ACTIVATIONS["gelu_tanh"](x),
-                         atol=1e-6, rtol=0)
+  assert not np.allclose(
+    layers.ACTIVATIONS["gelu"](x), layers.ACTIVATIONS["gelu_tanh"](x), atol=1e-6, rtol=0
+  )
 
 
 def test_stack_unstack_roundtrip(unrolled_params):

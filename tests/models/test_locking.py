@@ -17,10 +17,16 @@ def key(seed):
 @pytest.fixture(scope="module")
 def setup():
   enc = lambda n: models.MLPEncoder(in_features=n, width=8, depth=1)
-  model = models.TowerModel(encoders={"image": enc(3), "text": enc(5)}, embed_dim=4,
-                            locked=("image",), proj_bias={"text": True})
-  batch = {"image": np.random.default_rng(0).normal(size=(8, 3)).astype(np.float32),
-           "text": np.random.default_rng(1).normal(size=(8, 5)).astype(np.float32)}
+  model = models.TowerModel(
+    encoders={"image": enc(3), "text": enc(5)},
+    embed_dim=4,
+    locked=("image",),
+    proj_bias={"text": True},
+  )
+  batch = {
+    "image": np.random.default_rng(0).normal(size=(8, 3)).astype(np.float32),
+    "text": np.random.default_rng(1).normal(size=(8, 5)).astype(np.float32),
+  }
   params = nn.unbox(jax.jit(lambda r: model.init(r, batch, train=False))(key(2)))
   return model, batch, params["params"]
 
@@ -40,8 +46,11 @@ def test_trainable_mask(setup):
 
 def test_unknown_locked_entry(setup):
   _, _, params = setup
-  with pytest.raises(ValueError, match=r"'img' matches no parameter.*\['image', 'log_scale', "
-                                       r"'text'\]"):
+  with pytest.raises(
+    ValueError,
+    match=r"'img' matches no parameter.*\['image', 'log_scale', "
+    r"'text'\]",
+  ):
     models.trainable_mask(params, locked=("img",))
 
 
@@ -99,10 +108,17 @@ def test_lock_with_nothing_locked_is_the_optimizer(setup):
 
 def test_locked_scale_and_bias_stay_fixed_through_training():
   enc = lambda n: models.MLPEncoder(in_features=n, width=8, depth=1)
-  model = models.TowerModel(encoders={"image": enc(3), "text": enc(5)}, embed_dim=4,
-                            scale_init=20.0, bias_init=-3.0, locked=("log_scale", "bias"))
-  batch = {"image": np.random.default_rng(0).normal(size=(8, 3)).astype(np.float32),
-           "text": np.random.default_rng(1).normal(size=(8, 5)).astype(np.float32)}
+  model = models.TowerModel(
+    encoders={"image": enc(3), "text": enc(5)},
+    embed_dim=4,
+    scale_init=20.0,
+    bias_init=-3.0,
+    locked=("log_scale", "bias"),
+  )
+  batch = {
+    "image": np.random.default_rng(0).normal(size=(8, 3)).astype(np.float32),
+    "text": np.random.default_rng(1).normal(size=(8, 5)).astype(np.float32),
+  }
   params = nn.unbox(model.init(key(3), batch, train=False))["params"]
 
   def loss(p):

@@ -18,7 +18,8 @@ def key(seed):
 def _count(module, *, image_size=None):
   x = module.dummy_input(1)
   abstract = jax.eval_shape(
-      lambda r: module.init(r, jnp.zeros(x.shape, x.dtype), train=False), key(0))
+    lambda r: module.init(r, jnp.zeros(x.shape, x.dtype), train=False), key(0)
+  )
   return models.count_params(abstract)
 
 
@@ -59,14 +60,16 @@ def test_unknown_text_variant_lists_known_sizes():
 
 
 def test_every_dimension_is_overridable():
-  vit = models.ViT("B/16", width=64, depth=2, mlp_dim=100, num_heads=4, patch_size=8,
-                   image_size=32)
+  vit = models.ViT("B/16", width=64, depth=2, mlp_dim=100, num_heads=4, patch_size=8, image_size=32)
   assert vit.dims == dict(width=64, depth=2, mlp_dim=100, num_heads=4, patch_size=8)
-  text = models.TextTransformer("B", width=48, depth=1, mlp_dim=7, num_heads=3, vocab_size=8,
-                                max_len=4)
+  text = models.TextTransformer(
+    "B", width=48, depth=1, mlp_dim=7, num_heads=3, vocab_size=8, max_len=4
+  )
   assert text.dims == dict(width=48, depth=1, mlp_dim=7, num_heads=3)
-  assert models.ViT(width=8, depth=1, mlp_dim=8, num_heads=2, patch_size=4, image_size=8).dims[
-      "width"] == 8
+  assert (
+    models.ViT(width=8, depth=1, mlp_dim=8, num_heads=2, patch_size=4, image_size=8).dims["width"]
+    == 8
+  )
 
 
 def test_size_errors():
@@ -80,12 +83,15 @@ def test_size_errors():
 
 # Published parameter counts (timm's `vit_*_224` with the 1000-class head) minus that head and
 # minus the class token's position embedding, which this ViT folds into the class token.
-@pytest.mark.parametrize("variant,published,head", [
+@pytest.mark.parametrize(
+  "variant,published,head",
+  [
     ("Ti/16", 5_717_416, 192 * 1000 + 1000),
     ("S/16", 22_050_664, 384 * 1000 + 1000),
     ("B/16", 86_567_656, 768 * 1000 + 1000),
     ("B/32", 88_224_232, 768 * 1000 + 1000),
-])
+  ],
+)
 def test_vit_param_counts_match_published(variant, published, head):
   width = sizes.decode_vit_variant(variant).width
   assert _count(models.ViT(variant, scan=True)) == published - head - width
@@ -100,12 +106,16 @@ def test_large_vit_param_counts():
 
 def test_clip_b16_tower_param_counts():
   # open_clip ViT-B-16: image tower 86.19M, text tower 63.43M (text: exactly, see below).
-  config = dict(embed_dim=512, scan=True, encoders=dict(
+  config = dict(
+    embed_dim=512,
+    scan=True,
+    encoders=dict(
       image=dict(kind="vit", variant="B/16", pre_norm=True, patch_bias=False),
-      text=dict(kind="text", variant="CLIP-B", vocab_size=49408, max_len=77, pool="eot")))
+      text=dict(kind="text", variant="CLIP-B", vocab_size=49408, max_len=77, pool="eot"),
+    ),
+  )
   model = models.make_model(config)
-  abstract = jax.eval_shape(lambda r: model.init(r, model.dummy_batch(1), train=False),
-                            key(0))
+  abstract = jax.eval_shape(lambda r: model.init(r, model.dummy_batch(1), train=False), key(0))
   counts = {k: models.count_params(v) for k, v in nn.unbox(abstract)["params"].items()}
   # 49408*512 + 77*512 + 12 * 3,152,384 + 1024 (ln_final) + 512*512 (text_projection).
   assert counts["text"] == 63_428_096

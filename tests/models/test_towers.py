@@ -19,8 +19,11 @@ def key(seed):
 
 @pytest.fixture(scope="module")
 def model():
-  return models.make_model(models.model_config(
-      image="mu/8", text="mu", image_size=16, vocab_size=64, max_len=8, embed_dim=EMBED))
+  return models.make_model(
+    models.model_config(
+      image="mu/8", text="mu", image_size=16, vocab_size=64, max_len=8, embed_dim=EMBED
+    )
+  )
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +34,10 @@ def params(model):
 
 @pytest.fixture(scope="module")
 def batch():
-  return {"image": np.random.default_rng(1).normal(size=(4, 16, 16, 3)).astype(np.float32),
-          "text": jnp.array([[3, 4, 5, 0, 0, 0, 0, 0]] * 2 + [[9, 9, 0, 0, 0, 0, 0, 0]] * 2)}
+  return {
+    "image": np.random.default_rng(1).normal(size=(4, 16, 16, 3)).astype(np.float32),
+    "text": jnp.array([[3, 4, 5, 0, 0, 0, 0, 0]] * 2 + [[9, 9, 0, 0, 0, 0, 0, 0]] * 2),
+  }
 
 
 @pytest.fixture(scope="module")
@@ -71,22 +76,24 @@ def test_one_modality_alone(params, batch, apply):
 
 def test_modality_without_an_encoder(model, params, batch):
   with pytest.raises(ValueError, match=r"No encoder for modality 'audio'.*\['image', 'text'\]"):
-    jax.eval_shape(lambda p: model.apply({"params": p}, {**batch, "audio": batch["image"]},
-                                         train=False), params)
+    jax.eval_shape(
+      lambda p: model.apply({"params": p}, {**batch, "audio": batch["image"]}, train=False), params
+    )
 
 
 def test_bf16_compute_float32_embeddings():
   model = _vector_model()
   model = model.clone(encoders={k: v.clone(dtype="bfloat16") for k, v in model.encoders.items()})
-  variables = jax.eval_shape(lambda r: model.init(r, model.dummy_batch(2), train=False),
-                             key(0))
-  emb, extras = jax.eval_shape(lambda v: model.apply(v, model.dummy_batch(2), train=False),
-                               variables)
+  variables = jax.eval_shape(lambda r: model.init(r, model.dummy_batch(2), train=False), key(0))
+  emb, extras = jax.eval_shape(
+    lambda v: model.apply(v, model.dummy_batch(2), train=False), variables
+  )
   assert {x.dtype for x in emb.values()} == {jnp.dtype(jnp.float32)}
   assert extras["a/features"].dtype == jnp.float32
-  assert {x.value.dtype if hasattr(x, "value") else x.dtype
-          for x in jax.tree.leaves(variables, is_leaf=lambda x: hasattr(x, "value"))} == {
-              jnp.dtype(jnp.float32)}
+  assert {
+    x.value.dtype if hasattr(x, "value") else x.dtype
+    for x in jax.tree.leaves(variables, is_leaf=lambda x: hasattr(x, "value"))
+  } == {jnp.dtype(jnp.float32)}
 
 
 @pytest.mark.parametrize("convention", ["clip", "siglip"])
@@ -118,12 +125,16 @@ def test_scale_is_clipped_at_max_scale():
 @pytest.mark.parametrize("locked", [("a",), ("a/encoder",)])
 def test_locked_tower_passes_no_gradient(locked):
   model = _vector_model(locked=locked)
-  batch = {"a": np.random.default_rng(0).normal(size=(4, 3)).astype(np.float32),
-           "b": np.random.default_rng(1).normal(size=(4, 5)).astype(np.float32)}
+  batch = {
+    "a": np.random.default_rng(0).normal(size=(4, 3)).astype(np.float32),
+    "b": np.random.default_rng(1).normal(size=(4, 5)).astype(np.float32),
+  }
   params = nn.unbox(jax.jit(lambda r: model.init(r, batch, train=False))(key(2)))
+
   def loss(p):
     emb, extras = model.apply(p, batch, train=True)
     return extras["scale"] * jnp.sum(emb["a"] * emb["b"])
+
   grads = jax.jit(jax.grad(loss))(params)["params"]
   assert all(float(jnp.abs(g).max()) == 0.0 for g in jax.tree.leaves(grads["a"]["encoder"]))
   head_zero = all(float(jnp.abs(g).max()) == 0.0 for g in jax.tree.leaves(grads["a"]["head"]))

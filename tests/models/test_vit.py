@@ -16,8 +16,9 @@ def key(seed):
 
 def _abstract_apply(vit, batch_size=2):
   x = vit.dummy_input(batch_size)
-  variables = jax.eval_shape(lambda r: vit.init(r, jnp.zeros(x.shape, x.dtype), train=False),
-                             key(0))
+  variables = jax.eval_shape(
+    lambda r: vit.init(r, jnp.zeros(x.shape, x.dtype), train=False), key(0)
+  )
   return variables, jax.eval_shape(lambda v, x: vit.apply(v, x, train=False), variables, x)
 
 
@@ -30,14 +31,24 @@ def test_output_shapes_and_dtypes_per_size(name):
   assert aux["tokens"].shape == (2, 1 + 4, width)
 
 
-@pytest.mark.parametrize("pool,posemb,final_norm,tokens", [
+@pytest.mark.parametrize(
+  "pool,posemb,final_norm,tokens",
+  [
     ("cls", "learn", "pre_pool", 17),
     ("gap", "sincos2d", "post_pool", 16),
     ("map", "learn", "none", 16),
-])
+  ],
+)
 def test_pooling_variants(pool, posemb, final_norm, tokens):
-  vit = models.ViT("mu/8", image_size=32, pool=pool, posemb=posemb, final_norm=final_norm,
-                   pre_norm=True, act="quick_gelu")
+  vit = models.ViT(
+    "mu/8",
+    image_size=32,
+    pool=pool,
+    posemb=posemb,
+    final_norm=final_norm,
+    pre_norm=True,
+    act="quick_gelu",
+  )
   variables, (pooled, aux) = _abstract_apply(vit)
   assert pooled.shape == (2, 32) and aux["tokens"].shape == (2, tokens, 32)
   params = variables["params"]
@@ -73,21 +84,25 @@ def test_posemb_sincos_2d():
 
 
 def test_image_size_not_divisible_by_patch():
-  with pytest.raises(ValueError, match=r"image size \(30, 30\) is not divisible by the patch "
-                                       r"size 16"):
+  with pytest.raises(
+    ValueError,
+    match=r"image size \(30, 30\) is not divisible by the patch "
+    r"size 16",
+  ):
     models.ViT("B/16", image_size=30)
   vit = models.ViT("mu/8", image_size=16, posemb="sincos2d")
-  with pytest.raises(ValueError, match=r"image size \(20, 16\) is not divisible by the patch "
-                                       r"size 8"):
-    jax.eval_shape(lambda r: vit.init(r, jnp.zeros((1, 20, 16, 3)), train=False),
-                   key(0))
+  with pytest.raises(
+    ValueError,
+    match=r"image size \(20, 16\) is not divisible by the patch "
+    r"size 8",
+  ):
+    jax.eval_shape(lambda r: vit.init(r, jnp.zeros((1, 20, 16, 3)), train=False), key(0))
 
 
 def test_learned_posemb_needs_the_configured_size():
   vit = models.ViT("mu/8", image_size=16)
   with pytest.raises(ValueError, match=r"image_size \(16, 16\) got images of size \(24, 24\)"):
-    jax.eval_shape(lambda r: vit.init(r, jnp.zeros((1, 24, 24, 3)), train=False),
-                   key(0))
+    jax.eval_shape(lambda r: vit.init(r, jnp.zeros((1, 24, 24, 3)), train=False), key(0))
 
 
 def test_bad_options():
@@ -109,7 +124,10 @@ def test_conv_stem_keeps_the_token_grid():
   params = nn.unbox(variables)["params"]
   # log2(8) = 3 stride-2 convolutions, channels doubling up to the width, then the 1x1 embedding.
   assert [params[f"stem_{k}"]["kernel"].shape for k in range(3)] == [
-      (3, 3, 3, 8), (3, 3, 8, 16), (3, 3, 16, 32)]
+    (3, 3, 3, 8),
+    (3, 3, 8, 16),
+    (3, 3, 16, 32),
+  ]
   assert params["embedding"]["kernel"].shape == (1, 1, 32, 32)
   pooled, aux = vit.apply(variables, images, train=False)
   assert pooled.shape == (2, 32) and aux["tokens"].shape == (2, 16, 32)
@@ -117,8 +135,9 @@ def test_conv_stem_keeps_the_token_grid():
 
 def test_conv_stem_needs_a_power_of_two_patch():
   with pytest.raises(ValueError, match="stem 'conv' needs a power-of-two patch size, got 12"):
-    models.ViT(width=32, depth=1, mlp_dim=64, num_heads=2, patch_size=12, image_size=24,
-               stem="conv")
+    models.ViT(
+      width=32, depth=1, mlp_dim=64, num_heads=2, patch_size=12, image_size=24, stem="conv"
+    )
   with pytest.raises(ValueError, match="Unknown ViT stem 'resnet'"):
     models.ViT("mu/8", stem="resnet")
 
@@ -134,9 +153,10 @@ def test_class_token_under_a_pre_layernorm_gets_a_gradient_like_the_others():
   grads = jax.grad(loss)(params)
   ratio = np.linalg.norm(grads["cls"]) / np.linalg.norm(grads["embedding"]["kernel"])
   assert 1e-3 < ratio < 10.0, ratio
-  assert np.std(params["cls"]) == pytest.approx(32 ** -0.5, rel=0.3)
-  plain = nn.unbox(models.ViT("mu/8", image_size=16, pool="cls").init(key(3), images,
-                                                                        train=False))["params"]
+  assert np.std(params["cls"]) == pytest.approx(32**-0.5, rel=0.3)
+  plain = nn.unbox(models.ViT("mu/8", image_size=16, pool="cls").init(key(3), images, train=False))[
+    "params"
+  ]
   assert not np.any(plain["cls"])  # big_vision's zeros where no LayerNorm follows
 
 
@@ -146,11 +166,15 @@ def test_class_token_with_its_own_position_row():
   vit = models.ViT("mu/8", image_size=16, pool="cls", pre_norm=True, cls_posemb=True)
   params = nn.unbox(vit.init(key(0), images, train=False))["params"]
   assert params["pos_embedding"].shape == (1, 1 + 4, 32)
-  plain = dict(params, cls=params["cls"] + params["pos_embedding"][:, :1],
-               pos_embedding=params["pos_embedding"][:, 1:])
+  plain = dict(
+    params,
+    cls=params["cls"] + params["pos_embedding"][:, :1],
+    pos_embedding=params["pos_embedding"][:, 1:],
+  )
   ours = vit.apply({"params": params}, images, train=False)[0]
   folded = models.ViT("mu/8", image_size=16, pool="cls", pre_norm=True).apply(
-      {"params": plain}, images, train=False)[0]
+    {"params": plain}, images, train=False
+  )[0]
   np.testing.assert_allclose(ours, folded, rtol=1e-5, atol=1e-6)
   with pytest.raises(ValueError, match="cls_posemb needs pool 'cls'"):
     models.ViT("mu/8", pool="map", cls_posemb=True)

@@ -5,9 +5,9 @@ import subprocess
 import sys
 
 import pytest
+import trainer_testing as tt
 
 from contrastive.train import allocator
-import trainer_testing as tt
 
 # A step's buffers in miniature: a 64 MiB block, allocated, written and freed six times by a
 # thread that is not the main one (XLA's threads are not); prints the page faults of each.
@@ -34,8 +34,13 @@ print(applied, *faults)
 
 
 def _probe(mode):
-  out = subprocess.run([sys.executable, "-c", _PROBE, mode], env=tt.env(devices=1), check=True,
-                       capture_output=True, text=True).stdout.split()
+  out = subprocess.run(
+    [sys.executable, "-c", _PROBE, mode],
+    env=tt.env(devices=1),
+    check=True,
+    capture_output=True,
+    text=True,
+  ).stdout.split()
   return out[0] == "True", [int(f) for f in out[1:]]
 
 
@@ -51,26 +56,32 @@ def test_a_freed_block_is_reused_without_page_faults():
   assert max(tuned[1:]) < pages // 100  # later ones reuse it
 
 
-@pytest.mark.parametrize("platforms, accelerator, expected", [
+@pytest.mark.parametrize(
+  "platforms, accelerator, expected",
+  [
     ("cpu", True, True),
     ("CPU", False, True),
     ("cuda", False, False),
     ("tpu,cpu", False, False),
     ("", False, True),
     ("", True, False),
-])
+  ],
+)
 def test_runs_on_cpu_only(monkeypatch, platforms, accelerator, expected):
   monkeypatch.setenv("JAX_PLATFORMS", platforms)
   monkeypatch.setattr(allocator, "accelerator_installed", lambda: accelerator)
   assert allocator.runs_on_cpu_only() is expected
 
 
-@pytest.mark.parametrize("xla_flags, num_cpu_devices, expected", [
+@pytest.mark.parametrize(
+  "xla_flags, num_cpu_devices, expected",
+  [
     ("", None, 1),
     ("--xla_force_host_platform_device_count=8", None, 8),
     ("--xla_cpu_enable_fast_math=false --xla_force_host_platform_device_count=4", "2", 4),
     ("", "2", 2),
-])
+  ],
+)
 def test_cpu_device_count(monkeypatch, xla_flags, num_cpu_devices, expected):
   monkeypatch.setenv("XLA_FLAGS", xla_flags)
   if num_cpu_devices is None:

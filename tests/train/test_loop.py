@@ -15,7 +15,6 @@ import sys
 import numpy as np
 import portpicker
 import pytest
-
 import trainer_testing as tt
 
 STEPS = 8
@@ -30,13 +29,22 @@ def cache(tmp_path_factory):
 def demo_run(tmp_path_factory, cache):
   """The demo config, a few steps at batch 64, evaluated at the end on 64 examples per task."""
   workdir = str(tmp_path_factory.mktemp("demo"))
-  code, out = tt.run(tt.train_command(
-      f"configs/demo.py:steps={STEPS},batch_size=64,eval_examples=64", workdir,
-      "--config.optim.warmup_steps=2", "--config.optim.lr=1e-3", "--config.log.every_steps=1",
-      "--config.checkpoint.every_steps=4", "--config.eval.report=False",
-      "--config.eval.every_steps=4", "--config.log.profile_start_step=2",
-      "--config.log.profile_num_steps=2"),
-      tt.env(devices=8, cache_dir=cache), os.path.join(workdir, "stdout.txt"))
+  code, out = tt.run(
+    tt.train_command(
+      f"configs/demo.py:steps={STEPS},batch_size=64,eval_examples=64",
+      workdir,
+      "--config.optim.warmup_steps=2",
+      "--config.optim.lr=1e-3",
+      "--config.log.every_steps=1",
+      "--config.checkpoint.every_steps=4",
+      "--config.eval.report=False",
+      "--config.eval.every_steps=4",
+      "--config.log.profile_start_step=2",
+      "--config.log.profile_num_steps=2",
+    ),
+    tt.env(devices=8, cache_dir=cache),
+    os.path.join(workdir, "stdout.txt"),
+  )
   assert code == 0, out[-3000:]
   return workdir, out
 
@@ -46,8 +54,14 @@ def test_demo_trains_logs_checkpoints_and_evaluates(demo_run, cache):
   scalars = tt.read_scalars(os.path.join(workdir, "tensorboard"))
   loss = [scalars["train/loss"][s] for s in range(1, STEPS + 1)]
   assert np.mean(loss[-3:]) < np.mean(loss[:2]), loss  # the loss falls
-  for key in ("train/lr", "train/scale", "train/grad_norm", "train/examples_per_sec",
-              "train/step_time", "train/data_wait_share"):
+  for key in (
+    "train/lr",
+    "train/scale",
+    "train/grad_norm",
+    "train/examples_per_sec",
+    "train/step_time",
+    "train/data_wait_share",
+  ):
     assert set(scalars[key]) >= set(range(2, STEPS + 1)), key
   assert 0 <= scalars["train/data_wait_share"][STEPS] <= 1
   assert 0 <= scalars["eval/zeroshot_shape/top1"][STEPS] <= 1
@@ -63,28 +77,44 @@ def test_demo_trains_logs_checkpoints_and_evaluates(demo_run, cache):
   assert re.search(rf"step +{STEPS}/{STEPS}", out) and "Done:" in out and "Checkpoint:" in out
   # The evaluation CLI restores the trainer's checkpoint (with the run's own config.json) and
   # measures what the trainer measured at that step.
-  code, cli = tt.run([sys.executable, "-m", "contrastive.evaluate", f"--workdir={workdir}",
-                      f"--output={workdir}/eval_cli"], tt.env(devices=8, cache_dir=cache),
-                     os.path.join(workdir, "evaluate.txt"))
+  code, cli = tt.run(
+    [
+      sys.executable,
+      "-m",
+      "contrastive.evaluate",
+      f"--workdir={workdir}",
+      f"--output={workdir}/eval_cli",
+    ],
+    tt.env(devices=8, cache_dir=cache),
+    os.path.join(workdir, "evaluate.txt"),
+  )
   assert code == 0, cli[-3000:]
   again = json.load(open(os.path.join(workdir, "eval_cli", "metrics.json")))
   assert again["step"] == STEPS
   for key in ("zeroshot_shape/top1", "retrieval/image_to_text/recall@1"):
     assert again[key] == pytest.approx(metrics[key], abs=1e-6), key
   # Rerunning the finished command resumes, finds nothing to do, and says so.
-  code, again = tt.run(tt.train_command(
-      f"configs/demo.py:steps={STEPS},batch_size=64,eval_examples=64", workdir),
-      tt.env(devices=8), os.path.join(workdir, "stdout2.txt"))
+  code, again = tt.run(
+    tt.train_command(f"configs/demo.py:steps={STEPS},batch_size=64,eval_examples=64", workdir),
+    tt.env(devices=8),
+    os.path.join(workdir, "stdout2.txt"),
+  )
   assert code == 0 and "Nothing to do" in again, again[-2000:]
 
 
 def test_lit_keeps_the_loaded_image_tower_fixed(demo_run, tmp_path, cache):
   demo_dir, _ = demo_run
   workdir = str(tmp_path / "lit")
-  code, out = tt.run(tt.train_command(
-      "configs/lit.py:cpu", workdir, "--config.total_steps=3",
-      f"--config.checkpoint.init_from={demo_dir}"),
-      tt.env(devices=8, cache_dir=cache), str(tmp_path / "lit.txt"))
+  code, out = tt.run(
+    tt.train_command(
+      "configs/lit.py:cpu",
+      workdir,
+      "--config.total_steps=3",
+      f"--config.checkpoint.init_from={demo_dir}",
+    ),
+    tt.env(devices=8, cache_dir=cache),
+    str(tmp_path / "lit.txt"),
+  )
   assert code == 0, out[-3000:]
   lit = tt.load_state(workdir, 3)
   demo = tt.load_state(demo_dir, STEPS)
@@ -95,6 +125,7 @@ def test_lit_keeps_the_loaded_image_tower_fixed(demo_run, tmp_path, cache):
 
 def _paths(tree):
   import jax  # pylint: disable=g-import-not-at-top
+
   return [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
 
 
@@ -103,8 +134,12 @@ CLIP_CPU = "configs/clip_vit_b16.py:cpu"
 
 def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path, cache):
   steps = 14
-  args = [f"--config.total_steps={steps}", "--config.checkpoint.every_steps=2",
-          "--config.checkpoint.keep=20", "--config.log.every_steps=1"]
+  args = [
+    f"--config.total_steps={steps}",
+    "--config.checkpoint.every_steps=2",
+    "--config.checkpoint.keep=20",
+    "--config.log.every_steps=1",
+  ]
   environ = tt.env(devices=8, cache_dir=cache)
   ref = str(tmp_path / "reference")
   code, out = tt.run(tt.train_command(CLIP_CPU, ref, *args), environ, str(tmp_path / "ref.txt"))
@@ -124,8 +159,12 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path, cache):
   # key with both values; the checkpoints and config.json stay byte for byte as they were.
   files = _digest(work)
   width = json.load(open(os.path.join(work, "config.json")))["model"]["embed_dim"]
-  code, out = tt.run(tt.train_command(CLIP_CPU, work, *args, "--config.model.embed_dim=64"),
-                     environ, str(tmp_path / "changed.txt"), timeout=120)
+  code, out = tt.run(
+    tt.train_command(CLIP_CPU, work, *args, "--config.model.embed_dim=64"),
+    environ,
+    str(tmp_path / "changed.txt"),
+    timeout=120,
+  )
   assert code == 1 and len(out.strip().splitlines()) == 1, out[-3000:]
   assert out.startswith(f"error: Cannot resume {work}: its checkpoints (up to step {saved[-1]})")
   assert f"model.embed_dim: {width} -> 64" in out and "another workdir" in out, out
@@ -157,8 +196,11 @@ def test_sigterm_saves_then_a_nan_loss_stops_and_leaves_the_last_checkpoint(tmp_
   environ = tt.env(devices=8, cache_dir=cache)
   args = ["--config.checkpoint.every_steps=2", "--config.log.every_steps=1"]
   # Preemption: SIGTERM mid-run saves the current step and exits cleanly.
-  proc = tt.start(tt.train_command(CLIP_CPU, work, "--config.total_steps=30", *args), environ,
-                  str(tmp_path / "a.txt"))
+  proc = tt.start(
+    tt.train_command(CLIP_CPU, work, "--config.total_steps=30", *args),
+    environ,
+    str(tmp_path / "a.txt"),
+  )
   tt.wait_for_step(proc, 3, 30)
   os.kill(proc.pid, signal.SIGTERM)
   out = tt.finish(proc, timeout=120)
@@ -172,9 +214,11 @@ def test_sigterm_saves_then_a_nan_loss_stops_and_leaves_the_last_checkpoint(tmp_
   script = os.path.join(os.path.dirname(__file__), "nan_loss_train.py")
   nan_cmd = [sys.executable, script] + tt.train_command(CLIP_CPU, work)[3:]
   checkpoints = sorted(os.listdir(os.path.join(work, "checkpoints")))
-  code, out = tt.run(nan_cmd + [f"--config.total_steps={saved + 4}",
-                                "--config.loss.name=nan_test", *args],
-                     environ, str(tmp_path / "b.txt"))
+  code, out = tt.run(
+    nan_cmd + [f"--config.total_steps={saved + 4}", "--config.loss.name=nan_test", *args],
+    environ,
+    str(tmp_path / "b.txt"),
+  )
   assert code == 1, out[-3000:]
   assert f"Step {saved + 1}: the loss is nan" in out, out[-3000:]
   assert f"last good checkpoint is step {saved}" in out, out[-3000:]
@@ -182,10 +226,17 @@ def test_sigterm_saves_then_a_nan_loss_stops_and_leaves_the_last_checkpoint(tmp_
   tt.assert_trees_equal(tt.load_state(work, saved), before)
 
   # With on_nonfinite=skip, the bad steps change nothing but the counters.
-  code, out = tt.run(nan_cmd + [f"--config.total_steps={saved + 2}",
-                                "--config.loss.name=nan_test",
-                                "--config.optim.on_nonfinite=skip", *args],
-                     environ, str(tmp_path / "c.txt"))
+  code, out = tt.run(
+    nan_cmd
+    + [
+      f"--config.total_steps={saved + 2}",
+      "--config.loss.name=nan_test",
+      "--config.optim.on_nonfinite=skip",
+      *args,
+    ],
+    environ,
+    str(tmp_path / "c.txt"),
+  )
   assert code == 0, out[-3000:]
   after = tt.load_state(work, saved + 2)
   tt.assert_trees_equal(after["params"], before["params"])
@@ -195,18 +246,34 @@ def test_sigterm_saves_then_a_nan_loss_stops_and_leaves_the_last_checkpoint(tmp_
 
 def test_two_processes_match_one_process(tmp_path, cache):
   config = "configs/siglip_vit_b16.py:cpu"
-  args = ["--config.total_steps=4", "--config.log.every_steps=1",
-          "--config.checkpoint.every_steps=2"]
+  args = [
+    "--config.total_steps=4",
+    "--config.log.every_steps=1",
+    "--config.checkpoint.every_steps=2",
+  ]
   port = portpicker.pick_unused_port()
   multi = str(tmp_path / "multi")
-  procs = [tt.start(tt.train_command(config, multi, *args,
-                                     f"--coordinator_address=127.0.0.1:{port}",
-                                     "--num_processes=2", f"--process_id={i}"),
-                    tt.env(devices=4, cache_dir=cache), str(tmp_path / f"p{i}.txt"))
-           for i in range(2)]
+  procs = [
+    tt.start(
+      tt.train_command(
+        config,
+        multi,
+        *args,
+        f"--coordinator_address=127.0.0.1:{port}",
+        "--num_processes=2",
+        f"--process_id={i}",
+      ),
+      tt.env(devices=4, cache_dir=cache),
+      str(tmp_path / f"p{i}.txt"),
+    )
+    for i in range(2)
+  ]
   single = str(tmp_path / "single")
-  one = tt.start(tt.train_command(config, single, *args), tt.env(devices=8, cache_dir=cache),
-                 str(tmp_path / "one.txt"))
+  one = tt.start(
+    tt.train_command(config, single, *args),
+    tt.env(devices=8, cache_dir=cache),
+    str(tmp_path / "one.txt"),
+  )
   try:
     outs = [tt.finish(p, timeout=300) for p in procs + [one]]
   finally:

@@ -12,27 +12,36 @@ import threading
 
 import jax
 import pytest
+import trainer_testing as tt
 
 from contrastive import train
 from contrastive.train import metrics as metrics_lib
 from contrastive.train import step as step_lib
-import trainer_testing as tt
 
 DEMO = os.path.join(tt.ROOT, "configs", "demo.py:runlocal")  # a tiny model, 8 devices
 STEPS = 4
 
 
 def _config(**changes):
-  return train.get_config(DEMO, {"total_steps": STEPS, "checkpoint.every_steps": 1,
-                                 "checkpoint.keep": 10, "eval.tasks": {}, **changes})
+  return train.get_config(
+    DEMO,
+    {
+      "total_steps": STEPS,
+      "checkpoint.every_steps": 1,
+      "checkpoint.keep": 10,
+      "eval.tasks": {},
+      **changes,
+    },
+  )
 
 
 @pytest.fixture(scope="module")
 def first_run(tmp_path_factory):
   """The demo's runlocal config with its evaluation, every step checkpointed."""
   workdir = str(tmp_path_factory.mktemp("first"))
-  config = train.get_config(DEMO, {"total_steps": STEPS, "checkpoint.every_steps": 1,
-                                   "checkpoint.keep": 10})
+  config = train.get_config(
+    DEMO, {"total_steps": STEPS, "checkpoint.every_steps": 1, "checkpoint.keep": 10}
+  )
   return workdir, train.train_and_evaluate(config, workdir)
 
 
@@ -50,20 +59,23 @@ def test_the_final_metrics_come_back(first_run):
   report = json.load(open(os.path.join(workdir, "eval", "metrics.json")))
   assert report["step"] == STEPS
   assert metrics["eval/zeroshot_shape/top1"] == report["zeroshot_shape/top1"]
-  assert metrics["eval/retrieval/image_to_text/recall@1"] == report[
-      "retrieval/image_to_text/recall@1"]
+  assert (
+    metrics["eval/retrieval/image_to_text/recall@1"] == report["retrieval/image_to_text/recall@1"]
+  )
 
 
 def test_a_second_run_with_another_loss_leaks_nothing(first_run, tmp_path):
   before = _leftovers()  # the first run made what stays for the process (grain's shm pool)
   metrics = train.train_and_evaluate(_config(**{"loss.name": "dcl"}), str(tmp_path))
-  assert math.isfinite(metrics["train/loss"]) and metrics["train/loss"] != first_run[1][
-      "train/loss"]
+  assert (
+    math.isfinite(metrics["train/loss"]) and metrics["train/loss"] != first_run[1]["train/loss"]
+  )
   assert _leftovers() == before  # threads, grain worker processes, live jax.Arrays
 
 
-def test_keyboard_interrupt_saves_the_step_and_leaves_the_checkpoints(first_run, tmp_path,
-                                                                      monkeypatch):
+def test_keyboard_interrupt_saves_the_step_and_leaves_the_checkpoints(
+  first_run, tmp_path, monkeypatch
+):
   first_dir, _ = first_run
   workdir = str(tmp_path)
   before = _leftovers()
@@ -86,8 +98,10 @@ def test_keyboard_interrupt_saves_the_step_and_leaves_the_checkpoints(first_run,
   # Step 3 as the uninterrupted run saved it: the state and the data iterator's position.
   tt.assert_trees_equal(tt.load_state(workdir, 3), tt.load_state(first_dir, 3))
   position = os.path.join("3", "data_iter", "process_0-of-1.json")
-  assert (open(os.path.join(checkpoints, position)).read() ==
-          open(os.path.join(first_dir, "checkpoints", position)).read())
+  assert (
+    open(os.path.join(checkpoints, position)).read()
+    == open(os.path.join(first_dir, "checkpoints", position)).read()
+  )
 
   # An interrupt inside a step (the batch taken, the update not done) saves nothing more, and
   # the checkpoints stay byte for byte as they were.
@@ -95,8 +109,10 @@ def test_keyboard_interrupt_saves_the_step_and_leaves_the_checkpoints(first_run,
 
   def interrupted_step(*args, **kwargs):
     del args, kwargs
+
     def step(state, batch):
       raise KeyboardInterrupt
+
     return step
 
   monkeypatch.setattr(step_lib, "make_train_step", interrupted_step)

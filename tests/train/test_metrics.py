@@ -4,8 +4,13 @@ import io
 
 from contrastive.train import metrics
 
-SCALARS = {"train/loss": 2.5, "train/lr": 1e-3, "train/examples_per_sec": 1234.0,
-           "train/step_time": 0.1, "train/data_wait_share": 0.02}
+SCALARS = {
+  "train/loss": 2.5,
+  "train/lr": 1e-3,
+  "train/examples_per_sec": 1234.0,
+  "train/step_time": 0.1,
+  "train/data_wait_share": 0.02,
+}
 
 
 def test_lines_mode_writes_the_progress_line_and_messages():
@@ -40,12 +45,16 @@ def test_bar_mode_counts_steps_from_where_the_run_starts():
 
 
 def test_summary_names_the_results_and_where_they_are():
-  text = metrics.summary({"train/loss": 1.25, "wall_time": 61.0,
-                          "eval/zeroshot_shape/top1": 0.5}, steps=8, workdir="/w",
-                         checkpoint="/w/checkpoints/8")
+  text = metrics.summary(
+    {"train/loss": 1.25, "wall_time": 61.0, "eval/zeroshot_shape/top1": 0.5},
+    steps=8,
+    workdir="/w",
+    checkpoint="/w/checkpoints/8",
+  )
   assert text.splitlines() == [
-      "Done: 8 steps in 61 s (final loss 1.2500).",
-      "Evaluation: eval/zeroshot_shape/top1 0.500",
-      "Report: /w/eval/metrics.json and PNG plots.",
-      "Checkpoint: /w/checkpoints/8",
-      "TensorBoard: tensorboard --logdir /w/tensorboard"]
+    "Done: 8 steps in 61 s (final loss 1.2500).",
+    "Evaluation: eval/zeroshot_shape/top1 0.500",
+    "Report: /w/eval/metrics.json and PNG plots.",
+    "Checkpoint: /w/checkpoints/8",
+    "TensorBoard: tensorboard --logdir /w/tensorboard",
+  ]

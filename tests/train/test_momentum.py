@@ -23,27 +23,49 @@ BATCH, QUEUE, M = 32, 80, 0.9  # 96 keys in 3 steps: the queue of 80 wraps aroun
 
 
 def _model():
-  cfg = models.model_config(image="mu/8", text="mu", image_size=16, vocab_size=64, max_len=8,
-                            embed_dim=16, convention="clip")
+  cfg = models.model_config(
+    image="mu/8",
+    text="mu",
+    image_size=16,
+    vocab_size=64,
+    max_len=8,
+    embed_dim=16,
+    convention="clip",
+  )
   return models.make_model(cfg)
 
 
 def _batch(mesh, seed):
   rng = np.random.default_rng(seed)
-  batch = {"image": rng.normal(size=(BATCH, 16, 16, 3)).astype(np.float32),
-           "text": rng.integers(1, 64, size=(BATCH, 8)).astype(np.int32)}
+  batch = {
+    "image": rng.normal(size=(BATCH, 16, 16, 3)).astype(np.float32),
+    "text": rng.integers(1, 64, size=(BATCH, 8)).astype(np.int32),
+  }
   return jax.device_put(batch, parallel.batch_sharding(mesh))
 
 
 def _setup(mesh, *, materialize=True):
   model = _model()
   state, shardings, tx = state_lib.create_train_state(
-      model, lambda _: optax.adam(1e-2), mesh, seed=0, materialize=materialize,
-      queue_size=QUEUE, queue_sharding=parallel.batch_sharding(mesh))
+    model,
+    lambda _: optax.adam(1e-2),
+    mesh,
+    seed=0,
+    materialize=materialize,
+    queue_size=QUEUE,
+    queue_sharding=parallel.batch_sharding(mesh),
+  )
   config = step_lib.StepConfig(modalities=MODALITIES, momentum=M)
   train_step = step_lib.make_train_step(
-      model, losses.get("moco"), tx, lambda s: 1e-2, mesh, shardings,
-      {m: parallel.batch_sharding(mesh) for m in MODALITIES}, config)
+    model,
+    losses.get("moco"),
+    tx,
+    lambda s: 1e-2,
+    mesh,
+    shardings,
+    {m: parallel.batch_sharding(mesh) for m in MODALITIES},
+    config,
+  )
   return model, state, shardings, train_step
 
 
@@ -72,8 +94,7 @@ def test_loss_ema_and_queues_follow_the_formulas(mesh):
   model, state, _, train_step = _setup(mesh)
   keys_fn = jax.jit(lambda s, b: momentum_lib.keys(model, s, b))
   rng = jax.random.fold_in(jax.random.key(0), 0)  # the step's dropout key (seed 0, step 0)
-  apply_fn = jax.jit(lambda p, b: model.apply({"params": p}, b, train=True,
-                                              rngs={"dropout": rng}))
+  apply_fn = jax.jit(lambda p, b: model.apply({"params": p}, b, train=True, rngs={"dropout": rng}))
   expected = _host(state.loss_state.queues)
   ptr = 0
   for step in range(3):
@@ -84,16 +105,21 @@ def test_loss_ema_and_queues_follow_the_formulas(mesh):
         params_0, target_0 = _host(state.params), _host(state.loss_state.params)
         emb, extras = apply_fn(state.params, batch)
         scale = extras["scale"]
-        direct = (reference.moco_loss(emb["image"], keys["text"], expected["text"], scale) +
-                  reference.moco_loss(emb["text"], keys["image"], expected["image"], scale)) / 2
+        direct = (
+          reference.moco_loss(emb["image"], keys["text"], expected["text"], scale)
+          + reference.moco_loss(emb["text"], keys["image"], expected["image"], scale)
+        ) / 2
     state, metrics = train_step(state, batch)
     if step == 0:
       # The loss: both directions, each against the other modality's keys and queue.
       np.testing.assert_allclose(metrics["loss"], direct, rtol=1e-5)
       # theta_k <- m theta_k + (1 - m) theta_q, with the updated theta_q (theta_k was theta_q).
-      jax.tree.map(lambda t, t0, p: np.testing.assert_allclose(t, M * t0 + (1 - M) * p,
-                                                               rtol=1e-6, atol=1e-7),
-                   _host(state.loss_state.params), target_0, _host(state.params))
+      jax.tree.map(
+        lambda t, t0, p: np.testing.assert_allclose(t, M * t0 + (1 - M) * p, rtol=1e-6, atol=1e-7),
+        _host(state.loss_state.params),
+        target_0,
+        _host(state.params),
+      )
       assert not all(jax.tree.leaves(jax.tree.map(np.array_equal, _host(state.params), params_0)))
     for m in MODALITIES:  # a ring buffer: row (ptr + r) mod QUEUE gets key r
       expected[m][(ptr + np.arange(BATCH)) % QUEUE] = keys[m]
@@ -124,8 +150,9 @@ def test_checkpoint_round_trip_resumes_exactly(mesh, tmp_path):
   jax.tree.map(np.testing.assert_array_equal, _host(a), _host(b))
   # A new run initialized from it (checkpoint.init_from) starts its key encoder as that model.
   _, fresh, shardings, _ = _setup(mesh)
-  config = ml_collections.ConfigDict({"checkpoint": {
-      "init_from": str(tmp_path), "init_from_step": None, "init_from_keys": ()}})
+  config = ml_collections.ConfigDict(
+    {"checkpoint": {"init_from": str(tmp_path), "init_from_step": None, "init_from_keys": ()}}
+  )
   init = loop._init_from(fresh, shardings, config)
   jax.tree.map(np.testing.assert_array_equal, _host(init.loss_state.params), saved.params)
   jax.tree.map(np.testing.assert_array_equal, _host(init.params), saved.params)

@@ -21,7 +21,8 @@ def _optim(**kw):
 
 def test_warmup_then_cosine_reaches_end_lr():
   schedule = optimizer.learning_rate_schedule(
-      _optim(lr=1.0, warmup_steps=4, schedule="cosine", end_lr=0.1), total_steps=14)
+    _optim(lr=1.0, warmup_steps=4, schedule="cosine", end_lr=0.1), total_steps=14
+  )
   values = [float(schedule(i)) for i in range(15)]
   np.testing.assert_allclose(values[:4], [0.25, 0.5, 0.75, 1.0], rtol=1e-6)
   np.testing.assert_allclose(values[4], 1.0, rtol=1e-6)  # the decay starts at the peak
@@ -30,11 +31,13 @@ def test_warmup_then_cosine_reaches_end_lr():
   assert all(a >= b for a, b in zip(values[4:], values[5:]))
 
 
-@pytest.mark.parametrize("name,expected_last", [("linear", 0.0), ("constant", 1.0),
-                                                ("rsqrt", math.sqrt(2 / (10 + 2)))])
+@pytest.mark.parametrize(
+  "name,expected_last", [("linear", 0.0), ("constant", 1.0), ("rsqrt", math.sqrt(2 / (10 + 2)))]
+)
 def test_other_schedules(name, expected_last):
   schedule = optimizer.learning_rate_schedule(
-      _optim(lr=1.0, warmup_steps=2, schedule=name, end_lr=0.0), total_steps=12)
+    _optim(lr=1.0, warmup_steps=2, schedule=name, end_lr=0.0), total_steps=12
+  )
   np.testing.assert_allclose(float(schedule(1)), 1.0, rtol=1e-6)
   np.testing.assert_allclose(float(schedule(12)), expected_last, rtol=1e-5, atol=1e-7)
 
@@ -48,12 +51,18 @@ def test_unknown_schedule_and_optimizer_are_named():
 
 def _params():
   return {
-      "image": {"encoder": {"norm": {"scale": jnp.ones((4,)), "bias": jnp.ones((4,))},
-                            "dense": {"kernel": jnp.ones((4, 4)), "bias": jnp.ones((4,))}},
-                "head": {"kernel": jnp.ones((4, 2))}},
-      "text": {"encoder": {"embedding": {"embedding": jnp.ones((8, 4))}},
-               "head": {"kernel": jnp.ones((4, 2))}},
-      "log_scale": jnp.array(math.log(1 / 0.07), jnp.float32),
+    "image": {
+      "encoder": {
+        "norm": {"scale": jnp.ones((4,)), "bias": jnp.ones((4,))},
+        "dense": {"kernel": jnp.ones((4, 4)), "bias": jnp.ones((4,))},
+      },
+      "head": {"kernel": jnp.ones((4, 2))},
+    },
+    "text": {
+      "encoder": {"embedding": {"embedding": jnp.ones((8, 4))}},
+      "head": {"kernel": jnp.ones((4, 2))},
+    },
+    "log_scale": jnp.array(math.log(1 / 0.07), jnp.float32),
   }
 
 
@@ -66,16 +75,20 @@ def test_weight_decay_only_on_kernels_and_embeddings():
   decayed = lambda x: bool(jnp.all(x < 1.0))
   assert decayed(new["image"]["encoder"]["dense"]["kernel"])
   assert decayed(new["text"]["encoder"]["embedding"]["embedding"])
-  for leaf in (new["image"]["encoder"]["norm"]["scale"], new["image"]["encoder"]["norm"]["bias"],
-               new["image"]["encoder"]["dense"]["bias"]):
+  for leaf in (
+    new["image"]["encoder"]["norm"]["scale"],
+    new["image"]["encoder"]["norm"]["bias"],
+    new["image"]["encoder"]["dense"]["bias"],
+  ):
     np.testing.assert_array_equal(leaf, 1.0)
   np.testing.assert_array_equal(new["log_scale"], params["log_scale"])
 
 
 def test_gradient_clipping_bounds_the_global_norm():
   params = {"w": jnp.zeros((3, 3))}
-  tx, _ = optimizer.make_optimizer(_optim(name="sgd", lr=1.0, b1=0.0, grad_clip_norm=2.0),
-                                   params, total_steps=10)
+  tx, _ = optimizer.make_optimizer(
+    _optim(name="sgd", lr=1.0, b1=0.0, grad_clip_norm=2.0), params, total_steps=10
+  )
   grads = {"w": jnp.full((3, 3), 10.0)}
   updates, _ = tx.update(grads, tx.init(params), params)
   np.testing.assert_allclose(float(optax.tree.norm(updates)), 2.0, rtol=1e-5)
@@ -83,8 +96,9 @@ def test_gradient_clipping_bounds_the_global_norm():
 
 def test_locked_tower_has_no_state_and_no_update():
   params = _params()
-  tx, _ = optimizer.make_optimizer(_optim(lr=0.1, weight_decay=0.1), params, total_steps=10,
-                                   locked=("image",))
+  tx, _ = optimizer.make_optimizer(
+    _optim(lr=0.1, weight_decay=0.1), params, total_steps=10, locked=("image",)
+  )
   state = tx.init(params)
   n_state = sum(x.size for x in jax.tree.leaves(state) if x.ndim)
   n_text = sum(x.size for x in jax.tree.leaves(params["text"]))
@@ -118,16 +132,20 @@ def test_resolve_names_unknown_fields_and_fills_defaults():
   base = ml_collections.ConfigDict(dict(total_steps=5, data={}, model={}))
   resolved = config_lib.resolve(base)
   assert resolved.optim.name == "adamw" and resolved.checkpoint.keep == 3
-  bad = ml_collections.ConfigDict(dict(total_steps=5, data={}, model={},
-                                       optim=dict(learning_rate=0.1)))
+  bad = ml_collections.ConfigDict(
+    dict(total_steps=5, data={}, model={}, optim=dict(learning_rate=0.1))
+  )
   with pytest.raises(ValueError, match="optim.learning_rate"):
     config_lib.resolve(bad)
   bad = ml_collections.ConfigDict(dict(total_steps=5, data={}, model={}, chekpoint={}))
   with pytest.raises(ValueError, match="'chekpoint'.*Did you mean 'checkpoint'"):
     config_lib.resolve(bad)
   with pytest.raises(ValueError, match="on_nonfinite"):
-    config_lib.resolve(ml_collections.ConfigDict(dict(
-        total_steps=5, data={}, model={}, optim=dict(on_nonfinite="ignore"))))
+    config_lib.resolve(
+      ml_collections.ConfigDict(
+        dict(total_steps=5, data={}, model={}, optim=dict(on_nonfinite="ignore"))
+      )
+    )
   with pytest.raises(ValueError, match="total_steps"):
     config_lib.resolve(ml_collections.ConfigDict(dict(data={}, model={})))
 

@@ -7,16 +7,17 @@ import sys
 
 import ml_collections
 import pytest
+import trainer_testing as tt
 
 from contrastive.train import overrides
-import trainer_testing as tt
 
 DEMO = os.path.join(tt.ROOT, "configs", "demo.py")
 
 
 def test_get_config_loads_a_file_with_its_argument_and_overrides():
-  config = overrides.get_config(DEMO + ":steps=7,batch_size=64",
-                                {"optim.lr": 1e-2, "loss.label_smoothing": 0.1})
+  config = overrides.get_config(
+    DEMO + ":steps=7,batch_size=64", {"optim.lr": 1e-2, "loss.label_smoothing": 0.1}
+  )
   assert config.total_steps == 7 and config.data.batch_size == 64
   assert config.optim.lr == 1e-2 and config.loss.label_smoothing == 0.1  # a new loss option
   assert not config.is_locked  # a notebook may go on editing it
@@ -53,14 +54,19 @@ def test_field_error():
 
 def _cli(module, *args):
   env = tt.env(devices=1)
-  return subprocess.run([sys.executable, "-m", module, *args], cwd=tt.ROOT, env=env,
-                        capture_output=True, text=True, timeout=300)
+  return subprocess.run(
+    [sys.executable, "-m", module, *args],
+    cwd=tt.ROOT,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
 
 
 @pytest.mark.parametrize("module", ["contrastive.train", "contrastive.evaluate"])
 def test_cli_typo_is_one_line(module, tmp_path):
-  out = _cli(module, "--config", "configs/demo.py", f"--workdir={tmp_path}",
-             "--config.optim.lrr=1")
+  out = _cli(module, "--config", "configs/demo.py", f"--workdir={tmp_path}", "--config.optim.lrr=1")
   assert out.returncode == 1, out.stderr[-2000:]
   lines = out.stderr.strip().splitlines()
   assert len(lines) == 1 and len(lines[0]) < 400, out.stderr[-3000:]

@@ -5,10 +5,10 @@ import json
 import os
 
 import pytest
+import trainer_testing as tt
 
 from contrastive.train import overrides
 from contrastive.train import resume
-import trainer_testing as tt
 
 
 def _config(**changes):
@@ -28,8 +28,9 @@ def test_a_changed_model_is_refused_with_both_values_and_the_workdir_untouched(t
   workdir = _workdir(tmp_path, _config())
   before = tt.digest(workdir)
   with pytest.raises(ValueError) as info:
-    resume.check_resume(workdir, _config(**{"model.embed_dim": 64, "optim.name": "sgd",
-                                            "optim.lr": 0.1}))
+    resume.check_resume(
+      workdir, _config(**{"model.embed_dim": 64, "optim.name": "sgd", "optim.lr": 0.1})
+    )
   message = str(info.value)
   assert "\n" not in message
   assert "model.embed_dim: 128 -> 64" in message
@@ -39,12 +40,15 @@ def test_a_changed_model_is_refused_with_both_values_and_the_workdir_untouched(t
   assert tt.digest(workdir) == before
 
 
-@pytest.mark.parametrize("key, old, new", [
+@pytest.mark.parametrize(
+  "key, old, new",
+  [
     ("model.encoders.text.depth", 1, 2),
     ("loss.queue_size", None, 4096),
     ("data.num_workers", 1, 0),
     ("optim.grad_clip_norm", 1.0, None),
-])
+  ],
+)
 def test_keys_that_change_what_a_checkpoint_holds(tmp_path, key, old, new):
   workdir = _workdir(tmp_path, _config(**{key: old}))
   with pytest.raises(ValueError, match=rf"{key}: {json.dumps(old)} -> {json.dumps(new)}"):
@@ -53,11 +57,22 @@ def test_keys_that_change_what_a_checkpoint_holds(tmp_path, key, old, new):
 
 def test_other_changes_resume_and_are_logged(tmp_path, caplog):
   workdir = _workdir(tmp_path, _config())
-  changed = {"total_steps": 40, "optim.lr": 1e-2, "optim.grad_clip_norm": 0.5,
-             "optim.b2": 0.95, "data.batch_size": 64, "log.every_steps": 5, "seed": 3,
-             "eval.tasks": {}, "mesh.data": 4, "mesh.fsdp": 2, "loss.block_size": 8,
-             "checkpoint.every_steps": 10, "loss.label_smoothing": 0.1,
-             "loss.name": "dcl"}  # another loss without a queue: the same state
+  changed = {
+    "total_steps": 40,
+    "optim.lr": 1e-2,
+    "optim.grad_clip_norm": 0.5,
+    "optim.b2": 0.95,
+    "data.batch_size": 64,
+    "log.every_steps": 5,
+    "seed": 3,
+    "eval.tasks": {},
+    "mesh.data": 4,
+    "mesh.fsdp": 2,
+    "loss.block_size": 8,
+    "checkpoint.every_steps": 10,
+    "loss.label_smoothing": 0.1,
+    "loss.name": "dcl",
+  }  # another loss without a queue: the same state
   with caplog.at_level("WARNING"):
     resume.check_resume(workdir, _config(**changed))
   assert "total_steps: 4 -> 40" in caplog.text and "data.batch_size: 32 -> 64" in caplog.text

@@ -6,9 +6,9 @@ import os
 import runpy
 
 import pytest
+import trainer_testing as tt
 
 from contrastive.train import loop
-import trainer_testing as tt
 
 ROOT = tt.ROOT
 
@@ -64,13 +64,21 @@ def test_loss_and_model_must_agree(tmp_path):
 
 def test_cli_reports_an_unknown_override_and_a_bad_config(tmp_path):
   environ = tt.env(devices=8)
-  code, out = tt.run(tt.train_command("configs/clip_vit_b16.py:cpu", str(tmp_path / "a"),
-                                      "--config.optim.lrr=0.1"),
-                     environ, str(tmp_path / "a.txt"), timeout=120)
+  code, out = tt.run(
+    tt.train_command("configs/clip_vit_b16.py:cpu", str(tmp_path / "a"), "--config.optim.lrr=0.1"),
+    environ,
+    str(tmp_path / "a.txt"),
+    timeout=120,
+  )
   assert code != 0 and "lrr" in out and "Did you mean" in out, out[-2000:]
-  code, out = tt.run(tt.train_command("configs/clip_vit_b16.py:cpu", str(tmp_path / "b"),
-                                      "--config.data.batch_size=12"),
-                     environ, str(tmp_path / "b.txt"), timeout=120)
+  code, out = tt.run(
+    tt.train_command(
+      "configs/clip_vit_b16.py:cpu", str(tmp_path / "b"), "--config.data.batch_size=12"
+    ),
+    environ,
+    str(tmp_path / "b.txt"),
+    timeout=120,
+  )
   assert code == 1 and "error: The global batch data.batch_size=12" in out, out[-2000:]
 
 
@@ -85,8 +93,11 @@ def test_side_inputs_are_checked(tmp_path):
     loop.train_and_evaluate(config, str(tmp_path))
   config = zoo()
   config.loss.side_inputs = dict(label=dict(batch_key="meaning_id"))
-  with pytest.raises(ValueError, match=r"names 'label', which loss 'supcon' does not read; it "
-                                       r"reads \['labels'\]"):
+  with pytest.raises(
+    ValueError,
+    match=r"names 'label', which loss 'supcon' does not read; it "
+    r"reads \['labels'\]",
+  ):
     loop.train_and_evaluate(config, str(tmp_path))
   config = zoo()
   config.loss.side_inputs.labels.modality = "audio"
@@ -105,15 +116,22 @@ def _set(config, path, value):
   config[key] = value
 
 
-@pytest.mark.parametrize("loss, path, value, message", [
+@pytest.mark.parametrize(
+  "loss, path, value, message",
+  [
     ("moco", "loss.queue_size", None, r"Loss 'moco' needs loss.queue_size"),
     ("moco", "loss.queue_size", 100, r"queue_size=100 must be divisible by the 8 devices"),
     ("moco", "loss.momentum", 1.5, r"loss.momentum must be a number in \[0, 1\]"),
     ("moco", "optim.accum_steps", 2, r"does not combine with GradCache"),
-    ("moco", "loss.side_inputs", dict(queue=dict(batch_key="meaning_id")),
-     r"gets its queue from the trainer"),
+    (
+      "moco",
+      "loss.side_inputs",
+      dict(queue=dict(batch_key="meaning_id")),
+      r"gets its queue from the trainer",
+    ),
     ("softmax", "loss.queue_size", 4096, r"loss 'softmax' keeps no momentum encoder"),
-])
+  ],
+)
 def test_momentum_queue_options_are_checked(tmp_path, loss, path, value, message):
   config = _config("loss_zoo.py", f"loss={loss},runlocal")
   _set(config, path, value)
@@ -122,16 +140,23 @@ def test_momentum_queue_options_are_checked(tmp_path, loss, path, value, message
   assert not os.path.exists(tmp_path / "checkpoints")
 
 
-@pytest.mark.parametrize("change, message", [
+@pytest.mark.parametrize(
+  "change, message",
+  [
     (lambda c: setattr(c.loss, "name", "sigmod"), r"^Unknown loss 'sigmod'; known: "),
-    (lambda c: setattr(c.optim, "lrr", 1.0),
-     r"^Unknown config field 'optim.lrr'. Did you mean 'optim.lr'\?"),
+    (
+      lambda c: setattr(c.optim, "lrr", 1.0),
+      r"^Unknown config field 'optim.lrr'. Did you mean 'optim.lr'\?",
+    ),
     (lambda c: setattr(c.data, "batch_size", 12), r"^The global batch data.batch_size=12 "),
-])
-def test_python_errors_are_one_line_before_anything_is_built(tmp_path, monkeypatch, change,
-                                                             message):
+  ],
+)
+def test_python_errors_are_one_line_before_anything_is_built(
+  tmp_path, monkeypatch, change, message
+):
   """What a notebook sees: the CLI's one-line errors, raised before the data pipeline, the
   state or the step exist (so nothing compiles and nothing is written)."""
+
   def built(*args, **kwargs):
     raise AssertionError("the data pipeline was built before the config was checked")
 

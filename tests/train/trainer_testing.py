@@ -24,12 +24,17 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 def env(*, devices: int, cache_dir: str | None = None) -> dict[str, str]:
   """The environment of a trainer subprocess: `devices` CPU devices, the compile cache."""
   out = dict(os.environ)
-  flags = [f for f in out.get("XLA_FLAGS", "").split()
-           if not f.startswith("--xla_force_host_platform_device_count")]
+  flags = [
+    f
+    for f in out.get("XLA_FLAGS", "").split()
+    if not f.startswith("--xla_force_host_platform_device_count")
+  ]
   # Tiny programs compile several times faster without LLVM's optimizations (every run of a
   # comparison gets the same flags).
-  out["XLA_FLAGS"] = " ".join(flags + [f"--xla_force_host_platform_device_count={devices}",
-                                       "--xla_backend_optimization_level=0"])
+  out["XLA_FLAGS"] = " ".join(
+    flags
+    + [f"--xla_force_host_platform_device_count={devices}", "--xla_backend_optimization_level=0"]
+  )
   out["JAX_PLATFORMS"] = "cpu"
   out["PYTHONPATH"] = ROOT + os.pathsep + out.get("PYTHONPATH", "")
   out["CONTRASTIVE_HEARTBEAT_TIMEOUT"] = "10"
@@ -41,15 +46,22 @@ def env(*, devices: int, cache_dir: str | None = None) -> dict[str, str]:
 
 
 def train_command(config: str, workdir: str, *overrides: str) -> list[str]:
-  return [sys.executable, "-m", "contrastive.train", f"--config={config}",
-          f"--workdir={workdir}", *overrides]
+  return [
+    sys.executable,
+    "-m",
+    "contrastive.train",
+    f"--config={config}",
+    f"--workdir={workdir}",
+    *overrides,
+  ]
 
 
 def start(cmd: list[str], environ: dict[str, str], log_path: str) -> subprocess.Popen:
   """Starts `cmd` in its own process group (so its grain workers can be killed with it)."""
   log = open(log_path, "w")  # noqa: SIM115  (closed by `finish`)
-  proc = subprocess.Popen(cmd, cwd=ROOT, env=environ, stdout=log, stderr=subprocess.STDOUT,
-                          start_new_session=True)
+  proc = subprocess.Popen(
+    cmd, cwd=ROOT, env=environ, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+  )
   proc.log_file = log
   proc.log_path = log_path
   return proc
@@ -86,8 +98,9 @@ def kill_group(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
   proc.wait()
 
 
-def run(cmd: list[str], environ: dict[str, str], log_path: str, *, timeout: float = 240
-        ) -> tuple[int, str]:
+def run(
+  cmd: list[str], environ: dict[str, str], log_path: str, *, timeout: float = 240
+) -> tuple[int, str]:
   proc = start(cmd, environ, log_path)
   out = finish(proc, timeout)
   return proc.returncode, out
@@ -96,14 +109,15 @@ def run(cmd: list[str], environ: dict[str, str], log_path: str, *, timeout: floa
 def read_scalars(logdir: str) -> dict[str, dict[int, float]]:
   """`{tag: {step: value}}` from every TensorBoard event file under `logdir` (later files win)."""
   out: dict[str, dict[int, float]] = {}
-  for path in sorted(glob.glob(os.path.join(logdir, "events.out.tfevents.*")),
-                     key=os.path.getmtime):
+  for path in sorted(
+    glob.glob(os.path.join(logdir, "events.out.tfevents.*")), key=os.path.getmtime
+  ):
     with open(path, "rb") as f:
       data = f.read()
     pos = 0
     while pos + 12 <= len(data):
-      (length,) = struct.unpack("<Q", data[pos:pos + 8])
-      record = data[pos + 12:pos + 12 + length]
+      (length,) = struct.unpack("<Q", data[pos : pos + 8])
+      record = data[pos + 12 : pos + 12 + length]
       pos += 12 + length + 4
       event = event_pb2.Event()
       event.ParseFromString(record)
@@ -146,4 +160,5 @@ def assert_trees_equal(a, b) -> None:
     x, y = np.atleast_1d(np.asarray(x)), np.atleast_1d(np.asarray(y))
     assert x.shape == y.shape and x.dtype == y.dtype, jax.tree_util.keystr(path)
     assert np.array_equal(x.view(np.uint8), y.view(np.uint8)), (
-        f"{jax.tree_util.keystr(path)} differs: max |diff| {np.max(np.abs(x - y))}")
+      f"{jax.tree_util.keystr(path)} differs: max |diff| {np.max(np.abs(x - y))}"
+    )

@@ -14,8 +14,7 @@ import jax.numpy as jnp
 
 from contrastive.losses.reference.clip import softmax_loss
 
-__all__ = ["cmc_loss", "gram_loss", "moco_loss", "mv_dhel_loss", "mv_infonce_loss",
-           "symile_loss"]
+__all__ = ["cmc_loss", "gram_loss", "moco_loss", "mv_dhel_loss", "mv_infonce_loss", "symile_loss"]
 
 
 def _f32(arrays):
@@ -45,8 +44,7 @@ def symile_loss(embeddings, scale, *, negatives="shifted", block_size=None):
     if negatives == "shifted":
       others = [jnp.roll(a, -r, axis=0) for r, a in enumerate(others)]
     candidates = math.prod(others)
-    logits = scale * jnp.where(jnp.eye(n, dtype=bool), positive_mip[:, None],
-                               emb[m] @ candidates.T)
+    logits = scale * jnp.where(jnp.eye(n, dtype=bool), positive_mip[:, None], emb[m] @ candidates.T)
     losses.append(_cross_entropy_diag(logits))
   return sum(losses) / k
 
@@ -57,25 +55,32 @@ def gram_loss(embeddings, scale, *, label_smoothing=0.0, block_size=None):
   emb = _f32(embeddings)
   anchor, others = emb[0], jnp.stack(emb[1:], axis=1)  # [B, d], [B, k-1, d]
   n = anchor.shape[0]
-  vectors = jnp.concatenate([jnp.broadcast_to(anchor[:, None, None], (n, n, 1, anchor.shape[1])),
-                             jnp.broadcast_to(others[None], (n,) + others.shape)], axis=2)
+  vectors = jnp.concatenate(
+    [
+      jnp.broadcast_to(anchor[:, None, None], (n, n, 1, anchor.shape[1])),
+      jnp.broadcast_to(others[None], (n,) + others.shape),
+    ],
+    axis=2,
+  )
   gram = jnp.einsum("ijpd,ijqd->ijpq", vectors, vectors)  # [B, B, k, k]
   volume = jnp.sqrt(jnp.abs(jnp.linalg.det(gram)))
   logits = -scale * volume
-  return (_cross_entropy_diag(logits, label_smoothing)
-          + _cross_entropy_diag(logits.T, label_smoothing)) / 2
+  return (
+    _cross_entropy_diag(logits, label_smoothing) + _cross_entropy_diag(logits.T, label_smoothing)
+  ) / 2
 
 
 def mv_infonce_loss(embeddings, scale, *, block_size=None):
   """MV-InfoNCE: mean_i -log(2 sum_{l<m} e^{t u^l_i.u^m_i})
-                      + log sum_l sum_{(j,m) != (i,l)} e^{t u^l_i.u^m_j}."""
+  + log sum_l sum_{(j,m) != (i,l)} e^{t u^l_i.u^m_j}."""
   del block_size
   views = jnp.stack(_f32(embeddings))  # [k, B, d]
   k, n = views.shape[:2]
   sims = scale * jnp.einsum("lid,mjd->limj", views, views)  # [k, B, k, B]
   itself = jnp.eye(k, dtype=bool)[:, None, :, None] & jnp.eye(n, dtype=bool)[None, :, None, :]
-  pairs = jnp.stack([sims[l, :, m][jnp.arange(n), jnp.arange(n)]
-                     for l, m in itertools.combinations(range(k), 2)])  # [P, B]
+  pairs = jnp.stack(
+    [sims[l, :, m][jnp.arange(n), jnp.arange(n)] for l, m in itertools.combinations(range(k), 2)]
+  )  # [P, B]
   positive = jnp.log(2.0) + jax.nn.logsumexp(pairs, axis=0)
   negative = jax.nn.logsumexp(jnp.where(itself, -jnp.inf, sims), axis=(0, 2, 3))
   return jnp.mean(negative - positive)
@@ -86,11 +91,17 @@ def mv_dhel_loss(embeddings, scale, *, block_size=None):
   del block_size
   views = _f32(embeddings)
   n = views[0].shape[0]
-  pairs = jnp.stack([scale * jnp.sum(views[l] * views[m], axis=-1)
-                     for l, m in itertools.combinations(range(len(views)), 2)])
+  pairs = jnp.stack(
+    [
+      scale * jnp.sum(views[l] * views[m], axis=-1)
+      for l, m in itertools.combinations(range(len(views)), 2)
+    ]
+  )
   positive = jax.nn.logsumexp(pairs, axis=0)
-  energy = sum(jax.nn.logsumexp(jnp.where(jnp.eye(n, dtype=bool), -jnp.inf, scale * v @ v.T),
-                                axis=1) for v in views)
+  energy = sum(
+    jax.nn.logsumexp(jnp.where(jnp.eye(n, dtype=bool), -jnp.inf, scale * v @ v.T), axis=1)
+    for v in views
+  )
   return jnp.mean(energy - positive)
 
 
@@ -98,10 +109,13 @@ def cmc_loss(embeddings, scale, *, mode="all_pairs", label_smoothing=0.0, block_
   """CMC: sum of the CLIP loss over all pairs of views, or over (core view, other view) pairs."""
   del block_size
   k = len(embeddings)
-  pairs = (itertools.combinations(range(k), 2) if mode == "all_pairs"
-           else [(0, q) for q in range(1, k)])
-  return sum(softmax_loss(embeddings[p], embeddings[q], scale, label_smoothing=label_smoothing)
-             for p, q in pairs)
+  pairs = (
+    itertools.combinations(range(k), 2) if mode == "all_pairs" else [(0, q) for q in range(1, k)]
+  )
+  return sum(
+    softmax_loss(embeddings[p], embeddings[q], scale, label_smoothing=label_smoothing)
+    for p, q in pairs
+  )
 
 
 def moco_loss(q, k, queue, scale, *, batch_negatives=False, block_size=None):

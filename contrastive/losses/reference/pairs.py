@@ -15,10 +15,22 @@ import jax.numpy as jnp
 from contrastive.losses.reference.clip import softmax_loss
 
 __all__ = [
-    "align_uniform_loss", "auc_mw_loss", "contrastive_gap_loss", "cwcl_targets", "dcl_loss",
-    "dclw_loss", "hard_negative_loss", "kernel_infonce_loss", "macl_loss", "mixup_targets",
-    "multi_positive_loss", "sigmoid_focal_loss", "soft_target_loss", "softmax_focal_loss",
-    "supcon_loss", "teacher_logits",
+  "align_uniform_loss",
+  "auc_mw_loss",
+  "contrastive_gap_loss",
+  "cwcl_targets",
+  "dcl_loss",
+  "dclw_loss",
+  "hard_negative_loss",
+  "kernel_infonce_loss",
+  "macl_loss",
+  "mixup_targets",
+  "multi_positive_loss",
+  "sigmoid_focal_loss",
+  "soft_target_loss",
+  "softmax_focal_loss",
+  "supcon_loss",
+  "teacher_logits",
 ]
 
 _HI = jax.lax.Precision.HIGHEST
@@ -80,8 +92,9 @@ def _alignment(x, y, alpha):
 def _uniformity(a, b, t):
   """log mean_{i != j} exp(-t ||a_i - b_j||^2)."""
   n = a.shape[0]
-  return (_masked_logsumexp(-t * _sq_dists(a, b), _off_diagonal(n), axis=None)
-          - jnp.log(n * (n - 1.0)))
+  return _masked_logsumexp(-t * _sq_dists(a, b), _off_diagonal(n), axis=None) - jnp.log(
+    n * (n - 1.0)
+  )
 
 
 def align_uniform_loss(x, y, *, alpha=2.0, t=2.0, lam=1.0, block_size=None):
@@ -91,8 +104,11 @@ def align_uniform_loss(x, y, *, alpha=2.0, t=2.0, lam=1.0, block_size=None):
 
 def contrastive_gap_loss(x, y, scale, *, variant="cuaxu", alpha=2.0, t=2.0, block_size=None):
   """CUA = CLIP + align + (unif(x) + unif(y)) / 2; CUAXU adds the cross-modal uniformity."""
-  loss = (softmax_loss(x, y, scale) + _alignment(x, y, alpha)
-          + (_uniformity(x, x, t) + _uniformity(y, y, t)) / 2)
+  loss = (
+    softmax_loss(x, y, scale)
+    + _alignment(x, y, alpha)
+    + (_uniformity(x, x, t) + _uniformity(y, y, t)) / 2
+  )
   return loss + _uniformity(x, y, t) if variant == "cuaxu" else loss
 
 
@@ -111,8 +127,9 @@ def supcon_loss(x, y, scale, labels, *, intra_modal=False, block_size=None):
     logits = scale * _sim(z, z)
     log_prob = logits - _masked_logsumexp(logits, others, axis=1)[:, None]
     positives = same2 & others
-    return jnp.mean(-jnp.sum(jnp.where(positives, log_prob, 0.0), axis=1)
-                    / jnp.sum(positives, axis=1))
+    return jnp.mean(
+      -jnp.sum(jnp.where(positives, log_prob, 0.0), axis=1) / jnp.sum(positives, axis=1)
+    )
   logits = scale * _sim(x, y)
 
   def one_way(logits):
@@ -137,8 +154,9 @@ def multi_positive_loss(x, y, scale, labels, *, block_size=None):
 # Soft targets: the loss, and the CWCL, M3CoL and distillation targets over all pairs.
 
 
-def soft_target_loss(x, y, scale, side=None, *, targets, space="weights", normalize=True,
-                     block_size=None):
+def soft_target_loss(
+  x, y, scale, side=None, *, targets, space="weights", normalize=True, block_size=None
+):
   """-(1/2B) [sum_ij q^x_ij log softmax_j(l_ij) + sum_ij q^y_ij log softmax_i(l_ij)], with the
   target matrix w = targets(all pairs) normalised per row (q^x) and per column (q^y).
 
@@ -147,9 +165,15 @@ def soft_target_loss(x, y, scale, side=None, *, targets, space="weights", normal
   n = x.shape[0]
   ids = jnp.arange(n, dtype=jnp.int32)
   logits = scale * _sim(x, y)
-  pairs = types.SimpleNamespace(row=side, col=side, row_ids=ids, col_ids=ids, global_batch=n,
-                                scale=jnp.asarray(scale, jnp.float32),
-                                diagonal=jnp.eye(n, dtype=bool))
+  pairs = types.SimpleNamespace(
+    row=side,
+    col=side,
+    row_ids=ids,
+    col_ids=ids,
+    global_batch=n,
+    scale=jnp.asarray(scale, jnp.float32),
+    diagonal=jnp.eye(n, dtype=bool),
+  )
   w = jnp.broadcast_to(jnp.asarray(targets(pairs), jnp.float32), logits.shape)
   if space == "logits":
     q_x, q_y = jax.nn.softmax(w, axis=1), jax.nn.softmax(w, axis=0)
@@ -170,19 +194,23 @@ def cwcl_targets(key="frozen"):
 def mixup_targets(lam_key="mix_lambda", partner_key="mix_partner"):
   """M3CoL: w_ij = lam_i [j = i] + (1 - lam_i) [j = pi(i)], lam = side[lam_key],
   pi = side[partner_key]."""
+
   def targets(pairs):
     lam, partner = pairs.row[lam_key][:, None], pairs.row[partner_key]
     is_partner = jax.nn.one_hot(partner, pairs.global_batch, dtype=bool)
     return lam * pairs.diagonal + (1 - lam) * is_partner
+
   return targets
 
 
 def teacher_logits(scale=None, x_key="teacher_x", y_key="teacher_y"):
   """Distillation: target logits t' u_i . v_j, u = side[x_key], v = side[y_key]; t' = sg(t) when
   ``scale`` is None."""
+
   def targets(pairs):
     t = jax.lax.stop_gradient(pairs.scale) if scale is None else scale
     return t * _sim(pairs.row[x_key], pairs.col[y_key])
+
   return targets
 
 
@@ -225,7 +253,7 @@ def softmax_focal_loss(x, y, scale, *, gamma=2.0, block_size=None):
   logits = scale * _sim(x, y)
   p_x = jnp.diag(jax.nn.softmax(logits, axis=1))
   p_y = jnp.diag(jax.nn.softmax(logits, axis=0))
-  focal = lambda p: -(1 - p) ** gamma * jnp.log(p)
+  focal = lambda p: -((1 - p) ** gamma) * jnp.log(p)
   return jnp.mean(focal(p_x) + focal(p_y)) / 2
 
 
@@ -267,12 +295,12 @@ def auc_mw_loss(x, y, scale, *, block_size=None):
 # Kernel InfoNCE (Tan et al., 2024).
 
 
-def kernel_infonce_loss(x, y, scale, *, gamma=2.0, mix_weight=1.0, mixture="sum",
-                        block_size=None):
+def kernel_infonce_loss(x, y, scale, *, gamma=2.0, mix_weight=1.0, mixture="sum", block_size=None):
   """InfoNCE on logits -t ||x_i - y_j||^gamma, mixed with the Gaussian kernel (gamma = 2)."""
+
   def infonce(x, y, gamma):
     dist = jnp.sqrt(_sq_dists(x, y))
-    logits = -scale * dist ** gamma
+    logits = -scale * dist**gamma
     n = logits.shape[0]
     ce = lambda l: -jnp.mean(jax.nn.log_softmax(l, axis=1)[jnp.arange(n), jnp.arange(n)])
     return (ce(logits) + ce(logits.T)) / 2

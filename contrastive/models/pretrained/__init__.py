@@ -36,19 +36,19 @@ from typing import Any
 
 from absl import logging
 
-from contrastive.models.pretrained.common import describe
 from contrastive.models.pretrained.common import Pretrained
 from contrastive.models.pretrained.common import PretrainedError
+from contrastive.models.pretrained.common import describe
 
 FAMILIES = ("open_clip", "hf", "big_vision")
 SAVE_FAMILIES = ("open_clip", "hf")
 _EXPECTED = {
-    "open_clip": "a directory with open_clip_config.json and open_clip_model.safetensors (or "
-                 "open_clip_pytorch_model.bin), or such a weights file (with name= an open_clip "
-                 "model name when no config is beside it)",
-    "hf": "a directory with config.json and model.safetensors (or sharded with "
-          "model.safetensors.index.json) of a CLIPModel or SiglipModel",
-    "big_vision": "a big_vision SigLIP .npz (img/..., txt/..., t, b)",
+  "open_clip": "a directory with open_clip_config.json and open_clip_model.safetensors (or "
+  "open_clip_pytorch_model.bin), or such a weights file (with name= an open_clip "
+  "model name when no config is beside it)",
+  "hf": "a directory with config.json and model.safetensors (or sharded with "
+  "model.safetensors.index.json) of a CLIPModel or SiglipModel",
+  "big_vision": "a big_vision SigLIP .npz (img/..., txt/..., t, b)",
 }
 
 
@@ -104,13 +104,15 @@ def load_pretrained(path: str | os.PathLike, *, name: str | None = None) -> Pret
   family = detect_family(path, name=name)
   if family is None:
     expected = "; ".join(f"{f}: {_EXPECTED[f]}" for f in FAMILIES)
-    raise PretrainedError(f"Not a checkpoint this library reads: {describe(path)}. Expected "
-                          f"{expected}.")
+    raise PretrainedError(
+      f"Not a checkpoint this library reads: {describe(path)}. Expected {expected}."
+    )
   return family_module(family).load(path, name=name)
 
 
-def save_pretrained(pre_or_config: Pretrained | Any, params: Any, path: str | os.PathLike, *,
-                    family: str) -> None:
+def save_pretrained(
+  pre_or_config: Pretrained | Any, params: Any, path: str | os.PathLike, *, family: str
+) -> None:
   """Writes `params` in a family's layout, so that the peer library loads them unchanged.
 
   Args:
@@ -124,16 +126,19 @@ def save_pretrained(pre_or_config: Pretrained | Any, params: Any, path: str | os
     PretrainedError: an unknown family, or a model the family cannot hold.
   """
   if family not in SAVE_FAMILIES:
-    raise PretrainedError(f"Cannot save as {family!r}; families with a writer: "
-                          f"{list(SAVE_FAMILIES)}.")
+    raise PretrainedError(
+      f"Cannot save as {family!r}; families with a writer: {list(SAVE_FAMILIES)}."
+    )
   module = family_module(family)
   if module is None:
     raise PretrainedError(f"The {family!r} family is not available in this installation.")
   extras = {}
   if isinstance(pre_or_config, Pretrained):
     accepted = inspect.signature(module.save).parameters
-    extras = {"data": pre_or_config.data,
-              "meta": pre_or_config.meta if pre_or_config.family == family else {}}
+    extras = {
+      "data": pre_or_config.data,
+      "meta": pre_or_config.meta if pre_or_config.family == family else {},
+    }
     extras = {k: v for k, v in extras.items() if k in accepted}
     config = pre_or_config.model_config
   else:
@@ -141,5 +146,13 @@ def save_pretrained(pre_or_config: Pretrained | Any, params: Any, path: str | os
   module.save(config, params, os.fspath(path), **extras)
 
 
-__all__ = ["FAMILIES", "Pretrained", "PretrainedError", "describe", "detect_family",
-           "family_module", "load_pretrained", "save_pretrained"]
+__all__ = [
+  "FAMILIES",
+  "Pretrained",
+  "PretrainedError",
+  "describe",
+  "detect_family",
+  "family_module",
+  "load_pretrained",
+  "save_pretrained",
+]

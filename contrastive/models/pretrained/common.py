@@ -40,9 +40,17 @@ class Pretrained:
   meta: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
-def data_settings(*, tokenizer: str, max_len: int, image_size: int, mean, std,
-                  resize: int | None = None, crop: str = "center",
-                  interpolation: str = "bicubic") -> ml_collections.ConfigDict:
+def data_settings(
+  *,
+  tokenizer: str,
+  max_len: int,
+  image_size: int,
+  mean,
+  std,
+  resize: int | None = None,
+  crop: str = "center",
+  interpolation: str = "bicubic",
+) -> ml_collections.ConfigDict:
   """The data settings that belong to a checkpoint (`Pretrained.data`).
 
   Args:
@@ -56,11 +64,18 @@ def data_settings(*, tokenizer: str, max_len: int, image_size: int, mean, std,
       `image_size`, no crop: SigLIP) or `"pad"` (resize the longer side, pad the rest).
     interpolation: the resize filter (`"bicubic"`, `"bilinear"`).
   """
-  return ml_collections.ConfigDict(dict(
-      tokenizer=tokenizer, max_len=int(max_len), image_size=int(image_size),
-      resize=int(resize if resize is not None else image_size), crop=crop,
-      mean=tuple(float(m) for m in mean), std=tuple(float(s) for s in std),
-      interpolation=interpolation))
+  return ml_collections.ConfigDict(
+    dict(
+      tokenizer=tokenizer,
+      max_len=int(max_len),
+      image_size=int(image_size),
+      resize=int(resize if resize is not None else image_size),
+      crop=crop,
+      mean=tuple(float(m) for m in mean),
+      std=tuple(float(s) for s in std),
+      interpolation=interpolation,
+    )
+  )
 
 
 def describe(path: str | os.PathLike) -> str:
@@ -114,8 +129,9 @@ def param_shapes(model_config: Any) -> dict[str, tuple[int, ...]]:
   if unroll:  # one traced block instead of `depth` (seconds for a ViT-L), then unrolled names
     config.scan = True
   model = config_lib.make_model(config)
-  variables = jax.eval_shape(lambda: model.init(jax.random.key(0), model.dummy_batch(1),
-                                                train=False))
+  variables = jax.eval_shape(
+    lambda: model.init(jax.random.key(0), model.dummy_batch(1), train=False)
+  )
   params = nn.meta.unbox(variables)["params"]
   shapes = {}
   for key, value in flatten(params).items():

@@ -54,33 +54,78 @@ PREPROCESSOR = "preprocessor_config.json"
 # model_type: (file, `data.make_tokenizer` prefix), in order of preference. "hf:" is the file
 # with its own template, as transformers' fast tokenizer reads it; "siglip:" SigLIP's
 # SentencePiece model as transformers' SiglipTokenizer reads it.
-TOKENIZERS = {"clip": (("tokenizer.json", "hf:"),),
-              "siglip": (("spiece.model", "siglip:"), ("tokenizer.json", "hf:"))}
+TOKENIZERS = {
+  "clip": (("tokenizer.json", "hf:"),),
+  "siglip": (("spiece.model", "siglip:"), ("tokenizer.json", "hf:")),
+}
 
 # transformers' class defaults: config.json leaves out values equal to them.
 _DEFAULTS = {
-    "clip": dict(
-        projection_dim=512, logit_scale_init_value=2.6592,
-        text=dict(vocab_size=49408, hidden_size=512, intermediate_size=2048,
-                  num_hidden_layers=12, num_attention_heads=8, max_position_embeddings=77,
-                  hidden_act="quick_gelu", layer_norm_eps=1e-5, pad_token_id=1,
-                  bos_token_id=49406, eos_token_id=49407),
-        vision=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
-                    num_attention_heads=12, num_channels=3, image_size=224, patch_size=32,
-                    hidden_act="quick_gelu", layer_norm_eps=1e-5)),
-    "siglip": dict(
-        text=dict(vocab_size=32000, hidden_size=768, intermediate_size=3072,
-                  num_hidden_layers=12, num_attention_heads=12, max_position_embeddings=64,
-                  hidden_act="gelu_pytorch_tanh", layer_norm_eps=1e-6, pad_token_id=1,
-                  bos_token_id=49406, eos_token_id=49407, projection_size=None),
-        vision=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
-                    num_attention_heads=12, num_channels=3, image_size=224, patch_size=16,
-                    hidden_act="gelu_pytorch_tanh", layer_norm_eps=1e-6, vision_use_head=True)),
+  "clip": dict(
+    projection_dim=512,
+    logit_scale_init_value=2.6592,
+    text=dict(
+      vocab_size=49408,
+      hidden_size=512,
+      intermediate_size=2048,
+      num_hidden_layers=12,
+      num_attention_heads=8,
+      max_position_embeddings=77,
+      hidden_act="quick_gelu",
+      layer_norm_eps=1e-5,
+      pad_token_id=1,
+      bos_token_id=49406,
+      eos_token_id=49407,
+    ),
+    vision=dict(
+      hidden_size=768,
+      intermediate_size=3072,
+      num_hidden_layers=12,
+      num_attention_heads=12,
+      num_channels=3,
+      image_size=224,
+      patch_size=32,
+      hidden_act="quick_gelu",
+      layer_norm_eps=1e-5,
+    ),
+  ),
+  "siglip": dict(
+    text=dict(
+      vocab_size=32000,
+      hidden_size=768,
+      intermediate_size=3072,
+      num_hidden_layers=12,
+      num_attention_heads=12,
+      max_position_embeddings=64,
+      hidden_act="gelu_pytorch_tanh",
+      layer_norm_eps=1e-6,
+      pad_token_id=1,
+      bos_token_id=49406,
+      eos_token_id=49407,
+      projection_size=None,
+    ),
+    vision=dict(
+      hidden_size=768,
+      intermediate_size=3072,
+      num_hidden_layers=12,
+      num_attention_heads=12,
+      num_channels=3,
+      image_size=224,
+      patch_size=16,
+      hidden_act="gelu_pytorch_tanh",
+      layer_norm_eps=1e-6,
+      vision_use_head=True,
+    ),
+  ),
 }
 ARCHITECTURES = {"clip": "CLIPModel", "siglip": "SiglipModel"}
 # transformers' `hidden_act` name: this library's activation (and back).
-ACTS = {"quick_gelu": "quick_gelu", "gelu": "gelu", "gelu_pytorch_tanh": "gelu_tanh",
-        "gelu_new": "gelu_tanh"}
+ACTS = {
+  "quick_gelu": "quick_gelu",
+  "gelu": "gelu",
+  "gelu_pytorch_tanh": "gelu_tanh",
+  "gelu_new": "gelu_tanh",
+}
 HF_ACTS = {"quick_gelu": "quick_gelu", "gelu": "gelu", "gelu_tanh": "gelu_pytorch_tanh"}
 # PIL's resampling codes in preprocessor_config.json.
 _RESAMPLE = {2: "bilinear", 3: "bicubic"}
@@ -89,6 +134,8 @@ OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 # A HF CLIP text config with this `eos_token_id` pools at the largest id (transformers keeps
 # that for configs written before its PR #24773); any other id pools at its first position.
 LEGACY_EOS = 2
+
+
 # Keys old transformers versions saved as buffers; nothing to load.
 def _err(path: str, message: str) -> common.PretrainedError:
   return common.PretrainedError(f"{path}: {message}")
@@ -154,56 +201,100 @@ def _act(name: str, *, path: str, tower: str) -> str:
   return ACTS[name]
 
 
-def model_config_from_hf(config: dict[str, Any], *, path: str = CONFIG
-                         ) -> ml_collections.ConfigDict:
+def model_config_from_hf(
+  config: dict[str, Any], *, path: str = CONFIG
+) -> ml_collections.ConfigDict:
   """The model config of a transformers `CLIPModel` or `SiglipModel` config (a dict)."""
   kind = config.get("model_type")
   if kind == "siglip2":
-    raise _err(path, "model_type 'siglip2' (Siglip2Model, NaFlex) is not supported; SigLIP 2 "
-               "checkpoints of fixed resolution (model_type 'siglip') load.")
+    raise _err(
+      path,
+      "model_type 'siglip2' (Siglip2Model, NaFlex) is not supported; SigLIP 2 "
+      "checkpoints of fixed resolution (model_type 'siglip') load.",
+    )
   if kind not in _DEFAULTS:
-    raise _err(path, f"model_type {kind!r} is not supported; known: {sorted(_DEFAULTS)} "
-               f"({', '.join(ARCHITECTURES.values())}).")
+    raise _err(
+      path,
+      f"model_type {kind!r} is not supported; known: {sorted(_DEFAULTS)} "
+      f"({', '.join(ARCHITECTURES.values())}).",
+    )
   t, v = _sub_config(config, kind, "text"), _sub_config(config, kind, "vision")
-  dims = lambda c: dict(width=int(c["hidden_size"]), depth=int(c["num_hidden_layers"]),
-                        mlp_dim=int(c["intermediate_size"]),
-                        num_heads=int(c["num_attention_heads"]))
-  image = dict(kind="vit", **dims(v), patch_size=_side(v["patch_size"], what="patch_size",
-                                                         path=path),
-               image_size=_side(v["image_size"], what="image_size", path=path),
-               channels=int(v["num_channels"]), posemb="learn", stem="patch",
-               **({"drop_remainder": True} if _side(v["image_size"], what="image_size", path=path)
-                  % _side(v["patch_size"], what="patch_size", path=path) else {}),
-               final_norm="pre_pool", act=_act(v["hidden_act"], path=path, tower="vision"),
-               norm_eps=float(v["layer_norm_eps"]))
-  text = dict(kind="text", **dims(t), vocab_size=int(t["vocab_size"]),
-              max_len=int(t["max_position_embeddings"]), pad_id=None, final_norm="pre_pool",
-              act=_act(t["hidden_act"], path=path, tower="text"),
-              norm_eps=float(t["layer_norm_eps"]))
+  dims = lambda c: dict(
+    width=int(c["hidden_size"]),
+    depth=int(c["num_hidden_layers"]),
+    mlp_dim=int(c["intermediate_size"]),
+    num_heads=int(c["num_attention_heads"]),
+  )
+  image = dict(
+    kind="vit",
+    **dims(v),
+    patch_size=_side(v["patch_size"], what="patch_size", path=path),
+    image_size=_side(v["image_size"], what="image_size", path=path),
+    channels=int(v["num_channels"]),
+    posemb="learn",
+    stem="patch",
+    **(
+      {"drop_remainder": True}
+      if _side(v["image_size"], what="image_size", path=path)
+      % _side(v["patch_size"], what="patch_size", path=path)
+      else {}
+    ),
+    final_norm="pre_pool",
+    act=_act(v["hidden_act"], path=path, tower="vision"),
+    norm_eps=float(v["layer_norm_eps"]),
+  )
+  text = dict(
+    kind="text",
+    **dims(t),
+    vocab_size=int(t["vocab_size"]),
+    max_len=int(t["max_position_embeddings"]),
+    pad_id=None,
+    final_norm="pre_pool",
+    act=_act(t["hidden_act"], path=path, tower="text"),
+    norm_eps=float(t["layer_norm_eps"]),
+  )
   if kind == "clip":
     image.update(pool="cls", cls_posemb=True, pre_norm=True, patch_bias=False, proj_bias=False)
     eos = t["eos_token_id"]
     if isinstance(eos, list):
       raise _err(path, f"text eos_token_id {eos} is a list; CLIP pools at one end-of-text id.")
-    text.update(causal=True, proj_bias=False,
-                **(dict(pool="eot") if eos == LEGACY_EOS else dict(pool="eos", eos_id=int(eos))))
+    text.update(
+      causal=True,
+      proj_bias=False,
+      **(dict(pool="eot") if eos == LEGACY_EOS else dict(pool="eos", eos_id=int(eos))),
+    )
     embed_dim = int(config.get("projection_dim") or _DEFAULTS["clip"]["projection_dim"])
     convention = "clip"
   else:
     if not v.get("vision_use_head", True):
-      raise _err(path, "vision_use_head is false: a SiglipModel without its attention-pooling "
-                 "head has no image embedding to load.")
+      raise _err(
+        path,
+        "vision_use_head is false: a SiglipModel without its attention-pooling "
+        "head has no image embedding to load.",
+      )
     image.update(pool="map", pre_norm=False, patch_bias=True, proj=False)
     text.update(causal=False, pool="last", proj_bias=True)
     embed_dim = image["width"]
     projection = int(t.get("projection_size") or t["hidden_size"])
     if projection != embed_dim:
-      raise _err(path, f"text projection_size {projection} differs from the vision hidden_size "
-                 f"{embed_dim}; SigLIP's image embedding is the vision width.")
+      raise _err(
+        path,
+        f"text projection_size {projection} differs from the vision hidden_size "
+        f"{embed_dim}; SigLIP's image embedding is the vision width.",
+      )
     convention = "siglip"
-  return ml_collections.ConfigDict(dict(
-      encoders=dict(image=image, text=text), embed_dim=embed_dim, convention=convention,
-      max_scale=math.inf, dtype="float32", remat="none", scan=False, locked=()))
+  return ml_collections.ConfigDict(
+    dict(
+      encoders=dict(image=image, text=text),
+      embed_dim=embed_dim,
+      convention=convention,
+      max_scale=math.inf,
+      dtype="float32",
+      remat="none",
+      scan=False,
+      locked=(),
+    )
+  )
 
 
 def load(path: str | os.PathLike, *, name: str | None = None) -> common.Pretrained:
@@ -226,15 +317,22 @@ def load(path: str | os.PathLike, *, name: str | None = None) -> common.Pretrain
   config = _read_json(config_path)
   model_config = model_config_from_hf(config, path=config_path)
   weights = _open_weights(directory)
-  params = hf_params.params_from_hf(weights, model_config, config_path=config_path,
-                                     architecture=ARCHITECTURES[model_config.convention])
-  return common.Pretrained(model_config=model_config, params=params,
-                           data=data_from_hf(directory, config, model_config), family="hf",
-                           source=directory)
+  params = hf_params.params_from_hf(
+    weights,
+    model_config,
+    config_path=config_path,
+    architecture=ARCHITECTURES[model_config.convention],
+  )
+  return common.Pretrained(
+    model_config=model_config,
+    params=params,
+    data=data_from_hf(directory, config, model_config),
+    family="hf",
+    source=directory,
+  )
 
 
-def data_from_hf(directory: str, config: dict[str, Any], model_config
-                 ) -> ml_collections.ConfigDict:
+def data_from_hf(directory: str, config: dict[str, Any], model_config) -> ml_collections.ConfigDict:
   """The data settings: the tokenizer file beside the weights, sizes, and normalization."""
   kind = model_config.convention
   image_size = model_config.encoders.image.image_size
@@ -256,19 +354,36 @@ def data_from_hf(directory: str, config: dict[str, Any], model_config
       crop = "squash"
     interpolation = _RESAMPLE.get(pre.get("resample"), interpolation)
   files = TOKENIZERS[kind]
-  tokenizer = next((prefix + os.path.join(directory, n) for n, prefix in files
-                    if os.path.isfile(os.path.join(directory, n))), None)
+  tokenizer = next(
+    (
+      prefix + os.path.join(directory, n)
+      for n, prefix in files
+      if os.path.isfile(os.path.join(directory, n))
+    ),
+    None,
+  )
   if tokenizer is None and clip and model_config.encoders.text.vocab_size == 49408:
     tokenizer = "clip"  # OpenAI's BPE, which every 49,408-entry CLIP vocabulary is
   if tokenizer is None:
     name, prefix = files[0]
     tokenizer = prefix + os.path.join(directory, name)
-    logging.warning("%s has no tokenizer file (%s): the weights load, and "
-                    "data.make_tokenizer(pre.data.tokenizer) fails naming %s.", directory,
-                    " or ".join(n for n, _ in files), os.path.join(directory, name))
-  return common.data_settings(tokenizer=tokenizer, max_len=model_config.encoders.text.max_len,
-                              image_size=image_size, resize=resize, crop=crop, mean=mean,
-                              std=std, interpolation=interpolation)
+    logging.warning(
+      "%s has no tokenizer file (%s): the weights load, and "
+      "data.make_tokenizer(pre.data.tokenizer) fails naming %s.",
+      directory,
+      " or ".join(n for n, _ in files),
+      os.path.join(directory, name),
+    )
+  return common.data_settings(
+    tokenizer=tokenizer,
+    max_len=model_config.encoders.text.max_len,
+    image_size=image_size,
+    resize=resize,
+    crop=crop,
+    mean=mean,
+    std=std,
+    interpolation=interpolation,
+  )
 
 
 # ------------------------------------------------------------------------------------ writing
@@ -279,52 +394,83 @@ def _exportable(model_config) -> str:
   cfg = model_config.to_dict() if hasattr(model_config, "to_dict") else dict(model_config)
   encoders = cfg.get("encoders") or {}
   if set(encoders) != {"image", "text"}:
-    raise common.PretrainedError(f"A transformers CLIPModel or SiglipModel has an image and a "
-                                 f"text tower; this model has {sorted(encoders)}.")
+    raise common.PretrainedError(
+      f"A transformers CLIPModel or SiglipModel has an image and a "
+      f"text tower; this model has {sorted(encoders)}."
+    )
   image, text = dict(encoders["image"]), dict(encoders["text"])
   kind = "siglip" if image.get("pool") == "map" else "clip"
-  fields = lambda k: {f: getattr(model_config_lib.ENCODERS[k], f)
-                      for f in model_config_lib.encoder_fields(k)}
+  fields = lambda k: {
+    f: getattr(model_config_lib.ENCODERS[k], f) for f in model_config_lib.encoder_fields(k)
+  }
   image, text = {**fields("vit"), **image}, {**fields("text"), **text}
   image.setdefault("proj", True)
   text.setdefault("proj", True)
   want = dict(
-      clip=(dict(kind="vit", pool="cls", pre_norm=True, patch_bias=False, posemb="learn",
-                 stem="patch", proj=True, proj_bias=False),
-            dict(kind="text", causal=True, proj=True, proj_bias=False)),
-      siglip=(dict(kind="vit", pool="map", pre_norm=False, final_norm="pre_pool",
-                   patch_bias=True, posemb="learn", stem="patch", proj=False),
-              dict(kind="text", causal=False, pool="last", pad_id=None, proj=True,
-                   proj_bias=True)))[kind]
+    clip=(
+      dict(
+        kind="vit",
+        pool="cls",
+        pre_norm=True,
+        patch_bias=False,
+        posemb="learn",
+        stem="patch",
+        proj=True,
+        proj_bias=False,
+      ),
+      dict(kind="text", causal=True, proj=True, proj_bias=False),
+    ),
+    siglip=(
+      dict(
+        kind="vit",
+        pool="map",
+        pre_norm=False,
+        final_norm="pre_pool",
+        patch_bias=True,
+        posemb="learn",
+        stem="patch",
+        proj=False,
+      ),
+      dict(kind="text", causal=False, pool="last", pad_id=None, proj=True, proj_bias=True),
+    ),
+  )[kind]
   for tower, enc, required in (("image", image, want[0]), ("text", text, want[1])):
     for key, value in required.items():
       if enc.get(key, False if key == "proj_bias" else None) != value:
         raise common.PretrainedError(
-            f"transformers' {ARCHITECTURES[kind]} needs {tower} {key}={value!r}; this model has "
-            f"{enc.get(key)!r}.")
+          f"transformers' {ARCHITECTURES[kind]} needs {tower} {key}={value!r}; this model has "
+          f"{enc.get(key)!r}."
+        )
     if enc.get("final_norm") == "none":
-      raise common.PretrainedError(f"transformers' {ARCHITECTURES[kind]} needs a {tower} "
-                                   "final_norm; this model has 'none'.")
+      raise common.PretrainedError(
+        f"transformers' {ARCHITECTURES[kind]} needs a {tower} final_norm; this model has 'none'."
+      )
     if enc.get("act") not in HF_ACTS:
-      raise common.PretrainedError(f"{tower} act {enc.get('act')!r} has no transformers "
-                                   f"hidden_act; known: {sorted(HF_ACTS)}.")
+      raise common.PretrainedError(
+        f"{tower} act {enc.get('act')!r} has no transformers hidden_act; known: {sorted(HF_ACTS)}."
+      )
   size = image.get("image_size", 224)
   if not isinstance(size, int) and (len(size) != 2 or size[0] != size[1]):
-    raise common.PretrainedError(f"transformers' vision towers take square images; this model's "
-                                 f"image_size is {size!r}.")
+    raise common.PretrainedError(
+      f"transformers' vision towers take square images; this model's image_size is {size!r}."
+    )
   if kind == "clip":
     if text.get("pool") not in ("eot", "eos"):
       raise common.PretrainedError(
-          f"transformers' CLIPModel pools the text at its end-of-text token: text pool 'eot' "
-          f"(largest id) or 'eos' (with eos_id); this model has {text.get('pool')!r}.")
+        f"transformers' CLIPModel pools the text at its end-of-text token: text pool 'eot' "
+        f"(largest id) or 'eos' (with eos_id); this model has {text.get('pool')!r}."
+      )
     if text.get("pool") == "eos" and text.get("eos_id") == LEGACY_EOS:
       raise common.PretrainedError(
-          f"text eos_id {LEGACY_EOS} is transformers' marker for largest-id pooling; use pool "
-          f"'eot' if {LEGACY_EOS} is the largest id.")
+        f"text eos_id {LEGACY_EOS} is transformers' marker for largest-id pooling; use pool "
+        f"'eot' if {LEGACY_EOS} is the largest id."
+      )
   if (cfg.get("bias_init") is not None or cfg.get("convention") == "siglip") != (kind == "siglip"):
-    raise common.PretrainedError(f"transformers' {ARCHITECTURES[kind]} "
-                                 f"{'has' if kind == 'siglip' else 'has no'} logit bias; this "
-                                 f"model's convention is {cfg.get('convention')!r}.")
+    raise common.PretrainedError(
+      f"transformers' {ARCHITECTURES[kind]} "
+      f"{'has' if kind == 'siglip' else 'has no'} logit bias; this "
+      f"model's convention is {cfg.get('convention')!r}."
+    )
   return kind
 
 
@@ -333,48 +479,75 @@ def _hf_config(model_config, kind: str, dims: dict[str, dict[str, int]]) -> dict
   image, text = enc.image, enc.text
 
   def common_fields(e, d):
-    return dict(hidden_size=d["width"], intermediate_size=d["mlp_dim"],
-                num_hidden_layers=d["depth"], num_attention_heads=d["num_heads"],
-                hidden_act=HF_ACTS[e.act], layer_norm_eps=float(e.norm_eps),
-                attention_dropout=0.0)
+    return dict(
+      hidden_size=d["width"],
+      intermediate_size=d["mlp_dim"],
+      num_hidden_layers=d["depth"],
+      num_attention_heads=d["num_heads"],
+      hidden_act=HF_ACTS[e.act],
+      layer_norm_eps=float(e.norm_eps),
+      attention_dropout=0.0,
+    )
 
   size = image.get("image_size", 224)
-  vision = dict(common_fields(image, dims["image"]), num_channels=int(image.get("channels", 3)),
-                image_size=size if isinstance(size, int) else int(size[0]),
-                patch_size=dims["image"]["patch_size"])
-  txt = dict(common_fields(text, dims["text"]), vocab_size=int(text.vocab_size),
-             max_position_embeddings=int(text.max_len))
+  vision = dict(
+    common_fields(image, dims["image"]),
+    num_channels=int(image.get("channels", 3)),
+    image_size=size if isinstance(size, int) else int(size[0]),
+    patch_size=dims["image"]["patch_size"],
+  )
+  txt = dict(
+    common_fields(text, dims["text"]),
+    vocab_size=int(text.vocab_size),
+    max_position_embeddings=int(text.max_len),
+  )
   if kind == "clip":
     eos = LEGACY_EOS if text.pool == "eot" else int(text.eos_id)
-    txt.update(eos_token_id=eos, bos_token_id=0 if eos == LEGACY_EOS else eos - 1,
-               pad_token_id=1, projection_dim=int(model_config.embed_dim))
+    txt.update(
+      eos_token_id=eos,
+      bos_token_id=0 if eos == LEGACY_EOS else eos - 1,
+      pad_token_id=1,
+      projection_dim=int(model_config.embed_dim),
+    )
     vision.update(projection_dim=int(model_config.embed_dim))
     config = dict(projection_dim=int(model_config.embed_dim), logit_scale_init_value=2.6592)
   else:
     txt.update(projection_size=int(model_config.embed_dim))
     vision.update(vision_use_head=True)
     config = {}
-  return dict(architectures=[ARCHITECTURES[kind]], model_type=kind, dtype="float32",
-              text_config=dict(model_type=f"{kind}_text_model", **txt),
-              vision_config=dict(model_type=f"{kind}_vision_model", **vision), **config)
+  return dict(
+    architectures=[ARCHITECTURES[kind]],
+    model_type=kind,
+    dtype="float32",
+    text_config=dict(model_type=f"{kind}_text_model", **txt),
+    vision_config=dict(model_type=f"{kind}_vision_model", **vision),
+    **config,
+  )
 
 
 def _preprocessor(kind: str, settings) -> dict[str, Any]:
   """transformers' image processor config for data settings (`Pretrained.data`)."""
   if settings.crop not in ("center", "squash"):
-    raise common.PretrainedError(f"transformers' image processors resize and center-crop, or "
-                                 f"squash; these data settings crop {settings.crop!r}.")
+    raise common.PretrainedError(
+      f"transformers' image processors resize and center-crop, or "
+      f"squash; these data settings crop {settings.crop!r}."
+    )
   center = settings.crop == "center"
   side = int(settings.image_size)
   return dict(
-      image_processor_type="CLIPImageProcessor" if kind == "clip" else "SiglipImageProcessor",
-      do_resize=True, do_center_crop=center, do_rescale=True, rescale_factor=1 / 255,
-      do_normalize=True, do_convert_rgb=True, image_mean=list(settings.mean),
-      image_std=list(settings.std),
-      resample={v: k for k, v in _RESAMPLE.items()}.get(settings.get("interpolation"), 3),
-      size=({"shortest_edge": int(settings.resize)} if center else
-            {"height": side, "width": side}),
-      **({"crop_size": {"height": side, "width": side}} if center else {}))
+    image_processor_type="CLIPImageProcessor" if kind == "clip" else "SiglipImageProcessor",
+    do_resize=True,
+    do_center_crop=center,
+    do_rescale=True,
+    rescale_factor=1 / 255,
+    do_normalize=True,
+    do_convert_rgb=True,
+    image_mean=list(settings.mean),
+    image_std=list(settings.std),
+    resample={v: k for k, v in _RESAMPLE.items()}.get(settings.get("interpolation"), 3),
+    size=({"shortest_edge": int(settings.resize)} if center else {"height": side, "width": side}),
+    **({"crop_size": {"height": side, "width": side}} if center else {}),
+  )
 
 
 def _copy_tokenizer(kind: str, spec: str, directory: str) -> None:
@@ -417,18 +590,28 @@ def save(model_config, params, path: str | os.PathLike, *, data=None) -> None:
     unrolled.encoders[m].scan = False
   here = hf_params.here_shapes(unrolled)
   flat = flax.traverse_util.flatten_dict(
-      layers.unstack_layers(jax.tree.map(np.asarray, flax.linen.unbox(params))), sep="/")
+    layers.unstack_layers(jax.tree.map(np.asarray, flax.linen.unbox(params))), sep="/"
+  )
   missing = sorted(set(here) - set(flat))
   if missing:
-    raise common.PretrainedError(f"The params lack {missing[0]!r} ({len(missing)} missing) of "
-                                 f"the model config's {ARCHITECTURES[kind]}.")
+    raise common.PretrainedError(
+      f"The params lack {missing[0]!r} ({len(missing)} missing) of "
+      f"the model config's {ARCHITECTURES[kind]}."
+    )
   for key, shape in here.items():
     if tuple(flat[key].shape) != shape:
-      raise common.PretrainedError(f"Param {key} has shape {tuple(flat[key].shape)}; the model "
-                                   f"config gives {shape}.")
+      raise common.PretrainedError(
+        f"Param {key} has shape {tuple(flat[key].shape)}; the model config gives {shape}."
+      )
   cls_posemb = bool(getattr(model.encoders["image"], "cls_posemb", False))
-  out = hf_params.params_to_hf(flat, here, kind=kind, image_depth=dims["image"]["depth"],
-                               text_depth=dims["text"]["depth"], cls_posemb=cls_posemb)
+  out = hf_params.params_to_hf(
+    flat,
+    here,
+    kind=kind,
+    image_depth=dims["image"]["depth"],
+    text_depth=dims["text"]["depth"],
+    cls_posemb=cls_posemb,
+  )
   preprocessor = _preprocessor(kind, data) if data is not None else None
   directory = os.fspath(path)
   os.makedirs(directory, exist_ok=True)

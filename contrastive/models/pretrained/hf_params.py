@@ -33,32 +33,49 @@ _HF_VPOS = "vision_model.embeddings.position_embedding.weight"
 
 # kind: (HF shape from this library's shape, to this library's layout, to HF's layout)
 _TRANSFORMS = {
-    "copy": (lambda s: s, lambda x, s: x.reshape(s), lambda x, h: x.reshape(h)),
-    "linear": (lambda s: s[::-1], lambda x, s: x.T, lambda x, h: x.T),
-    "qkv": (lambda s: (s[1] * s[2], s[0]), lambda x, s: x.T.reshape(s),
-            lambda x, h: x.reshape(x.shape[0], -1).T),
-    "out": (lambda s: (s[2], s[0] * s[1]), lambda x, s: x.T.reshape(s),
-            lambda x, h: x.reshape(-1, x.shape[-1]).T),
-    "flat": (lambda s: (math.prod(s),), lambda x, s: x.reshape(s), lambda x, h: x.reshape(h)),
-    "unbatch": (lambda s: s[1:], lambda x, s: x.reshape(s), lambda x, h: x.reshape(h)),
-    "conv": (lambda s: (s[3], s[2], s[0], s[1]), lambda x, s: x.transpose(2, 3, 1, 0),
-             lambda x, h: x.transpose(3, 2, 0, 1)),
+  "copy": (lambda s: s, lambda x, s: x.reshape(s), lambda x, h: x.reshape(h)),
+  "linear": (lambda s: s[::-1], lambda x, s: x.T, lambda x, h: x.T),
+  "qkv": (
+    lambda s: (s[1] * s[2], s[0]),
+    lambda x, s: x.T.reshape(s),
+    lambda x, h: x.reshape(x.shape[0], -1).T,
+  ),
+  "out": (
+    lambda s: (s[2], s[0] * s[1]),
+    lambda x, s: x.T.reshape(s),
+    lambda x, h: x.reshape(-1, x.shape[-1]).T,
+  ),
+  "flat": (lambda s: (math.prod(s),), lambda x, s: x.reshape(s), lambda x, h: x.reshape(h)),
+  "unbatch": (lambda s: s[1:], lambda x, s: x.reshape(s), lambda x, h: x.reshape(h)),
+  "conv": (
+    lambda s: (s[3], s[2], s[0], s[1]),
+    lambda x, s: x.transpose(2, 3, 1, 0),
+    lambda x, h: x.transpose(3, 2, 0, 1),
+  ),
 }
 
 
 def _block_rules(here: str, hf: str) -> list[tuple[str, str, str]]:
   rules = []
   for ours, theirs in (("query", "q_proj"), ("key", "k_proj"), ("value", "v_proj")):
-    rules += [(f"{here}/attn/{ours}/kernel", f"{hf}.self_attn.{theirs}.weight", "qkv"),
-              (f"{here}/attn/{ours}/bias", f"{hf}.self_attn.{theirs}.bias", "flat")]
-  rules += [(f"{here}/attn/out/kernel", f"{hf}.self_attn.out_proj.weight", "out"),
-            (f"{here}/attn/out/bias", f"{hf}.self_attn.out_proj.bias", "copy")]
+    rules += [
+      (f"{here}/attn/{ours}/kernel", f"{hf}.self_attn.{theirs}.weight", "qkv"),
+      (f"{here}/attn/{ours}/bias", f"{hf}.self_attn.{theirs}.bias", "flat"),
+    ]
+  rules += [
+    (f"{here}/attn/out/kernel", f"{hf}.self_attn.out_proj.weight", "out"),
+    (f"{here}/attn/out/bias", f"{hf}.self_attn.out_proj.bias", "copy"),
+  ]
   for ours, theirs in (("norm1", "layer_norm1"), ("norm2", "layer_norm2")):
-    rules += [(f"{here}/{ours}/scale", f"{hf}.{theirs}.weight", "copy"),
-              (f"{here}/{ours}/bias", f"{hf}.{theirs}.bias", "copy")]
+    rules += [
+      (f"{here}/{ours}/scale", f"{hf}.{theirs}.weight", "copy"),
+      (f"{here}/{ours}/bias", f"{hf}.{theirs}.bias", "copy"),
+    ]
   for fc in ("fc1", "fc2"):
-    rules += [(f"{here}/mlp/{fc}/kernel", f"{hf}.mlp.{fc}.weight", "linear"),
-              (f"{here}/mlp/{fc}/bias", f"{hf}.mlp.{fc}.bias", "copy")]
+    rules += [
+      (f"{here}/mlp/{fc}/kernel", f"{hf}.mlp.{fc}.weight", "linear"),
+      (f"{here}/mlp/{fc}/bias", f"{hf}.mlp.{fc}.bias", "copy"),
+    ]
   return rules
 
 
@@ -66,56 +83,68 @@ def _norm_rules(here: str, hf: str) -> list[tuple[str, str, str]]:
   return [(f"{here}/scale", f"{hf}.weight", "copy"), (f"{here}/bias", f"{hf}.bias", "copy")]
 
 
-def _rules(kind: str, image_depth: int, text_depth: int, cls_posemb: bool = True
-           ) -> list[tuple[str, str, str]]:
+def _rules(
+  kind: str, image_depth: int, text_depth: int, cls_posemb: bool = True
+) -> list[tuple[str, str, str]]:
   """(here key, HF key, transform) for every tensor but SigLIP's fused `in_proj` (and CLIP's
   class token and position table when the class token has no position row of its own)."""
   img, txt = "image/encoder", "text/encoder"
   rules = [(_VPOS, _HF_VPOS, "unbatch")] if kind == "siglip" or cls_posemb else []
   if kind == "clip" and cls_posemb:
     rules.append((_CLS, _HF_CLS, "flat"))
-  rules += [(f"{img}/embedding/kernel", "vision_model.embeddings.patch_embedding.weight", "conv"),
-           (f"{txt}/embedding/embedding", "text_model.embeddings.token_embedding.weight", "copy"),
-           (f"{txt}/pos_embedding", "text_model.embeddings.position_embedding.weight", "copy")]
+  rules += [
+    (f"{img}/embedding/kernel", "vision_model.embeddings.patch_embedding.weight", "conv"),
+    (f"{txt}/embedding/embedding", "text_model.embeddings.token_embedding.weight", "copy"),
+    (f"{txt}/pos_embedding", "text_model.embeddings.position_embedding.weight", "copy"),
+  ]
   for i in range(image_depth):
-    rules += _block_rules(f"{img}/transformer/encoderblock_{i}",
-                          f"vision_model.encoder.layers.{i}")
+    rules += _block_rules(f"{img}/transformer/encoderblock_{i}", f"vision_model.encoder.layers.{i}")
   for i in range(text_depth):
-    rules += _block_rules(f"{txt}/transformer/encoderblock_{i}",
-                          f"text_model.encoder.layers.{i}")
+    rules += _block_rules(f"{txt}/transformer/encoderblock_{i}", f"text_model.encoder.layers.{i}")
   rules += _norm_rules(f"{img}/norm", "vision_model.post_layernorm")
   rules += _norm_rules(f"{txt}/norm", "text_model.final_layer_norm")
   if kind == "clip":
     rules += _norm_rules(f"{img}/norm_pre", "vision_model.pre_layrnorm")
-    rules += [("image/head/kernel", "visual_projection.weight", "linear"),
-              ("text/head/kernel", "text_projection.weight", "linear"),
-              ("log_scale", "logit_scale", "copy")]
+    rules += [
+      ("image/head/kernel", "visual_projection.weight", "linear"),
+      ("text/head/kernel", "text_projection.weight", "linear"),
+      ("log_scale", "logit_scale", "copy"),
+    ]
   else:
     head = "vision_model.head"
-    rules += [(f"{img}/embedding/bias", "vision_model.embeddings.patch_embedding.bias", "copy"),
-              (f"{img}/map/probe", f"{head}.probe", "copy"),
-              (f"{img}/map/attn/out/kernel", f"{head}.attention.out_proj.weight", "out"),
-              (f"{img}/map/attn/out/bias", f"{head}.attention.out_proj.bias", "copy"),
-              ("text/head/kernel", "text_model.head.weight", "linear"),
-              ("text/head/bias", "text_model.head.bias", "copy"),
-              ("log_scale", "logit_scale", "copy"), ("bias", "logit_bias", "copy")]
+    rules += [
+      (f"{img}/embedding/bias", "vision_model.embeddings.patch_embedding.bias", "copy"),
+      (f"{img}/map/probe", f"{head}.probe", "copy"),
+      (f"{img}/map/attn/out/kernel", f"{head}.attention.out_proj.weight", "out"),
+      (f"{img}/map/attn/out/bias", f"{head}.attention.out_proj.bias", "copy"),
+      ("text/head/kernel", "text_model.head.weight", "linear"),
+      ("text/head/bias", "text_model.head.bias", "copy"),
+      ("log_scale", "logit_scale", "copy"),
+      ("bias", "logit_bias", "copy"),
+    ]
     rules += _norm_rules(f"{img}/map/norm", f"{head}.layernorm")
     for fc in ("fc1", "fc2"):
-      rules += [(f"{img}/map/mlp/{fc}/kernel", f"{head}.mlp.{fc}.weight", "linear"),
-                (f"{img}/map/mlp/{fc}/bias", f"{head}.mlp.{fc}.bias", "copy")]
+      rules += [
+        (f"{img}/map/mlp/{fc}/kernel", f"{head}.mlp.{fc}.weight", "linear"),
+        (f"{img}/map/mlp/{fc}/bias", f"{head}.mlp.{fc}.bias", "copy"),
+      ]
   return rules
 
 
-_MAP_QKV = tuple(f"image/encoder/map/attn/{n}/{p}" for p in ("kernel", "bias")
-                 for n in ("query", "key", "value"))
-_HF_IN_PROJ = ("vision_model.head.attention.in_proj_weight",
-               "vision_model.head.attention.in_proj_bias")
+_MAP_QKV = tuple(
+  f"image/encoder/map/attn/{n}/{p}" for p in ("kernel", "bias") for n in ("query", "key", "value")
+)
+_HF_IN_PROJ = (
+  "vision_model.head.attention.in_proj_weight",
+  "vision_model.head.attention.in_proj_bias",
+)
 
 
 def here_shapes(model_config) -> dict[str, tuple[int, ...]]:
   model = model_config_lib.make_model(model_config)
-  abstract = jax.eval_shape(lambda: model.init(jax.random.key(0), model.dummy_batch(1),
-                                               train=False))
+  abstract = jax.eval_shape(
+    lambda: model.init(jax.random.key(0), model.dummy_batch(1), train=False)
+  )
   params = flax.linen.unbox(abstract)["params"]
   return {k: tuple(v.shape) for k, v in flax.traverse_util.flatten_dict(params, sep="/").items()}
 
@@ -135,8 +164,9 @@ def _hf_shapes(kind: str, rules, here: dict[str, tuple[int, ...]]) -> dict[str, 
   return shapes
 
 
-def _check_weights(weights: weights_lib.Weights, expected: dict[str, tuple], *, config_path: str,
-                   architecture: str) -> None:
+def _check_weights(
+  weights: weights_lib.Weights, expected: dict[str, tuple], *, config_path: str, architecture: str
+) -> None:
   found = {k for k in weights.keys() if not k.endswith(_IGNORED_SUFFIXES)}
   missing = sorted(set(expected) - found)
   extra = sorted(found - set(expected))
@@ -146,25 +176,32 @@ def _check_weights(weights: weights_lib.Weights, expected: dict[str, tuple], *, 
       detail.append(f"{len(missing)} missing, e.g. {missing[0]!r}")
     if extra:
       detail.append(f"{len(extra)} unexpected, e.g. {extra[0]!r}")
-    raise common.PretrainedError(f"{weights.path}: does not hold the {architecture} that {config_path} describes: "
-               f"keys {'; '.join(detail)}.")
+    raise common.PretrainedError(
+      f"{weights.path}: does not hold the {architecture} that {config_path} describes: "
+      f"keys {'; '.join(detail)}."
+    )
   for key, shape in expected.items():
     if tuple(weights.shape(key)) != tuple(shape):
-      raise common.PretrainedError(f"{weights.file(key)}: {key} has shape {tuple(weights.shape(key))} but "
-                 f"{config_path} implies {tuple(shape)}; the config does not match the weights.")
+      raise common.PretrainedError(
+        f"{weights.file(key)}: {key} has shape {tuple(weights.shape(key))} but "
+        f"{config_path} implies {tuple(shape)}; the config does not match the weights."
+      )
 
 
-def params_from_hf(weights: weights_lib.Weights, model_config, *, config_path: str,
-                   architecture: str) -> dict[str, Any]:
+def params_from_hf(
+  weights: weights_lib.Weights, model_config, *, config_path: str, architecture: str
+) -> dict[str, Any]:
   """This library's params from the tensors of a transformers checkpoint, read one by one."""
   kind = model_config.convention
   here = here_shapes(model_config)
   enc = model_config.encoders
   rules = _rules(kind, enc.image.depth, enc.text.depth)
-  _check_weights(weights, _hf_shapes(kind, rules, here), config_path=config_path,
-                 architecture=architecture)
-  flat = {ours: _contiguous(_TRANSFORMS[t][1](weights.pop(hf), here[ours]))
-          for ours, hf, t in rules}
+  _check_weights(
+    weights, _hf_shapes(kind, rules, here), config_path=config_path, architecture=architecture
+  )
+  flat = {
+    ours: _contiguous(_TRANSFORMS[t][1](weights.pop(hf), here[ours])) for ours, hf, t in rules
+  }
   if kind == "siglip":
     for value, names in zip((weights.pop(k) for k in _HF_IN_PROJ), (_MAP_QKV[:3], _MAP_QKV[3:])):
       for part, name in zip(np.split(value, 3, axis=0), names):
@@ -172,8 +209,15 @@ def params_from_hf(weights: weights_lib.Weights, model_config, *, config_path: s
   return flax.traverse_util.unflatten_dict(flat, sep="/")
 
 
-def params_to_hf(flat: dict[str, np.ndarray], here: dict[str, tuple[int, ...]], *, kind: str,
-                 image_depth: int, text_depth: int, cls_posemb: bool) -> dict[str, np.ndarray]:
+def params_to_hf(
+  flat: dict[str, np.ndarray],
+  here: dict[str, tuple[int, ...]],
+  *,
+  kind: str,
+  image_depth: int,
+  text_depth: int,
+  cls_posemb: bool,
+) -> dict[str, np.ndarray]:
   """transformers' tensors (by key) from this library's flat params (unrolled layers)."""
   rules = _rules(kind, image_depth, text_depth, cls_posemb)
   hf_shapes = _hf_shapes(kind, rules, here)
@@ -185,7 +229,8 @@ def params_to_hf(flat: dict[str, np.ndarray], here: dict[str, tuple[int, ...]], 
     # -0.0 is the identity of float addition, so class_embedding + row 0 is the class token.
     out[_HF_VPOS] = np.concatenate([np.full((1, pos.shape[-1]), -0.0, np.float32), pos])
   if kind == "siglip":
-    out[_HF_IN_PROJ[0]] = np.concatenate([f32(flat[k]).reshape(f32(flat[k]).shape[0], -1).T
-                                          for k in _MAP_QKV[:3]])
+    out[_HF_IN_PROJ[0]] = np.concatenate(
+      [f32(flat[k]).reshape(f32(flat[k]).shape[0], -1).T for k in _MAP_QKV[:3]]
+    )
     out[_HF_IN_PROJ[1]] = np.concatenate([f32(flat[k]).reshape(-1) for k in _MAP_QKV[3:]])
   return {k: _contiguous(v.reshape(hf_shapes[k])) for k, v in out.items()}

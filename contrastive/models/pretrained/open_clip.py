@@ -53,15 +53,19 @@ import numpy as np
 from contrastive.models.pretrained import common
 from contrastive.models.pretrained import weights as weights_lib
 from contrastive.models.pretrained.open_clip_configs import CONFIG
+from contrastive.models.pretrained.open_clip_configs import NAMES
+from contrastive.models.pretrained.open_clip_configs import TIMM_TRUNKS
 from contrastive.models.pretrained.open_clip_configs import encoder_dims
 from contrastive.models.pretrained.open_clip_configs import model_config_from_open_clip
 from contrastive.models.pretrained.open_clip_configs import named_config
-from contrastive.models.pretrained.open_clip_configs import NAMES
 from contrastive.models.pretrained.open_clip_configs import open_clip_config
-from contrastive.models.pretrained.open_clip_configs import TIMM_TRUNKS
 
-WEIGHTS = ("open_clip_model.safetensors", "open_clip_pytorch_model.safetensors",
-           "open_clip_pytorch_model.bin", "open_clip_pytorch_model.pth")
+WEIGHTS = (
+  "open_clip_model.safetensors",
+  "open_clip_pytorch_model.safetensors",
+  "open_clip_pytorch_model.bin",
+  "open_clip_pytorch_model.pth",
+)
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 SIGLIP_MEAN = SIGLIP_STD = (0.5, 0.5, 0.5)
@@ -70,16 +74,19 @@ _IGNORED = ("input_resolution", "context_length", "vocab_size", "attn_mask", "te
 
 # ---------------------------------------------------------------------------------- mapping
 
+
 class Rule(NamedTuple):
   """Source keys to target paths: `load(*source arrays)` gives the targets, `save` inverts it."""
+
   sources: tuple[str, ...]
   targets: tuple[str, ...]
   load: Callable[..., tuple[np.ndarray, ...]]
   save: Callable[..., tuple[np.ndarray, ...]]
 
 
-def _copy(src: str, dst: str, here: tuple[int, ...] | None = None,
-          there: tuple[int, ...] | None = None) -> Rule:
+def _copy(
+  src: str, dst: str, here: tuple[int, ...] | None = None, there: tuple[int, ...] | None = None
+) -> Rule:
   """A tensor copied, reshaped to `here` on load and to `there` on save where given."""
   load = (lambda a: (a,)) if here is None else (lambda a: (a.reshape(here),))
   save = (lambda a: (a,)) if there is None else (lambda a: (a.reshape(there),))
@@ -112,26 +119,34 @@ def _fused(weight: str, bias: str, dst: str, names: tuple[str, ...], heads: int)
   def save_b(*biases):
     return (np.concatenate([b.reshape(-1) for b in biases]),)
 
-  return [Rule((weight,), tuple(f"{dst}/{m}/kernel" for m in names), load_w, save_w),
-          Rule((bias,), tuple(f"{dst}/{m}/bias" for m in names), load_b, save_b)]
+  return [
+    Rule((weight,), tuple(f"{dst}/{m}/kernel" for m in names), load_w, save_w),
+    Rule((bias,), tuple(f"{dst}/{m}/bias" for m in names), load_b, save_b),
+  ]
 
 
 def _out(src: str, dst: str, heads: int) -> list[Rule]:
   load = lambda w: (w.T.reshape(heads, w.shape[1] // heads, w.shape[0]),)
   save = lambda k: (k.reshape(-1, k.shape[-1]).T,)
-  return [Rule((f"{src}.weight",), (f"{dst}/kernel",), load, save),
-          _copy(f"{src}.bias", f"{dst}/bias")]
+  return [
+    Rule((f"{src}.weight",), (f"{dst}/kernel",), load, save),
+    _copy(f"{src}.bias", f"{dst}/bias"),
+  ]
 
 
 def _blocks(src: str, dst: str, depth: int, heads: int, *, timm: bool) -> list[Rule]:
-  names = (("norm1", "attn.qkv", "attn.proj", "norm2", "mlp.fc1", "mlp.fc2") if timm else
-           ("ln_1", "attn.in_proj_", "attn.out_proj", "ln_2", "mlp.c_fc", "mlp.c_proj"))
+  names = (
+    ("norm1", "attn.qkv", "attn.proj", "norm2", "mlp.fc1", "mlp.fc2")
+    if timm
+    else ("ln_1", "attn.in_proj_", "attn.out_proj", "ln_2", "mlp.c_fc", "mlp.c_proj")
+  )
   ln1, qkv, out, ln2, fc1, fc2 = names
   rules = []
   for i in range(depth):
     s, d = f"{src}.{i}", f"{dst}/encoderblock_{i}"
-    weight, bias = ((f"{s}.{qkv}.weight", f"{s}.{qkv}.bias") if timm else
-                    (f"{s}.{qkv}weight", f"{s}.{qkv}bias"))
+    weight, bias = (
+      (f"{s}.{qkv}.weight", f"{s}.{qkv}.bias") if timm else (f"{s}.{qkv}weight", f"{s}.{qkv}bias")
+    )
     rules += _norm(f"{s}.{ln1}", f"{d}/norm1")
     rules += _fused(weight, bias, f"{d}/attn", ("query", "key", "value"), heads)
     rules += _out(f"{s}.{out}", f"{d}/attn/out", heads)
@@ -141,8 +156,9 @@ def _blocks(src: str, dst: str, depth: int, heads: int, *, timm: bool) -> list[R
 
 
 def _conv(src: str, dst: str) -> Rule:
-  return Rule((src,), (dst,), lambda w: (w.transpose(2, 3, 1, 0),),
-              lambda k: (k.transpose(3, 2, 0, 1),))
+  return Rule(
+    (src,), (dst,), lambda w: (w.transpose(2, 3, 1, 0),), lambda k: (k.transpose(3, 2, 0, 1),)
+  )
 
 
 def _class_token(cls_key: str, pos_key: str, dst: str) -> Rule:
@@ -166,39 +182,51 @@ def rules(model_config: Any, *, text_prefix: str, image_head: str | None = None)
   out: list[Rule] = []
   if image.get("pool") == "map":
     v = "visual.trunk"
-    out += [_conv(f"{v}.patch_embed.proj.weight", f"{e}/embedding/kernel"),
-            _copy(f"{v}.patch_embed.proj.bias", f"{e}/embedding/bias"),
-            _copy(f"{v}.pos_embed", f"{e}/pos_embedding")]
+    out += [
+      _conv(f"{v}.patch_embed.proj.weight", f"{e}/embedding/kernel"),
+      _copy(f"{v}.patch_embed.proj.bias", f"{e}/embedding/bias"),
+      _copy(f"{v}.pos_embed", f"{e}/pos_embedding"),
+    ]
     out += _blocks(f"{v}.blocks", f"{e}/transformer", di["depth"], di["num_heads"], timm=True)
     out += _norm(f"{v}.norm", f"{e}/norm")
     p, m = f"{v}.attn_pool", f"{e}/map"
     out += [_copy(f"{p}.latent", f"{m}/probe")]
     out += _fused(f"{p}.q.weight", f"{p}.q.bias", f"{m}/attn", ("query",), di["num_heads"])
-    out += _fused(f"{p}.kv.weight", f"{p}.kv.bias", f"{m}/attn", ("key", "value"),
-                  di["num_heads"])
+    out += _fused(f"{p}.kv.weight", f"{p}.kv.bias", f"{m}/attn", ("key", "value"), di["num_heads"])
     out += _out(f"{p}.proj", f"{m}/attn/out", di["num_heads"]) + _norm(f"{p}.norm", f"{m}/norm")
     out += _linear(f"{p}.mlp.fc1", f"{m}/mlp/fc1") + _linear(f"{p}.mlp.fc2", f"{m}/mlp/fc2")
     if image.get("proj", True):
-      out += _linear(image_head or "visual.head.proj", "image/head",
-                     bias=bool(image.get("proj_bias")))
+      out += _linear(
+        image_head or "visual.head.proj", "image/head", bias=bool(image.get("proj_bias"))
+      )
   else:
     out += [_conv("visual.conv1.weight", f"{e}/embedding/kernel")]
     if image.get("cls_posemb", False):
-      out += [_copy("visual.class_embedding", f"{e}/cls", (1, 1, -1), (-1,)),
-              _copy("visual.positional_embedding", f"{e}/pos_embedding", (1, -1, di["width"]),
-                    (-1, di["width"]))]
+      out += [
+        _copy("visual.class_embedding", f"{e}/cls", (1, 1, -1), (-1,)),
+        _copy(
+          "visual.positional_embedding",
+          f"{e}/pos_embedding",
+          (1, -1, di["width"]),
+          (-1, di["width"]),
+        ),
+      ]
     else:
       out += [_class_token("visual.class_embedding", "visual.positional_embedding", e)]
     if image.get("pre_norm", False):
       out += _norm("visual.ln_pre", f"{e}/norm_pre")
-    out += _blocks("visual.transformer.resblocks", f"{e}/transformer", di["depth"],
-                   di["num_heads"], timm=False)
+    out += _blocks(
+      "visual.transformer.resblocks", f"{e}/transformer", di["depth"], di["num_heads"], timm=False
+    )
     out += _norm("visual.ln_post", f"{e}/norm") + [_copy("visual.proj", "image/head/kernel")]
   t = "text/encoder"
-  out += [_copy(f"{tp}token_embedding.weight", f"{t}/embedding/embedding"),
-          _copy(f"{tp}positional_embedding", f"{t}/pos_embedding")]
-  out += _blocks(f"{tp}transformer.resblocks", f"{t}/transformer", dt["depth"], dt["num_heads"],
-                 timm=False)
+  out += [
+    _copy(f"{tp}token_embedding.weight", f"{t}/embedding/embedding"),
+    _copy(f"{tp}positional_embedding", f"{t}/pos_embedding"),
+  ]
+  out += _blocks(
+    f"{tp}transformer.resblocks", f"{t}/transformer", dt["depth"], dt["num_heads"], timm=False
+  )
   out += _norm(f"{tp}ln_final", f"{t}/norm")
   if text.get("proj", True):
     if text.get("proj_bias"):
@@ -219,12 +247,24 @@ def _architecture(keys) -> str:
     return "a Hugging Face CLIPModel/SiglipModel state_dict"
   if has("img/") or has("params/img/"):
     return "a big_vision checkpoint"
-  image = ("a timm image trunk" if has("visual.trunk.") else
-           "a ModifiedResNet image tower" if has("visual.layer1.") else
-           "an open_clip ViT image tower" if has("visual.conv1.") else "no known image tower")
-  text = ("a Hugging Face text tower" if has("text.transformer.embeddings") else
-          "a text tower under 'text.'" if has("text.token_embedding.") else
-          "a CLIP text tower" if has("token_embedding.") else "no known text tower")
+  image = (
+    "a timm image trunk"
+    if has("visual.trunk.")
+    else "a ModifiedResNet image tower"
+    if has("visual.layer1.")
+    else "an open_clip ViT image tower"
+    if has("visual.conv1.")
+    else "no known image tower"
+  )
+  text = (
+    "a Hugging Face text tower"
+    if has("text.transformer.embeddings")
+    else "a text tower under 'text.'"
+    if has("text.token_embedding.")
+    else "a CLIP text tower"
+    if has("token_embedding.")
+    else "no known text tower"
+  )
   return f"{image} and {text}"
 
 
@@ -234,6 +274,7 @@ def _expected_sources(rule: Rule, here: dict[str, tuple[int, ...]]) -> list[tupl
 
 
 # ------------------------------------------------------------------------------ load / save
+
 
 def _directory(path: str) -> str:
   return path if os.path.isdir(path) else os.path.dirname(path)
@@ -246,8 +287,10 @@ def detect(path: str | os.PathLike) -> bool:
   directory = _directory(path)
   if os.path.isdir(path):
     return any(os.path.isfile(os.path.join(path, n)) for n in (CONFIG, *WEIGHTS))
-  return os.path.isfile(path) and (os.path.basename(path).startswith("open_clip_")
-                                   or os.path.isfile(os.path.join(directory, CONFIG)))
+  return os.path.isfile(path) and (
+    os.path.basename(path).startswith("open_clip_")
+    or os.path.isfile(os.path.join(directory, CONFIG))
+  )
 
 
 def _weights_file(path: str) -> str:
@@ -256,8 +299,9 @@ def _weights_file(path: str) -> str:
   for name in WEIGHTS:
     if os.path.isfile(os.path.join(path, name)):
       return os.path.join(path, name)
-  raise common.PretrainedError(f"{path}: no open_clip weights ({' or '.join(WEIGHTS[::2])}); "
-                               f"found {common.describe(path)}.")
+  raise common.PretrainedError(
+    f"{path}: no open_clip weights ({' or '.join(WEIGHTS[::2])}); found {common.describe(path)}."
+  )
 
 
 def _read_config(path: str, weights_file: str, name: str | None):
@@ -267,16 +311,18 @@ def _read_config(path: str, weights_file: str, name: str | None):
   config_path = os.path.join(_directory(path) or ".", CONFIG)
   if not os.path.isfile(config_path):
     raise common.PretrainedError(
-        f"{weights_file}: no {CONFIG} beside it and no name=; pass an open_clip model name "
-        f"(e.g. name='ViT-B-32'; known: {', '.join(NAMES)}).")
+      f"{weights_file}: no {CONFIG} beside it and no name=; pass an open_clip model name "
+      f"(e.g. name='ViT-B-32'; known: {', '.join(NAMES)})."
+    )
   try:
     with open(config_path) as f:
       config = json.load(f)
   except (OSError, ValueError) as e:
     raise common.PretrainedError(f"{config_path}: not readable JSON ({e}).") from e
   if not isinstance(config, dict):
-    raise common.PretrainedError(f"{config_path}: expected a JSON object, got "
-                                 f"{type(config).__name__}.")
+    raise common.PretrainedError(
+      f"{config_path}: expected a JSON object, got {type(config).__name__}."
+    )
   return config.get("model_cfg", config), config.get("preprocess_cfg") or {}, config_path
 
 
@@ -288,25 +334,36 @@ def _tokenizer(cfg: dict[str, Any], directory: str) -> str:
   found = [c for c in candidates if os.path.isfile(c)]
   kind = "siglip" if "siglip" in text["hf_tokenizer_name"].lower() else "hf"
   if not found:
-    logging.warning("open_clip checkpoint in %s: no tokenizer file (%s) beside it for %s; "
-                    "`data.make_tokenizer(pre.data.tokenizer)` will fail until one is there.",
-                    directory, " or ".join(candidates), text["hf_tokenizer_name"])
+    logging.warning(
+      "open_clip checkpoint in %s: no tokenizer file (%s) beside it for %s; "
+      "`data.make_tokenizer(pre.data.tokenizer)` will fail until one is there.",
+      directory,
+      " or ".join(candidates),
+      text["hf_tokenizer_name"],
+    )
   return f"{kind}:{(found or candidates)[0]}"
 
 
 def _data(cfg, preprocess, model_config, directory) -> ml_collections.ConfigDict:
   siglip = bool(cfg["vision_cfg"].get("timm_model_name"))
-  defaults = dict(mean=SIGLIP_MEAN if siglip else OPENAI_MEAN,
-                  std=SIGLIP_STD if siglip else OPENAI_STD, interpolation="bicubic",
-                  resize_mode="squash" if siglip else "shortest")
+  defaults = dict(
+    mean=SIGLIP_MEAN if siglip else OPENAI_MEAN,
+    std=SIGLIP_STD if siglip else OPENAI_STD,
+    interpolation="bicubic",
+    resize_mode="squash" if siglip else "shortest",
+  )
   pre = dict(defaults, **{k: v for k, v in preprocess.items() if v is not None})
   size = model_config.encoders.image.image_size
   size = size if isinstance(size, int) else max(size)
   return common.data_settings(
-      tokenizer=_tokenizer(cfg, directory),
-      max_len=model_config.encoders.text.max_len, image_size=size, mean=pre["mean"],
-      std=pre["std"], crop=_CROPS.get(pre["resize_mode"], "center"),
-      interpolation=pre["interpolation"])
+    tokenizer=_tokenizer(cfg, directory),
+    max_len=model_config.encoders.text.max_len,
+    image_size=size,
+    mean=pre["mean"],
+    std=pre["std"],
+    crop=_CROPS.get(pre["resize_mode"], "center"),
+    interpolation=pre["interpolation"],
+  )
 
 
 def load(path: str | os.PathLike, *, name: str | None = None) -> common.Pretrained:
@@ -330,8 +387,14 @@ def load(path: str | os.PathLike, *, name: str | None = None) -> common.Pretrain
   weights = weights_lib.open_weights(weights_file)
   params = convert(weights, model_config, source=source)
   data = _data(cfg, preprocess, model_config, _directory(weights_file) or ".")
-  return common.Pretrained(model_config=model_config, params=params, data=data,
-                           family="open_clip", source=path, meta=dict(model_cfg=cfg))
+  return common.Pretrained(
+    model_config=model_config,
+    params=params,
+    data=data,
+    family="open_clip",
+    source=path,
+    meta=dict(model_cfg=cfg),
+  )
 
 
 def convert(weights: weights_lib.Weights, model_config: Any, *, source: str) -> dict[str, Any]:
@@ -343,27 +406,37 @@ def convert(weights: weights_lib.Weights, model_config: Any, *, source: str) -> 
   """
   file = weights.path
   text_prefix = "text." if "text.token_embedding.weight" in weights else ""
-  head = next((k[:-len(".weight")] for k in ("visual.head.proj.weight", "visual.trunk.head.weight")
-               if k in weights), None)
+  head = next(
+    (
+      k[: -len(".weight")]
+      for k in ("visual.head.proj.weight", "visual.trunk.head.weight")
+      if k in weights
+    ),
+    None,
+  )
   table = rules(model_config, text_prefix=text_prefix, image_head=head)
   here = common.param_shapes(model_config)
   needed = [k for rule in table for k in rule.sources]
   missing = [k for k in needed if k not in weights]
   if missing:
     raise common.PretrainedError(
-        f"{file}: has no {missing[0]!r} ({len(missing)} keys missing), which {source} needs; the "
-        f"file holds {_architecture(weights.keys())}.")
+      f"{file}: has no {missing[0]!r} ({len(missing)} keys missing), which {source} needs; the "
+      f"file holds {_architecture(weights.keys())}."
+    )
   extra = sorted(set(weights.keys()) - set(needed) - set(_IGNORED))
   if extra:
     raise common.PretrainedError(
-        f"{file}: has {len(extra)} keys that {source} does not use, e.g. {extra[0]!r}; the file "
-        f"holds {_architecture(weights.keys())}.")
+      f"{file}: has {len(extra)} keys that {source} does not use, e.g. {extra[0]!r}; the file "
+      f"holds {_architecture(weights.keys())}."
+    )
   for rule in table:
     for key, shape in zip(rule.sources, _expected_sources(rule, here)):
       found = weights.shape(key)
       if found != shape and not (shape == () and found == (1,)):
-        raise common.PretrainedError(f"{file}: {key} has shape {found} but {source} implies "
-                                     f"{shape}; the config does not match the weights.")
+        raise common.PretrainedError(
+          f"{file}: {key} has shape {found} but {source} implies "
+          f"{shape}; the config does not match the weights."
+        )
   flat = {}
   for rule in table:
     outputs = rule.load(*[weights.pop(k) for k in rule.sources])
@@ -372,9 +445,14 @@ def convert(weights: weights_lib.Weights, model_config: Any, *, source: str) -> 
   return common.unflatten(flat)
 
 
-def save(model_config: Any, params: Any, path: str | os.PathLike, *,
-         data: ml_collections.ConfigDict | None = None, meta: dict[str, Any] | None = None
-         ) -> None:
+def save(
+  model_config: Any,
+  params: Any,
+  path: str | os.PathLike,
+  *,
+  data: ml_collections.ConfigDict | None = None,
+  meta: dict[str, Any] | None = None,
+) -> None:
   """Writes `open_clip_model.safetensors` and `open_clip_config.json` into directory `path`.
 
   `open_clip.create_model("local-dir:" + path)` (or `create_model_and_transforms`) then builds
@@ -394,12 +472,14 @@ def save(model_config: Any, params: Any, path: str | os.PathLike, *,
   flat = {k: np.asarray(v) for k, v in common.flatten(params).items()}
   if set(flat) != set(here):
     odd = sorted(set(flat) ^ set(here))
-    raise common.PretrainedError(f"{path}: the params do not fit the model config (e.g. "
-                                 f"{odd[0]!r} is in only one of them).")
+    raise common.PretrainedError(
+      f"{path}: the params do not fit the model config (e.g. {odd[0]!r} is in only one of them)."
+    )
   for key, shape in here.items():
     if flat[key].shape != shape:
-      raise common.PretrainedError(f"{path}: params {key} has shape {flat[key].shape}, the "
-                                   f"model config implies {shape}.")
+      raise common.PretrainedError(
+        f"{path}: params {key} has shape {flat[key].shape}, the model config implies {shape}."
+      )
   custom = bool(cfg.get("custom_text"))
   tensors = {}
   for rule in rules(model_config, text_prefix="text." if custom else ""):
@@ -408,18 +488,36 @@ def save(model_config: Any, params: Any, path: str | os.PathLike, *,
   os.makedirs(path, exist_ok=True)
   weights_lib.save_safetensors(tensors, os.path.join(path, WEIGHTS[0]))
   siglip = cfg["vision_cfg"].get("timm_model_name") is not None
-  preprocess = dict(mean=list(SIGLIP_MEAN if siglip else OPENAI_MEAN),
-                    std=list(SIGLIP_STD if siglip else OPENAI_STD), interpolation="bicubic",
-                    resize_mode="squash" if siglip else "shortest")
+  preprocess = dict(
+    mean=list(SIGLIP_MEAN if siglip else OPENAI_MEAN),
+    std=list(SIGLIP_STD if siglip else OPENAI_STD),
+    interpolation="bicubic",
+    resize_mode="squash" if siglip else "shortest",
+  )
   if data is not None:
     modes = {v: k for k, v in _CROPS.items()}
-    preprocess.update(mean=list(data.mean), std=list(data.std),
-                      interpolation=data.get("interpolation", "bicubic"),
-                      resize_mode=modes.get(data.crop, "shortest"))
+    preprocess.update(
+      mean=list(data.mean),
+      std=list(data.std),
+      interpolation=data.get("interpolation", "bicubic"),
+      resize_mode=modes.get(data.crop, "shortest"),
+    )
   preprocess["size"] = cfg["vision_cfg"]["image_size"]
   with open(os.path.join(path, CONFIG), "w") as f:
     json.dump(dict(model_cfg=cfg, preprocess_cfg=preprocess), f, indent=2)
 
 
-__all__ = ["CONFIG", "NAMES", "TIMM_TRUNKS", "WEIGHTS", "convert", "detect", "load",
-           "model_config_from_open_clip", "named_config", "open_clip_config", "rules", "save"]
+__all__ = [
+  "CONFIG",
+  "NAMES",
+  "TIMM_TRUNKS",
+  "WEIGHTS",
+  "convert",
+  "detect",
+  "load",
+  "model_config_from_open_clip",
+  "named_config",
+  "open_clip_config",
+  "rules",
+  "save",
+]

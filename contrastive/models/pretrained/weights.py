@@ -38,8 +38,13 @@ class Weights:
     path: the file (or index) read.
   """
 
-  def __init__(self, path: str, shapes: Mapping[str, tuple[int, ...]],
-               read: Callable[[str], np.ndarray], files: Mapping[str, str] | None = None):
+  def __init__(
+    self,
+    path: str,
+    shapes: Mapping[str, tuple[int, ...]],
+    read: Callable[[str], np.ndarray],
+    files: Mapping[str, str] | None = None,
+  ):
     self.path = path
     self._shapes = dict(shapes)
     self._read = read
@@ -77,12 +82,22 @@ class Weights:
 
 
 def _truncated(path: str, error: Exception) -> PretrainedError:
-  return PretrainedError(f"{path}: not a complete safetensors file ({error}); the download may "
-                         f"be truncated.")
+  return PretrainedError(
+    f"{path}: not a complete safetensors file ({error}); the download may be truncated."
+  )
 
 
-_DTYPES = {"F16": "float16", "F32": "float32", "F64": "float64", "I8": "int8", "I16": "int16",
-           "I32": "int32", "I64": "int64", "U8": "uint8", "BOOL": "bool"}
+_DTYPES = {
+  "F16": "float16",
+  "F32": "float32",
+  "F64": "float64",
+  "I8": "int8",
+  "I16": "int16",
+  "I32": "int32",
+  "I64": "int64",
+  "U8": "uint8",
+  "BOOL": "bool",
+}
 
 
 def _safetensors(path: str) -> Weights:
@@ -91,6 +106,7 @@ def _safetensors(path: str) -> Weights:
   resident (a mapped file keeps every page it touched, doubling a load's peak memory)."""
   try:
     from safetensors import safe_open
+
     with safe_open(path, framework="np") as handle:
       names = set(handle.keys())
     with open(path, "rb") as f:
@@ -108,6 +124,7 @@ def _safetensors(path: str) -> Weights:
     begin, end = entry["data_offsets"]
     if entry["dtype"] == "BF16":
       import ml_dtypes  # pylint: disable=g-import-not-at-top  (a jax dependency)
+
       dtype = np.dtype(ml_dtypes.bfloat16)
     else:
       dtype = np.dtype(_DTYPES[entry["dtype"]])
@@ -126,8 +143,9 @@ def _sharded(index_path: str) -> Weights:
     with open(index_path) as f:
       weight_map = json.load(f)["weight_map"]
   except (OSError, ValueError, KeyError) as e:
-    raise PretrainedError(f"{index_path}: not a safetensors index with a 'weight_map' "
-                          f"({type(e).__name__}: {e}).") from e
+    raise PretrainedError(
+      f"{index_path}: not a safetensors index with a 'weight_map' ({type(e).__name__}: {e})."
+    ) from e
   directory = os.path.dirname(index_path)
   shards: dict[str, Weights] = {}
   for name in sorted(set(weight_map.values())):
@@ -152,14 +170,18 @@ def _npz(path: str) -> Weights:
         continue
       with archive.open(member) as f:
         version = np.lib.format.read_magic(f)
-        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                       else np.lib.format.read_array_header_2_0)
+        read_header = (
+          np.lib.format.read_array_header_1_0
+          if version == (1, 0)
+          else np.lib.format.read_array_header_2_0
+        )
         shape, _, _ = read_header(f)
       shapes[member[:-4]] = tuple(shape)
     data = np.load(path)
   except Exception as e:  # noqa: BLE001  (BadZipFile, ValueError, OSError)
-    raise PretrainedError(f"{path}: not a readable .npz file ({type(e).__name__}: {e}); the "
-                          f"download may be truncated.") from e
+    raise PretrainedError(
+      f"{path}: not a readable .npz file ({type(e).__name__}: {e}); the download may be truncated."
+    ) from e
   return Weights(path, shapes, lambda key: data[key])
 
 
@@ -179,8 +201,10 @@ def _torch_state_dict(path: str) -> dict:
     try:  # OpenAI's original CLIP files are TorchScript archives
       checkpoint = torch.jit.load(path, map_location="cpu").state_dict()
     except Exception:  # noqa: BLE001
-      raise PretrainedError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: "
-                            f"{str(e).splitlines()[0] if str(e) else ''}).") from e
+      raise PretrainedError(
+        f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: "
+        f"{str(e).splitlines()[0] if str(e) else ''})."
+      ) from e
   for wrapper in ("state_dict", "model"):
     if isinstance(checkpoint, Mapping) and isinstance(checkpoint.get(wrapper), Mapping):
       checkpoint = checkpoint[wrapper]
@@ -188,7 +212,7 @@ def _torch_state_dict(path: str) -> dict:
     raise PretrainedError(f"{path}: holds a {type(checkpoint).__name__}, not a state_dict.")
   state = {k: v for k, v in checkpoint.items() if isinstance(v, torch.Tensor)}
   if state and all(k.startswith("module.") for k in state):
-    state = {k[len("module."):]: v for k, v in state.items()}
+    state = {k[len("module.") :]: v for k, v in state.items()}
   return state
 
 
@@ -197,6 +221,7 @@ def _torch(path: str) -> Weights:
 
   def read(key: str) -> np.ndarray:
     import torch
+
     tensor = state.pop(key)
     if tensor.is_floating_point():
       tensor = tensor.to(torch.float32)
@@ -223,12 +248,18 @@ def open_weights(path: str | os.PathLike) -> Weights:
     return _npz(path)
   if path.endswith(TORCH_SUFFIXES):
     return _torch(path)
-  raise PretrainedError(f"{path}: unknown weight file type; expected .safetensors, "
-                        f".safetensors.index.json, .npz or {'/'.join(TORCH_SUFFIXES)}.")
+  raise PretrainedError(
+    f"{path}: unknown weight file type; expected .safetensors, "
+    f".safetensors.index.json, .npz or {'/'.join(TORCH_SUFFIXES)}."
+  )
 
 
-def save_safetensors(tensors: Mapping[str, np.ndarray], path: str | os.PathLike, *,
-                     metadata: Mapping[str, str] | None = None) -> None:
+def save_safetensors(
+  tensors: Mapping[str, np.ndarray],
+  path: str | os.PathLike,
+  *,
+  metadata: Mapping[str, str] | None = None,
+) -> None:
   """Writes `{key: array}` as one safetensors file (metadata `{"format": "pt"}` by default, which
   transformers expects)."""
   from safetensors.numpy import save_file

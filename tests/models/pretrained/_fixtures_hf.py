@@ -18,62 +18,116 @@ IMAGE, PATCH, WIDTH, VOCAB, MAX_LEN = 16, 4, 32, 64, 16
 TINY = dict(hidden_size=WIDTH, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4)
 
 CLIP_TINY = dict(
-    projection_dim=24, logit_scale_init_value=2.6592,
-    text_config=dict(**TINY, vocab_size=VOCAB, max_position_embeddings=MAX_LEN,
-                     hidden_act="quick_gelu", eos_token_id=2, bos_token_id=0, pad_token_id=1),
-    vision_config=dict(**TINY, image_size=IMAGE, patch_size=PATCH, hidden_act="quick_gelu"))
+  projection_dim=24,
+  logit_scale_init_value=2.6592,
+  text_config=dict(
+    **TINY,
+    vocab_size=VOCAB,
+    max_position_embeddings=MAX_LEN,
+    hidden_act="quick_gelu",
+    eos_token_id=2,
+    bos_token_id=0,
+    pad_token_id=1,
+  ),
+  vision_config=dict(**TINY, image_size=IMAGE, patch_size=PATCH, hidden_act="quick_gelu"),
+)
 SIGLIP_TINY = dict(
-    text_config=dict(**TINY, vocab_size=VOCAB, max_position_embeddings=MAX_LEN,
-                     hidden_act="gelu_pytorch_tanh"),
-    vision_config=dict(**TINY, image_size=IMAGE, patch_size=PATCH,
-                       hidden_act="gelu_pytorch_tanh"))
+  text_config=dict(
+    **TINY, vocab_size=VOCAB, max_position_embeddings=MAX_LEN, hidden_act="gelu_pytorch_tanh"
+  ),
+  vision_config=dict(**TINY, image_size=IMAGE, patch_size=PATCH, hidden_act="gelu_pytorch_tanh"),
+)
 # The first position of this id is where a non-legacy CLIP config pools (ids above it occur).
 CLIP_EOS = 7
 
 # Full-size configs after the hub's `config.json` of each model (what the parameter counts use).
-_CLIP_B = dict(vocab_size=49408, hidden_size=512, intermediate_size=2048, num_hidden_layers=12,
-               num_attention_heads=8, max_position_embeddings=77)
+_CLIP_B = dict(
+  vocab_size=49408,
+  hidden_size=512,
+  intermediate_size=2048,
+  num_hidden_layers=12,
+  num_attention_heads=8,
+  max_position_embeddings=77,
+)
 _CLIP_L = dict(_CLIP_B, hidden_size=768, intermediate_size=3072, num_attention_heads=12)
-_VIT_B = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
-              num_attention_heads=12)
-_VIT_L = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
-              num_attention_heads=16)
-_SO400M = dict(hidden_size=1152, intermediate_size=4304, num_hidden_layers=27,
-               num_attention_heads=16)
+_VIT_B = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12)
+_VIT_L = dict(
+  hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16
+)
+_SO400M = dict(
+  hidden_size=1152, intermediate_size=4304, num_hidden_layers=27, num_attention_heads=16
+)
 FULL_SIZE = {
-    "openai/clip-vit-base-patch32": dict(model_type="clip", projection_dim=512,
-        text_config=dict(_CLIP_B, eos_token_id=2),
-        vision_config=dict(_VIT_B, patch_size=32, image_size=224)),
-    "openai/clip-vit-base-patch16": dict(model_type="clip", projection_dim=512,
-        text_config=dict(_CLIP_B, eos_token_id=2),
-        vision_config=dict(_VIT_B, patch_size=16, image_size=224)),
-    "openai/clip-vit-large-patch14": dict(model_type="clip", projection_dim=768,
-        text_config=dict(_CLIP_L, eos_token_id=2),
-        vision_config=dict(_VIT_L, patch_size=14, image_size=224)),
-    "openai/clip-vit-large-patch14-336": dict(model_type="clip", projection_dim=768,
-        text_config=dict(_CLIP_L, eos_token_id=2),
-        vision_config=dict(_VIT_L, patch_size=14, image_size=336)),
-    "laion/CLIP-ViT-H-14-laion2B-s32B-b79K": dict(model_type="clip", projection_dim=1024,
-        text_config=dict(_CLIP_B, hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
-                         num_attention_heads=16, hidden_act="gelu"),
-        vision_config=dict(hidden_size=1280, intermediate_size=5120, num_hidden_layers=32,
-                           num_attention_heads=16, patch_size=14, image_size=224,
-                           hidden_act="gelu")),
-    "google/siglip-base-patch16-224": dict(model_type="siglip",
-        text_config=dict(_VIT_B, vocab_size=32000, max_position_embeddings=64),
-        vision_config=dict(_VIT_B, patch_size=16, image_size=224)),
-    "google/siglip-base-patch16-384": dict(model_type="siglip",
-        text_config=dict(_VIT_B, vocab_size=32000, max_position_embeddings=64),
-        vision_config=dict(_VIT_B, patch_size=16, image_size=384)),
-    "google/siglip-large-patch16-256": dict(model_type="siglip",
-        text_config=dict(_VIT_L, vocab_size=32000, max_position_embeddings=64),
-        vision_config=dict(_VIT_L, patch_size=16, image_size=256)),
-    "google/siglip-so400m-patch14-384": dict(model_type="siglip",
-        text_config=dict(_SO400M, vocab_size=32000, max_position_embeddings=64),
-        vision_config=dict(_SO400M, patch_size=14, image_size=384)),
-    "google/siglip2-base-patch16-224": dict(model_type="siglip",
-        text_config=dict(_VIT_B, vocab_size=256000, max_position_embeddings=64),
-        vision_config=dict(_VIT_B, patch_size=16, image_size=224)),
+  "openai/clip-vit-base-patch32": dict(
+    model_type="clip",
+    projection_dim=512,
+    text_config=dict(_CLIP_B, eos_token_id=2),
+    vision_config=dict(_VIT_B, patch_size=32, image_size=224),
+  ),
+  "openai/clip-vit-base-patch16": dict(
+    model_type="clip",
+    projection_dim=512,
+    text_config=dict(_CLIP_B, eos_token_id=2),
+    vision_config=dict(_VIT_B, patch_size=16, image_size=224),
+  ),
+  "openai/clip-vit-large-patch14": dict(
+    model_type="clip",
+    projection_dim=768,
+    text_config=dict(_CLIP_L, eos_token_id=2),
+    vision_config=dict(_VIT_L, patch_size=14, image_size=224),
+  ),
+  "openai/clip-vit-large-patch14-336": dict(
+    model_type="clip",
+    projection_dim=768,
+    text_config=dict(_CLIP_L, eos_token_id=2),
+    vision_config=dict(_VIT_L, patch_size=14, image_size=336),
+  ),
+  "laion/CLIP-ViT-H-14-laion2B-s32B-b79K": dict(
+    model_type="clip",
+    projection_dim=1024,
+    text_config=dict(
+      _CLIP_B,
+      hidden_size=1024,
+      intermediate_size=4096,
+      num_hidden_layers=24,
+      num_attention_heads=16,
+      hidden_act="gelu",
+    ),
+    vision_config=dict(
+      hidden_size=1280,
+      intermediate_size=5120,
+      num_hidden_layers=32,
+      num_attention_heads=16,
+      patch_size=14,
+      image_size=224,
+      hidden_act="gelu",
+    ),
+  ),
+  "google/siglip-base-patch16-224": dict(
+    model_type="siglip",
+    text_config=dict(_VIT_B, vocab_size=32000, max_position_embeddings=64),
+    vision_config=dict(_VIT_B, patch_size=16, image_size=224),
+  ),
+  "google/siglip-base-patch16-384": dict(
+    model_type="siglip",
+    text_config=dict(_VIT_B, vocab_size=32000, max_position_embeddings=64),
+    vision_config=dict(_VIT_B, patch_size=16, image_size=384),
+  ),
+  "google/siglip-large-patch16-256": dict(
+    model_type="siglip",
+    text_config=dict(_VIT_L, vocab_size=32000, max_position_embeddings=64),
+    vision_config=dict(_VIT_L, patch_size=16, image_size=256),
+  ),
+  "google/siglip-so400m-patch14-384": dict(
+    model_type="siglip",
+    text_config=dict(_SO400M, vocab_size=32000, max_position_embeddings=64),
+    vision_config=dict(_SO400M, patch_size=14, image_size=384),
+  ),
+  "google/siglip2-base-patch16-224": dict(
+    model_type="siglip",
+    text_config=dict(_VIT_B, vocab_size=256000, max_position_embeddings=64),
+    vision_config=dict(_VIT_B, patch_size=16, image_size=224),
+  ),
 }
 
 
@@ -96,8 +150,11 @@ def _embed(model, x, torch) -> dict[str, np.ndarray]:
     out = model(input_ids=ids, pixel_values=pixels)
   scale = model.logit_scale.detach().exp().reshape(()).numpy()
   bias = getattr(model, "logit_bias", None)
-  result = {"image": out.image_embeds.numpy(), "text": out.text_embeds.numpy(),
-            "scale": np.asarray(scale, np.float32)}
+  result = {
+    "image": out.image_embeds.numpy(),
+    "text": out.text_embeds.numpy(),
+    "scale": np.asarray(scale, np.float32),
+  }
   if bias is not None:
     result["bias"] = bias.detach().reshape(()).numpy()
   return result
@@ -112,8 +169,10 @@ def _randomize(model, torch, seed: int) -> None:
       if name in ("logit_scale", "logit_bias"):
         continue
       std = 0.02 if "embedding" in name else 0.2
-      p.copy_(torch.randn(p.shape, generator=gen) * std + (1.0 if "norm" in name and
-                                                            name.endswith("weight") else 0.0))
+      p.copy_(
+        torch.randn(p.shape, generator=gen) * std
+        + (1.0 if "norm" in name and name.endswith("weight") else 0.0)
+      )
     model.logit_scale.fill_(2.3)
     if hasattr(model, "logit_bias"):
       model.logit_bias.fill_(-4.5)
@@ -122,9 +181,11 @@ def _randomize(model, torch, seed: int) -> None:
 def param_counts(transformers, torch) -> dict[str, int]:
   counts = {}
   for name, config in FULL_SIZE.items():
-    cls, cfg_cls = ((transformers.CLIPModel, transformers.CLIPConfig)
-                    if config["model_type"] == "clip"
-                    else (transformers.SiglipModel, transformers.SiglipConfig))
+    cls, cfg_cls = (
+      (transformers.CLIPModel, transformers.CLIPConfig)
+      if config["model_type"] == "clip"
+      else (transformers.SiglipModel, transformers.SiglipConfig)
+    )
     kw = {k: v for k, v in config.items() if k != "model_type"}
     with torch.device("meta"):
       model = cls(cfg_cls(**kw))
@@ -134,17 +195,21 @@ def param_counts(transformers, torch) -> dict[str, int]:
 
 def make(out_dir: str) -> None:
   import sys
-  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
-      os.path.abspath(__file__))))))
+
+  sys.path.insert(
+    0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+  )
   from tests import peers  # pylint: disable=g-import-not-at-top
+
   peers.install_torchvision_stand_in()
   import torch  # pylint: disable=g-import-not-at-top
   import transformers  # pylint: disable=g-import-not-at-top
 
   x = inputs()
   for kind, cls, cfg_cls, config, seed in (
-      ("clip", transformers.CLIPModel, transformers.CLIPConfig, CLIP_TINY, 0),
-      ("siglip", transformers.SiglipModel, transformers.SiglipConfig, SIGLIP_TINY, 1)):
+    ("clip", transformers.CLIPModel, transformers.CLIPConfig, CLIP_TINY, 0),
+    ("siglip", transformers.SiglipModel, transformers.SiglipConfig, SIGLIP_TINY, 1),
+  ):
     torch.manual_seed(seed)
     model = cls(cfg_cls(**config)).eval()
     _randomize(model, torch, seed)
@@ -159,8 +224,15 @@ def make(out_dir: str) -> None:
       expected.update({f"eos_{k}": v for k, v in _embed(model_eos, x, torch).items()})
     np.savez(os.path.join(directory, "expected.npz"), **x, **expected)
   with open(os.path.join(out_dir, "param_counts_hf.json"), "w") as f:
-    json.dump(dict(transformers=transformers.__version__, configs=FULL_SIZE,
-                   counts=param_counts(transformers, torch)), f, indent=1)
+    json.dump(
+      dict(
+        transformers=transformers.__version__,
+        configs=FULL_SIZE,
+        counts=param_counts(transformers, torch),
+      ),
+      f,
+      indent=1,
+    )
     f.write("\n")
 
 

@@ -26,7 +26,7 @@ FIXTURES = os.path.join(HERE, "fixtures")
 def families() -> dict[str, str]:
   """`{family: path of its _fixtures module}`."""
   paths = sorted(glob.glob(os.path.join(HERE, "_fixtures_*.py")))
-  return {os.path.basename(p)[len("_fixtures_"):-len(".py")]: p for p in paths}
+  return {os.path.basename(p)[len("_fixtures_") : -len(".py")]: p for p in paths}
 
 
 def main(argv: list[str]) -> None:

@@ -35,7 +35,7 @@ def _unrolled(arrays, *, prefix=""):
   """The same params with one `encoderblock_{i}` per layer (and keys under `prefix`)."""
   out = {}
   for key, value in arrays.items():
-    bare = key[len(big_vision.PREFIX):]
+    bare = key[len(big_vision.PREFIX) :]
     if "/encoderblock/" in bare:
       for i, layer in enumerate(value):
         out[prefix + bare.replace("/encoderblock/", f"/encoderblock_{i}/")] = layer
@@ -46,8 +46,7 @@ def _unrolled(arrays, *, prefix=""):
 
 def _embed(pre, x):
   model = models.make_model(pre.model_config)
-  return model.apply({"params": pre.params}, {"image": x["images"], "text": x["ids"]},
-                     train=False)
+  return model.apply({"params": pre.params}, {"image": x["images"], "text": x["ids"]}, train=False)
 
 
 def _one_line_error(match, fn, *args, **kwargs):
@@ -84,13 +83,13 @@ def test_scanned_params_are_this_librarys_scanned_layout():
   block = stacked["image"]["encoder"]["transformer"]["encoderblock"]
   arrays = _arrays()
   np.testing.assert_array_equal(
-      block["attn"]["query"]["kernel"],
-      arrays["params/img/Transformer/encoderblock/MultiHeadDotProductAttention_0/query/kernel"])
+    block["attn"]["query"]["kernel"],
+    arrays["params/img/Transformer/encoderblock/MultiHeadDotProductAttention_0/query/kernel"],
+  )
   config = pre.model_config.copy_and_resolve_references()
   config.scan = True
   x = np.load(os.path.join(DIRECTORY, "expected.npz"))
-  emb, _ = models.make_model(config).apply({"params": stacked}, {"image": x["images"]},
-                                           train=False)
+  emb, _ = models.make_model(config).apply({"params": stacked}, {"image": x["images"]}, train=False)
   assert np.abs(emb["image"] - x["expected_image"]).max() <= 1e-4
 
 
@@ -106,33 +105,49 @@ def test_name_that_agrees_with_the_shapes(name):
   assert big_vision.load(NPZ, name=name).model_config.encoders.image.image_size == 16
 
 
-@pytest.mark.parametrize("name, match", [
+@pytest.mark.parametrize(
+  "name, match",
+  [
     ("B/16", "is a B/16 .width 768."),
     ("siglip_mu4_32", "says image side 32"),
     ("vit-large", "gives no variant"),
-])
+  ],
+)
 def test_name_that_disagrees(name, match):
   assert NPZ in _one_line_error(match, big_vision.load, NPZ, name=name)
 
 
 def test_image_side_from_a_position_table_that_the_patch_does_not_tile():
   # So400m/14 at 384 px: 27 x 27 patches, the last 6 px dropped by the VALID convolution.
-  shapes = {"image/encoder/embedding/kernel": (14, 14, 3, 32),
-            "image/encoder/pos_embedding": (1, 27 * 27, 32),
-            "image/encoder/transformer/encoderblock/attn/query/kernel": (2, 32, 4, 8),
-            "image/encoder/transformer/encoderblock/mlp/fc1/kernel": (2, 32, 64),
-            "image/encoder/map/probe": (1, 1, 32),
-            "text/encoder/embedding/embedding": (64, 32),
-            "text/encoder/pos_embedding": (1, 16, 32),
-            "text/encoder/transformer/encoderblock/attn/query/kernel": (2, 32, 4, 8),
-            "text/encoder/transformer/encoderblock/mlp/fc1/kernel": (2, 32, 64),
-            "text/head/kernel": (32, 32), "log_scale": (1,), "bias": (1,)}
+  shapes = {
+    "image/encoder/embedding/kernel": (14, 14, 3, 32),
+    "image/encoder/pos_embedding": (1, 27 * 27, 32),
+    "image/encoder/transformer/encoderblock/attn/query/kernel": (2, 32, 4, 8),
+    "image/encoder/transformer/encoderblock/mlp/fc1/kernel": (2, 32, 64),
+    "image/encoder/map/probe": (1, 1, 32),
+    "text/encoder/embedding/embedding": (64, 32),
+    "text/encoder/pos_embedding": (1, 16, 32),
+    "text/encoder/transformer/encoderblock/attn/query/kernel": (2, 32, 4, 8),
+    "text/encoder/transformer/encoderblock/mlp/fc1/kernel": (2, 32, 64),
+    "text/head/kernel": (32, 32),
+    "log_scale": (1,),
+    "bias": (1,),
+  }
   image = big_vision.model_config_from_shapes(shapes, npz="x.npz").encoders.image
   assert image.image_size == 384 and image.drop_remainder
-  model = models.ViT(width=32, depth=1, mlp_dim=64, num_heads=4, patch_size=14,
-                     image_size=384, drop_remainder=True, pool="map")
-  variables = jax.eval_shape(lambda: model.init(jax.random.key(0), np.zeros((1, 384, 384, 3)),
-                                                train=False))
+  model = models.ViT(
+    width=32,
+    depth=1,
+    mlp_dim=64,
+    num_heads=4,
+    patch_size=14,
+    image_size=384,
+    drop_remainder=True,
+    pool="map",
+  )
+  variables = jax.eval_shape(
+    lambda: model.init(jax.random.key(0), np.zeros((1, 384, 384, 3)), train=False)
+  )
   assert flax.linen.unbox(variables)["params"]["pos_embedding"].shape == (1, 729, 32)
 
 
@@ -156,8 +171,9 @@ def test_not_a_two_tower_model(tmp_path):
   path = str(tmp_path / "vit.npz")
   np.savez(path, **{k: v for k, v in _arrays().items() if k.startswith("params/img/")})
   assert not big_vision.detect(path)
-  _one_line_error("not a big_vision two-tower model: no txt/Embed_0/embedding",
-                  big_vision.load, path)
+  _one_line_error(
+    "not a big_vision two-tower model: no txt/Embed_0/embedding", big_vision.load, path
+  )
 
 
 def test_a_missing_tensor(tmp_path):
@@ -165,8 +181,9 @@ def test_a_missing_tensor(tmp_path):
   arrays = _arrays()
   del arrays["params/img/MAPHead_0/LayerNorm_0/scale"]
   np.savez(path, **arrays)
-  assert "img/MAPHead_0/LayerNorm_0/scale" in _one_line_error("no img/MAPHead_0", big_vision.load,
-                                                              path)
+  assert "img/MAPHead_0/LayerNorm_0/scale" in _one_line_error(
+    "no img/MAPHead_0", big_vision.load, path
+  )
 
 
 def test_shapes_that_disagree(tmp_path):
@@ -197,10 +214,17 @@ def test_data_settings_and_tokenizer_beside_the_npz(tmp_path):
 def test_fixture_keys_follow_big_visions_published_layout():
   with zipfile.ZipFile(NPZ) as archive:
     names = {n[:-4] for n in archive.namelist()}
-  for key in ("params/t", "params/b", "params/img/embedding/kernel", "params/img/pos_embedding",
-              "params/img/MAPHead_0/probe", "params/txt/Embed_0/embedding",
-              "params/txt/head/kernel", "params/txt/Encoder_0/encoder_norm/scale",
-              "params/img/Transformer/encoderblock/MlpBlock_0/Dense_1/bias"):
+  for key in (
+    "params/t",
+    "params/b",
+    "params/img/embedding/kernel",
+    "params/img/pos_embedding",
+    "params/img/MAPHead_0/probe",
+    "params/txt/Embed_0/embedding",
+    "params/txt/head/kernel",
+    "params/txt/Encoder_0/encoder_norm/scale",
+    "params/img/Transformer/encoderblock/MlpBlock_0/Dense_1/bias",
+  ):
     assert key in names, key
   assert not any(n.startswith("params/img/head/") for n in names)  # SigLIP: no image projection
 
@@ -208,14 +232,17 @@ def test_fixture_keys_follow_big_visions_published_layout():
 def test_live_against_transformers(tmp_path):
   torch = pytest.importorskip("torch")
   from tests import peers  # pylint: disable=g-import-not-at-top
+
   peers.install_torchvision_stand_in()
   transformers = pytest.importorskip("transformers")
-  spec = importlib.util.spec_from_file_location("_fixtures_hf",
-                                                os.path.join(HERE, "_fixtures_hf.py"))
+  spec = importlib.util.spec_from_file_location(
+    "_fixtures_hf", os.path.join(HERE, "_fixtures_hf.py")
+  )
   hf_fixtures = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(hf_fixtures)
-  spec = importlib.util.spec_from_file_location("_fixtures_big_vision",
-                                                os.path.join(HERE, "_fixtures_big_vision.py"))
+  spec = importlib.util.spec_from_file_location(
+    "_fixtures_big_vision", os.path.join(HERE, "_fixtures_big_vision.py")
+  )
   bv_fixtures = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(bv_fixtures)
   torch.manual_seed(7)

@@ -18,8 +18,8 @@ import pytest
 from contrastive import data
 from contrastive import models
 from contrastive.models.pretrained import common
-from tests import pretrained_testing as pt
 from contrastive.models.pretrained import hf
+from tests import pretrained_testing as pt
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FIXTURES = os.path.join(HERE, "fixtures")
@@ -47,8 +47,7 @@ def _edit_config(directory, edit):
 
 def _embed(pre, x):
   model = models.make_model(pre.model_config)
-  return model.apply({"params": pre.params}, {"image": x["images"], "text": x["ids"]},
-                     train=False)
+  return model.apply({"params": pre.params}, {"image": x["images"], "text": x["ids"]}, train=False)
 
 
 def _one_line_error(match, fn, *args, **kwargs):
@@ -103,7 +102,9 @@ def test_detect_says_no_to_other_layouts(tmp_path):
 
 
 def test_sharded_checkpoint_loads_like_one_file(tmp_path):
-  from safetensors.numpy import load_file, save_file  # pylint: disable=g-import-not-at-top
+  from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
+  from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
+
   tensors = load_file(os.path.join(_fixture("siglip"), hf.WEIGHTS))
   keys = sorted(tensors)
   directory = tmp_path / "sharded"
@@ -169,11 +170,14 @@ def test_a_class_token_without_its_own_position_row_exports(tmp_path):
   np.testing.assert_allclose(ours["image"], theirs["image"], atol=1e-6)
 
 
-@pytest.mark.parametrize("change, match", [
+@pytest.mark.parametrize(
+  "change, match",
+  [
     (lambda c: c["encoders"]["text"].update(pool="last"), "pools the text at its end-of-text"),
     (lambda c: c["encoders"]["image"].update(pre_norm=False), "needs image pre_norm=True"),
     (lambda c: c["encoders"]["text"].update(act="relu"), None),
-])
+  ],
+)
 def test_export_refuses_what_transformers_does_not_compute(change, match, tmp_path):
   pre = hf.load(_fixture("clip"))
   config = pre.model_config.to_dict()
@@ -205,10 +209,16 @@ def test_truncated_safetensors(tmp_path):
 
 def test_weights_of_another_architecture(tmp_path):
   from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
+
   directory = _copy("clip", tmp_path)
   # An open_clip state_dict where transformers' weights belong.
-  save_file({"visual.conv1.weight": np.zeros((32, 3, 4, 4), np.float32),
-             "logit_scale": np.zeros((), np.float32)}, os.path.join(directory, hf.WEIGHTS))
+  save_file(
+    {
+      "visual.conv1.weight": np.zeros((32, 3, 4, 4), np.float32),
+      "logit_scale": np.zeros((), np.float32),
+    },
+    os.path.join(directory, hf.WEIGHTS),
+  )
   message = _one_line_error("does not hold the CLIPModel", hf.load, directory)
   assert hf.WEIGHTS in message and "visual.conv1.weight" in message
 
@@ -227,11 +237,14 @@ def test_config_that_does_not_match_the_weights(tmp_path):
   assert hf.CONFIG in message and hf.WEIGHTS in message
 
 
-@pytest.mark.parametrize("edit, match", [
+@pytest.mark.parametrize(
+  "edit, match",
+  [
     (lambda c: c.update(model_type="siglip2"), "NaFlex"),
     (lambda c: c.update(model_type="align"), "model_type 'align' is not supported"),
     (lambda c: c["vision_config"].update(hidden_act="silu"), "hidden_act 'silu'"),
-])
+  ],
+)
 def test_unsupported_configs(edit, match, tmp_path):
   directory = _copy("siglip", tmp_path)
   _edit_config(directory, edit)
@@ -245,9 +258,17 @@ def test_data_settings_defaults_and_preprocessor(tmp_path):
   assert clip.max_len == siglip.max_len == 16 and clip.image_size == 16
   directory = _copy("clip", tmp_path)
   with open(os.path.join(directory, hf.PREPROCESSOR), "w") as f:
-    json.dump({"image_mean": [0.1, 0.2, 0.3], "image_std": [0.4, 0.5, 0.6], "resample": 2,
-               "size": {"shortest_edge": 18}, "do_center_crop": True,
-               "crop_size": {"height": 16, "width": 16}}, f)
+    json.dump(
+      {
+        "image_mean": [0.1, 0.2, 0.3],
+        "image_std": [0.4, 0.5, 0.6],
+        "resample": 2,
+        "size": {"shortest_edge": 18},
+        "do_center_crop": True,
+        "crop_size": {"height": 16, "width": 16},
+      },
+      f,
+    )
   settings = hf.load(directory).data
   assert settings.mean == (0.1, 0.2, 0.3) and settings.std == (0.4, 0.5, 0.6)
   assert settings.resize == 18 and settings.crop == "center"
@@ -275,8 +296,16 @@ def test_tokenizer_beside_the_checkpoint_or_a_clear_error(tmp_path):
 def test_data_settings_and_tokenizer_survive_a_round_trip(kind, tmp_path):
   directory = _copy(kind, tmp_path)
   with open(os.path.join(directory, hf.PREPROCESSOR), "w") as f:
-    json.dump({"image_mean": [0.1, 0.2, 0.3], "image_std": [0.4, 0.5, 0.6], "resample": 2,
-               "size": {"shortest_edge": 20}, "do_center_crop": kind == "clip"}, f)
+    json.dump(
+      {
+        "image_mean": [0.1, 0.2, 0.3],
+        "image_std": [0.4, 0.5, 0.6],
+        "resample": 2,
+        "size": {"shortest_edge": 20},
+        "do_center_crop": kind == "clip",
+      },
+      f,
+    )
   (tmp_path / f"hf_{kind}" / "tokenizer.json").write_text('{"model": {}}')
   pre = hf.load(directory)
   out = str(tmp_path / "out")
@@ -298,8 +327,9 @@ def test_clip_without_tokenizer_files_uses_the_openai_bpe(tmp_path):
 
 def test_eos_pooling_needs_an_eos_id():
   with pytest.raises(ValueError, match="pool 'eos' needs eos_id"):
-    models.TextTransformer(width=32, depth=1, mlp_dim=64, num_heads=2, vocab_size=10, max_len=4,
-                           pool="eos")
+    models.TextTransformer(
+      width=32, depth=1, mlp_dim=64, num_heads=2, vocab_size=10, max_len=4, pool="eos"
+    )
 
 
 def _param_counts():
@@ -312,14 +342,16 @@ def test_parameter_counts_equal_transformers(name):
   fixture = _param_counts()
   config = hf.model_config_from_hf(fixture["configs"][name])
   model = models.make_model(config)
-  abstract = jax.eval_shape(lambda: model.init(jax.random.key(0), model.dummy_batch(1),
-                                               train=False))
+  abstract = jax.eval_shape(
+    lambda: model.init(jax.random.key(0), model.dummy_batch(1), train=False)
+  )
   assert models.count_params(abstract["params"]) == fixture["counts"][name]
 
 
 def _fixture_module():
-  spec = importlib.util.spec_from_file_location("_fixtures_hf",
-                                                os.path.join(HERE, "_fixtures_hf.py"))
+  spec = importlib.util.spec_from_file_location(
+    "_fixtures_hf", os.path.join(HERE, "_fixtures_hf.py")
+  )
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module
@@ -329,12 +361,13 @@ def _fixture_module():
 def test_live_against_transformers(kind, tmp_path):
   torch = pytest.importorskip("torch")
   from tests import peers  # pylint: disable=g-import-not-at-top
+
   peers.install_torchvision_stand_in()
   transformers = pytest.importorskip("transformers")
   fixtures = _fixture_module()
   cls, cfg_cls, config = {
-      "clip": (transformers.CLIPModel, transformers.CLIPConfig, fixtures.CLIP_TINY),
-      "siglip": (transformers.SiglipModel, transformers.SiglipConfig, fixtures.SIGLIP_TINY),
+    "clip": (transformers.CLIPModel, transformers.CLIPConfig, fixtures.CLIP_TINY),
+    "siglip": (transformers.SiglipModel, transformers.SiglipConfig, fixtures.SIGLIP_TINY),
   }[kind]
   torch.manual_seed(5)
   theirs = cls(cfg_cls(**config)).eval()
@@ -362,8 +395,9 @@ def test_an_open_clip_checkpoint_exports_to_transformers(tmp_path):
   pt.assert_params_bit_exact(back.params, pre.params)
   expected = np.load(os.path.join(source, "expected.npz"))
   model = models.make_model(back.model_config)
-  emb, _ = model.apply({"params": back.params},
-                       {"image": expected["images"], "text": expected["tokens"]}, train=False)
+  emb, _ = model.apply(
+    {"params": back.params}, {"image": expected["images"], "text": expected["tokens"]}, train=False
+  )
   np.testing.assert_allclose(emb["image"], expected["image_emb"], atol=1e-4)
   np.testing.assert_allclose(emb["text"], expected["text_emb"], atol=1e-4)
 
@@ -372,6 +406,7 @@ def test_live_an_open_clip_checkpoint_in_transformers(tmp_path):
   source = os.path.join(FIXTURES, "open_clip_clip")
   torch = pytest.importorskip("torch")
   from tests import peers  # pylint: disable=g-import-not-at-top
+
   peers.install_torchvision_stand_in()
   transformers = pytest.importorskip("transformers")
   pre = models.load_pretrained(source)
@@ -379,7 +414,9 @@ def test_live_an_open_clip_checkpoint_in_transformers(tmp_path):
   expected = np.load(os.path.join(source, "expected.npz"))
   theirs = transformers.CLIPModel.from_pretrained(str(tmp_path)).eval()
   with torch.no_grad():
-    out = theirs(input_ids=torch.from_numpy(expected["tokens"].astype(np.int64)),
-                 pixel_values=torch.from_numpy(expected["images"]).permute(0, 3, 1, 2))
+    out = theirs(
+      input_ids=torch.from_numpy(expected["tokens"].astype(np.int64)),
+      pixel_values=torch.from_numpy(expected["images"]).permute(0, 3, 1, 2),
+    )
   np.testing.assert_allclose(out.image_embeds.numpy(), expected["image_emb"], atol=1e-4)
   np.testing.assert_allclose(out.text_embeds.numpy(), expected["text_emb"], atol=1e-4)

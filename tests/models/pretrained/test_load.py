@@ -58,8 +58,9 @@ def test_detects_open_clip_layouts(tmp_path):
 
 def test_refuses_what_no_family_reads(tmp_path):
   (tmp_path / "notes.txt").write_text("hello")
-  message = _refused(tmp_path, "Not a checkpoint", "notes.txt", "open_clip_config.json",
-                     "config.json", ".npz")
+  message = _refused(
+    tmp_path, "Not a checkpoint", "notes.txt", "open_clip_config.json", "config.json", ".npz"
+  )
   assert message.startswith("Not a checkpoint this library reads: directory")
   _refused(tmp_path / "notes.txt", "notes.txt", "Expected")
   _refused(tmp_path / "missing", "missing", "no such file")
@@ -76,15 +77,21 @@ def test_truncated_safetensors(tmp_path):
 def test_state_dict_of_another_architecture(tmp_path):
   directory = _copy(SIGLIP, tmp_path)
   shutil.copy(os.path.join(CLIP, oc.WEIGHTS[0]), directory / oc.WEIGHTS[0])
-  _refused(directory, oc.WEIGHTS[0], "visual.trunk.patch_embed.proj.weight",
-           "an open_clip ViT image tower")
+  _refused(
+    directory, oc.WEIGHTS[0], "visual.trunk.patch_embed.proj.weight", "an open_clip ViT image tower"
+  )
 
 
 def test_config_wider_than_the_weights(tmp_path):
   directory = _copy(CLIP, tmp_path)
   _edit_config(directory, lambda cfg: cfg["text_cfg"].update(width=32, heads=4))
-  _refused(directory, oc.WEIGHTS[0], "token_embedding.weight has shape (64, 16)",
-           "implies (64, 32)", "does not match")
+  _refused(
+    directory,
+    oc.WEIGHTS[0],
+    "token_embedding.weight has shape (64, 16)",
+    "implies (64, 32)",
+    "does not match",
+  )
 
 
 def test_config_deeper_than_the_weights(tmp_path):
@@ -113,7 +120,9 @@ def test_named_architecture_that_does_not_match(tmp_path):
     oc.named_config("ViT-Q-7")
 
 
-@pytest.mark.parametrize("edit,needle", [
+@pytest.mark.parametrize(
+  "edit,needle",
+  [
     (lambda cfg: cfg["vision_cfg"].update(layers=[3, 4, 6, 3]), "ModifiedResNet"),
     (lambda cfg: cfg.update(multimodal_cfg={}), "CoCa"),
     (lambda cfg: cfg["vision_cfg"].update(ls_init_value=0.1), "ls_init_value"),
@@ -121,7 +130,8 @@ def test_named_architecture_that_does_not_match(tmp_path):
     (lambda cfg: cfg["vision_cfg"].update(pool_type="avg"), "pool_type 'avg'"),
     (lambda cfg: cfg["text_cfg"].update(pool_type="first"), "pool_type 'first'"),
     (lambda cfg: cfg["vision_cfg"].update(timm_model_name="convnext_base"), "convnext_base"),
-])
+  ],
+)
 def test_architectures_not_covered(tmp_path, edit, needle):
   directory = _copy(CLIP, tmp_path)
   _edit_config(directory, edit)
@@ -157,16 +167,19 @@ def test_weights_reader_formats(tmp_path):
   weights = weights_lib.open_weights(tmp_path / "w.npz")
   assert sorted(weights.keys()) == ["b", "img/a"] and weights.shape("img/a") == (2, 3)
   assert weights.pop("img/a").dtype == np.float32 and "img/a" not in weights
-  weights_lib.save_safetensors({"x": np.full((2,), 1.5, np.float32), "s": np.float32(3.0)},
-                               tmp_path / "a.safetensors")
+  weights_lib.save_safetensors(
+    {"x": np.full((2,), 1.5, np.float32), "s": np.float32(3.0)}, tmp_path / "a.safetensors"
+  )
   weights_lib.save_safetensors({"y": np.zeros((1, 2), np.float16)}, tmp_path / "b.safetensors")
-  (tmp_path / "m.safetensors.index.json").write_text(json.dumps(
-      {"weight_map": {"x": "a.safetensors", "s": "a.safetensors", "y": "b.safetensors"}}))
+  (tmp_path / "m.safetensors.index.json").write_text(
+    json.dumps({"weight_map": {"x": "a.safetensors", "s": "a.safetensors", "y": "b.safetensors"}})
+  )
   sharded = weights_lib.open_weights(tmp_path / "m.safetensors.index.json")
   assert sharded.shape("s") == () and sharded.file("y") == str(tmp_path / "b.safetensors")
   assert sharded.pop("y").dtype == np.float32 and sharded.pop("s").shape == ()
-  (tmp_path / "broken.safetensors.index.json").write_text(json.dumps(
-      {"weight_map": {"x": "gone.safetensors"}}))
+  (tmp_path / "broken.safetensors.index.json").write_text(
+    json.dumps({"weight_map": {"x": "gone.safetensors"}})
+  )
   with pytest.raises(models.PretrainedError, match="gone.safetensors"):
     weights_lib.open_weights(tmp_path / "broken.safetensors.index.json")
   with pytest.raises(models.PretrainedError, match="unknown weight file type"):
@@ -176,10 +189,12 @@ def test_weights_reader_formats(tmp_path):
 
 def test_bfloat16_safetensors(tmp_path):
   import ml_dtypes
+
   values = np.array([[1.0, -2.5], [3.140625, 0.0078125]], np.float32)
   header = json.dumps({"w": {"dtype": "BF16", "shape": [2, 2], "data_offsets": [0, 8]}}).encode()
   header += b" " * (-len(header) % 8)
   path = tmp_path / "bf16.safetensors"
-  path.write_bytes(len(header).to_bytes(8, "little") + header
-                   + values.astype(ml_dtypes.bfloat16).tobytes())
+  path.write_bytes(
+    len(header).to_bytes(8, "little") + header + values.astype(ml_dtypes.bfloat16).tobytes()
+  )
   np.testing.assert_array_equal(weights_lib.open_weights(path).pop("w"), values)

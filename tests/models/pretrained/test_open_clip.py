@@ -42,7 +42,8 @@ def _fixture(name):
 def _embed(pre, images, tokens):
   model = models.make_model(pre.model_config)
   emb, extras = jax.jit(lambda p, b: model.apply({"params": p}, b, train=False))(
-      pre.params, {"image": images, "text": tokens})
+    pre.params, {"image": images, "text": tokens}
+  )
   bias = None if extras["bias"] is None else float(extras["bias"])
   return np.asarray(emb["image"]), np.asarray(emb["text"]), float(extras["scale"]), bias
 
@@ -79,15 +80,28 @@ def test_fixture_embeddings_equal_open_clip(name):
 
 def test_fixture_layouts():
   clip = models.load_pretrained(_fixture("open_clip_clip")).model_config.encoders
-  assert (clip.image.pool, clip.image.act, clip.image.cls_posemb, clip.image.pre_norm,
-          clip.image.patch_bias) == ("cls", "quick_gelu", True, True, False)
+  assert (
+    clip.image.pool,
+    clip.image.act,
+    clip.image.cls_posemb,
+    clip.image.pre_norm,
+    clip.image.patch_bias,
+  ) == ("cls", "quick_gelu", True, True, False)
   assert (clip.text.causal, clip.text.pool, clip.text.pad_id) == (True, "eot", None)
   siglip = models.load_pretrained(_fixture("open_clip_siglip"))
   enc = siglip.model_config.encoders
   assert (enc.image.pool, enc.image.act, enc.image.proj, enc.image.patch_bias) == (
-      "map", "gelu_tanh", False, True)
+    "map",
+    "gelu_tanh",
+    False,
+    True,
+  )
   assert (enc.text.causal, enc.text.pool, enc.text.proj_bias, enc.text.act) == (
-      False, "last", True, "gelu")
+    False,
+    "last",
+    True,
+    "gelu",
+  )
   assert "head" not in siglip.params["image"] and siglip.params["bias"].shape == ()
   for leaf in jax.tree.leaves(siglip.params):
     assert isinstance(leaf, np.ndarray) and leaf.dtype == np.float32
@@ -99,8 +113,9 @@ def test_data_settings():
   np.testing.assert_allclose(clip.mean, oc.OPENAI_MEAN)
   np.testing.assert_allclose(clip.std, oc.OPENAI_STD)
   siglip = models.load_pretrained(_fixture("open_clip_siglip")).data
-  assert siglip.tokenizer == "siglip:" + os.path.join(_fixture("open_clip_siglip"),
-                                                      "tokenizer.json")
+  assert siglip.tokenizer == "siglip:" + os.path.join(
+    _fixture("open_clip_siglip"), "tokenizer.json"
+  )
   assert (siglip.crop, siglip.mean, siglip.std) == ("squash", (0.5,) * 3, (0.5,) * 3)
 
 
@@ -113,8 +128,9 @@ def test_tokenizer_file_beside_the_checkpoint_is_used(tmp_path):
 
 def test_weights_file_with_its_config_beside_it():
   path = os.path.join(_fixture("open_clip_clip"), "open_clip_model.safetensors")
-  _check_parity(models.load_pretrained(path),
-                np.load(os.path.join(_fixture("open_clip_clip"), "expected.npz")))
+  _check_parity(
+    models.load_pretrained(path), np.load(os.path.join(_fixture("open_clip_clip"), "expected.npz"))
+  )
 
 
 def test_bin_state_dict_with_module_prefix():
@@ -149,15 +165,18 @@ def test_round_trip_is_bit_exact(name, tmp_path):
     config = json.load(f)
   with open(os.path.join(_fixture(name), oc.CONFIG)) as f:
     original = json.load(f)
-  assert (oc.model_config_from_open_clip(config["model_cfg"])
-          == oc.model_config_from_open_clip(original["model_cfg"]))
+  assert oc.model_config_from_open_clip(config["model_cfg"]) == oc.model_config_from_open_clip(
+    original["model_cfg"]
+  )
   assert config["model_cfg"]["text_cfg"].get("hf_tokenizer_name") == original["model_cfg"][
-      "text_cfg"].get("hf_tokenizer_name")
+    "text_cfg"
+  ].get("hf_tokenizer_name")
 
 
 def _clip_like_config(**image):
-  config = models.model_config(image="mu/4", text="mu", image_size=16, vocab_size=64, max_len=8,
-                               embed_dim=16)
+  config = models.model_config(
+    image="mu/4", text="mu", image_size=16, vocab_size=64, max_len=8, embed_dim=16
+  )
   config.encoders.image.update(dict(pool="cls", pre_norm=True, patch_bias=False, **image))
   config.encoders.text.update(dict(causal=True, pool="eot", pad_id=None, act="gelu"))
   return config
@@ -178,8 +197,9 @@ def test_model_made_here_round_trips(cls_posemb, tmp_path):
     _assert_bit_equal(back.params, params)
   else:  # the class token's position row is written as -0.0, which adds to it exactly
     assert back.params["image"]["encoder"]["pos_embedding"].shape[1] == 1 + 16
-    np.testing.assert_array_equal(back.params["image"]["encoder"]["cls"],
-                                  params["image"]["encoder"]["cls"])
+    np.testing.assert_array_equal(
+      back.params["image"]["encoder"]["cls"], params["image"]["encoder"]["cls"]
+    )
   ours = jax.jit(lambda p, b: model.apply({"params": p}, b, train=False)[0])(params, batch)
   theirs = _embed(back, batch["image"], batch["text"])
   for m, theirs_m in zip(("image", "text"), theirs):
@@ -194,8 +214,9 @@ def test_named_configs_equal_open_clips():
     peer = json.load(f)
   assert sorted(oc.NAMES) == sorted(peer) == sorted(fx.NAMES)
   for name in oc.NAMES:
-    assert (oc.model_config_from_open_clip(oc.named_config(name))
-            == oc.model_config_from_open_clip(peer[name]["model_cfg"])), name
+    assert oc.model_config_from_open_clip(oc.named_config(name)) == oc.model_config_from_open_clip(
+      peer[name]["model_cfg"]
+    ), name
 
 
 def test_parameter_counts_equal_open_clips():
@@ -220,6 +241,7 @@ def test_named_model_from_a_bare_weights_file(tmp_path, monkeypatch):
 
 # ------------------------------------------------------------------- live, where open_clip imports
 
+
 def _open_clip():
   pytest.importorskip("torch")
   try:
@@ -233,14 +255,18 @@ def _open_clip():
 def test_live_parity_and_export(name, tmp_path):
   open_clip = _open_clip()
   import torch
+
   fx.register_tiny_trunk()
   cfg = fx.CONFIGS[name]
   model = fx.build_model(cfg)
   fx.randomize(model, 7)
   images, tokens = fx.inputs(7, eot=not cfg["text_cfg"].get("no_causal_mask", False))
   fx.save_hub_layout(model, cfg, fx.PREPROCESS[name], tmp_path / "in", bin_=name.endswith("bin"))
-  expected = dict(fx.embeddings(model, images, tokens), images=images.transpose(0, 2, 3, 1),
-                  tokens=tokens.astype(np.int32))
+  expected = dict(
+    fx.embeddings(model, images, tokens),
+    images=images.transpose(0, 2, 3, 1),
+    tokens=tokens.astype(np.int32),
+  )
   pre = models.load_pretrained(tmp_path / "in")
   _check_parity(pre, expected)
   # Here -> open_clip: open_clip loads the export unchanged and gives the same embeddings.
@@ -252,9 +278,18 @@ def test_live_parity_and_export(name, tmp_path):
   del torch
 
 
-@pytest.mark.parametrize("mlp_dim,width,ratio", [
-    (3072, 768, 4.0), (4304, 1152, 3.7362), (8192, 1664, 4.9231), (6144, 1408, 4.3637),
-    (15360, 1792, 8.5715), (64, 32, 2.0), (100, 30, None)])
+@pytest.mark.parametrize(
+  "mlp_dim,width,ratio",
+  [
+    (3072, 768, 4.0),
+    (4304, 1152, 3.7362),
+    (8192, 1664, 4.9231),
+    (6144, 1408, 4.3637),
+    (15360, 1792, 8.5715),
+    (64, 32, 2.0),
+    (100, 30, None),
+  ],
+)
 def test_mlp_ratio_written_as_open_clip_reads_it(mlp_dim, width, ratio):
   written = open_clip_configs._ratio(mlp_dim, width)  # noqa: SLF001
   assert int(width * written) == mlp_dim
