@@ -25,21 +25,21 @@ The recipe:
 
 Where the values come from: the optimizer's betas, epsilon and weight decay are CLIP's; the
 towers' sizes, the learning rate and schedule, the step count, the share of one-object images
-and the contrast pairs are our choices for a CPU budget of about 4 minutes, each picked by
-comparing full demo runs on held-out data and speed (the runs and what they measured:
+and the contrast pairs are our choices for a run of a few minutes on a CPU, each picked by
+comparing full demo runs on held-out data (the runs and their figures:
 experiments/results/demo_tuning.md; docs/training.md describes the demo).
 
 Arguments (`configs/demo.py:steps=1100,batch_size=128`, the defaults):
   steps: train steps.
   batch_size: the global batch.
   hard_negatives: train with each caption's three compositional hard negatives as extra
-    negatives (loss `hard_negative`; about three times the text compute).
+    negatives (loss `hard_negative`; the text tower also embeds the three negatives).
   eval_examples: images per evaluation task (1,000 test pairs for retrieval).
   max_objects: at most this many objects per image (1 to 3), in training and in the test pairs.
   one_object_weight: how much more often a training image shows one object than each other
     count (`data.synthetic.object_weights`; the test pairs draw the counts uniformly).
   image_tower: `cnn` or `vit` (a 0.53M-parameter ViT with a convolutional stem down to a 4x4
-    token grid, the demo's tower before the CNN: see experiments/results/demo_tuning.md).
+    token grid).
   shape_variants: train on contrast sets of this many records that differ only in one
     object's shape (`data.synthetic.shape_variants`; 1: off; the batch must divide by it).
   runlocal: a few steps of a smaller model, no evaluation report (for a smoke test).
@@ -48,11 +48,11 @@ Arguments (`configs/demo.py:steps=1100,batch_size=128`, the defaults):
 from contrastive import data
 from contrastive import evaluate
 from contrastive import models
-from contrastive.train import config as train_config
+from contrastive.run import config as run_config
 
 
 def get_config(arg=None):
-  arg = train_config.parse_arg(
+  arg = run_config.parse_arg(
     arg,
     steps=1100,
     batch_size=128,
@@ -64,7 +64,7 @@ def get_config(arg=None):
     image_tower="cnn",
     runlocal=False,
   )
-  c = train_config.defaults()  # every trainer key, so each can be overridden
+  c = run_config.defaults()  # every trainer key, so each can be overridden
   c.seed = 0
   c.total_steps = arg.steps if not arg.runlocal else 4
   c.mesh.update(data=-1, fsdp=1, tensor=1)

@@ -38,12 +38,12 @@ from ml_collections import config_dict
 from contrastive import data
 from contrastive import evaluate
 from contrastive import models
-from contrastive.train import config as train_config
+from contrastive.run import config as run_config
 from contrastive.train import pretrained as train_pretrained
 
 
 def get_config(arg=None):
-  arg = train_config.parse_arg(
+  arg = run_config.parse_arg(
     arg,
     pretrained="",
     name="",
@@ -53,7 +53,7 @@ def get_config(arg=None):
     imagenet=True,
     cpu=False,
   )
-  c = train_config.defaults()  # every trainer key, so each can be overridden
+  c = run_config.defaults()  # every trainer key, so each can be overridden
   c.seed = 0
   c.total_steps = arg.steps
   c.mesh.update(data=-1, fsdp=1, tensor=1)

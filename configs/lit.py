@@ -40,19 +40,19 @@ from ml_collections import config_dict
 from contrastive import data
 from contrastive import evaluate
 from contrastive import models
-from contrastive.train import config as train_config
+from contrastive.run import config as run_config
 from contrastive.train import pretrained as train_pretrained
 
 TEXT_INITS = ("scratch", "pretrained")
 
 
 def get_config(arg=None):
-  arg = train_config.parse_arg(
+  arg = run_config.parse_arg(
     arg, cpu=False, batch_size=16_384, pretrained="", name="", text="scratch"
   )
   if arg.text not in TEXT_INITS:
     raise ValueError(f"text must be one of {list(TEXT_INITS)}, got {arg.text!r}.")
-  c = train_config.defaults()  # every trainer key, so each can be overridden
+  c = run_config.defaults()  # every trainer key, so each can be overridden
   c.seed = 0
   c.total_steps = 60_000
   c.mesh.update(data=-1, fsdp=1, tensor=1)

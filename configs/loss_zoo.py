@@ -65,9 +65,9 @@ def _demo():
 
 
 def get_config(arg=None):
-  from contrastive.train import config as train_config  # noqa: PLC0415
+  from contrastive.run import config as run_config
 
-  arg = train_config.parse_arg(arg, loss="dcl", steps=600, batch_size=256, runlocal=False)
+  arg = run_config.parse_arg(arg, loss="dcl", steps=600, batch_size=256, runlocal=False)
   if arg.loss not in FAMILIES:
     raise ValueError(
       f"configs/loss_zoo.py: unknown loss {arg.loss!r}; known: {', '.join(sorted(FAMILIES))}."

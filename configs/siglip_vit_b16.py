@@ -25,12 +25,12 @@ from ml_collections import config_dict
 from contrastive import data
 from contrastive import evaluate
 from contrastive import models
-from contrastive.train import config as train_config
+from contrastive.run import config as run_config
 
 
 def get_config(arg=None):
-  arg = train_config.parse_arg(arg, cpu=False, batch_size=32_768)
-  c = train_config.defaults()  # every trainer key, so each can be overridden
+  arg = run_config.parse_arg(arg, cpu=False, batch_size=32_768)
+  c = run_config.defaults()  # every trainer key, so each can be overridden
   c.seed = 0
   c.total_steps = 274_658  # 9B examples / 32,768
   c.mesh.update(data=-1, fsdp=1, tensor=1)

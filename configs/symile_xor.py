@@ -22,13 +22,13 @@ model itself (experiments/claims/symile.py).
 
 from contrastive import data
 from contrastive import models
-from contrastive.train import config as train_config
+from contrastive.run import config as run_config
 
 LOSSES = ("symile", "gram", "cmc")
 
 
 def get_config(arg=None):
-  arg = train_config.parse_arg(
+  arg = run_config.parse_arg(
     arg,
     loss="symile",
     steps=300,
@@ -42,7 +42,7 @@ def get_config(arg=None):
   runlocal = arg.runlocal or arg.cpu
   if arg.loss not in LOSSES:
     raise ValueError(f"configs/symile_xor.py: unknown loss {arg.loss!r}; known: {LOSSES}.")
-  c = train_config.defaults()  # every trainer key, so each can be overridden
+  c = run_config.defaults()  # every trainer key, so each can be overridden
   c.seed = arg.seed
   c.total_steps = arg.steps if not runlocal else 4
   c.mesh.update(data=-1, fsdp=1, tensor=1)

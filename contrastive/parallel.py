@@ -1,4 +1,4 @@
-"""Meshes, where arrays go on them, the bridge to per-device losses, and multi-host start-up.
+"""Meshes, where arrays go on them, and the bridge to per-device losses.
 
 - `make_mesh`: the `("data", "fsdp", "tensor")` mesh every part of the library uses.
 - `BATCH_AXES`, `batch_axes`, `batch_shards`, `batch_sharding`: the leading (batch) dimension of
@@ -8,20 +8,17 @@
   so it can be called on global, batch-sharded `jax.Array`s, which is what a jitted step holds.
 - `LOGICAL_RULES`, `logical_shardings`, `use_rules`, `sharded_init`: model code names the axes
   of its parameters and activations; one table decides where they go on the mesh.
-- `initialize`, `define_host_flags`: connecting the processes of a multi-host run.
+
+Connecting the processes of a multi-host run is `contrastive.multihost`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 import contextlib
-import dataclasses
 import functools
-import os
-import sys
 from typing import Any
 
-from absl import flags
 from absl import logging
 import flax.linen as nn
 import jax
@@ -69,11 +66,59 @@ def make_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1, *, devices=None) -
       f"Mesh shape {dict(zip(MESH_AXES, shape))} needs {int(np.prod(shape))} "
       f"devices, but {len(devices)} are available."
     )
-  try:  # a layout that follows the physical interconnect, where the platform describes one
-    device_array = mesh_utils.create_device_mesh(shape, devices)
-  except (ValueError, NotImplementedError, AssertionError):
-    device_array = np.asarray(devices, dtype=object).reshape(shape)
+  # The batch axes in ring order, so that every hop of the loss's ring is one link; not with
+  # FSDP, whose all-gathers over every `fsdp`-th chip of such a cycle v5e's compiler cannot
+  # route ("Failed to create limited ICI routing replica info table").
+  cycle = ring_order(devices) if sizes["tensor"] == 1 and sizes["fsdp"] == 1 else None
+  if cycle is not None:
+    device_array = np.asarray(cycle, dtype=object).reshape(shape)
+  else:
+    try:  # a layout that follows the physical interconnect, where the platform describes one
+      device_array = mesh_utils.create_device_mesh(shape, devices)
+    except (ValueError, NotImplementedError, AssertionError):
+      device_array = np.asarray(devices, dtype=object).reshape(shape)
   return Mesh(device_array, MESH_AXES, axis_types=(jax.sharding.AxisType.Auto,) * len(MESH_AXES))
+
+
+def ring_order(devices: Sequence[Any]) -> list[Any] | None:
+  """The chips of a flat X x Y TPU grid as a cycle through neighbours, or None for other devices.
+
+  The losses' ring sends each block to the next device of the batch axes and the last device
+  back to the first. On a 2-D grid of chips (v5e, v6e) XLA:TPU makes a collective-permute
+  asynchronous, so that it overlaps the tile compute, only where each source and target are
+  neighbours; a row-by-row order jumps at every row's end and compiles to synchronous transfers.
+  The cycle runs along the first row, snakes back and forth over the other columns of the rows
+  below, and returns up the first column; it needs one side even and both at least 2.
+
+  Args:
+    devices: the mesh's devices; TPU devices carry `coords` (x, y, z) and `core_on_chip`.
+
+  Returns:
+    The devices in cycle order, or None where they are not one core per chip of a flat grid
+    (CPU and GPU devices, 3-D slices, a grid with both sides odd, a single row or column).
+  """
+  coords = [getattr(d, "coords", None) for d in devices]
+  if any(c is None or len(c) < 2 for c in coords) or len(devices) < 4:
+    return None
+  if any(getattr(d, "core_on_chip", 0) for d in devices) or any(
+    c[2:] and any(c[2:]) for c in coords
+  ):
+    return None
+  by_xy = {(int(c[0]), int(c[1])): d for c, d in zip(coords, devices)}
+  xs = sorted({x for x, _ in by_xy})
+  ys = sorted({y for _, y in by_xy})
+  if len(by_xy) != len(devices) or len(xs) * len(ys) != len(devices):
+    return None
+  transpose = len(ys) % 2 == 1  # the snake must cover an odd number of rows below the first
+  if transpose:
+    xs, ys = ys, xs
+  if len(ys) % 2 or len(xs) < 2 or len(ys) < 2:
+    return None
+  cycle = [(x, ys[0]) for x in xs]
+  for row, y in enumerate(ys[1:]):
+    cycle += [(x, y) for x in (reversed(xs[1:]) if row % 2 == 0 else xs[1:])]
+  cycle += [(xs[0], y) for y in reversed(ys[1:])]
+  return [by_xy[(y, x) if transpose else (x, y)] for x, y in cycle]
 
 
 # The batch dimension.
@@ -279,121 +324,3 @@ def sharded_init(
   with use_rules(mesh, rules=rules):
     variables = jax.jit(lambda *a: nn.unbox(init_fn(*a)), out_shardings=shardings)(*args)
   return variables, shardings
-
-
-# Multi-host start-up: `jax.distributed.initialize()` when the flags or the environment say so.
-# ------------------------------------------------------------------------------------------------
-# The same command runs on one process or many. `initialize` connects the processes when
-#
-# - a coordinator address is given (`--coordinator_address`, or `JAX_COORDINATOR_ADDRESS` in the
-#   environment), with `--num_processes` and `--process_id` (or `JAX_NUM_PROCESSES`,
-#   `JAX_PROCESS_ID`); this is how a GPU host runs one process per GPU group, or how processes on
-#   one machine are tested; or
-# - `--distributed` is set, for clusters JAX detects by itself (Cloud TPU pods, SLURM, Open MPI
-#   and others), which need no address.
-#
-# Otherwise it does nothing: a single process with all local devices.
-
-
-def _env_int(name: str) -> int | None:
-  value = os.environ.get(name)
-  return None if value in (None, "") else int(value)
-
-
-def initialize(
-  *,
-  coordinator_address: str | None = None,
-  num_processes: int | None = None,
-  process_id: int | None = None,
-  distributed: bool = False,
-  heartbeat_timeout_seconds: int | None = None,
-) -> bool:
-  """Connects this process to the others if asked; returns whether it did.
-
-  Call it before anything starts JAX's backend (`jax.devices()`, a first array).
-
-  Args:
-    coordinator_address: `host:port` of process 0; default `$JAX_COORDINATOR_ADDRESS`.
-    num_processes, process_id: default `$JAX_NUM_PROCESSES`, `$JAX_PROCESS_ID`.
-    distributed: initialize even without an address (cluster auto-detection).
-    heartbeat_timeout_seconds: how long the others wait for a process that stopped answering
-      before they abort (JAX's default is about 100 s); default `$CONTRASTIVE_HEARTBEAT_TIMEOUT`.
-  """
-  coordinator_address = coordinator_address or os.environ.get("JAX_COORDINATOR_ADDRESS")
-  if num_processes is None:
-    num_processes = _env_int("JAX_NUM_PROCESSES")
-  if process_id is None:
-    process_id = _env_int("JAX_PROCESS_ID")
-  if heartbeat_timeout_seconds is None:
-    heartbeat_timeout_seconds = _env_int("CONTRASTIVE_HEARTBEAT_TIMEOUT")
-  if not (coordinator_address or distributed):
-    return False
-  kwargs = {}
-  if heartbeat_timeout_seconds is not None:
-    kwargs["heartbeat_timeout_seconds"] = int(heartbeat_timeout_seconds)
-  jax.distributed.initialize(
-    coordinator_address=coordinator_address,
-    num_processes=num_processes,
-    process_id=process_id,
-    **kwargs,
-  )
-  logging.info(
-    "Process %d of %d started (%d local devices, %d in all).",
-    jax.process_index(),
-    jax.process_count(),
-    jax.local_device_count(),
-    jax.device_count(),
-  )
-  return True
-
-
-@dataclasses.dataclass(frozen=True)
-class HostFlags:
-  """The multi-host flags of a command line (see `define_host_flags`)."""
-
-  distributed: flags.FlagHolder[bool]
-  coordinator_address: flags.FlagHolder[str | None]
-  num_processes: flags.FlagHolder[int | None]
-  process_id: flags.FlagHolder[int | None]
-
-  def initialize(self) -> bool:
-    """`initialize` with the parsed flags' values; returns whether it connected processes."""
-    return initialize(
-      coordinator_address=self.coordinator_address.value,
-      num_processes=self.num_processes.value,
-      process_id=self.process_id.value,
-      distributed=self.distributed.value,
-    )
-
-
-def define_host_flags(flag_values: flags.FlagValues = flags.FLAGS) -> HostFlags:
-  """Declares `--distributed`, `--coordinator_address`, `--num_processes` and `--process_id`.
-
-  They are declared as the calling module's flags, so its `--help` lists them.
-
-  Example (a `__main__` module):
-    >>> _HOSTS = parallel.define_host_flags()
-    >>> def main(argv):
-    ...   _HOSTS.initialize()   # before anything starts JAX's backend
-  """
-  caller = sys._getframe(1).f_globals.get("__name__")  # pylint: disable=protected-access
-  kwargs = dict(
-    flag_values=flag_values, module_name=sys.argv[0] if caller == "__main__" else caller
-  )  # as absl names it
-  return HostFlags(
-    distributed=flags.DEFINE_bool(
-      "distributed",
-      False,
-      "Call jax.distributed.initialize() with cluster auto-detection.",
-      **kwargs,
-    ),
-    coordinator_address=flags.DEFINE_string(
-      "coordinator_address", None, "host:port of process 0 (or $JAX_COORDINATOR_ADDRESS).", **kwargs
-    ),
-    num_processes=flags.DEFINE_integer(
-      "num_processes", None, "Number of processes (or $JAX_NUM_PROCESSES).", **kwargs
-    ),
-    process_id=flags.DEFINE_integer(
-      "process_id", None, "This process's index (or $JAX_PROCESS_ID).", **kwargs
-    ),
-  )

@@ -24,14 +24,14 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from contrastive import data  # noqa: E402
-from contrastive.data import build  # noqa: E402
-from contrastive.data import synthetic  # noqa: E402
+from contrastive import data
+from contrastive.data import build
+from contrastive.data import shapes
 
 
 def generator_rate(image_size: int, seconds: float) -> tuple[float, float]:
   """Examples per wall second and per CPU second of `ShapesSource[i]` alone, in this process."""
-  src = synthetic.ShapesSource(split="train", num_examples=10**7, image_size=image_size)
+  src = shapes.ShapesSource(split="train", num_examples=10**7, image_size=image_size)
   src[0]
   n, start, cpu = 0, time.perf_counter(), time.process_time()
   while time.perf_counter() - start < seconds or n < 200:
@@ -42,9 +42,9 @@ def generator_rate(image_size: int, seconds: float) -> tuple[float, float]:
 
 def make_jpeg_dataset(path: str, num: int, side: int = 256) -> str:
   """`num` JPEG photos-like images (the built-in scenes at `side` px) built into `path`."""
-  from PIL import Image  # pylint: disable=g-import-not-at-top
+  from PIL import Image
 
-  src = synthetic.ShapesSource(split="train", num_examples=num, image_size=side)
+  src = shapes.ShapesSource(split="train", num_examples=num, image_size=side)
   examples = []
   for i in range(num):
     record = src[i]

@@ -24,22 +24,22 @@ import os
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import pathlib  # noqa: E402
-import platform  # noqa: E402
-import statistics  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
+import argparse
+import json
+import pathlib
+import platform
+import statistics
+import sys
+import time
 
-import flax  # noqa: E402
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import optax  # noqa: E402
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
 
-from contrastive import models  # noqa: E402
-from contrastive import parallel  # noqa: E402
+from contrastive import models
+from contrastive import parallel
 
 RESULTS = pathlib.Path(__file__).parent / "results"
 

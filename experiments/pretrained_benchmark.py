@@ -74,10 +74,10 @@ def _maxrss_bytes() -> int:
 
 def measure_load(path: str) -> dict:
   """(In the subprocess.) Imports, then loads `path`; what the load added to the peak RSS."""
-  import jax  # pylint: disable=g-import-not-at-top,unused-import
-  import numpy as np  # pylint: disable=g-import-not-at-top
+  import jax
+  import numpy as np
 
-  from contrastive import models  # pylint: disable=g-import-not-at-top
+  from contrastive import models
 
   baseline = _maxrss_bytes()
   start = time.perf_counter()
@@ -90,11 +90,11 @@ def measure_load(path: str) -> dict:
 
 def _save_random(name: str, path: pathlib.Path) -> int:
   """A full-size random model of open_clip's `name`, saved in open_clip's layout."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
+  import numpy as np
 
-  from contrastive import models  # pylint: disable=g-import-not-at-top
-  from contrastive.models.pretrained import common  # pylint: disable=g-import-not-at-top
-  from contrastive.models.pretrained import open_clip  # pylint: disable=g-import-not-at-top
+  from contrastive import models
+  from contrastive.models.pretrained import common
+  from contrastive.models.pretrained import open_clip
 
   config = open_clip.model_config_from_open_clip(open_clip.named_config(name))
   rng = np.random.default_rng(0)
@@ -112,9 +112,9 @@ def _save_random(name: str, path: pathlib.Path) -> int:
 
 def _speed_here(path: str, inputs, *, warmup: int, iters: int) -> tuple[float, object]:
   """Seconds for `iters` jitted image embeddings of `inputs`, and the last embeddings."""
-  import jax  # pylint: disable=g-import-not-at-top
+  import jax
 
-  from contrastive import models  # pylint: disable=g-import-not-at-top
+  from contrastive import models
 
   pre = models.load_pretrained(path)
   model = models.make_model(pre.model_config)
@@ -192,7 +192,7 @@ def main() -> None:
       flush=True,
     )
 
-  import numpy as np  # pylint: disable=g-import-not-at-top  (after the loads: see above)
+  import numpy as np  # after the loads: see above
 
   path = workdir / args.speed_model
   rng = np.random.default_rng(0)

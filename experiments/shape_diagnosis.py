@@ -30,11 +30,11 @@ import ml_collections
 import numpy as np
 
 from contrastive import models
-from contrastive.data import synthetic
+from contrastive.data import shapes
 from contrastive.evaluate import configured as evaluation
 from contrastive.evaluate import probes
 from contrastive.evaluate import zeroshot
-from contrastive.train import checkpoint
+from contrastive.run import workdir as workdir_lib
 
 RESULTS = pathlib.Path(__file__).parent / "results"
 NUM_IMAGES, NUM_TRAIN = 3000, 2000
@@ -47,7 +47,7 @@ def _probe(x: np.ndarray, labels: np.ndarray) -> float:
     labels[:NUM_TRAIN],
     x[NUM_TRAIN:],
     labels[NUM_TRAIN:],
-    num_classes=len(synthetic.SHAPES),
+    num_classes=len(shapes.SHAPES),
   )["accuracy"]
 
 
@@ -55,13 +55,13 @@ def diagnose(workdir: str) -> dict[str, float]:
   config = json.loads((pathlib.Path(workdir) / "config.json").read_text())
   config = ml_collections.ConfigDict(config)
   model = models.make_model(config.model)
-  params, step = checkpoint.restore_params(workdir)
+  params, step = workdir_lib.restore_params(workdir)
   prepare = evaluation.make_prepare(config.data)
 
   def embed(batch):
     return model.apply({"params": params}, prepare(batch), train=False)
 
-  source = synthetic.ShapesSource(
+  source = shapes.ShapesSource(
     split="shape", num_examples=NUM_IMAGES, seed=1, image_size=config.data.image_size
   )
   records = [source[i] for i in range(NUM_IMAGES)]
@@ -74,7 +74,7 @@ def diagnose(workdir: str) -> dict[str, float]:
     features.append(np.asarray(extras["image/features"]))
   images = np.concatenate(images)
 
-  view = synthetic.labelled_views()["shape"]
+  view = shapes.labelled_views()["shape"]
   prompts = np.asarray(embed({"text": sum(view.prompts(), [])})[0]["text"])
   prompts = prompts.reshape(len(view.class_names), len(view.templates), -1)
   ensemble = np.argmax(images @ zeroshot.class_prototypes(prompts).T, -1)
@@ -85,11 +85,10 @@ def diagnose(workdir: str) -> dict[str, float]:
   n = 1000  # the conditional captions: 8 per image
   captions = []
   for i in range(n):
-    scene, _ = source.scene(source._draws(i))  # pylint: disable=protected-access
+    scene, _ = source.scene_at(i)
     (_, colour, size), layout = scene.objects[0], scene.layout
     captions += [
-      synthetic.caption(synthetic.Scene(((s, colour, size),), layout))
-      for s in range(len(synthetic.SHAPES))
+      shapes.caption(shapes.Scene(((s, colour, size),), layout)) for s in range(len(shapes.SHAPES))
     ]
   texts = np.concatenate(
     [

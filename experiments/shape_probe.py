@@ -20,12 +20,11 @@ import time
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 
 from contrastive import models
-from contrastive.data import synthetic
+from contrastive.data import shapes
 from contrastive.data import transforms
 
 RESULTS = pathlib.Path(__file__).parent / "results"
@@ -43,11 +42,11 @@ class Probe(nn.Module):
   @nn.compact
   def __call__(self, images):
     pooled, _ = models.ViT(**self.tower)(images, train=False)
-    return nn.Dense(len(synthetic.SHAPES))(pooled)
+    return nn.Dense(len(shapes.SHAPES))(pooled)
 
 
 def _examples(seed: int, num: int, size: int) -> tuple[np.ndarray, np.ndarray]:
-  source = synthetic.ShapesSource(split="shape", num_examples=num, image_size=size, seed=seed)
+  source = shapes.ShapesSource(split="shape", num_examples=num, image_size=size, seed=seed)
   records = [source[i] for i in range(num)]
   images = np.stack([transforms.normalize(r["image"], "inception") for r in records])
   return images.astype(np.float32), np.array([r["label"] for r in records])

@@ -16,6 +16,7 @@ import flax.linen as nn
 import jax
 import ml_collections
 import numpy as np
+import pytest
 
 from contrastive import models
 
@@ -89,6 +90,25 @@ def save_tiny(
   params = random_params(cfg, seed)
   models.save_pretrained(cfg, params, os.fspath(path), family=family)
   return cfg, params
+
+
+def embed(pre, inputs: dict[str, np.ndarray]):
+  """The loaded model on a fixture's inputs (`images` [batch, size, size, 3], `ids`
+  [batch, seq_len]): `(embeddings, extras)` as the model's `apply` returns them."""
+  model = models.make_model(pre.model_config)
+  return model.apply(
+    {"params": pre.params}, {"image": inputs["images"], "text": inputs["ids"]}, train=False
+  )
+
+
+def one_line_error(match: str | None, fn, *args, **kwargs) -> str:
+  """`fn(*args, **kwargs)` raises a `PretrainedError` (whose message `re.search`es `match`, unless
+  None) on one line; returns its message."""
+  with pytest.raises(models.PretrainedError, match=match) as info:
+    fn(*args, **kwargs)
+  message = str(info.value)
+  assert "\n" not in message, message
+  return message
 
 
 def assert_params_bit_exact(a, b) -> None:

@@ -17,7 +17,7 @@ from contrastive import data
 from contrastive import evaluate
 from contrastive import losses
 from contrastive import models
-from contrastive.train import config as train_config
+from contrastive.run import config as run_config
 from contrastive.train import pretrained
 from tests import pretrained_testing as pt
 
@@ -54,9 +54,9 @@ def test_the_shipped_configs():
 @pytest.mark.parametrize("name,arg", VARIANTS)
 def test_config_passes_the_startup_checks(name, arg):
   raw = _get(name, arg)
-  config = train_config.resolve(raw)
+  config = run_config.resolve(raw)
   # Every trainer key is in the file itself, so any of them can be overridden on the command line.
-  assert set(train_config.defaults().optim) <= set(raw.optim)
+  assert set(run_config.defaults().optim) <= set(raw.optim)
   data_config = data.resolve_config(config.data)
   objective = losses.get(config.loss.name)
   model, params = _params(config)

@@ -1,5 +1,9 @@
 """make_mesh and shard_loss."""
 
+import os
+import subprocess
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -74,50 +78,82 @@ def test_batch_axes_are_those_the_mesh_has():
     parallel.batch_sharding(mesh, batch_axes=("model",))
 
 
-def test_initialize_does_nothing_without_an_address(monkeypatch):
-  for name in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"):
-    monkeypatch.delenv(name, raising=False)
-  called = []
-  monkeypatch.setattr(jax.distributed, "initialize", lambda **kw: called.append(kw))
-  assert not parallel.initialize(num_processes=2, process_id=0)
-  assert not called
+class _Chip:
+  """A stand-in for a TPU device: what `parallel.ring_order` reads."""
+
+  def __init__(self, x, y, z=0, core=0):
+    self.coords, self.core_on_chip = (x, y, z), core
+
+  def __repr__(self):
+    return f"chip{self.coords[:2]}"
 
 
-def test_initialize_takes_the_flags_then_the_environment(monkeypatch):
-  called = []
-  monkeypatch.setattr(jax.distributed, "initialize", lambda **kw: called.append(kw))
-  monkeypatch.setenv("JAX_COORDINATOR_ADDRESS", "10.0.0.1:1234")
-  monkeypatch.setenv("JAX_NUM_PROCESSES", "4")
-  monkeypatch.setenv("JAX_PROCESS_ID", "3")
-  monkeypatch.setenv("CONTRASTIVE_HEARTBEAT_TIMEOUT", "30")
-  assert parallel.initialize(process_id=1)
-  assert called[-1] == dict(
-    coordinator_address="10.0.0.1:1234", num_processes=4, process_id=1, heartbeat_timeout_seconds=30
+def _grid(nx, ny):
+  return [_Chip(x, y) for y in range(ny) for x in range(nx)]  # row by row, as libtpu lists them
+
+
+def _assert_neighbour_cycle(order, chips):
+  assert sorted(map(id, order)) == sorted(map(id, chips))  # each chip once
+  for a, b in zip(order, order[1:] + order[:1]):  # the last hop returns to the first chip
+    assert sum(abs(i - j) for i, j in zip(a.coords, b.coords)) == 1, (a, b)
+
+
+@pytest.mark.parametrize("nx, ny", [(2, 2), (4, 4), (16, 16), (4, 3), (3, 4), (2, 8)])
+def test_ring_order_is_a_cycle_of_neighbours(nx, ny):
+  chips = _grid(nx, ny)
+  _assert_neighbour_cycle(parallel.ring_order(chips), chips)
+
+
+@pytest.mark.parametrize(
+  "chips",
+  [
+    _grid(3, 3),  # both sides odd: no cycle through every chip exists
+    _grid(8, 1),  # one row
+    [_Chip(x, y, z) for z in range(2) for y in range(2) for x in range(2)],  # a 3-D slice
+    [_Chip(0, 0, 0, core) for core in range(4)],  # several cores of one chip
+    _grid(4, 4)[:-1],  # not a whole grid
+  ],
+)
+def test_ring_order_declines_what_it_cannot_order(chips):
+  assert parallel.ring_order(chips) is None
+
+
+def test_cpu_devices_keep_their_order():
+  assert parallel.ring_order(jax.devices()) is None
+  assert list(parallel.make_mesh().devices.flat) == jax.devices()
+
+
+def test_a_tpu_pod_mesh_puts_the_batch_axis_in_ring_order():
+  pytest.importorskip("libtpu")
+  from jax.experimental import topologies
+
+  chips = topologies.get_topology_desc(platform="tpu", topology_name="v5e:16x16").devices
+  mesh = parallel.make_mesh(devices=chips)
+  _assert_neighbour_cycle(list(mesh.devices.flat), chips)
+
+
+_FSDP_ALL_GATHER = """
+import jax, jax.numpy as jnp
+from jax.experimental import topologies
+from jax.sharding import NamedSharding, PartitionSpec as P
+from contrastive import parallel
+chips = topologies.get_topology_desc(platform="tpu", topology_name="v5e:8x8").devices
+mesh = parallel.make_mesh(fsdp=2, devices=chips)
+rows = NamedSharding(mesh, P(("data", "fsdp")))
+x = jax.ShapeDtypeStruct((64 * 8, 128), jnp.float32, sharding=rows)
+gather = jax.shard_map(lambda x: jax.lax.all_gather(x, "data", tiled=True)[:8], mesh=mesh,
+                       in_specs=P(("data", "fsdp")), out_specs=P(("data", "fsdp")))
+jax.jit(gather).lower(x).compile()
+print("compiled")
+"""
+
+
+def test_an_fsdp_mesh_on_a_tpu_pod_compiles_its_data_axis_collectives():
+  # Over a ring-ordered mesh, the all-gather over every other chip of the cycle makes libtpu abort
+  # the process ("Failed to create limited ICI routing replica info table"): hence a subprocess.
+  pytest.importorskip("libtpu")
+  env = dict(os.environ, JAX_PLATFORMS="cpu", ALLOW_MULTIPLE_LIBTPU_LOAD="1")
+  out = subprocess.run(
+    [sys.executable, "-c", _FSDP_ALL_GATHER], env=env, capture_output=True, text=True, timeout=300
   )
-  monkeypatch.delenv("JAX_COORDINATOR_ADDRESS")
-  monkeypatch.delenv("CONTRASTIVE_HEARTBEAT_TIMEOUT")
-  assert parallel.initialize(distributed=True)  # a cluster JAX detects: no address needed
-  assert called[-1] == dict(coordinator_address=None, num_processes=4, process_id=3)
-
-
-def test_host_flags_pass_their_values_to_initialize(monkeypatch):
-  from absl import flags  # pylint: disable=g-import-not-at-top
-
-  for name in (
-    "JAX_COORDINATOR_ADDRESS",
-    "JAX_NUM_PROCESSES",
-    "JAX_PROCESS_ID",
-    "CONTRASTIVE_HEARTBEAT_TIMEOUT",
-  ):
-    monkeypatch.delenv(name, raising=False)
-  called = []
-  monkeypatch.setattr(jax.distributed, "initialize", lambda **kw: called.append(kw))
-  flag_values = flags.FlagValues()
-  hosts = parallel.define_host_flags(flag_values)
-  flag_values(["prog"])
-  assert not hosts.initialize() and not called
-  flag_values(["prog", "--coordinator_address=127.0.0.1:5", "--num_processes=2", "--process_id=1"])
-  assert hosts.initialize()
-  assert called == [dict(coordinator_address="127.0.0.1:5", num_processes=2, process_id=1)]
-  names = {"distributed", "coordinator_address", "num_processes", "process_id"}
-  assert {f.name for f in flag_values.get_key_flags_for_module(__name__)} == names  # --help
+  assert out.returncode == 0 and "compiled" in out.stdout, out.stderr[-2000:]

@@ -210,13 +210,13 @@ def webdataset_examples(
 
 
 def _image_ok(data: bytes) -> bool:
-  from PIL import Image  # pylint: disable=g-import-not-at-top
+  from PIL import Image
 
   try:
     with Image.open(io.BytesIO(data)) as image:
       image.load()
     return True
-  except Exception:  # noqa: BLE001  (any decoding failure means a corrupt image)
+  except Exception:
     return False
 
 
@@ -242,7 +242,7 @@ def write_dataset(
   Raises:
     FileExistsError: the split exists and not `overwrite`.
   """
-  from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top
+  from array_record.python import array_record_module
 
   if num_shards < 1:
     raise ValueError(f"num_shards must be positive, got {num_shards}.")
@@ -302,7 +302,7 @@ def write_dataset(
   }
   info["splits"][split] = entry
   if bpe_vocab_size:
-    from contrastive.data import tokenizers  # pylint: disable=g-import-not-at-top
+    from contrastive.data import tokenizers
 
     tokenizers.train_bpe(
       all_captions, os.path.join(output, records.TOKENIZER_FILE), vocab_size=bpe_vocab_size

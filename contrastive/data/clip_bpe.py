@@ -73,7 +73,7 @@ START, END = "<start_of_text>", "<end_of_text>"
 _CACHE_LIMIT = 200_000  # distinct words remembered; cleared when full
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def bytes_to_unicode() -> dict[int, str]:
   """Each byte to a printable character: itself where printable, else `256 + k`.
 
@@ -226,7 +226,7 @@ def _ftfy_module():
   global _ftfy
   if _ftfy is _UNSET:
     try:
-      import ftfy  # pylint: disable=g-import-not-at-top
+      import ftfy
 
       _ftfy = ftfy
     except ImportError:
@@ -261,7 +261,7 @@ def clean(text: str) -> str:
 
 def _regex():
   try:
-    import regex  # pylint: disable=g-import-not-at-top
+    import regex
   except ImportError as e:
     raise ImportError(
       "The 'regex' package is needed for CLIP's tokenizer (\\p{L} classes): pip install regex"

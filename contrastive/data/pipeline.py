@@ -35,6 +35,7 @@ import numpy as np
 
 from contrastive import parallel
 from contrastive.data import sources as sources_lib
+from contrastive.data import tokenizer_specs
 from contrastive.data import tokenizers as tokenizers_lib
 from contrastive.data import transforms
 from contrastive.data.config import resolve_config
@@ -43,11 +44,11 @@ from contrastive.data.config import resolve_config
 def make_tokenizer(config: ml_collections.ConfigDict | str) -> tokenizers_lib.Tokenizer:
   """The tokenizer `config.tokenizer` names (`"bytes"` by default), or a spec such as `"clip"`.
 
-  A string is a spec for `tokenizers.make_tokenizer` (e.g. `Pretrained.data.tokenizer`).
+  A string is a spec for `tokenizer_specs.make_tokenizer` (e.g. `Pretrained.data.tokenizer`).
   """
   if isinstance(config, str):
-    return tokenizers_lib.make_tokenizer(config)
-  return tokenizers_lib.make_tokenizer(resolve_config(config).tokenizer)
+    return tokenizer_specs.make_tokenizer(config)
+  return tokenizer_specs.make_tokenizer(resolve_config(config).tokenizer)
 
 
 def make_transform(
@@ -74,7 +75,7 @@ def make_transform(
       "data.flip=True would contradict the left/right words of the built-in "
       "dataset's captions; leave it off for source 'synthetic'."
     )
-  tokenizer = tokenizers_lib.make_tokenizer(cfg.tokenizer)
+  tokenizer = tokenizer_specs.make_tokenizer(cfg.tokenizer)
   if source.modalities:
     return _modality_transform(cfg, source, tokenizer)
   if cfg.source == "synthetic" and cfg.tokenizer == "bytes" and cfg.max_len < 110:

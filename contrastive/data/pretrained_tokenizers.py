@@ -1,7 +1,7 @@
 """The tokenizers that ship beside SigLIP and Hugging Face checkpoints, with their sources' ids.
 
 A pretrained text tower expects its source's ids exactly: no shift, the source's own end token,
-its own padding. `tokenizers.make_tokenizer` builds these from spec strings (what a checkpoint
+its own padding. `tokenizer_specs.make_tokenizer` builds these from spec strings (what a checkpoint
 loader writes into `Pretrained.data.tokenizer`):
 
 - `"siglip:DIR/spiece.model"`: transformers' `SiglipTokenizer` (what `AutoProcessor` gives for

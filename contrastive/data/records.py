@@ -107,7 +107,7 @@ class ImageTextSource:
   fields = FIELDS
 
   def __init__(self, path: str, split: str):
-    import grain  # pylint: disable=g-import-not-at-top
+    import grain
 
     self.path, self.split = os.fspath(path), split
     self._data = grain.sources.ArrayRecordDataSource(split_paths(self.path, split))

@@ -8,11 +8,11 @@ and counts it. Every record carries its source position under `"index"`.
 
 Sources and their options (`config.<source>.<option>`):
 
-- `synthetic`: the built-in dataset (`contrastive.data.synthetic`). Options: `seed` (0),
+- `synthetic`: the built-in dataset (`contrastive.data.shapes`). Options: `seed` (0),
   `train_size` (100_000), `test_size` (2_000), `view_size` (1_000), `num_heldout` (8),
-  `min_objects` (1), `max_objects` (3), `shape_variants` (1; k: groups of k records that differ
-  in one object's shape, kept in one batch; see `synthetic.ShapesSource`). Splits: `train`,
-  `test`, `shape`, `colour`, `count`.
+  `min_objects` (1), `max_objects` (3), `object_weights` (None: uniform over the counts),
+  `shape_variants` (1; k: groups of k records that differ in one object's shape, kept in one
+  batch; see `shapes.ShapesSource`). Splits: `train`, `test`, `shape`, `colour`, `count`.
   Fields: `image` (uint8 array), `caption`, `meaning_id`, `heldout`, `num_objects`, `label`,
   `hard_negative_captions`, `hard_negative_valid`, `hard_negative_meaning_ids`, `index`.
 - `tfds`: a tensorflow-datasets dataset prepared in ArrayRecord format, read with
@@ -42,7 +42,7 @@ import grain
 import ml_collections
 
 from contrastive.data import records
-from contrastive.data import synthetic
+from contrastive.data import shapes
 from contrastive.data import transforms
 from contrastive.data import xor
 from contrastive.data.transforms import ERROR_KEY
@@ -142,7 +142,7 @@ class SafeSource:
     index = int(index)
     try:
       record = dict(self._data[index])
-    except Exception as e:  # noqa: BLE001  (any reader error is a bad record, counted upstream)
+    except Exception as e:
       return {ERROR_KEY: f"{type(e).__name__}: {e}", "index": index}
     record.setdefault("index", index)
     return record
@@ -184,7 +184,7 @@ def synthetic_source(config: ml_collections.ConfigDict, *, split: str) -> Source
   """The built-in dataset at `config.image_size`."""
   opts = _options(config, "synthetic", SYNTHETIC_DEFAULTS)
   size = {"train": opts["train_size"], "test": opts["test_size"]}.get(split, opts["view_size"])
-  data = synthetic.ShapesSource(
+  data = shapes.ShapesSource(
     split=split,
     num_examples=size,
     image_size=config.get("image_size", 64),
@@ -197,7 +197,7 @@ def synthetic_source(config: ml_collections.ConfigDict, *, split: str) -> Source
   )
   return Source(
     data=SafeSource(data),
-    fields=synthetic.ShapesSource.fields,
+    fields=shapes.ShapesSource.fields,
     passthrough=("index", "meaning_id", "heldout", "num_objects", "label"),
     has_hard_negatives=True,
     group_size=opts["shape_variants"],
@@ -206,7 +206,7 @@ def synthetic_source(config: ml_collections.ConfigDict, *, split: str) -> Source
 
 def tfds_source(config: ml_collections.ConfigDict, *, split: str) -> Source:
   """A tfds dataset in ArrayRecord format, `config.tfds.name` under `config.tfds.data_dir`."""
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  import tensorflow_datasets as tfds
 
   opts = _options(config, "tfds", TFDS_DEFAULTS)
   if not opts["name"]:
@@ -215,7 +215,7 @@ def tfds_source(config: ml_collections.ConfigDict, *, split: str) -> Source:
     raise FileNotFoundError(f"data.tfds.data_dir {opts['data_dir']!r} does not exist.")
   try:
     builder = tfds.builder(opts["name"], data_dir=opts["data_dir"], try_gcs=False)
-  except Exception as e:  # noqa: BLE001  (tfds raises several kinds for a missing dataset)
+  except Exception as e:
     raise FileNotFoundError(
       f"tfds dataset {opts['name']!r} not found under data_dir {opts['data_dir']!r}: {e}"
     ) from e
@@ -245,7 +245,7 @@ def tfds_source(config: ml_collections.ConfigDict, *, split: str) -> Source:
 
 def _skip_image_decoding(features, key: str) -> dict[str, Any] | None:
   """tfds decoders that leave the image at `key` (a `/` path) encoded, or None."""
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  import tensorflow_datasets as tfds
 
   parts = key.split("/")
   feature = features

@@ -1,22 +1,17 @@
-"""Tokenizers to fixed-length int32 ids.
+"""Tokenizers to fixed-length int32 ids: the protocol, the framing, and the file-free kinds.
 
-Kinds, picked by `make_tokenizer(spec)`:
-
-- `"bytes"`: UTF-8 bytes, no files and no extra packages. Ids: 0 padding, 1 end of text,
+- `ByteTokenizer`: UTF-8 bytes, no files and no extra packages. Ids: 0 padding, 1 end of text,
   2 mask, 3 + byte. Vocabulary 259.
-- `"words"`: the built-in dataset's closed word vocabulary (`synthetic.vocabulary()`); a
-  caption is five times fewer tokens than in bytes. Ids: 0 padding, 1 end of text, 2 mask,
-  3 unknown word, 4 + word.
-- a path ending in `.model`: a SentencePiece model (`pip install contrastive[tokenizers]`).
-- a path ending in `.json`: a Hugging Face `tokenizers` file, e.g. one written by `train_bpe`
+- `WordTokenizer`: a closed word vocabulary (the built-in dataset's, for the `"words"` spec); a
+  built-in caption is five times fewer tokens than in bytes. Ids: 0 padding, 1 end of text,
+  2 mask, 3 unknown word, 4 + word.
+- `SentencePieceTokenizer`: a SentencePiece `.model` file (`pip install contrastive[tokenizers]`).
+- `HFTokenizer`: a Hugging Face `tokenizers` JSON file, e.g. one written by `train_bpe`
   (`pip install contrastive[tokenizers]`).
-- pretrained tokenizers, whose ids are their source's exactly (no shift, the source's own start,
-  end and padding ids): `"clip"` (OpenAI CLIP's BPE, shipped in the package: the ids of
-  `open_clip.tokenize`; `"clip:PATH"` for another merges file; see `clip_bpe`),
-  `"siglip:PATH"` (a SigLIP `spiece.model` as transformers' `SiglipTokenizer` reads it, or a
-  `tokenizer.json` as open_clip's SigLIP reads it), `"big_vision:PATH"` (big_vision's
-  SigLIP text op) and `"hf:PATH"` (a `tokenizers` file with its own template); see
-  `pretrained_tokenizers` for each one's cleaning, end and padding.
+- `FileTokenizer`: the base of every tokenizer read from a file, here and in `clip_bpe` and
+  `pretrained_tokenizers` (whose ids are their sources' exactly).
+
+`tokenizer_specs.make_tokenizer(spec)` picks one of these, or a pretrained one, by its spec.
 
 Every tokenizer frames the same way: the optional start id (`bos_id`), the text's ids, the
 end-of-text id (`eos_id`, if any), cut to `max_len` with the start and end kept, then `pad_id`:
@@ -28,7 +23,7 @@ their file path, so grain worker processes can carry them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 import os
 import re
 from typing import Protocol
@@ -86,7 +81,7 @@ def tokenize(tokenizer: Tokenizer, texts: str | Sequence[str], max_len: int) -> 
 
   Returns:
     int32 `[max_len]` for one text, `[n, max_len]` for a sequence: the start id if any, the ids,
-    the end-of-text id, padding. For `make_tokenizer("clip")` and `max_len=77` this equals
+    the end-of-text id, padding. For `data.make_tokenizer("clip")` and `max_len=77` this equals
     `open_clip.tokenize(texts)`.
   """
   if max_len < 2:
@@ -161,13 +156,6 @@ class WordTokenizer:
 
   def __repr__(self) -> str:
     return f"WordTokenizer({len(self.vocabulary)} words)"
-
-
-def _builtin_words(spec: str) -> WordTokenizer:
-  del spec
-  from contrastive.data import synthetic  # pylint: disable=g-import-not-at-top
-
-  return WordTokenizer(synthetic.vocabulary())
 
 
 def _require(module: str):
@@ -270,60 +258,6 @@ class HFTokenizer(FileTokenizer):
   def decode(self, ids: Sequence[int]) -> str:
     drop = {0, self.eos_id, self.mask_id}
     return self.model.decode([int(i) - self.offset for i in ids if i not in drop])
-
-
-def _clip(spec: str) -> Tokenizer:
-  from contrastive.data import clip_bpe  # pylint: disable=g-import-not-at-top
-
-  _, _, path = spec.partition(":")
-  return clip_bpe.ClipTokenizer(path or clip_bpe.VOCAB_FILE)
-
-
-def _pretrained(spec: str) -> Tokenizer:
-  from contrastive.data import pretrained_tokenizers  # pylint: disable=g-import-not-at-top
-
-  kind, _, path = spec.partition(":")
-  return pretrained_tokenizers.from_spec(kind, path)
-
-
-# Tokenizers by spec: a name, a `kind:` prefix (a pretrained tokenizer), or a file suffix.
-TOKENIZERS: dict[str, Callable[[str], Tokenizer]] = {
-  "bytes": lambda spec: ByteTokenizer(),
-  "words": _builtin_words,
-  "clip": _clip,
-  "clip:": _clip,
-  "siglip:": _pretrained,
-  "big_vision:": _pretrained,
-  "hf:": _pretrained,
-  ".model": SentencePieceTokenizer,
-  ".json": HFTokenizer,
-}
-
-
-def make_tokenizer(spec: str) -> Tokenizer:
-  """A tokenizer from its spec (see the module docstring).
-
-  `"bytes"`, `"words"`, `"clip"`, `"clip:PATH"`, `"siglip:PATH"`, `"big_vision:PATH"`,
-  `"hf:PATH"`, or a bare `.model` (SentencePiece) or `.json` (`tokenizers`) path.
-
-  Raises:
-    ValueError: an unknown spec, listing the known ones.
-    FileNotFoundError: a path that does not exist.
-  """
-  spec = os.fspath(spec)
-  if spec in TOKENIZERS:
-    return TOKENIZERS[spec](spec)
-  prefix = spec.split(":", 1)[0] + ":"
-  if ":" in spec and prefix in TOKENIZERS:
-    return TOKENIZERS[prefix](spec)
-  suffix = os.path.splitext(spec)[1]
-  if suffix in TOKENIZERS and suffix != spec:
-    return TOKENIZERS[suffix](spec)
-  raise ValueError(
-    f"Unknown tokenizer {spec!r}; known: 'bytes', 'words', 'clip', a SentencePiece "
-    "'*.model' path or a Hugging Face tokenizers '*.json' path, or a pretrained "
-    "'siglip:PATH', 'big_vision:PATH', 'hf:PATH'."
-  )
 
 
 def train_bpe(

@@ -53,7 +53,7 @@ def decode_image(data: bytes | np.ndarray) -> np.ndarray:
     try:
       with Image.open(io.BytesIO(data)) as pil:
         image = np.asarray(pil.convert("RGB"))
-    except Exception as e:  # noqa: BLE001  (PIL raises many kinds for corrupt data)
+    except Exception as e:
       raise ValueError(f"undecodable image ({type(e).__name__}: {e})") from e
   if image.ndim == 2:
     image = image[:, :, None]

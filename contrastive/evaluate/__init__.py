@@ -2,7 +2,9 @@
 geometry and how a space treats its negatives.
 
 Pure functions over embeddings (arrays in, plain floats out), then runners that embed evaluation
-sets with any model (`embed_dataset`, `run_tasks`, `evaluate`) and a report (`write_report`).
+sets with any model (`embed_dataset`, `run_tasks`, `evaluate`), a trainer's run directory
+(`evaluate_workdir`, what `python -m contrastive.evaluate --workdir` calls), a report
+(`write_report`) and notebook helpers (`examples_by_field`, `Embedder`, `show_report`, ...).
 """
 
 from contrastive.evaluate.binding import binding_metrics
@@ -23,10 +25,10 @@ from contrastive.evaluate.imagenet import OPENAI_IMAGENET_TEMPLATES
 from contrastive.evaluate.imagenet import SIMPLE_IMAGENET_TEMPLATES
 from contrastive.evaluate.interactive import Embedder
 from contrastive.evaluate.interactive import Table
+from contrastive.evaluate.interactive import examples_by_field
 from contrastive.evaluate.interactive import image_grid
 from contrastive.evaluate.interactive import metrics_table
 from contrastive.evaluate.interactive import plot_comparison
-from contrastive.evaluate.interactive import records
 from contrastive.evaluate.interactive import report_images
 from contrastive.evaluate.interactive import show_report
 from contrastive.evaluate.negatives import hardest_negative_share
@@ -52,6 +54,7 @@ from contrastive.evaluate.sources import SOURCES
 from contrastive.evaluate.sources import EvalSource
 from contrastive.evaluate.sources import data_sources
 from contrastive.evaluate.tasks import TASKS
+from contrastive.evaluate.workdir import evaluate_workdir
 from contrastive.evaluate.zeroshot import class_prototypes
 from contrastive.evaluate.zeroshot import marginal_log_probs
 from contrastive.evaluate.zeroshot import prompts
@@ -59,21 +62,15 @@ from contrastive.evaluate.zeroshot import score_metrics
 from contrastive.evaluate.zeroshot import zeroshot_metrics
 
 __all__ = [
-  "Embedder",
-  "Table",
-  "image_grid",
-  "metrics_table",
-  "plot_comparison",
-  "records",
-  "report_images",
-  "show_report",
   "Context",
+  "Embedder",
   "EvalSource",
   "IMAGENET_CLASSNAMES",
   "OPENAI_IMAGENET_TEMPLATES",
   "SIMPLE_IMAGENET_TEMPLATES",
   "SOURCES",
   "TASKS",
+  "Table",
   "alignment",
   "append_history",
   "binding_metrics",
@@ -84,24 +81,31 @@ __all__ = [
   "effective_rank",
   "embed_dataset",
   "evaluate",
+  "evaluate_workdir",
+  "examples_by_field",
   "fit_logistic_regression",
   "geometry_metrics",
   "hardest_negative_share",
+  "image_grid",
   "knn_classifier",
   "linear_probe",
   "log_mean_gaussian_potential",
   "marginal_log_probs",
   "mean_cosines",
+  "metrics_table",
   "modality_gap",
   "modality_separability",
+  "plot_comparison",
   "positive_ranks",
   "prompts",
   "rank_metrics",
   "read_history",
+  "report_images",
   "retrieval_metrics",
   "retrieval_ranks",
   "run_tasks",
   "score_metrics",
+  "show_report",
   "similarity_samples",
   "singular_values",
   "tolerance",

@@ -9,14 +9,13 @@ r"""Evaluates a checkpoint written by the trainer on the config's `eval.tasks`.
 Without `--config`, the run's resolved config (`{workdir}/config.json`, written by the trainer)
 is used. A workdir without checkpoints is evaluated at initialization (the untrained baseline).
 The report (`metrics.json`, `history.jsonl`, PNG plots) goes to `--output`, by default
-`{workdir}/eval`. The work is done by `contrastive.train.evaluation.evaluate_workdir`: a
-workdir is the trainer's (its config keys, its checkpoints), so this one command reads `train`.
-With `--pretrained PATH` (instead of `--workdir`), an imported checkpoint is evaluated with its
-own tokenizer and image settings on `--config`'s eval tasks, or the built-in set without one
-(`contrastive.evaluate.pretrained`, which reads nothing of `train`).
+`{workdir}/eval`. The work is done by `contrastive.evaluate.workdir.evaluate_workdir`, which
+reads the run config and the checkpoints through `contrastive.run`, not the trainer. With
+`--pretrained PATH` (instead of `--workdir`), an imported checkpoint is evaluated with its own
+tokenizer and image settings on `--config`'s eval tasks, or the built-in set without one
+(`contrastive.evaluate.pretrained`).
 """
 
-import json
 import os
 import sys
 
@@ -24,7 +23,7 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
-from contrastive import parallel
+from contrastive import multihost
 
 _CONFIG = config_flags.DEFINE_config_file(
   "config",
@@ -46,17 +45,22 @@ _PRETRAINED_NAME = flags.DEFINE_string(
 flags.mark_flags_as_mutual_exclusive(["workdir", "pretrained"], required=True)
 _CHECKPOINT = flags.DEFINE_integer("checkpoint", None, "The step to evaluate (default: latest).")
 _OUTPUT = flags.DEFINE_string("output", None, "Where the report goes (default {workdir}/eval).")
-_HOSTS = parallel.define_host_flags()
+_HOSTS = multihost.define_host_flags()
 
 
 def _run_config(workdir: str):
-  import ml_collections  # pylint: disable=g-import-not-at-top
+  import ml_collections
 
-  path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"No --config given and no {path} (written by the trainer).")
-  with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
+  from contrastive.run import workdir as workdir_lib
+
+  saved = workdir_lib.saved_config(workdir)
+  if saved is None:
+    raise FileNotFoundError(
+      f"No --config given and no "
+      f"{os.path.join(workdir, workdir_lib.CONFIG_FILE)} (written by the "
+      "trainer)."
+    )
+  return ml_collections.ConfigDict(saved)
 
 
 def main(argv):
@@ -66,20 +70,20 @@ def main(argv):
     flags.FLAGS.stderrthreshold = "warning"
   # The library is imported here, so that `--help` and flag errors come back without JAX.
   _HOSTS.initialize()
-  import jax  # pylint: disable=g-import-not-at-top
+  import jax
 
   try:
     if _PRETRAINED.value:
-      from contrastive.evaluate import pretrained  # pylint: disable=g-import-not-at-top
+      from contrastive.evaluate import pretrained
 
       metrics = pretrained.evaluate_path(
         _PRETRAINED.value, _CONFIG.value, name=_PRETRAINED_NAME.value, output_dir=_OUTPUT.value
       )
     else:
-      from contrastive.train import evaluation  # pylint: disable=g-import-not-at-top
+      from contrastive.evaluate import workdir
 
       config = _CONFIG.value if _CONFIG.value is not None else _run_config(_WORKDIR.value)
-      metrics = evaluation.evaluate_workdir(
+      metrics = workdir.evaluate_workdir(
         config, _WORKDIR.value, step=_CHECKPOINT.value, output_dir=_OUTPUT.value
       )
   except (ValueError, FileNotFoundError, ImportError) as e:
@@ -96,7 +100,7 @@ def main(argv):
 
 def _parse_flags(argv):
   # The run config's own parser: a bad config file or override is one line, not a traceback.
-  from contrastive.train import overrides  # pylint: disable=g-import-not-at-top
+  from contrastive.run import overrides
 
   return overrides.parse_flags(argv)
 

@@ -133,7 +133,7 @@ def synthetic_subset(
   classification on held-out (colour, shape) combinations only: objects never seen in training.
   (An adapter until the evaluation tasks split zero-shot results by subset themselves.)
   """
-  from contrastive.data import synthetic as shapes  # pylint: disable=g-import-not-at-top
+  from contrastive.data import shapes
 
   source = shapes.ShapesSource(split=split, num_examples=2**30, **kwargs)
   indices, index = [], 0

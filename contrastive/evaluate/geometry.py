@@ -269,7 +269,8 @@ def geometry_metrics(
   """All of the above for a paired set, as one flat dict of floats.
 
   Keys: `gap`, `separability` (when asked), `alignment`, `uniformity/{x_name}`,
-  `uniformity/{y_name}`, `uniformity/union` (both sets pooled), `uniformity/cross`, `cosine/positive`, `cosine/negative`,
+  `uniformity/{y_name}`, `uniformity/union` (both sets pooled), `uniformity/cross`,
+  `cosine/positive`, `cosine/negative`,
   `effective_rank/{x_name}`, `effective_rank/{y_name}`, `dims99/{x_name}`, `dims99/{y_name}`.
   """
   x, y = _common.pairs(x, y)

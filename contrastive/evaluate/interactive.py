@@ -26,7 +26,7 @@ import numpy as np
 from contrastive.evaluate import zeroshot
 
 
-def records(source: Any, num: int, *, start: int = 0) -> dict[str, Any]:
+def examples_by_field(source: Any, num: int, *, start: int = 0) -> dict[str, Any]:
   """`num` records of a random-access source (`data.make_source(...)`), field by field.
 
   Returns:
@@ -46,7 +46,7 @@ def image_grid(
   images: Any, titles: Sequence[str] | None = None, *, columns: int = 8, size: float = 1.6
 ):
   """A matplotlib figure of `images` (`[n, H, W, 3]`, uint8 or floats in [0, 1]) with titles."""
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  import matplotlib.pyplot as plt
 
   images = np.asarray(images)
   if images.ndim != 4:
@@ -95,10 +95,10 @@ class Embedder:
   prepare: Callable[[Mapping[str, Any]], Mapping[str, Any]]
 
   @classmethod
-  def from_pretrained(cls, pre: Any) -> "Embedder":
+  def from_pretrained(cls, pre: Any) -> Embedder:
     """An imported checkpoint (`models.load_pretrained`), with its own input settings."""
-    from contrastive import models  # pylint: disable=g-import-not-at-top
-    from contrastive.evaluate import pretrained  # pylint: disable=g-import-not-at-top
+    from contrastive import models
+    from contrastive.evaluate import pretrained
 
     return cls(models.make_model(pre.model_config), pre.params, pretrained.make_prepare(pre.data))
 
@@ -205,7 +205,7 @@ def plot_comparison(
   runs: Mapping[str, Mapping[str, float]], keys: Sequence[str], *, title: str | None = None
 ):
   """A grouped bar chart of `keys` for each run (accuracies, gap, uniformity...)."""
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  import matplotlib.pyplot as plt
 
   missing = {name: [k for k in keys if k not in m] for name, m in runs.items()}
   missing = {name: ks for name, ks in missing.items() if ks}
@@ -242,7 +242,7 @@ def show_report(workdir: str | os.PathLike) -> list[str]:
   """Displays the report's PNGs inline in a notebook; returns their paths."""
   paths = report_images(workdir)
   try:
-    from IPython import display  # pylint: disable=g-import-not-at-top
+    from IPython import display
   except ImportError:
     return paths
   for path in paths:

@@ -14,8 +14,8 @@ import numpy as np
 
 
 def _figure(width: float = 6.0, height: float = 4.5):
-  from matplotlib.backends.backend_agg import FigureCanvasAgg  # pylint: disable=g-import-not-at-top
-  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
+  from matplotlib.backends.backend_agg import FigureCanvasAgg
+  from matplotlib.figure import Figure
 
   fig = Figure(figsize=(width, height), dpi=100)
   FigureCanvasAgg(fig)

@@ -58,7 +58,7 @@ def prepare_image(image: Any, settings: ml_collections.ConfigDict) -> np.ndarray
 
   `S` is `settings.image_size`; see the module docstring for `settings.crop`.
   """
-  from contrastive.data import transforms  # pylint: disable=g-import-not-at-top
+  from contrastive.data import transforms
 
   image = transforms.decode_image(image)  # bytes, grey, RGBA, any dtype: to uint8 RGB
   size, crop = int(settings.image_size), settings.crop
@@ -99,7 +99,7 @@ def make_prepare(
   Texts go through the checkpoint's own tokenizer (`data.make_tokenizer(settings.tokenizer)`)
   to `[b, settings.max_len]` int32 ids; images through `prepare_image`.
   """
-  from contrastive import data  # pylint: disable=g-import-not-at-top
+  from contrastive import data
 
   for key in ("tokenizer", "max_len", "image_size", "resize", "crop", "mean", "std"):
     if key not in settings:
@@ -176,7 +176,7 @@ def evaluate_pretrained(
   Returns:
     The metrics, keyed `"{task name}/{metric}"`.
   """
-  from contrastive import models  # pylint: disable=g-import-not-at-top
+  from contrastive import models
 
   runner.check_tasks(tasks)
   mesh = mesh if mesh is not None else parallel.make_mesh()
@@ -226,7 +226,7 @@ def evaluate_path(
   Returns:
     The metrics.
   """
-  from contrastive import models  # pylint: disable=g-import-not-at-top
+  from contrastive import models
 
   config = config if config is not None else ml_collections.ConfigDict()
   ev = config.get("eval") or ml_collections.ConfigDict()

@@ -60,7 +60,8 @@ def fit_logistic_regression(
   """Multinomial logistic regression with an L2 penalty, fitted by full-batch L-BFGS (optax).
 
   .. math::
-    \\min_{W, b}\\; \\frac{\\sum_i a_i \\big(-\\log \\operatorname{softmax}(W^\\top x_i + b)_{y_i}\\big)}
+    \\min_{W, b}\\;
+      \\frac{\\sum_i a_i \\big(-\\log \\operatorname{softmax}(W^\\top x_i + b)_{y_i}\\big)}
       {\\sum_i a_i} + \\frac{\\lambda}{2}\\lVert W\\rVert_F^2
 
   Args:

@@ -218,7 +218,8 @@ def positive_ranks(
 
   .. math::
     p_i = \\max_{j:\\, \\mathrm{id}(y_j) = \\mathrm{id}(x_i)} s_{ij}, \\qquad
-    \\mathrm{rank}_i = 1 + \\#\\{ j : \\mathrm{id}(y_j) \\ne \\mathrm{id}(x_i),\\; s_{ij} \\ge p_i \\}
+    \\mathrm{rank}_i = 1 + \\#\\{ j : \\mathrm{id}(y_j) \\ne \\mathrm{id}(x_i),\\;
+      s_{ij} \\ge p_i \\}
 
   Ties count against the query (a collapsed model that scores everything equal ranks last, not
   first). A row with no positive gets `1 + (number of its negatives)`.

@@ -59,9 +59,9 @@ DEFAULT_TEMPLATES = ("a photo of a {}.", "a picture of a {}.", "an image of a {}
 
 
 def synthetic(*, split: str, num_examples: int, **kwargs) -> EvalSource:
-  """The built-in dataset (`contrastive.data.synthetic.ShapesSource`); the labelled views
+  """The built-in dataset (`contrastive.data.shapes.ShapesSource`); the labelled views
   (`shape`, `colour`, `count`) bring their class names and templates."""
-  from contrastive.data import synthetic as shapes  # pylint: disable=g-import-not-at-top
+  from contrastive.data import shapes
 
   source = shapes.ShapesSource(split=split, num_examples=num_examples, **kwargs)
   view = shapes.labelled_views().get(split)
@@ -104,7 +104,7 @@ def tfds(
   the class names come from the dataset's `ClassLabel` feature (underscores read as spaces).
   `num_examples` keeps the first ones only.
   """
-  import tensorflow_datasets as tfds_lib  # pylint: disable=g-import-not-at-top
+  import tensorflow_datasets as tfds_lib
 
   builder = tfds_lib.builder(dataset, data_dir=data_dir, try_gcs=False)
   features = builder.info.features
@@ -126,7 +126,7 @@ def arrayrecord(*, path: str, split: str, num_examples: int | None = None) -> Ev
   """A dataset directory written by `python -m contrastive.data.build` (`image` left encoded,
   `caption` a list of str), e.g. `{"name": "arrayrecord", "path": "/data/my_set",
   "split": "val"}` for retrieval."""
-  from contrastive import data  # pylint: disable=g-import-not-at-top
+  from contrastive import data
 
   cfg = data.resolve_config(dict(source="arrayrecord", arrayrecord=dict(path=path)))
   return EvalSource(_head(data.make_source(cfg, split=split).data, num_examples))
@@ -143,7 +143,7 @@ def data_sources(data_config: Any) -> dict[str, Callable[..., EvalSource]]:
   """
 
   def factory(*, split: str, num_examples: int | None = None) -> EvalSource:
-    from contrastive import data  # pylint: disable=g-import-not-at-top
+    from contrastive import data
 
     cfg = data.resolve_config(data_config)
     source = data.make_source(cfg, split=split)

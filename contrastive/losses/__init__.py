@@ -28,7 +28,7 @@ from contrastive.losses.registry import LOSSES
 from contrastive.losses.registry import Objective
 from contrastive.losses.registry import get
 from contrastive.losses.registry import register
-from contrastive.losses.ring import Home
+from contrastive.losses.ring import ReducedBlock
 from contrastive.losses.ring import Tile
 from contrastive.losses.ring import TileLoss
 from contrastive.losses.ring import ring_loss
@@ -47,42 +47,42 @@ from contrastive.losses.symile import symile_loss
 
 __all__ = [
   "LOSSES",
-  "Home",
   "Objective",
+  "ReducedBlock",
+  "TargetTile",
   "Tile",
   "TileLoss",
-  "get",
-  "reference",
-  "register",
-  "ring_loss",
-  "sigmoid_loss",
-  "softmax_loss",
-  "cmc_loss",
-  "ema_update",
-  "gram_loss",
-  "init_queue",
-  "moco_loss",
-  "mv_dhel_loss",
-  "mv_infonce_loss",
-  "symile_loss",
-  "update_queue",
-  "TargetTile",
   "align_uniform_loss",
   "auc_mw_loss",
+  "cmc_loss",
   "contrastive_gap_loss",
   "cwcl_targets",
   "dcl_loss",
   "dclw_loss",
+  "ema_update",
+  "get",
+  "gram_loss",
   "hard_negative_loss",
+  "init_queue",
   "kernel_infonce_loss",
   "label_smoothing_targets",
   "macl_loss",
   "mixup_targets",
+  "moco_loss",
   "multi_positive_loss",
+  "mv_dhel_loss",
+  "mv_infonce_loss",
   "one_hot_targets",
+  "reference",
+  "register",
+  "ring_loss",
   "sigmoid_focal_loss",
+  "sigmoid_loss",
   "soft_target_loss",
   "softmax_focal_loss",
+  "softmax_loss",
   "supcon_loss",
+  "symile_loss",
   "teacher_logits",
+  "update_queue",
 ]

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from contrastive.losses import _checks
-from contrastive.losses.ring import _axis_size
+from contrastive.losses.ring import axis_size
 
 
 def check_modalities(fn: str, embeddings) -> tuple[jax.Array, ...]:
@@ -44,7 +44,7 @@ def roll_batch(a: jax.Array, shift: int, axis_name) -> jax.Array:
     return a
   if axis_name is None:
     return jnp.roll(a, -shift, axis=0)
-  n, b = _axis_size(axis_name), a.shape[0]
+  n, b = axis_size(axis_name), a.shape[0]
   q, r = divmod(shift % (n * b), b)
 
   def from_ahead(rows, steps):  # `rows` of the device `steps` ahead on the ring

@@ -7,9 +7,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from contrastive.losses.ring import Home
+from contrastive.losses.ring import ReducedBlock
 from contrastive.losses.ring import Tile
-from contrastive.losses.ring import _axis_size as axis_size  # noqa: F401  (re-exported)
+from contrastive.losses.ring import axis_size
 
 # What a masked-out logit contributes to a log-sum-exp.
 NEG_INF = -jnp.inf
@@ -86,7 +86,7 @@ def safe_pow(d2: jax.Array, p: float) -> jax.Array:
   return jnp.where(positive, jnp.where(positive, d2, 1.0) ** p, 0.0)
 
 
-def device_slot(value: jax.Array, home: Home, n_dev: int) -> jax.Array:
+def device_slot(value: jax.Array, home: ReducedBlock, n_dev: int) -> jax.Array:
   """``[n_dev]`` zeros holding ``value`` at this device's index.
 
   The engine sums every device's ``finalize_fn`` output, which suits a loss that is a sum over

@@ -12,9 +12,10 @@ import numpy as np
 
 from contrastive.losses import _checks
 from contrastive.losses import _pairwise
-from contrastive.losses.ring import Home
+from contrastive.losses.ring import ReducedBlock
 from contrastive.losses.ring import Tile
 from contrastive.losses.ring import TileLoss
+from contrastive.losses.ring import axis_size
 from contrastive.losses.ring import ring_loss
 
 VARIANTS = ("cua", "cuaxu")
@@ -164,7 +165,7 @@ def _check(fn, x, y, scale, alpha, t, axis_name, block_size):
 
 
 def _run(x, y, params, *, clip, cross, alpha, t, axis_name, block_size):
-  n_dev = _pairwise.axis_size(axis_name)
+  n_dev = axis_size(axis_name)
   tiles = _geometry_tiles(clip, cross, alpha, t, n_dev)
   both = {"x": x, "y": y}
   out = ring_loss(tiles, both, both, params, axis_name=axis_name, block_size=block_size)
@@ -197,7 +198,7 @@ def _geometry_tiles(clip: bool, cross: bool, alpha: float, t: float, n_dev: int)
       values.update(lse_xy=logits, lse_yx=logits)
     return values
 
-  def finalize_fn(home: Home):
+  def finalize_fn(home: ReducedBlock):
     x, y = home.x["x"], home.y["y"]
     n = home.global_batch
     diff = _pairwise.f32(x) - _pairwise.f32(y)

@@ -8,7 +8,7 @@ import numpy as np
 
 from contrastive.losses import _checks
 from contrastive.losses import _pairwise
-from contrastive.losses.ring import Home
+from contrastive.losses.ring import ReducedBlock
 from contrastive.losses.ring import Tile
 from contrastive.losses.ring import TileLoss
 from contrastive.losses.ring import ring_loss
@@ -88,7 +88,7 @@ def _tile_fn(tile: Tile):
   return {"mw_x": jnp.where(diagonal, 0.0, x_query), "mw_y": jnp.where(diagonal, 0.0, y_query)}
 
 
-def _finalize_fn(home: Home):
+def _finalize_fn(home: ReducedBlock):
   n = home.global_batch
   return jnp.sum(home.stats["mw_x"] + home.stats["mw_y"]) / (2 * n * (n - 1))
 

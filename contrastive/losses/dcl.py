@@ -10,7 +10,7 @@ import numpy as np
 
 from contrastive.losses import _checks
 from contrastive.losses import _pairwise
-from contrastive.losses.ring import Home
+from contrastive.losses.ring import ReducedBlock
 from contrastive.losses.ring import Tile
 from contrastive.losses.ring import TileLoss
 from contrastive.losses.ring import ring_loss
@@ -151,7 +151,7 @@ def _dcl_tiles(intra_modal: bool, sigma: float | None) -> TileLoss:
       "neg_yy": negatives(y_r, y_c),
     }
 
-  def finalize_fn(home: Home):
+  def finalize_fn(home: ReducedBlock):
     x, y = (home.x["x"], home.y["y"]) if intra_modal else (home.x, home.y)
     sim = _pairwise.rowdot(x, y)
     weight = 1.0

@@ -10,7 +10,7 @@ import numpy as np
 
 from contrastive.losses import _checks
 from contrastive.losses import _pairwise
-from contrastive.losses.ring import Home
+from contrastive.losses.ring import ReducedBlock
 from contrastive.losses.ring import Tile
 from contrastive.losses.ring import TileLoss
 from contrastive.losses.ring import ring_loss
@@ -170,7 +170,7 @@ def _sigmoid_focal_tiles(gamma: float, alpha: float) -> TileLoss:
     weight = jnp.where(positive, 2 * alpha, 2 * (1 - alpha))
     return {"focal": weight * _focal_nll(jnp.where(positive, logits, -logits), gamma)}
 
-  def finalize_fn(home: Home):
+  def finalize_fn(home: ReducedBlock):
     return jnp.sum(home.stats["focal"]) / home.global_batch
 
   return TileLoss(
@@ -184,7 +184,7 @@ def _softmax_focal_tiles(gamma: float) -> TileLoss:
     negatives = _pairwise.negative_logits(tile)
     return {"neg_x": negatives, "neg_y": negatives}
 
-  def finalize_fn(home: Home):
+  def finalize_fn(home: ReducedBlock):
     positive = home.params["scale"] * _pairwise.rowdot(home.x, home.y)
     per_anchor = _focal_nll(positive - home.stats["neg_x"], gamma) + _focal_nll(
       positive - home.stats["neg_y"], gamma

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 from contrastive.losses import _checks
 from contrastive.losses import softmax
 from contrastive.losses._modalities import check_modalities
-from contrastive.losses.ring import Home
+from contrastive.losses.ring import ReducedBlock
 from contrastive.losses.ring import Tile
 from contrastive.losses.ring import TileLoss
 from contrastive.losses.ring import ring_loss
@@ -153,7 +153,7 @@ def _gram_tiles(label_smoothing: float) -> TileLoss:
       values["logit_sum"] = logits
     return values
 
-  def finalize_fn(home: Home):
+  def finalize_fn(home: ReducedBlock):
     f32 = lambda a: a.astype(jnp.float32)
     entries = _gram_entries(f32(home.x), [f32(y) for y in home.y], pairwise=False)
     positive = -home.params["scale"] * volume(entries)

@@ -10,7 +10,7 @@ import numpy as np
 
 from contrastive.losses import _checks
 from contrastive.losses import _pairwise
-from contrastive.losses.ring import Home
+from contrastive.losses.ring import ReducedBlock
 from contrastive.losses.ring import Tile
 from contrastive.losses.ring import TileLoss
 from contrastive.losses.ring import ring_loss
@@ -156,7 +156,7 @@ def _hard_negative_tiles(shared: bool, has_x: bool) -> TileLoss:
         values["hard_y"] = _shared_lse(tile.y, tile.row["neg_x"], t).T
     return values
 
-  def finalize_fn(home: Home):
+  def finalize_fn(home: ReducedBlock):
     s = home.stats
     hard_x = s["hard_x"] if shared else home.row["extra_x"]
     lse_x, lse_y = jnp.logaddexp(s["lse_x"], hard_x), s["lse_y"]

@@ -11,7 +11,7 @@ import numpy as np
 
 from contrastive.losses import _checks
 from contrastive.losses import _pairwise
-from contrastive.losses.ring import Home
+from contrastive.losses.ring import ReducedBlock
 from contrastive.losses.ring import Tile
 from contrastive.losses.ring import TileLoss
 from contrastive.losses.ring import ring_loss
@@ -118,7 +118,7 @@ def _kernel_tiles(kernels) -> TileLoss:
       values.update({f"lse_x{k}": logits, f"lse_y{k}": logits})
     return values
 
-  def finalize_fn(home: Home):
+  def finalize_fn(home: ReducedBlock):
     t, total = home.params["scale"], 0.0
     for k, (weight, gamma, dims) in enumerate(kernels):
       diff = _pairwise.f32(_part(home.x, dims)) - _pairwise.f32(_part(home.y, dims))

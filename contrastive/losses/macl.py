@@ -8,7 +8,7 @@ import numpy as np
 
 from contrastive.losses import _checks
 from contrastive.losses import _pairwise
-from contrastive.losses.ring import Home
+from contrastive.losses.ring import ReducedBlock
 from contrastive.losses.ring import Tile
 from contrastive.losses.ring import TileLoss
 from contrastive.losses.ring import ring_loss
@@ -98,7 +98,7 @@ def _weighted_nll(z):
   return jnp.exp(jax.lax.stop_gradient(jax.nn.softplus(z)) + _pairwise.log_softplus(-z))
 
 
-def _finalize_fn(home: Home):
+def _finalize_fn(home: ReducedBlock):
   positive = home.params["scale"] * _pairwise.rowdot(home.x, home.y)
   per_anchor = _weighted_nll(positive - home.stats["neg_x"]) + _weighted_nll(
     positive - home.stats["neg_y"]

@@ -36,11 +36,11 @@ import numpy as np
 from contrastive.losses import _checks
 from contrastive.losses._modalities import masked_logsumexp
 from contrastive.losses.ring import DEFAULT_BLOCK_SIZE
-from contrastive.losses.ring import Home
+from contrastive.losses.ring import ReducedBlock
 from contrastive.losses.ring import Tile
 from contrastive.losses.ring import TileLoss
-from contrastive.losses.ring import _axis_size
 from contrastive.losses.ring import _vary
+from contrastive.losses.ring import axis_size
 from contrastive.losses.ring import ring_loss
 
 
@@ -162,7 +162,7 @@ def _moco_tiles(batch_negatives: bool) -> TileLoss:
       )
     return values
 
-  def finalize_fn(home: Home):
+  def finalize_fn(home: ReducedBlock):
     positive = home.params["scale"] * jnp.sum(
       home.x.astype(jnp.float32) * home.row["k"].astype(jnp.float32), axis=-1
     )
@@ -245,7 +245,7 @@ def update_queue(
   keys = jax.lax.stop_gradient(jnp.asarray(keys))
   if axis_name is not None:
     keys = jax.lax.all_gather(keys, axis_name, tiled=True)
-  n_dev = _axis_size(axis_name)
+  n_dev = axis_size(axis_name)
   local = queue.shape[0]
   size = local * n_dev
   ptr = jnp.asarray(ptr, jnp.int32)

@@ -13,7 +13,7 @@ import numpy as np
 from contrastive.losses import _checks
 from contrastive.losses._modalities import check_modalities
 from contrastive.losses._modalities import masked_logsumexp
-from contrastive.losses.ring import Home
+from contrastive.losses.ring import ReducedBlock
 from contrastive.losses.ring import Tile
 from contrastive.losses.ring import TileLoss
 from contrastive.losses.ring import ring_loss
@@ -124,7 +124,7 @@ def mv_dhel_loss(
   )
 
 
-def _positive_logits(home: Home) -> jax.Array:
+def _positive_logits(home: ReducedBlock) -> jax.Array:
   """[pairs, b]: t u^l_i . u^m_i for every l < m."""
   views = [v.astype(jnp.float32) for v in home.x]
   return home.params["scale"] * jnp.stack(
@@ -148,7 +148,7 @@ def _mv_infonce_tiles(k: int) -> TileLoss:
     keep = ~(same_view[:, None, None] & tile.positive[None])  # drop (j, m) == (i, l)
     return {"neg": masked_logsumexp(logits, keep, axis=0)}
 
-  def finalize_fn(home: Home):
+  def finalize_fn(home: ReducedBlock):
     positive = jax.nn.logsumexp(_positive_logits(home), axis=0) + math.log(2.0)
     return jnp.sum(home.stats["neg"] - positive) / home.global_batch
 
@@ -168,7 +168,7 @@ def _mv_dhel_tiles(k: int) -> TileLoss:
       for l in range(k)
     }
 
-  def finalize_fn(home: Home):
+  def finalize_fn(home: ReducedBlock):
     positive = jax.nn.logsumexp(_positive_logits(home), axis=0)
     energy = sum(home.stats[f"energy_{l}"] for l in range(k))
     return jnp.sum(energy - positive) / home.global_batch

@@ -2,13 +2,14 @@
 
 The trainer calls every objective the same way::
 
-    objective = registry.get(config.loss.name)
+    objective = losses.get(config.loss.name)
     loss = objective(embeddings, scale, bias, side, axis_name=..., block_size=..., **options)
 
 ``embeddings`` is the sequence of ``[batch, dim]`` arrays of the modalities in the order the model
 config lists them (two for a pair loss, ``k`` for an n-modal one), ``side`` the batch's other
 arrays (labels, hard negatives, ...), of which the objective reads the keys it names in
-``side_keys``. ``options`` are the loss function's own keywords (``config.loss.options``).
+``side_keys``. ``options`` are the loss function's own keywords: every key of ``config.loss``
+but the trainer's own (``name``, ``block_size``, ``side_inputs``, ``queue_size``, ``momentum``).
 
 :data:`LOSSES` is the whole table: each entry pairs a loss of this package with an adapter from
 the convention above to the loss's own signature, and with its dense reference

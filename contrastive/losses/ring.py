@@ -11,8 +11,9 @@ Most contrastive objectives are reductions over the tile of pairwise similaritie
 
 The engine runs it without ever holding more than a ``[block_size, block_size]`` tile:
 
-* each device keeps its `x` block; the `y` block, its side data and its column accumulators travel
-  a ring of :func:`jax.lax.ppermute` over ``axis_name`` and are home after ``N`` hops;
+* each device keeps its `x` block; the `y` block and its side data travel a ring of
+  :func:`jax.lax.ppermute` over ``axis_name``, each hop's transfer overlapping that hop's tiles,
+  and the block's column accumulators follow it one hop behind and are home after ``N`` hops;
 * inside a device, tiles of at most ``block_size`` rows and columns, with an online, max-shifted
   log-sum-exp;
 * the backward pass (a :func:`jax.custom_vjp`) keeps only the inputs and the per-row and
@@ -29,6 +30,7 @@ Gradients flow to `x`, `y`, the scalar ``params`` and the floating side data; in
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+import contextlib
 import dataclasses
 import functools
 from typing import Any, Literal, NamedTuple
@@ -37,6 +39,7 @@ import jax
 import jax.numpy as jnp
 
 Reduction = Literal["row_lse", "row_sum", "col_lse", "col_sum"]
+Precision = Literal["default", "high", "highest"] | jax.lax.Precision | None
 REDUCTIONS = ("row_lse", "row_sum", "col_lse", "col_sum")
 DEFAULT_BLOCK_SIZE = 1024
 
@@ -63,7 +66,7 @@ class Tile(NamedTuple):
     return self.row_ids[:, None] == self.col_ids[None, :]
 
 
-class Home(NamedTuple):
+class ReducedBlock(NamedTuple):
   """What ``finalize_fn`` sees: one device's own samples and their complete statistics."""
 
   stats: Mapping[str, jax.Array]  # name -> [b] float32 (log-sum-exp or sum over the whole batch)
@@ -82,7 +85,7 @@ class TileLoss:
 
   tile_fn: Callable[[Tile], Mapping[str, jax.Array]]
   reductions: Mapping[str, Reduction]
-  finalize_fn: Callable[[Home], jax.Array]
+  finalize_fn: Callable[[ReducedBlock], jax.Array]
   # True when finalize_fn is linear in its statistics, all of them `row_sum`/`col_sum` (it may
   # use x, y, params and side data in any way besides): the statistics' cotangents are then known
   # before the statistics are, and one fused pass computes value and gradient.
@@ -109,6 +112,7 @@ def ring_loss(
   *,
   axis_name: str | tuple[str, ...] | None = None,
   block_size: int | None = None,
+  precision: Precision = None,
 ) -> jax.Array:
   """The global loss described by ``loss``, the same scalar on every device of ``axis_name``.
 
@@ -121,17 +125,24 @@ def ring_loss(
       the ring with ``y``.
     axis_name: mesh axis (or axes) of ``jax.shard_map`` the batch is split over, or None.
     block_size: the largest tile side; None picks ``min(batch, 1024)``.
+    precision: of every matrix product of the tiles (``jax.lax.Precision`` or its name), in
+      both passes. None keeps the backend's default, which on TPU multiplies float32 inputs
+      rounded to bfloat16 (one MXU pass, products accumulated in float32); ``"highest"`` is
+      float32 throughout (six passes), ``"high"`` three bfloat16 passes. The CPU computes
+      float32 at every setting.
 
   Returns:
     float32 scalar.
   """
-  n_dev = _axis_size(axis_name)
+  n_dev = axis_size(axis_name)
   b = _batch(x)
   bs = min(b, DEFAULT_BLOCK_SIZE) if block_size is None else min(b, block_size)
   params = jax.tree.map(lambda p: jnp.asarray(p, jnp.float32), params)
   if axis_name is not None:
     params = jax.tree.map(lambda p: _vary(p, axis_name), params)
-  plan = _Plan(loss=loss, axis_name=axis_name, n_dev=n_dev, block=bs)
+  plan = _Plan(
+    loss=loss, axis_name=axis_name, n_dev=n_dev, block=bs, precision=_precision_name(precision)
+  )
   local = _local_loss(plan, x, y, params, row, col)
   return local if axis_name is None else jax.lax.psum(local, axis_name)
 
@@ -146,9 +157,23 @@ class _Plan:
   axis_name: Any
   n_dev: int
   block: int
+  precision: str | None = None  # a jax.default_matmul_precision name, None: the default
 
 
-def _axis_size(axis_name) -> int:
+def _precision_name(precision) -> str | None:
+  if precision is None or isinstance(precision, jax.lax.Precision):
+    return None if precision is None else precision.name.lower()
+  if isinstance(precision, str) and precision.upper() in jax.lax.Precision.__members__:
+    return precision.lower()
+  raise ValueError(
+    f"precision={precision!r}; known: None, a jax.lax.Precision, or one of "
+    f"{[p.name.lower() for p in jax.lax.Precision]}."
+  )
+
+
+def axis_size(axis_name: str | tuple[str, ...] | None) -> int:
+  """How many devices the batch is split over: the size of mesh axis (or axes) ``axis_name``
+  of the enclosing ``jax.shard_map``, 1 for None; a clear error where it is not bound."""
   if axis_name is None:
     return 1
   try:
@@ -286,7 +311,7 @@ def _finalize_vjp(plan, stats, x, y, params, row, col):
   col_f, rebuild_col = _split_float(col)
 
   def finalize(stats, x, y, params, row_f, col_f):
-    home = Home(
+    home = ReducedBlock(
       stats=stats,
       x=x,
       y=y,
@@ -314,6 +339,18 @@ def _stat_cotangents(plan, x, y, params, row, col):
 
 # ----------------------------------------------------------------------------------------------
 # One pass around the ring.
+#
+# What moves is split in two so that every transfer can run while tiles are computed:
+# * a y block's inputs (y, its side data, and in the backward pass its statistics and their
+#   cotangents) are read-only; each hop sends them on before its own tiles use them;
+# * what a y block collects from the tiles (column statistics, dy, dcol) follows its block one
+#   hop behind: each hop collects into a fresh accumulator, while the running total from the
+#   previous device is in flight, and adds the two once both are there.
+# The block's own tiles are computed in two halves, the first while its inputs leave and the
+# second while the other devices' totals for it come home. On XLA:TPU every collective-permute
+# of the pass then has tile compute between its start and its done (tests/losses/
+# test_ring_tpu.py); memory stays O(b * d + block_size^2): two visiting blocks (the one in use
+# and the one arriving) and three collecting accumulators instead of one.
 
 
 def _ring_pass(plan, x, y, params, row, col, *, stats=None, cts=None, want_stats):
@@ -326,6 +363,18 @@ def _ring_pass(plan, x, y, params, row, col, *, stats=None, cts=None, want_stats
   Returns:
     (stats: {name: [b]} or None, grads: (dx, dy, dparams, drow_f, dcol_f) or None).
   """
+  precision = (
+    jax.default_matmul_precision(plan.precision)
+    if plan.precision is not None
+    else contextlib.nullcontext()
+  )
+  with precision:
+    return _ring_pass_at_precision(
+      plan, x, y, params, row, col, stats=stats, cts=cts, want_stats=want_stats
+    )
+
+
+def _ring_pass_at_precision(plan, x, y, params, row, col, *, stats, cts, want_stats):
   loss, axis, n_dev, bs = plan.loss, plan.axis_name, plan.n_dev, plan.block
   want_grads = cts is not None
   b = _batch(x)
@@ -334,6 +383,7 @@ def _ring_pass(plan, x, y, params, row, col, *, stats=None, cts=None, want_stats
   me = _axis_index(axis)
   row_names = [n for n, k in loss.reductions.items() if k.startswith("row")]
   col_names = [n for n, k in loss.reductions.items() if k.startswith("col")]
+  is_lse = {n: k.endswith("lse") for n, k in loss.reductions.items()}
   zeros = lambda shape: _vary(jnp.zeros(shape, jnp.float32), axis)
   zeros_like = lambda tree: jax.tree.map(lambda a: zeros(a.shape), tree)
   params_f, rebuild_params = _split_float(params)
@@ -341,37 +391,54 @@ def _ring_pass(plan, x, y, params, row, col, *, stats=None, cts=None, want_stats
   def new_acc(names):
     # A log-sum-exp accumulates as (running max, sum of exp(value - running max)).
     return {
-      n: (zeros((padded,)) - jnp.inf, zeros((padded,)))
-      if loss.reductions[n].endswith("lse")
-      else zeros((padded,))
+      n: (zeros((padded,)) - jnp.inf, zeros((padded,))) if is_lse[n] else zeros((padded,))
       for n in names
     }
 
   local = dict(x=_pad(x, padded), row=_pad(row, padded))
-  travel = dict(y=_pad(y, padded), col=_pad(col, padded))
+  own = dict(y=_pad(y, padded), col=_pad(col, padded))  # this device's y block, as it travels
   if want_stats:
-    local["acc"], travel["acc"] = new_acc(row_names), new_acc(col_names)
+    local["acc"] = new_acc(row_names)
   if want_grads:
-    lse_names = [n for n, k in loss.reductions.items() if k.endswith("lse")]
-    local["lse"] = {n: _pad(stats[n], padded) for n in lse_names if n in row_names}
-    travel["lse"] = {n: _pad(stats[n], padded) for n in lse_names if n in col_names}
+    local["lse"] = {n: _pad(stats[n], padded) for n in row_names if is_lse[n]}
+    own["lse"] = {n: _pad(stats[n], padded) for n in col_names if is_lse[n]}
     local["cts"] = {n: _pad(cts[n], padded) for n in row_names}
-    travel["cts"] = {n: _pad(cts[n], padded) for n in col_names}
-    local["dx"], travel["dy"] = zeros_like(local["x"]), zeros_like(travel["y"])
+    own["cts"] = {n: _pad(cts[n], padded) for n in col_names}
+    local["dx"] = zeros_like(local["x"])
     local["drow"] = zeros_like(_split_float(local["row"])[0])
-    travel["dcol"] = zeros_like(_split_float(travel["col"])[0])
     local["dparams"] = [zeros(()) for _ in params_f]
 
-  def tile_step(r, c, src, local, travel):
-    rows, cols = r * bs, c * bs
-    x_t = jax.tree.map(lambda a: a.astype(jnp.float32), _slice(local["x"], rows, bs))
-    y_t = jax.tree.map(lambda a: a.astype(jnp.float32), _slice(travel["y"], cols, bs))
-    row_t, col_t = _slice(local["row"], rows, bs), _slice(travel["col"], cols, bs)
-    row_ids = me * b + rows + jnp.arange(bs, dtype=jnp.int32)
+  def new_collect():
+    """What a y block collects from the tiles it takes part in, all zero."""
+    collect = {}
+    if want_stats:
+      collect["acc"] = new_acc(col_names)
+    if want_grads:
+      collect["dy"] = zeros_like(own["y"])
+      collect["dcol"] = zeros_like(_split_float(own["col"])[0])
+    return collect
+
+  def merge(a, c):
+    """Two partial collections of one y block, from disjoint sets of rows, as one."""
+    out = {}
+    if want_stats:
+      out["acc"] = {
+        n: _lse_merge(a["acc"][n], c["acc"][n]) if is_lse[n] else a["acc"][n] + c["acc"][n]
+        for n in col_names
+      }
+    if want_grads:
+      out["dy"], out["dcol"] = _tree_add(a["dy"], c["dy"]), _tree_add(a["dcol"], c["dcol"])
+    return out
+
+  def tile_step(rows, n_rows, cols, src, visit, local, collect):
+    x_t = jax.tree.map(lambda a: a.astype(jnp.float32), _slice(local["x"], rows, n_rows))
+    y_t = jax.tree.map(lambda a: a.astype(jnp.float32), _slice(visit["y"], cols, bs))
+    row_t, col_t = _slice(local["row"], rows, n_rows), _slice(visit["col"], cols, bs)
+    row_ids = me * b + rows + jnp.arange(n_rows, dtype=jnp.int32)
     col_ids = src * b + cols + jnp.arange(bs, dtype=jnp.int32)
     valid = None
     if padded != b:  # padding rows and columns take no part in any reduction
-      valid = (rows + jnp.arange(bs) < b)[:, None] & (cols + jnp.arange(bs) < b)[None, :]
+      valid = (rows + jnp.arange(n_rows) < b)[:, None] & (cols + jnp.arange(bs) < b)[None, :]
     row_tf, rebuild_row = _split_float(row_t)
     col_tf, rebuild_col = _split_float(col_t)
 
@@ -387,11 +454,14 @@ def _ring_pass(plan, x, y, params, row, col, *, stats=None, cts=None, want_stats
       )
       values = dict(loss.tile_fn(tile))
       if valid is not None:
-        values = {
-          n: jnp.where(valid, v, -jnp.inf if loss.reductions[n].endswith("lse") else 0.0)
-          for n, v in values.items()
-        }
+        values = {n: jnp.where(valid, v, -jnp.inf if is_lse[n] else 0.0) for n, v in values.items()}
       return values
+
+    # Per reduction: where its inputs are, where its tile starts, its size and its broadcast.
+    def side(n):
+      if loss.reductions[n].startswith("row"):
+        return local, local, rows, n_rows, 1, lambda a: a[:, None]
+      return visit, collect, cols, bs, 0, lambda a: a[None, :]
 
     if not want_grads:
       values = values_fn(x_t, y_t, params_f, row_tf, col_tf)
@@ -399,63 +469,83 @@ def _ring_pass(plan, x, y, params, row, col, *, stats=None, cts=None, want_stats
       values, tile_vjp = jax.vjp(values_fn, x_t, y_t, params_f, row_tf, col_tf)
       weights = {}
       for n, v in values.items():
-        on_rows = loss.reductions[n].startswith("row")
-        home, start, expand = (
-          (local, rows, lambda a: a[:, None]) if on_rows else (travel, cols, lambda a: a[None, :])
-        )
-        ct = expand(jax.lax.dynamic_slice_in_dim(home["cts"][n], start, bs))
-        if n in home["lse"]:  # d lse_i / d v_ij = softmax weight exp(v_ij - lse_i)
-          lse = expand(jax.lax.dynamic_slice_in_dim(home["lse"][n], start, bs))
+        inputs, _, start, size, _, expand = side(n)
+        ct = expand(jax.lax.dynamic_slice_in_dim(inputs["cts"][n], start, size))
+        if n in inputs["lse"]:  # d lse_i / d v_ij = softmax weight exp(v_ij - lse_i)
+          lse = expand(jax.lax.dynamic_slice_in_dim(inputs["lse"][n], start, size))
           weights[n] = ct * jnp.exp(v - jnp.where(jnp.isfinite(lse), lse, 0.0))
         else:
           weights[n] = jnp.broadcast_to(ct, v.shape)
       dx_t, dy_t, dprm, drow_t, dcol_t = tile_vjp(weights)
       local["dx"] = _add_at(local["dx"], dx_t, rows)
-      travel["dy"] = _add_at(travel["dy"], dy_t, cols)
       local["drow"] = _add_at(local["drow"], drow_t, rows)
-      travel["dcol"] = _add_at(travel["dcol"], dcol_t, cols)
       local["dparams"] = [a + g for a, g in zip(local["dparams"], dprm)]
+      collect["dy"] = _add_at(collect["dy"], dy_t, cols)
+      collect["dcol"] = _add_at(collect["dcol"], dcol_t, cols)
 
     if want_stats:
       for n, v in values.items():
-        on_rows = loss.reductions[n].startswith("row")
-        home, start, axis_ = (local, rows, 1) if on_rows else (travel, cols, 0)
-        acc = home["acc"][n]
-        if loss.reductions[n].endswith("sum"):
-          acc = _add_at(acc, jnp.sum(v, axis_), start)
+        _, into, start, size, reduce_axis, _ = side(n)
+        acc = into["acc"][n]
+        if is_lse[n]:
+          acc = _lse_update(acc, v, reduce_axis, start, size)
         else:
-          acc = _lse_update(acc, v, axis_, start, bs)
-        home["acc"] = {**home["acc"], n: acc}
-    return local, travel
+          acc = _add_at(acc, jnp.sum(v, reduce_axis), start)
+        into["acc"] = {**into["acc"], n: acc}
+    return local, collect
 
-  def hop(k, carry):
-    local, travel = carry
-    src = (me - k) % n_dev  # the device whose y block is here at hop k
+  def sweep(src, visit, local, collect, first_row, n_rows, row_tiles):
+    """Every tile of rows [first_row, first_row + n_rows * row_tiles) against block `visit`."""
 
     def over_cols(c, carry):
-      return jax.lax.fori_loop(0, n_tiles, lambda r, carry: tile_step(r, c, src, *carry), carry)
+      return jax.lax.fori_loop(
+        0,
+        row_tiles,
+        lambda r, carry: tile_step(first_row + r * n_rows, n_rows, c * bs, src, visit, *carry),
+        carry,
+      )
 
-    local, travel = jax.lax.fori_loop(0, n_tiles, over_cols, (local, travel))
-    if n_dev > 1:
-      # The block moves on only after this hop's tiles are done with it: the send depends on the
-      # loop carry, so XLA cannot hoist every hop's transfer to the front.
-      perm = [(i, (i + 1) % n_dev) for i in range(n_dev)]
-      travel = jax.tree.map(lambda a: jax.lax.ppermute(a, axis, perm), travel)
-    return local, travel
+    return jax.lax.fori_loop(0, n_tiles, over_cols, (local, collect))
 
   if n_dev == 1:
-    local, travel = hop(0, (local, travel))
+    local, collected = sweep(me, own, local, new_collect(), 0, bs, n_tiles)
   else:
-    local, travel = jax.lax.fori_loop(0, n_dev, hop, (local, travel))
+    perm = [(i, (i + 1) % n_dev) for i in range(n_dev)]
+    send = lambda tree: jax.tree.map(lambda a: jax.lax.ppermute(a, axis, perm), tree)
+    # The own block's rows in two halves: whole row tiles, or half a tile when there is one.
+    if n_tiles > 1:
+      halves = [(0, bs, n_tiles // 2), (n_tiles // 2 * bs, bs, n_tiles - n_tiles // 2)]
+    else:
+      halves = [(0, -(-b // 2), 1), (-(-b // 2), b // 2, 1)]
+
+    def hop(k, carry):
+      # Both sends read only the carry, not this hop's tiles: XLA starts them before the
+      # sweep and waits for them after it.
+      local, visit, passing = carry
+      arriving_visit, arriving = send(visit), send(passing)
+      local, collected = sweep((me - k) % n_dev, visit, local, new_collect(), 0, bs, n_tiles)
+      return local, arriving_visit, merge(arriving, collected)
+
+    visit = send(own)
+    local, home = sweep(me, own, local, new_collect(), *halves[0])
+    # At hop k the block of device me - k is here, and the total collected for block me - k + 1
+    # by devices me - k + 2 ... me leaves for device me + 1.
+    local, back, passing = jax.lax.fori_loop(1, n_dev, hop, (local, visit, new_collect()))
+    arriving = send(passing)  # the other devices' total for the own block
+    if halves[1][1]:
+      # `back` is the own block home from its trip around the ring. Its tiles read it rather
+      # than `own`, so XLA cannot compute them before the loop: they overlap the last transfer.
+      local, home = sweep(me, back, local, home, *halves[1])
+    collected = merge(home, arriving)
 
   unpad = lambda tree: jax.tree.map(lambda a: a[:b], tree)
   out_stats = None
   if want_stats:
     out_stats = {}
-    for home, names in ((local, row_names), (travel, col_names)):
+    for accs, names in ((local["acc"], row_names), (collected["acc"], col_names)):
       for n in names:
-        acc = home["acc"][n]
-        if loss.reductions[n].endswith("lse"):
+        acc = accs[n]
+        if is_lse[n]:
           m, s = acc
           acc = jnp.where(s > 0, jnp.where(jnp.isfinite(m), m, 0.0) + jnp.log(s), -jnp.inf)
         out_stats[n] = acc[:b]
@@ -463,10 +553,10 @@ def _ring_pass(plan, x, y, params, row, col, *, stats=None, cts=None, want_stats
   if want_grads:
     grads = (
       unpad(local["dx"]),
-      unpad(travel["dy"]),
+      unpad(collected["dy"]),
       rebuild_params(local["dparams"]),
       unpad(local["drow"]),
-      unpad(travel["dcol"]),
+      unpad(collected["dcol"]),
     )
   return out_stats, grads
 
@@ -475,10 +565,10 @@ def _batch(tree) -> int:
   return jax.tree.leaves(tree)[0].shape[0]
 
 
-def _lse_update(acc, v, axis, start, bs):
+def _lse_update(acc, v, axis, start, size):
   m, s = acc
-  m_t = jax.lax.dynamic_slice_in_dim(m, start, bs)
-  s_t = jax.lax.dynamic_slice_in_dim(s, start, bs)
+  m_t = jax.lax.dynamic_slice_in_dim(m, start, size)
+  s_t = jax.lax.dynamic_slice_in_dim(s, start, size)
   new_m = jnp.maximum(m_t, jnp.max(v, axis=axis))
   shift = jnp.where(jnp.isfinite(new_m), new_m, 0.0)
   expand = (lambda a: a[:, None]) if axis == 1 else (lambda a: a[None, :])
@@ -487,3 +577,11 @@ def _lse_update(acc, v, axis, start, bs):
     jax.lax.dynamic_update_slice_in_dim(m, new_m, start, 0),
     jax.lax.dynamic_update_slice_in_dim(s, new_s, start, 0),
   )
+
+
+def _lse_merge(a, c):
+  """Two (running max, sum of exp(value - max)) accumulators of disjoint values, as one."""
+  (m_a, s_a), (m_c, s_c) = a, c
+  m = jnp.maximum(m_a, m_c)
+  shift = jnp.where(jnp.isfinite(m), m, 0.0)
+  return m, s_a * jnp.exp(m_a - shift) + s_c * jnp.exp(m_c - shift)

@@ -6,7 +6,8 @@ import jax
 import jax.numpy as jnp
 
 from contrastive.losses import _checks
-from contrastive.losses.ring import Home
+from contrastive.losses.ring import Precision
+from contrastive.losses.ring import ReducedBlock
 from contrastive.losses.ring import Tile
 from contrastive.losses.ring import TileLoss
 from contrastive.losses.ring import ring_loss
@@ -20,6 +21,7 @@ def sigmoid_loss(
   *,
   axis_name: str | tuple[str, ...] | None = None,
   block_size: int | None = None,
+  precision: Precision = None,
 ) -> jax.Array:
   r"""Pairwise binary cross-entropy over all pairs of the global batch (SigLIP).
 
@@ -37,6 +39,9 @@ def sigmoid_loss(
     bias: scalar logit bias :math:`b`.
     axis_name: the ``jax.shard_map`` axis the batch is split over; None for a whole batch.
     block_size: largest tile side on a device; None picks one.
+    precision: of the similarity products (``jax.lax.Precision`` or its name); None keeps the
+      backend's default, which on TPU rounds the embeddings to bfloat16 for the product (see
+      ``ring_loss``); ``"highest"`` computes them in float32.
 
   Returns:
     float32 scalar, identical on every device of ``axis_name``.
@@ -55,7 +60,13 @@ def sigmoid_loss(
   _checks.check_scalars(fn, scale=scale, bias=bias)
   _checks.check_block_size(fn, block_size)
   return ring_loss(
-    SIGMOID_TILES, x, y, {"scale": scale, "bias": bias}, axis_name=axis_name, block_size=block_size
+    SIGMOID_TILES,
+    x,
+    y,
+    {"scale": scale, "bias": bias},
+    axis_name=axis_name,
+    block_size=block_size,
+    precision=precision,
   )
 
 
@@ -79,7 +90,7 @@ def _tile_fn(tile: Tile):
   return {"nll": neg_log_sigmoid(sign * logits)}
 
 
-def _finalize_fn(home: Home):
+def _finalize_fn(home: ReducedBlock):
   return jnp.sum(home.stats["nll"]) / home.global_batch
 
 

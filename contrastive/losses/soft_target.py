@@ -18,9 +18,10 @@ import numpy as np
 
 from contrastive.losses import _checks
 from contrastive.losses import _pairwise
-from contrastive.losses.ring import Home
+from contrastive.losses.ring import ReducedBlock
 from contrastive.losses.ring import Tile
 from contrastive.losses.ring import TileLoss
+from contrastive.losses.ring import axis_size
 from contrastive.losses.ring import ring_loss
 
 SPACES = ("weights", "logits")
@@ -137,7 +138,7 @@ def soft_target_loss(
     )
   if not callable(targets):
     raise TypeError(f"{fn}: `targets` must be a function of a TargetTile, got {targets!r}.")
-  n = batch * _pairwise.axis_size(axis_name)
+  n = batch * axis_size(axis_name)
   tiles = _soft_tiles(targets, space, bool(normalize), n)
   return ring_loss(
     tiles, x, y, {"scale": scale}, row=side, col=side, axis_name=axis_name, block_size=block_size
@@ -250,7 +251,7 @@ def _soft_tiles(targets: TargetFn, space: str, normalize: bool, global_batch: in
       return jnp.exp(s[f"plus_{d}"] - s[f"g_{d}"]) - jnp.exp(s[f"minus_{d}"] - s[f"g_{d}"])
     return s[f"wl_{d}"] / s[f"w_{d}"] if normalize else s[f"wl_{d}"]
 
-  def finalize_fn(home: Home):
+  def finalize_fn(home: ReducedBlock):
     s = home.stats
     total = 0.0
     for d in ("x", "y"):

@@ -8,7 +8,8 @@ import jax
 import jax.numpy as jnp
 
 from contrastive.losses import _checks
-from contrastive.losses.ring import Home
+from contrastive.losses.ring import Precision
+from contrastive.losses.ring import ReducedBlock
 from contrastive.losses.ring import Tile
 from contrastive.losses.ring import TileLoss
 from contrastive.losses.ring import ring_loss
@@ -22,6 +23,7 @@ def softmax_loss(
   axis_name: str | tuple[str, ...] | None = None,
   label_smoothing: float = 0.0,
   block_size: int | None = None,
+  precision: Precision = None,
 ) -> jax.Array:
   r"""Symmetric softmax cross-entropy over all pairs of the global batch (CLIP).
 
@@ -43,6 +45,9 @@ def softmax_loss(
     axis_name: the ``jax.shard_map`` axis the batch is split over; None for a whole batch.
     label_smoothing: :math:`\varepsilon` in [0, 1).
     block_size: largest tile side on a device; None picks one.
+    precision: of the similarity products (``jax.lax.Precision`` or its name); None keeps the
+      backend's default, which on TPU rounds the embeddings to bfloat16 for the product (see
+      ``ring_loss``); ``"highest"`` computes them in float32.
 
   Returns:
     float32 scalar, identical on every device of ``axis_name``.
@@ -70,6 +75,7 @@ def softmax_loss(
     {"scale": scale},
     axis_name=axis_name,
     block_size=block_size,
+    precision=precision,
   )
 
 
@@ -82,7 +88,7 @@ def _softmax_tiles(label_smoothing: float) -> TileLoss:
       values["logit_sum"] = logits
     return values
 
-  def finalize_fn(home: Home):
+  def finalize_fn(home: ReducedBlock):
     positive = home.params["scale"] * jnp.sum(
       home.x.astype(jnp.float32) * home.y.astype(jnp.float32), axis=-1
     )
@@ -101,7 +107,7 @@ def infonce_reductions(label_smoothing: float) -> dict[str, str]:
   return reductions
 
 
-def symmetric_infonce(home: Home, positive: jax.Array, label_smoothing: float) -> jax.Array:
+def symmetric_infonce(home: ReducedBlock, positive: jax.Array, label_smoothing: float) -> jax.Array:
   """A device's share of the symmetric InfoNCE, from `infonce_reductions`' statistics.
 
   Args:

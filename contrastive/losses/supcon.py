@@ -14,7 +14,7 @@ import numpy as np
 
 from contrastive.losses import _checks
 from contrastive.losses import _pairwise
-from contrastive.losses.ring import Home
+from contrastive.losses.ring import ReducedBlock
 from contrastive.losses.ring import Tile
 from contrastive.losses.ring import TileLoss
 from contrastive.losses.ring import ring_loss
@@ -194,7 +194,7 @@ def _supcon_tiles(intra_modal: bool) -> TileLoss:
         values[f"count_{name}"] = (same & other).astype(jnp.float32)
     return values
 
-  def finalize_fn(home: Home):
+  def finalize_fn(home: ReducedBlock):
     s = home.stats
     lse_x, lse_y = s["lse_x"], s["lse_y"]
     pos_x, pos_y, count_x, count_y = s["pos_x"], s["pos_y"], s["count_x"], s["count_y"]
@@ -231,7 +231,7 @@ def _multi_positive_tile_fn(tile: Tile):
   return {"lse_x": logits, "lse_y": logits, "pos_x": positives, "pos_y": positives}
 
 
-def _multi_positive_finalize_fn(home: Home):
+def _multi_positive_finalize_fn(home: ReducedBlock):
   s = home.stats
   return jnp.sum(s["lse_x"] - s["pos_x"] + s["lse_y"] - s["pos_y"]) / (2 * home.global_batch)
 

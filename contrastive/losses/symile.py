@@ -12,7 +12,7 @@ import jax.numpy as jnp
 from contrastive.losses import _checks
 from contrastive.losses._modalities import check_modalities
 from contrastive.losses._modalities import roll_batch
-from contrastive.losses.ring import Home
+from contrastive.losses.ring import ReducedBlock
 from contrastive.losses.ring import Tile
 from contrastive.losses.ring import TileLoss
 from contrastive.losses.ring import ring_loss
@@ -135,7 +135,7 @@ def _symile_tiles(k: int, shifted: bool) -> TileLoss:
       values[f"lse_{m}"] = logits
     return values
 
-  def finalize_fn(home: Home):
+  def finalize_fn(home: ReducedBlock):
     positive = home.params["scale"] * _mip([a.astype(jnp.float32) for a in home.x])
     total = sum(jnp.sum(home.stats[f"lse_{m}"] - positive) for m in range(k))
     return total / (k * home.global_batch)

@@ -7,13 +7,10 @@ flattened row-major (`pool="flatten"`, which keeps where things are in the image
 name it) or averaged (`pool="gap"`), and `Dense(width)` with the activation. With
 `first_downsample="space_to_depth"` the first stage halves the resolution before its convolutions
 instead, by folding each 2x2 block of pixels into channels: the same output grid and no pixel lost,
-with four times fewer activations in the stage (about 1.6 times faster on a CPU at 32 px).
+with four times fewer activations in the stage.
 
-Why it exists: on the built-in shapes dataset at 32 px a plain CNN learns shape under a
-contrastive signal much faster than a small ViT of about the same cost (trained on one-object
-images for 600 steps at batch 128: zero-shot shape 0.91 against 0.70 for a ViT with a
-convolutional stem); it is the demo's image tower (`experiments/results/demo_tuning.md`,
-section 6).
+It is the demo's image tower: on small images a plain CNN learns shape under a contrastive
+signal sooner than a ViT of about the same cost (docs/models.md gives the measurement).
 """
 
 from __future__ import annotations

@@ -20,8 +20,7 @@ a CLIP checkpoint maps onto it tensor for tensor with the same parameter count.
 `stem="conv"` replaces the patch embedding by the convolutional stem of Xiao et al.: log2(patch)
 3x3 convolutions of stride 2 (channels doubling up to the width) with GELU, then a 1x1
 projection; same token grid, same tokens downstream. On small images it learns local shape far
-sooner (supervised 8-way shape at 32 px after 51k examples: 92% against 52% for 8-pixel
-patches, at 1.7 times the step time; `experiments/shape_probe.py`).
+sooner than a patch embedding does (docs/models.md gives the measurement).
 
 References: Dosovitskiy et al., "An Image is Worth 16x16 Words", https://arxiv.org/abs/2010.11929;
 Xiao et al., "Early Convolutions Help Transformers See Better", https://arxiv.org/abs/2106.14881.

@@ -8,30 +8,33 @@ or from Python (a notebook: a progress bar, the metrics back as a dict):
     config = train.get_config("configs/demo.py:steps=300", {"loss.name": "dcl"})
     metrics = train.train_and_evaluate(config, "runs/dcl")   # {"train/loss": ..., "eval/...": ...}
 
-Modules: `config` (the run config's trainer keys, checks, `parse_arg`, `check_run`),
-`overrides` (config files and `key=value` overrides: `get_config`, the CLIs' flag parser),
-`resume` (the workdir's config.json, and what a resumed run may change), `optimizer` (optax with
-schedules, clipping, decay masks, locking), `state` (the sharded train state), `step` (the jitted
-step, GradCache accumulation), `momentum` (the key encoder and queues of `moco`), `checkpoint`
-(orbax with the data iterator), `metrics` (TensorBoard, the progress bar or line), `evaluation` (a
-workdir's checkpoint evaluated, for `python -m contrastive.evaluate`), `allocator` (glibc malloc
-for XLA on the CPU), `loop` (`train_and_evaluate`). Meshes and multi-host start-up are in
-`contrastive.parallel`.
+Modules: `config` (`check_run`: the run config against its model, loss and mesh), `resume` (what
+a resumed run may change), `optimizer` (optax with schedules, clipping, decay masks, locking),
+`state` (the sharded train state), `step` (the jitted step, GradCache accumulation), `momentum`
+(the key encoder and queues of `moco`), `checkpoint` (orbax with the data iterator), `metrics`
+(TensorBoard, the progress bar or line), `pretrained` (parameters from a downloaded checkpoint),
+`runs` (`load_run`: a run back in Python), `compile` (`compile_for`: the step compiled for a
+topology), `allocator` (glibc malloc for XLA on the CPU), `loop` (`train_and_evaluate`). The run
+config's keys and defaults, config files and overrides, and a workdir's layout are
+`contrastive.run` (re-exported here: `defaults`, `resolve`, `parse_arg`, `get_config`,
+`override`, `restore_params`); meshes are `contrastive.parallel`, multi-host start-up
+`contrastive.multihost`; evaluating a workdir is `contrastive.evaluate.workdir`.
 """
 
+from contrastive.run.config import defaults
+from contrastive.run.config import parse_arg
+from contrastive.run.config import resolve
+from contrastive.run.overrides import get_config
+from contrastive.run.overrides import override
+from contrastive.run.workdir import restore_params
 from contrastive.train.checkpoint import Checkpointer
-from contrastive.train.checkpoint import restore_params
+from contrastive.train.compile import compile_for
 from contrastive.train.config import check_run
-from contrastive.train.config import defaults
-from contrastive.train.config import parse_arg
-from contrastive.train.config import resolve
 from contrastive.train.loop import NonFiniteLossError
 from contrastive.train.loop import train_and_evaluate
 from contrastive.train.metrics import Progress
 from contrastive.train.optimizer import learning_rate_schedule
 from contrastive.train.optimizer import make_optimizer
-from contrastive.train.overrides import get_config
-from contrastive.train.overrides import override
 from contrastive.train.resume import check_resume
 from contrastive.train.runs import load_run
 from contrastive.train.state import TrainState
@@ -48,6 +51,7 @@ __all__ = [
   "TrainState",
   "check_resume",
   "check_run",
+  "compile_for",
   "create_train_state",
   "defaults",
   "get_config",

@@ -1,22 +1,22 @@
 """glibc malloc settings that keep XLA's per-step buffers mapped on a CPU-only run.
 
-XLA's CPU runtime allocates a step's temporary buffers as one block of tens of megabytes and
-frees it when the step ends. glibc serves a block that large with `mmap` (a thread's own arena
-cannot hold it, and the main heap gives it back above the trim threshold), so every step maps
-fresh pages and faults each one in: about 30,000 page faults per step of the demo, with a fifth
-of its CPU time spent in the kernel. One arena, no `mmap` below 1 GiB and no trimming keep the
-block in the heap from step to step: on a 2-core CPU the demo's steps take about 15% less time
-(0.24-0.26 s down to 0.21 s), with the same numbers.
+XLA's CPU runtime allocates a step's temporary buffers as one large block and frees it when the
+step ends. glibc serves a block that large with `mmap` (a thread's own arena cannot hold it, and
+the main heap gives it back above the trim threshold), so every step maps fresh pages and faults
+each one in. One arena, no `mmap` below 1 GiB and no trimming keep the block in the heap from
+step to step, with the same numbers computed.
 
 Only for one CPU device: with several simulated ones (`--xla_force_host_platform_device_count`),
-their threads queue for the single arena, and the small CPU configs ran about 15% slower. The
-settings only take effect before JAX starts its CPU backend (XLA's threads pick their arenas
-then), and they cost what a long-running process would keep anyway: the heap stays at its peak.
+their threads would queue for the single arena. The settings only take effect before JAX starts
+its CPU backend (XLA's threads pick their arenas then), and they cost what a long-running
+process would keep anyway: the heap stays at its peak. What they save is measured in
+docs/hardware.md ("The allocator").
 """
 
 from __future__ import annotations
 
 import ctypes
+import glob
 import importlib.metadata
 import importlib.util
 import os
@@ -32,9 +32,19 @@ _MMAP_THRESHOLD = 1 << 30
 _TRIM_THRESHOLD = 2**31 - 1
 
 
+def tpu_attached() -> bool:
+  """Whether this host has TPU chips: their device files (`/dev/accel*` on v2-v4,
+  `/dev/vfio/<n>` from v5 on)."""
+  return bool(glob.glob("/dev/accel*") or glob.glob("/dev/vfio/[0-9]*"))
+
+
 def accelerator_installed() -> bool:
-  """Whether JAX may pick a GPU or TPU: a PJRT plugin or libtpu is installed."""
-  if importlib.util.find_spec("libtpu") is not None:
+  """Whether JAX may pick a GPU or TPU: a PJRT plugin is installed, or libtpu on a TPU host.
+
+  libtpu without TPU chips is there to compile for a topology (`contrastive.train.compile_for`);
+  JAX then runs on the CPU.
+  """
+  if importlib.util.find_spec("libtpu") is not None and tpu_attached():
     return True
   if importlib.util.find_spec("jax_plugins") is not None:  # the namespace plugins install into
     return True

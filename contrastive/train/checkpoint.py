@@ -9,7 +9,8 @@ directory that the manager ignores. The newest `keep` checkpoints are kept.
 A resumed run restores both items, so it continues with exactly the batches the interrupted
 run would have seen; with the step's randomness derived from `fold_in(key, step)`, the resumed
 run ends bitwise equal to an uninterrupted one. The iterator positions are per process: resume
-with the same number of processes (model arrays reshard freely).
+with the same number of processes (model arrays reshard freely). `contrastive.run.workdir` reads
+a checkpoint's parameters back without a trainer (`restore_params`).
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ import grain
 import jax
 import orbax.checkpoint as ocp
 
-STATE = "state"
-DATA_ITER = "data_iter"
+from contrastive.run.workdir import DATA_ITER
+from contrastive.run.workdir import STATE
 
 
 class Checkpointer:
@@ -74,8 +75,9 @@ class Checkpointer:
   ) -> bool:
     """Starts saving `state` (and the iterator's position) as `step`; True if a save started.
 
-    Without `force`, orbax saves only on its interval (and whenever no checkpoint exists yet). The state's arrays are copied before this returns,
-    so training may go on (and donate them) at once.
+    Without `force`, orbax saves only on its interval (and whenever no checkpoint exists yet).
+    The state's arrays are copied before this returns, so training may go on (and donate them)
+    at once.
     """
     items = {STATE: ocp.args.StandardSave(state)}
     if data_iter is not None:
@@ -128,61 +130,3 @@ class StopOnSigterm(contextlib.AbstractContextManager):
   def __exit__(self, *exc) -> None:
     for sig, old in self._old.items():
       signal.signal(sig, old)
-
-
-def checkpoint_dir(workdir: str | os.PathLike) -> str:
-  return os.path.join(os.path.abspath(os.fspath(workdir)), "checkpoints")
-
-
-def restore_params(
-  directory: str | os.PathLike, *, step: int | None = None, abstract_params: Any = None
-) -> tuple[Any, int]:
-  """The parameters of a checkpoint, without its optimizer state or data iterator.
-
-  Args:
-    directory: a workdir (with `checkpoints/`) or its `checkpoints/` directory.
-    step: the checkpoint; None for the latest.
-    abstract_params: `jax.ShapeDtypeStruct`s with shardings to restore into (e.g. the model's
-      on a mesh); None restores host (numpy) arrays of the saved shapes.
-
-  Returns:
-    `(params, step)`: the nested dict of parameters and the step they come from.
-
-  Raises:
-    FileNotFoundError: no checkpoint there.
-  """
-  directory = os.path.abspath(os.fspath(directory))
-  if os.path.isdir(os.path.join(directory, "checkpoints")):
-    directory = os.path.join(directory, "checkpoints")
-  if not os.path.isdir(directory):
-    raise FileNotFoundError(f"No checkpoint directory at {directory}.")
-  options = ocp.CheckpointManagerOptions(create=False, read_only=True)
-  with ocp.CheckpointManager(directory, options=options, item_names=(STATE, DATA_ITER)) as manager:
-    steps = list(manager.all_steps())
-  if step is None:
-    step = max(steps, default=None)
-  if step is None or step not in steps:
-    which = "No checkpoint" if step is None else f"No checkpoint of step {step}"
-    raise FileNotFoundError(f"{which} in {directory}; steps there: {steps}.")
-  path = os.path.join(directory, str(step), STATE)
-  checkpointer = ocp.PyTreeCheckpointer()
-  metadata = checkpointer.metadata(path)
-  tree = getattr(metadata, "item_metadata", metadata)
-  tree = getattr(tree, "tree", tree)
-  on_host = abstract_params is None
-  if on_host:
-    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    abstract_params = jax.tree.map(
-      lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), tree["params"]
-    )
-  abstract = {"params": abstract_params}
-  restored = checkpointer.restore(
-    path,
-    args=ocp.args.PyTreeRestore(
-      item=abstract,
-      partial_restore=True,
-      restore_args=jax.tree.map(lambda a: ocp.ArrayRestoreArgs(sharding=a.sharding), abstract),
-    ),
-  )
-  params = restored["params"]
-  return (jax.device_get(params) if on_host else params), step

@@ -46,14 +46,15 @@ from contrastive import losses
 from contrastive import models
 from contrastive import parallel
 from contrastive.evaluate import configured as evaluation
+from contrastive.run import config as run_config
+from contrastive.run import workdir as workdir_lib
+from contrastive.train import assemble
 from contrastive.train import checkpoint as checkpoint_lib
 from contrastive.train import config as config_lib
 from contrastive.train import metrics as metrics_lib
 from contrastive.train import momentum as momentum_lib
-from contrastive.train import optimizer as optimizer_lib
 from contrastive.train import resume
 from contrastive.train import state as state_lib
-from contrastive.train import step as step_lib
 
 Write = Callable[[str], None]  # where the console's lines go
 
@@ -68,7 +69,7 @@ def train_and_evaluate(
   """Trains (resuming from `workdir` if it holds checkpoints), evaluating at intervals.
 
   Args:
-    config: a run config (see `contrastive.train.config`; `contrastive.train.get_config` loads
+    config: a run config (see `contrastive.run.config`; `contrastive.train.get_config` loads
       a config file with overrides).
     workdir: the run's directory; created if missing.
     progress: called with each progress line, evaluation headline and the closing summary (the
@@ -88,7 +89,7 @@ def train_and_evaluate(
     KeyboardInterrupt: raised again after saving (see the module's docstring).
   """
   wall_start = time.perf_counter()
-  config = config_lib.resolve(config)
+  config = run_config.resolve(config)
   workdir = os.path.abspath(os.fspath(workdir))
   objective = losses.get(config.loss.name)
   model = models.make_model(config.model)
@@ -104,7 +105,7 @@ def train_and_evaluate(
     stack.callback(_close, train_iter)
     os.makedirs(workdir, exist_ok=True)
     checkpointer = checkpoint_lib.Checkpointer(
-      checkpoint_lib.checkpoint_dir(workdir),
+      workdir_lib.checkpoint_dir(workdir),
       every_steps=config.checkpoint.every_steps,
       keep=config.checkpoint.keep,
       async_save=config.checkpoint.async_save,
@@ -126,17 +127,10 @@ def train_and_evaluate(
       batch_size,
     )
 
-    keys = _batch_keys(step_config)
+    keys = assemble.batch_keys(step_config)
     batch_sharding = parallel.batch_sharding(mesh)
-    train_step = step_lib.make_train_step(
-      model,
-      objective,
-      tx,
-      optimizer_lib.learning_rate_schedule(config.optim, total_steps),
-      mesh,
-      shardings,
-      {k: batch_sharding for k in keys},
-      step_config,
+    train_step = assemble.make_train_step(
+      config, model, objective, tx, mesh, shardings, step_config
     )
     writer = metrics_lib.MetricWriter(os.path.join(workdir, "tensorboard"))
     stack.callback(writer.close)
@@ -151,23 +145,20 @@ def train_and_evaluate(
     stop = stack.enter_context(checkpoint_lib.StopOnSigterm())
     profile = stack.enter_context(metrics_lib.Profile(config.log, os.path.join(workdir, "profile")))
     timer = metrics_lib.IntervalTimer()
-    results, scalars, pending, done = {}, {}, None, first_step  # `done`: state == iterator
+    ledger = _StepLedger(checkpointer, first_step, config.optim.on_nonfinite)
+    results, scalars = {}, {}
     try:
       for step in range(first_step + 1, total_steps + 1):  # `step`: the count after this update
         profile.before(step)
         timer.waiting()
-        done = None
+        ledger.fetching()
         batch = _global_batch(next(train_iter), keys, batch_sharding, objective)
         timer.done_waiting()
         state, step_metrics = train_step(state, batch)
-        done = step
+        ledger.stepped(step, step_metrics)  # checks the loss of the step before
         timer.step()
         console.advance()
-        if pending is not None:
-          _check_finite(pending, config, checkpointer)
-        pending = (step, step_metrics)
         if step == first_step + 1:  # the first step compiled: time from here on
-          _check_finite(pending, config, checkpointer)
           timer.reset()
         profile.after(step, state)
         last = step == total_steps
@@ -178,8 +169,7 @@ def train_and_evaluate(
           console.log(step, scalars, elapsed=time.perf_counter() - wall_start)
           timer.reset()
         if last or preempted or step % config.checkpoint.every_steps == 0:
-          _check_finite(pending, config, checkpointer)
-          checkpointer.save(step, state, train_iter, force=last or preempted)
+          ledger.save(step, state, train_iter, force=last or preempted)
         if preempted and not last:
           checkpointer.wait()
           console.message(
@@ -187,26 +177,14 @@ def train_and_evaluate(
             "same command to resume."
           )
           return {**scalars}
-        every = config.eval.every_steps
-        if config.eval.tasks and (
-          (every and step % every == 0 and not last) or (last and config.eval.at_end)
-        ):
+        if _evaluates(config.eval, step, last):
           results.update(
             _evaluate(model, state.params, config, mesh, workdir, step, writer, console)
           )
           timer.reset()
       checkpointer.wait()
     except KeyboardInterrupt:
-      _save_interrupted(
-        checkpointer,
-        state,
-        done,
-        first_step,
-        pending,
-        config.optim.on_nonfinite,
-        train_iter,
-        console,
-      )
+      console.message(ledger.save_interrupted(state, train_iter))
       raise
     results.update(scalars)
     results["wall_time"] = time.perf_counter() - wall_start
@@ -225,18 +203,9 @@ def _restore_or_init(config, model, mesh, checkpointer, train_iter):
   """`(state, shardings, tx, train_iter)`: restored from the latest checkpoint with the data
   iterator, or initialized (from `checkpoint.init_from` if set)."""
   locked = model.locked
-  make_tx = lambda params: optimizer_lib.make_optimizer(  # noqa: E731
-    config.optim, params, total_steps=int(config.total_steps), locked=locked
-  )[0]
-  queue_size = config.loss.queue_size  # None unless a momentum-queue loss (check_run)
-  queue = dict(
-    queue_size=queue_size, queue_sharding=parallel.batch_sharding(mesh) if queue_size else None
-  )
   latest = checkpointer.latest_step()
   if latest is None:
-    state, shardings, tx = state_lib.create_train_state(
-      model, make_tx, mesh, seed=config.seed, **queue
-    )
+    state, shardings, tx = assemble.create_train_state(config, model, mesh)
     if config.checkpoint.init_from:
       state = _init_from(state, shardings, config)
     elif towers := [e for e in locked if e not in models.towers.SCALARS]:
@@ -247,12 +216,10 @@ def _restore_or_init(config, model, mesh, checkpointer, train_iter):
       )
     _log_params(state.params, locked)
     return state, shardings, tx, train_iter
-  abstract, shardings, tx = state_lib.create_train_state(
-    model, make_tx, mesh, seed=config.seed, materialize=False, **queue
-  )
+  abstract, shardings, tx = assemble.create_train_state(config, model, mesh, materialize=False)
   try:
     state, train_iter = checkpointer.restore(latest, abstract, train_iter)
-  except Exception as e:  # noqa: BLE001  (orbax and TensorStore errors run to hundreds of lines)
+  except Exception as e:
     logging.info("Restoring step %d of %s failed.", latest, checkpointer.directory, exc_info=True)
     first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
     raise ValueError(
@@ -277,10 +244,10 @@ def _init_from(
   state: state_lib.TrainState, shardings: state_lib.TrainState, config: ml_collections.ConfigDict
 ) -> state_lib.TrainState:
   """The state with (some of) its parameters taken from another run's checkpoint."""
-  from contrastive.train import pretrained  # pylint: disable=g-import-not-at-top
+  from contrastive.train import pretrained
 
   if pretrained.is_run_directory(config.checkpoint.init_from):
-    loaded, step = checkpoint_lib.restore_params(
+    loaded, step = workdir_lib.restore_params(
       config.checkpoint.init_from, step=config.checkpoint.init_from_step
     )
   else:  # a checkpoint as downloaded (open_clip, Hugging Face, big_vision)
@@ -316,15 +283,6 @@ def _init_from(
   return state
 
 
-def _batch_keys(config: step_lib.StepConfig) -> tuple[str, ...]:
-  """The batch arrays the step reads: modalities, side keys, side inputs' batch keys."""
-  return tuple(
-    dict.fromkeys(
-      config.modalities + config.side_keys + tuple(spec.batch_key for spec in config.side_inputs)
-    )
-  )
-
-
 def _global_batch(batch, keys, sharding, objective):
   missing = [k for k in keys if k not in batch]
   if missing:
@@ -336,30 +294,88 @@ def _global_batch(batch, keys, sharding, objective):
   return data.to_global({k: batch[k] for k in keys}, sharding)
 
 
-def _finite(pending) -> bool:
-  return float(jax.device_get(pending[1]["finite"])) == 1.0
+class _StepLedger:
+  """Which step the train state and the data iterator agree on, and the step whose loss is not
+  checked yet.
+
+  A step's `finite` metric is read one step late, so that reading it does not wait for the
+  device: `stepped` checks the step before (the first step at once: it compiled), `save` the
+  step it saves. A non-finite step is logged (`on_nonfinite="skip"`), or ends the run with
+  `NonFiniteLossError` once the checkpoints in flight are written (`"stop"`).
+  """
+
+  def __init__(self, checkpointer: checkpoint_lib.Checkpointer, first_step: int, on_nonfinite):
+    self._checkpointer = checkpointer
+    self._first_step = first_step
+    self._skip = on_nonfinite == "skip"
+    self._agreed = first_step  # None from fetching a batch to the step's update
+    self._pending = None  # (step, metrics), not checked yet
+
+  def fetching(self) -> None:
+    """The next batch is taken: the iterator is ahead of the state until `stepped`."""
+    self._agreed = None
+
+  def stepped(self, step: int, metrics) -> None:
+    """Step `step` is applied (state and iterator agree); checks the loss of the step before."""
+    self._agreed = step
+    self.check()
+    self._pending = (step, metrics)
+    if step == self._first_step + 1:
+      self.check()
+
+  def check(self) -> None:
+    """The pending step's loss: logged when not finite (`skip`), or the end of the run (`stop`)."""
+    if self._pending is None:
+      return
+    step, m = self._pending
+    if not _finite(m):
+      loss, grad_norm = (float(jax.device_get(m[k])) for k in ("loss", "grad_norm"))
+      if not self._skip:
+        self._checkpointer.wait()
+        good = self._checkpointer.latest_step()
+        raise NonFiniteLossError(
+          f"Step {step}: the loss is {loss} and the gradient norm {grad_norm} (not finite). "
+          f"Training stopped and this step was not applied; the last good checkpoint is "
+          f"{'step ' + str(good) if good is not None else 'none (no checkpoint was written yet)'} "
+          f"in {self._checkpointer.directory}, and rerunning the command resumes from it. Lower "
+          f"optim.lr, set optim.grad_clip_norm, check the data, or pass "
+          f"--config.optim.on_nonfinite=skip to skip such steps."
+        )
+      logging.warning(
+        "Step %d: non-finite loss %s or gradient norm %s; update skipped.", step, loss, grad_norm
+      )
+    self._pending = None
+
+  def save(self, step: int, state, train_iter, *, force: bool) -> None:
+    """Checks the pending step's loss, then saves `state` (at `step`) with the iterator."""
+    self.check()
+    self._checkpointer.save(step, state, train_iter, force=force)
+
+  def save_interrupted(self, state, train_iter) -> str:
+    """After a KeyboardInterrupt: the saves in flight finish, and the current step is saved too
+    when the interrupt fell between two steps (the state and the data iterator agree), it is not
+    saved yet, and its update was applied (or `on_nonfinite="skip"`). Returns the line to show."""
+    self._checkpointer.wait()
+    latest = self._checkpointer.latest_step()
+    done = self._agreed
+    applied = self._skip or self._pending is None or _finite(self._pending[1])
+    if done is not None and done > self._first_step and done != latest and applied:
+      self._checkpointer.save(done, state, train_iter, force=True)
+      self._checkpointer.wait()
+      latest = done
+    where = f"step {latest} in {self._checkpointer.directory}" if latest is not None else "none"
+    return f"Interrupted: the last checkpoint is {where}; rerun to resume."
 
 
-def _check_finite(pending, config, checkpointer) -> None:
-  """A non-finite step: logged (`skip`), or the end of the run (`stop`)."""
-  if _finite(pending):
-    return
-  step, m = pending
-  loss, grad_norm = (float(jax.device_get(m[k])) for k in ("loss", "grad_norm"))
-  if config.optim.on_nonfinite == "skip":
-    logging.warning(
-      "Step %d: non-finite loss %s or gradient norm %s; update skipped.", step, loss, grad_norm
-    )
-    return
-  checkpointer.wait()
-  good = checkpointer.latest_step()
-  raise NonFiniteLossError(
-    f"Step {step}: the loss is {loss} and the gradient norm {grad_norm} (not finite). "
-    f"Training stopped and this step was not applied; the last good checkpoint is "
-    f"{'step ' + str(good) if good is not None else 'none (no checkpoint was written yet)'} "
-    f"in {checkpointer.directory}, and rerunning the command resumes from it. Lower "
-    f"optim.lr, set optim.grad_clip_norm, check the data, or pass "
-    f"--config.optim.on_nonfinite=skip to skip such steps."
+def _finite(metrics) -> bool:
+  return float(jax.device_get(metrics["finite"])) == 1.0
+
+
+def _evaluates(eval_config: ml_collections.ConfigDict, step: int, last: bool) -> bool:
+  """Whether the loop evaluates after `step`: every `eval.every_steps`, and at the end."""
+  every = eval_config.every_steps
+  return bool(eval_config.tasks) and (
+    (bool(every) and step % every == 0 and not last) or (last and eval_config.at_end)
   )
 
 
@@ -383,27 +399,6 @@ def _evaluate(model, params, config, mesh, workdir, step, writer, console) -> di
   logging.info("Evaluation at step %d took %.1f s.", step, time.perf_counter() - start)
   console.message(f"eval step {step}: {metrics_lib.headline(out)}")
   return out
-
-
-def _save_interrupted(
-  checkpointer, state, done, first_step, pending, on_nonfinite, train_iter, console
-) -> None:
-  """After a KeyboardInterrupt: the saves in flight finish, and the current step is saved too
-  when the interrupt fell between two steps (`done` is set: the state and the data iterator
-  agree), it is not saved yet, and its update was applied (or `on_nonfinite="skip"`)."""
-  checkpointer.wait()
-  latest = checkpointer.latest_step()
-  if (
-    done is not None
-    and done > first_step
-    and done != latest
-    and (on_nonfinite == "skip" or pending is None or _finite(pending))
-  ):
-    checkpointer.save(done, state, train_iter, force=True)
-    checkpointer.wait()
-    latest = done
-  where = f"step {latest} in {checkpointer.directory}" if latest is not None else "none"
-  console.message(f"Interrupted: the last checkpoint is {where}; rerun to resume.")
 
 
 def _close(train_iter) -> None:

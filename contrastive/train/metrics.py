@@ -31,7 +31,7 @@ class MetricWriter:
     self.logdir = os.fspath(logdir)
     self._writer = None
     if jax.process_index() == 0:
-      import tensorboardX  # pylint: disable=g-import-not-at-top  (only process 0 needs it)
+      import tensorboardX  # only process 0 needs it
 
       os.makedirs(self.logdir, exist_ok=True)
       self._writer = tensorboardX.SummaryWriter(self.logdir, flush_secs=30)
@@ -215,7 +215,7 @@ class Progress:
     self._file = file or sys.stdout
     self._bar = None
     if (mode == "bar" or (mode == "auto" and interactive())) and jax.process_index() == 0:
-      from tqdm import auto as tqdm_auto  # pylint: disable=g-import-not-at-top
+      from tqdm import auto as tqdm_auto
 
       self._bar = tqdm_auto.tqdm(
         total=total_steps,

@@ -1,6 +1,6 @@
 """The optimizer a config names: optax with warmup schedules, clipping, decay masks and locking.
 
-`config.optim` keys (see `contrastive.train.config.defaults`):
+`config.optim` keys (see `contrastive.run.config.defaults`):
 
 | key              | meaning                                                                  |
 | ---------------- | ------------------------------------------------------------------------ |

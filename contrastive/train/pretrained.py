@@ -53,7 +53,7 @@ class Settings:
 @functools.lru_cache(maxsize=8)
 def _settings(path: str, mtime: float, name: str | None) -> Settings:
   del mtime  # part of the cache key only
-  from contrastive import models  # pylint: disable=g-import-not-at-top
+  from contrastive import models
 
   pre = models.load_pretrained(path, name=name)
   return Settings(pre.model_config, pre.data, pre.family, path)
@@ -78,7 +78,7 @@ def settings(path: str | os.PathLike, *, name: str | None = None) -> Settings:
 
 def uses_bias(model_config: Mapping[str, Any] | ml_collections.ConfigDict) -> bool:
   """Whether a model config has SigLIP's logit bias (its family's loss is then `sigmoid`)."""
-  from contrastive import models  # pylint: disable=g-import-not-at-top
+  from contrastive import models
 
   return models.make_model(model_config).bias_init is not None
 
@@ -89,7 +89,7 @@ def normalization(mean: Sequence[float], std: Sequence[float]) -> str:
   Raises:
     ValueError: no entry of `data.NORMALIZATIONS` has them (naming both).
   """
-  from contrastive import data  # pylint: disable=g-import-not-at-top
+  from contrastive import data
 
   for name, (m, s) in data.NORMALIZATIONS.items():
     if np.allclose(m, mean, atol=1e-6) and np.allclose(s, std, atol=1e-6):
@@ -135,7 +135,7 @@ def _describe(encoder: Any, tower: Mapping[str, Any], embed_dim: int) -> dict[st
 def config_differences(model_config: Any, checkpoint_config: Any, keys: Sequence[str]) -> list[str]:
   """`"{modality}.{field}: run vs checkpoint"` for every field that differs between the towers
   the two model configs build, over the modalities among `keys`."""
-  from contrastive import models  # pylint: disable=g-import-not-at-top
+  from contrastive import models
 
   run, ckpt = (ml_collections.ConfigDict(c).to_dict() for c in (model_config, checkpoint_config))
   out = []
@@ -181,13 +181,13 @@ def restore_params(
 
   Returns:
     `(params, 0)`: the checkpoint's parameters (host arrays) and step 0, as
-    `checkpoint.restore_params` returns a run's.
+    `contrastive.run.workdir.restore_params` returns a run's.
 
   Raises:
     ValueError: a path that is neither a run directory nor a checkpoint, a `step`, or a tower
       whose config differs from the checkpoint's (naming the fields).
   """
-  from contrastive import models  # pylint: disable=g-import-not-at-top
+  from contrastive import models
 
   path = os.fspath(path)
   if os.path.exists(path) and models.pretrained.detect_family(path, name=name) is None:

@@ -48,7 +48,10 @@ from absl import logging
 import jax
 import ml_collections
 
-CONFIG_FILE = "config.json"
+from contrastive.run.workdir import CONFIG_FILE
+from contrastive.run.workdir import checkpoint_dir
+from contrastive.run.workdir import saved_config
+
 _ABSENT = "(absent)"
 
 
@@ -60,15 +63,6 @@ def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
   with open(path + ".tmp", "w") as f:
     f.write(config.to_json_best_effort(indent=2, sort_keys=True))
   os.replace(path + ".tmp", path)
-
-
-def saved_config(workdir: str) -> dict[str, Any] | None:
-  """The config a run saved in `workdir` (plain JSON values), or None."""
-  path = os.path.join(workdir, CONFIG_FILE)
-  if not os.path.exists(path):
-    return None
-  with open(path) as f:
-    return json.load(f)
 
 
 def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -111,7 +105,7 @@ def changes_state(key: str, old: Any, new: Any, *, optimizer: str | None = None)
 
 
 def _has_checkpoints(workdir: str) -> list[int]:
-  directory = os.path.join(workdir, "checkpoints")
+  directory = checkpoint_dir(workdir)
   if not os.path.isdir(directory):
     return []
   return sorted(int(name) for name in os.listdir(directory) if name.isdigit())

@@ -15,9 +15,8 @@ import ml_collections
 from contrastive import models
 from contrastive.evaluate import configured
 from contrastive.evaluate import interactive
-from contrastive.train import checkpoint as checkpoint_lib
-from contrastive.train import config as config_lib
-from contrastive.train import resume
+from contrastive.run import config as run_config
+from contrastive.run import workdir as workdir_lib
 
 
 def load_run(
@@ -38,12 +37,12 @@ def load_run(
   """
   workdir = os.fspath(workdir)
   if config is None:
-    saved = resume.saved_config(workdir)
+    saved = workdir_lib.saved_config(workdir)
     if saved is None:
-      raise FileNotFoundError(f"No {resume.CONFIG_FILE} in {workdir}: pass the run's config.")
+      raise FileNotFoundError(f"No {workdir_lib.CONFIG_FILE} in {workdir}: pass the run's config.")
     config = ml_collections.ConfigDict(saved)
-  config = config_lib.resolve(config)
-  params, _ = checkpoint_lib.restore_params(workdir, step=step)
+  config = run_config.resolve(config)
+  params, _ = workdir_lib.restore_params(workdir, step=step)
   return interactive.Embedder(
     models.make_model(config.model), jax.device_get(params), configured.make_prepare(config.data)
   )

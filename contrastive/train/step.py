@@ -25,8 +25,9 @@ Reference: Gao et al., "Scaling Deep Contrastive Learning Batch Size under Memor
 Setup", 2021, https://arxiv.org/abs/2101.06983.
 
 A momentum-queue objective (`moco`) takes its keys from a momentum encoder and its negatives
-from queues, both carried in `TrainState.loss_state` (see `contrastive.train.momentum`); its step
-is `make_momentum_grad_fn` followed by `momentum.update`, and does not combine with GradCache.
+from queues, both carried in `TrainState.loss_state` (see `contrastive.train.momentum`): the same
+step with another gradient function (`make_momentum_grad_fn`) and, after the optimizer's update,
+`momentum.update`. It does not combine with GradCache.
 """
 
 from __future__ import annotations
@@ -84,7 +85,9 @@ class StepConfig:
       on it in `"stop"` mode.
     seed: the run's seed; step `s` uses `fold_in(key(seed), s)` for dropout.
     momentum: for a momentum-queue objective (`moco`), the key encoder's EMA momentum `m`; the
-      train state then carries a `momentum.MomentumState`. None: no momentum encoder.
+      train state then carries a `momentum.MomentumState`. None: no momentum encoder. It does
+      not combine with `accum_steps > 1` (the queues take one batch of keys per update): such a
+      config is refused when it is made.
   """
 
   modalities: tuple[str, ...]
@@ -98,17 +101,13 @@ class StepConfig:
   seed: int = 0
   momentum: float | None = None
 
-
-def check_step_config(objective: losses.Objective, config: StepConfig) -> None:
-  """Refuses what the step cannot run: a momentum-queue objective (`moco`) with GradCache (its
-  queues take one batch of keys per update). `contrastive.train.config.check_run` calls this
-  before anything is built, `make_momentum_grad_fn` again for direct callers."""
-  if (config.momentum is not None or objective.momentum_queue) and config.accum_steps != 1:
-    raise ValueError(
-      f"Loss {objective.name!r} (a momentum encoder with queues) does not combine "
-      "with GradCache accumulation: set optim.accum_steps=1, got "
-      f"{config.accum_steps}."
-    )
+  def __post_init__(self):
+    if self.momentum is not None and self.accum_steps != 1:
+      raise ValueError(
+        f"A momentum-queue loss (loss.momentum={self.momentum}: a momentum encoder with queues) "
+        "does not combine with GradCache accumulation: set optim.accum_steps=1, got "
+        f"{self.accum_steps}."
+      )
 
 
 def make_loss_fn(objective: losses.Objective, mesh: Mesh, config: StepConfig):
@@ -249,7 +248,6 @@ def make_momentum_grad_fn(
   parameters; `keys` (`{modality: [batch, embed_dim]}`, from the key encoder) go to
   `momentum.update` after the optimizer step.
   """
-  check_step_config(objective, config)
   loss_fn = make_loss_fn(objective, mesh, config)
   directions = momentum_lib.directions(config.modalities)
 
@@ -271,6 +269,24 @@ def make_momentum_grad_fn(
   return grad_fn
 
 
+def _loss_parts(model, objective, mesh, config: StepConfig, param_shardings):
+  """The step's two loss-specific parts, picked once: `grad_fn(params, loss_state, batch, rng)
+  -> ((loss, (scale, bias)), grads, aux)` and `after_update(loss_state, new_params, aux) ->
+  loss_state`. Plain or GradCache (`make_grad_fn`): no `aux`, the loss state as it is. A
+  momentum-queue objective (`make_momentum_grad_fn`): `aux` is the step's keys, enqueued after
+  the update, and the key encoder moves towards the new parameters (`momentum.update`)."""
+  if config.momentum is None:
+    plain = make_grad_fn(model, objective, mesh, config, param_shardings)
+    return (
+      lambda params, loss_state, batch, rng: (*plain(params, batch, rng), None),
+      lambda loss_state, params, aux: loss_state,
+    )
+  return (
+    make_momentum_grad_fn(model, objective, mesh, config),
+    lambda loss_state, params, keys: momentum_lib.update(loss_state, params, keys, config.momentum),
+  )
+
+
 def make_train_step(
   model: nn.Module,
   objective: losses.Objective,
@@ -290,26 +306,17 @@ def make_train_step(
   Calls must happen inside `parallel.use_rules(mesh)`, so that tracing sees the logical axis
   rules; the returned function enters it itself.
   """
-  with_momentum = config.momentum is not None
-  if with_momentum:
-    grad_fn = make_momentum_grad_fn(model, objective, mesh, config)
-  else:
-    grad_fn = make_grad_fn(model, objective, mesh, config, state_shardings.params)
+  grad_fn, after_update = _loss_parts(model, objective, mesh, config, state_shardings.params)
   base_key = jax.random.key(config.seed)
 
   def train_step(state: TrainState, batch: Mapping[str, jax.Array]):
     rng = jax.random.fold_in(base_key, state.step)
-    if with_momentum:
-      (loss, (scale, bias)), grads, keys = grad_fn(state.params, state.loss_state, batch, rng)
-    else:
-      (loss, (scale, bias)), grads = grad_fn(state.params, batch, rng)
+    (loss, (scale, bias)), grads, aux = grad_fn(state.params, state.loss_state, batch, rng)
     grad_norm = optimizer_lib.global_norm(grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     params = optimizer_lib.clip_log_scale(params, config.max_scale)
-    loss_state = state.loss_state
-    if with_momentum:  # enqueue this step's keys, move the key encoder towards `params`
-      loss_state = momentum_lib.update(loss_state, params, keys, config.momentum)
+    loss_state = after_update(state.loss_state, params, aux)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     # A non-finite step changes nothing but the counters.
     keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)

@@ -76,9 +76,9 @@ def zoo_config(
   to `eval_examples`; evaluation every `eval_every` steps (only at the end where None); one
   checkpoint at the end (saves are not what a study times); `overrides` are dotted config keys.
   """
-  import ml_collections  # noqa: PLC0415
+  import ml_collections
 
-  from contrastive import train  # noqa: PLC0415
+  from contrastive import train
 
   c = train.get_config(
     str(ROOT / f"configs/loss_zoo.py:loss={loss},steps={steps},batch_size={batch_size}"),
@@ -108,8 +108,8 @@ def train_run(config, run_dir: pathlib.Path, name: str) -> dict:
   `history` (every evaluation's flat metrics with its `step`), `wall_s` and the 1/5/15-minute
   load averages before and after, so a table can say how shared the machine was.
   """
-  from contrastive import train  # noqa: PLC0415 (jax starts only when a run does)
-  from contrastive.evaluate import report  # noqa: PLC0415
+  from contrastive import train
+  from contrastive.evaluate import report
 
   if run_dir.exists():
     shutil.rmtree(run_dir)  # a fresh run: never resume one of other settings

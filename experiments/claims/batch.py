@@ -73,7 +73,7 @@ def summarize(runs):
 
 def verdict(summary, batches, n_seeds, checks):
   lo, hi = str(batches[0]), str(batches[-1])
-  z = lambda loss, b: summary[loss][b]["zeroshot"]  # noqa: E731
+  z = lambda loss, b: summary[loss][b]["zeroshot"]
   sig_beats_small = _study.clearly_above(z("sigmoid", lo), z("softmax", lo))
   gap_small = z("sigmoid", lo)["mean"] - z("softmax", lo)["mean"]
   gap_large = z("sigmoid", hi)["mean"] - z("softmax", hi)["mean"]
@@ -182,10 +182,10 @@ def write_markdown(path, report, summary):
 
 
 def plot(path, summary, batches):
-  import matplotlib  # noqa: PLC0415
+  import matplotlib
 
   matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # noqa: PLC0415
+  import matplotlib.pyplot as plt
 
   fig, axes = plt.subplots(1, 2, figsize=(11, 4))
   for ax, (key, title) in zip(axes, (METRICS[0], METRICS[3])):

@@ -68,11 +68,17 @@ def verdict(summary, n_seeds):
   near_chance = abs(clip[seen]["mean"] - 0.5) < 0.1
   drop = {name: neg[k]["mean"] - clip[k]["mean"] for k, name in OTHER}
   kept = all(d > -0.03 for d in drop.values())
+  unlifted = ", ".join(h for h, v in lifts.items() if not v)
+  lift = (
+    "above CLIP by over two seed spreads"
+    if all(lifts.values())
+    else f"not clearly above CLIP on {unlifted}"
+  )
   result = (
     f"CLIP's binding is {clip[seen]['mean']:.3f} seen / {clip[held]['mean']:.3f} "
     f"held-out ({'near' if near_chance else 'not near'} chance, 0.5); NegCLIP's "
     f"{neg[seen]['mean']:.3f} / {neg[held]['mean']:.3f} "
-    f"({'above CLIP by over two seed spreads' if all(lifts.values()) else 'not clearly above CLIP on ' + ', '.join(h for h, v in lifts.items() if not v)}); "
+    f"({lift}); "
     f"held-out types clearly lifted: {', '.join(per_type) or 'none'}. Zero-shot and "
     f"retrieval {'kept' if kept else 'partly lost'} (largest change "
     f"{100 * min(drop.values()):+.1f} points, {min(drop, key=drop.get)})."
@@ -139,10 +145,10 @@ def write_markdown(path, report, summary):
 
 
 def plot(path, summary):
-  import matplotlib  # noqa: PLC0415
+  import matplotlib
 
   matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # noqa: PLC0415
+  import matplotlib.pyplot as plt
 
   fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
   width = 0.38

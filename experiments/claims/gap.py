@@ -130,7 +130,9 @@ def verdict(summary: dict, curves: dict, n_seeds: int) -> tuple[str, str]:
   ]
   for k in ("CUA", "CUAXU"):
     parts.append(
-      f"{k} {gap[k]:.3f} ({'smaller than CLIP by over two seed spreads' if closes[k] else 'not clearly smaller'}; zero-shot "
+      f"{k} {gap[k]:.3f} "
+      f"({'smaller than CLIP by over two seed spreads' if closes[k] else 'not clearly smaller'}; "
+      "zero-shot "
       f"shape+colour mean {zs[k]:.3f} vs CLIP {zs['CLIP']:.3f}, "
       f"{'kept' if keeps[k] else 'lost'})"
     )
@@ -264,10 +266,10 @@ def curves_of(runs):
 
 
 def plot(path, curves, summary):
-  import matplotlib  # noqa: PLC0415
+  import matplotlib
 
   matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # noqa: PLC0415
+  import matplotlib.pyplot as plt
 
   fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4))
   for label, c in curves.items():

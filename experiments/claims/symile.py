@@ -76,14 +76,13 @@ def bits_learned(loss: str, final_loss: float, batch: int) -> float:
 
 def evaluate_run(workdir: str, num_test: int) -> dict[str, float]:
   """Zero-shot accuracy of predicting `c` from `(a, b)` on the run's test split."""
-  from contrastive import evaluate  # noqa: PLC0415
-  from contrastive import models  # noqa: PLC0415
-  from contrastive import train  # noqa: PLC0415
-  from contrastive.data import transforms  # noqa: PLC0415
-  from contrastive.data import xor  # noqa: PLC0415
-  from contrastive.train import config as config_lib  # noqa: PLC0415
+  from contrastive import evaluate
+  from contrastive import models
+  from contrastive import run
+  from contrastive.data import transforms
+  from contrastive.data import xor
 
-  config = config_lib.resolve(_saved(workdir))
+  config = run.resolve(_saved(workdir))
   opts = dict(xor.XOR_DEFAULTS, **dict(config.data.xor))
   size, kind = int(config.data.image_size), config.data.normalization
   source = xor.XorSource(
@@ -101,7 +100,7 @@ def evaluate_run(workdir: str, num_test: int) -> dict[str, float]:
   prepare = lambda raw: {
     k: np.stack([transforms.normalize(np.asarray(x), kind) for x in v]) for k, v in raw.items()
   }
-  params = train.restore_params(workdir)[0]
+  params = run.restore_params(workdir)[0]
   embedder = evaluate.Embedder(models.make_model(config.model), params, prepare)
   records = [source[i] for i in range(len(source))]
   bits = opts["bits"]
@@ -132,11 +131,11 @@ def evaluate_run(workdir: str, num_test: int) -> dict[str, float]:
 
 
 def _saved(workdir: str):
-  import ml_collections  # noqa: PLC0415
+  import ml_collections
 
-  from contrastive.train import resume  # noqa: PLC0415
+  from contrastive import run
 
-  return ml_collections.ConfigDict(resume.saved_config(workdir))
+  return ml_collections.ConfigDict(run.saved_config(workdir))
 
 
 # Runs beyond the main grid that test a negative result before it is reported: GRAM with
@@ -147,7 +146,7 @@ CHECKS = (("gram", 0, 3, 1.0), ("gram", 0, 1, 2.5), ("cmc", 0, 3, 1.0))
 
 def run_one(loss: str, seed: int, args, *, steps: int, lr: float) -> dict:
   """Trains one run (or reuses `{workdir}/result.json` of the same settings) and scores it."""
-  from contrastive import train  # noqa: PLC0415
+  from contrastive import train
 
   workdir = os.path.join(args.workdir, f"{loss}_s{seed}_n{steps}_lr{lr:g}")
   settings = dict(
@@ -248,7 +247,8 @@ def summarize(
       f"| {NAMES[loss]} | {', '.join(map(str, r['seeds']))} | {r['mean']:.3f} | "
       f"{r['std']:.3f}; {r['min']:.3f}–{r['max']:.3f} | {chance:.3f} | {r['pair_mean']:.3f} | "
       f"{r['final_loss']:.3f} ({chance_loss(loss, args.batch_size):.3f}) | "
-      f"{bits_learned(loss, r['final_loss'], args.batch_size):.2f} | {args.steps} | {r['wall_s']:.0f} | {r['load']:.2f} |"
+      f"{bits_learned(loss, r['final_loss'], args.batch_size):.2f} | {args.steps} | "
+      f"{r['wall_s']:.0f} | {r['load']:.2f} |"
     )
   if checks:
     lines += [
@@ -272,7 +272,8 @@ def summarize(
     "(pairwise CLIP sums three pairs: 3 ln B); pairwise CLIP ending there means it learned "
     "nothing, as no pair carries signal. Bits learned: (chance loss - final loss) / ln 2 "
     f"(per pair for pairwise CLIP); identical renderings of the same value tie, so the best "
-    f"is {args.bits} bits, a loss of ln(B / 2^bits) = {np.log(args.batch_size / 2**args.bits):.3f}. "
+    f"is {args.bits} bits, a loss of ln(B / 2^bits) = "
+    f"{np.log(args.batch_size / 2**args.bits):.3f}. "
     "A GRAM run at 1 bit tells one bit of c apart and not the other, which is what an "
     "accuracy near 0.5 of 4 values means.",
     "",
@@ -312,10 +313,10 @@ def summarize(
     + "\n"
   )
 
-  import matplotlib  # noqa: PLC0415
+  import matplotlib
 
   matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # noqa: PLC0415
+  import matplotlib.pyplot as plt
 
   fig, ax = plt.subplots(figsize=(5.5, 3.5))
   xs = np.arange(len(rows))

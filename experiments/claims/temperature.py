@@ -52,9 +52,9 @@ METRICS = PROBES[:1] + EVAL[:3] + PROBES[1:2] + EVAL[3:] + PROBES[2:]
 
 def probe(run_dir: pathlib.Path, config, batch_size: int) -> dict[str, float]:
   """The hardest-negative share and the tolerance of a trained run, on its test sources."""
-  from contrastive import evaluate  # noqa: PLC0415
-  from contrastive import train  # noqa: PLC0415
-  from contrastive.evaluate import sources  # noqa: PLC0415
+  from contrastive import evaluate
+  from contrastive import train
+  from contrastive.evaluate import sources
 
   embedder = train.load_run(run_dir)
   scale = embedder.scale
@@ -116,8 +116,8 @@ def _rank_corr(a, b) -> float:
 
 
 def verdict(summary, n_seeds):
-  fixed = sorted((float(t) for t in summary if t != LEARNED))
-  m = lambda key: [summary[str(t)][key]["mean"] for t in fixed]  # noqa: E731
+  fixed = sorted(float(t) for t in summary if t != LEARNED)
+  m = lambda key: [summary[str(t)][key]["mean"] for t in fixed]
   corr = {
     name: _rank_corr(fixed, m(key))
     for key, name in (
@@ -144,9 +144,10 @@ def verdict(summary, n_seeds):
   ]
   if LEARNED in summary:
     learned = summary[LEARNED]
+    shape, colour = (learned[f"zeroshot_{v}/top1"]["mean"] for v in ("shape", "colour"))
+    zeroshot = (shape + colour) / 2
     parts.append(
-      f"the learned scale ends at tau = {learned['tau']['mean']:.3f} with "
-      f"{100 * (learned['zeroshot_shape/top1']['mean'] + learned['zeroshot_colour/top1']['mean']) / 2:.1f}%"
+      f"the learned scale ends at tau = {learned['tau']['mean']:.3f} with {100 * zeroshot:.1f}%"
     )
   result = "; ".join(parts) + "."
   if n_seeds < 2:
@@ -197,10 +198,10 @@ def write_markdown(path, report, summary):
 
 
 def plot(path, summary):
-  import matplotlib  # noqa: PLC0415
+  import matplotlib
 
   matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # noqa: PLC0415
+  import matplotlib.pyplot as plt
 
   panels = [
     ("hardest_share", "hardest-negative share"),

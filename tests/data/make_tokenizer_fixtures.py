@@ -1,4 +1,4 @@
-"""Writes tests/data/fixtures/tokenizers.json: the peers' ids on one test corpus.
+"""Writes tests/data/fixtures/tokenizers.json (the peers' ids on one test corpus) and spiece.model.
 
 Run with the peers' venv (torch, open_clip_torch, ftfy, transformers, sentencepiece, protobuf):
 
@@ -8,15 +8,17 @@ It records, for the corpus below:
 - `clip`: `open_clip.tokenize(corpus)` at context 77 and 8 (open_clip cleans with ftfy);
 - `ftfy`: `ftfy.fix_text(text)` of each text, and `mojibake`: texts that only ftfy's encoding
   repair changes, with their open_clip ids;
-- `siglip`: a SentencePiece model trained here on `spm_corpus` with `spm_args` (the sha256 of
-  its pieces and scores, so a test that trains the same model knows it has the same one), and
-  transformers' `SiglipTokenizer` ids (padding="max_length", truncation=True) at 64 and 8;
+- `siglip`: the sha256 of the pieces and scores of a SentencePiece model trained here on
+  `spm_corpus` with `spm_args` and written beside as `spiece.model` (the tests read that file, so
+  they do not depend on what another sentencepiece version would train), and transformers'
+  `SiglipTokenizer` ids with it (padding="max_length", truncation=True) at 64 and 8;
 - `siglip_json`: the files transformers' `T5TokenizerFast` writes for such a model trained with
   identity normalization (`tokenizer.json`, `tokenizer_config.json`: what open_clip's SigLIP hub
   repos ship), and open_clip's `HFTokenizer(clean="canonicalize")` ids with them at 64 and 8.
 """
 
 import hashlib
+import io
 import json
 import os
 import sys
@@ -26,9 +28,10 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
-from tests import peers  # pylint: disable=g-import-not-at-top,wrong-import-position
+from tests import peers  # noqa: E402  (after the repository root is on the path)
 
 OUT = os.path.join(ROOT, "tests", "data", "fixtures", "tokenizers.json")
+SPIECE = os.path.join(ROOT, "tests", "data", "fixtures", "spiece.model")
 
 CORPUS = [
   "a photo of a cat",
@@ -96,19 +99,26 @@ SPM_ARGS = dict(
 
 
 def train_spm(directory: str, **overrides) -> str:
-  """Trains the test's SentencePiece model (T5's special ids: pad 0, `</s>` 1, `<unk>` 2)."""
-  import sentencepiece as spm  # pylint: disable=g-import-not-at-top
+  """Trains the test's SentencePiece model (T5's special ids: pad 0, `</s>` 1, `<unk>` 2).
 
-  prefix = os.path.join(directory, "spiece")
+  Written as `directory/spiece.model`, through a writer: the file holds no temporary path, so
+  training twice with one sentencepiece version writes the same bytes.
+  """
+  import sentencepiece as spm
+
+  writer = io.BytesIO()
   spm.SentencePieceTrainer.Train(
-    sentence_iterator=iter(SPM_CORPUS), model_prefix=prefix, **{**SPM_ARGS, **overrides}
+    sentence_iterator=iter(SPM_CORPUS), model_writer=writer, **{**SPM_ARGS, **overrides}
   )
-  return prefix + ".model"
+  path = os.path.join(directory, "spiece.model")
+  with open(path, "wb") as f:
+    f.write(writer.getvalue())
+  return path
 
 
 def pieces_sha256(model: str) -> str:
   """The vocabulary's fingerprint: pieces and scores (the file also holds its own path)."""
-  import sentencepiece as spm  # pylint: disable=g-import-not-at-top
+  import sentencepiece as spm
 
   sp = spm.SentencePieceProcessor(model_file=model)
   pieces = [[sp.IdToPiece(i), round(sp.GetScore(i), 4)] for i in range(sp.GetPieceSize())]
@@ -117,8 +127,8 @@ def pieces_sha256(model: str) -> str:
 
 def t5_fast(model: str, directory: str) -> None:
   """`tokenizer.json` of a SentencePiece model, as transformers converts T5's."""
-  from sentencepiece import sentencepiece_model_pb2  # pylint: disable=g-import-not-at-top
-  import transformers  # pylint: disable=g-import-not-at-top
+  from sentencepiece import sentencepiece_model_pb2
+  import transformers
 
   proto = sentencepiece_model_pb2.ModelProto()
   with open(model, "rb") as f:
@@ -134,10 +144,10 @@ def t5_fast(model: str, directory: str) -> None:
 
 def main():
   open_clip = peers.import_open_clip()
-  import ftfy  # pylint: disable=g-import-not-at-top
+  import ftfy
 
   peers.install_torchvision_stand_in()
-  import transformers  # pylint: disable=g-import-not-at-top
+  import transformers
 
   def ids(tokens):
     return np.asarray(tokens).astype(int).tolist()
@@ -150,18 +160,15 @@ def main():
     "ftfy": [ftfy.fix_text(t) for t in MOJIBAKE],
     "clip": ids(open_clip.tokenize(MOJIBAKE)),
   }
-  with tempfile.TemporaryDirectory() as tmp:
-    model = train_spm(tmp)
-    hf = transformers.SiglipTokenizer(vocab_file=model)
-    out["siglip"] = {
-      "pieces_sha256": pieces_sha256(model),
-      **{
-        str(n): [
-          hf(t, padding="max_length", max_length=n, truncation=True).input_ids for t in CORPUS
-        ]
-        for n in (64, 8)
-      },
-    }
+  model = train_spm(os.path.dirname(SPIECE))
+  hf = transformers.SiglipTokenizer(vocab_file=model)
+  out["siglip"] = {
+    "pieces_sha256": pieces_sha256(model),
+    **{
+      str(n): [hf(t, padding="max_length", max_length=n, truncation=True).input_ids for t in CORPUS]
+      for n in (64, 8)
+    },
+  }
   with tempfile.TemporaryDirectory() as tmp:
     # Identity normalization keeps the file small (no 300 kB precompiled NFKC table).
     model = train_spm(tmp, normalization_rule_name="identity")
@@ -179,7 +186,7 @@ def main():
   os.makedirs(os.path.dirname(OUT), exist_ok=True)
   with open(OUT, "w", encoding="utf-8") as f:
     json.dump(out, f, ensure_ascii=True)
-  print(f"wrote {OUT} ({os.path.getsize(OUT)} bytes)")
+  print(f"wrote {OUT} ({os.path.getsize(OUT)} bytes) and {SPIECE}")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""`python -m contrastive.data.build`: folders and webdataset tars round-trip through ArrayRecord."""
+"""`python -m contrastive.data.build`: folders and webdataset tars round-trip through
+ArrayRecord."""
 
 import io
 import json

@@ -113,7 +113,7 @@ def test_registry_contract(tmp_path, arrayrecord_dir):
     if cfg is None:
       continue  # covered above with a prepared builder
     src = sources.make_source(cfg, split="train")
-    assert isinstance(src, sources.Source) and len(src) > 0
+    assert isinstance(src, sources.Source) and len(src) > 0, name
     record = src[1]
     assert set(src.fields) <= set(record) and record["index"] == 1
     assert src.dataset()[1]["index"] == 1

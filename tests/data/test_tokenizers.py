@@ -1,4 +1,4 @@
-"""Tokenizers: round trips, fixed length with 0 padding, specs, the optional extra."""
+"""Tokenizers and their specs: round trips, fixed length with 0 padding, the optional extra."""
 
 import pickle
 import sys
@@ -6,6 +6,8 @@ import sys
 import numpy as np
 import pytest
 
+from contrastive.data import shapes
+from contrastive.data import tokenizer_specs
 from contrastive.data import tokenizers as T
 
 TEXTS = [
@@ -16,7 +18,7 @@ TEXTS = [
 
 
 def test_bytes_round_trip_and_layout():
-  tok = T.make_tokenizer("bytes")
+  tok = tokenizer_specs.make_tokenizer("bytes")
   ids = T.tokenize(tok, TEXTS, 64)
   assert ids.shape == (3, 64) and ids.dtype == np.int32
   assert T.detokenize(tok, ids) == TEXTS
@@ -34,7 +36,7 @@ def test_sentencepiece_round_trip(tmp_path):
   spm.SentencePieceTrainer.Train(
     sentence_iterator=iter(corpus), model_prefix=str(tmp_path / "sp"), vocab_size=50, minloglevel=2
   )
-  tok = T.make_tokenizer(str(tmp_path / "sp.model"))
+  tok = tokenizer_specs.make_tokenizer(str(tmp_path / "sp.model"))
   assert isinstance(tok, T.SentencePieceTokenizer) and tok.pad_id == 0 and tok.offset == 1
   ids = T.tokenize(tok, TEXTS[::2], 48)
   assert (ids[:, 0] > 0).all() and ids.max() < tok.vocab_size
@@ -49,7 +51,7 @@ def test_bpe_train_and_round_trip(tmp_path):
   tok = T.train_bpe(TEXTS * 20, path, vocab_size=300, lowercase=False)
   assert isinstance(tok, T.HFTokenizer) and tok.offset == 0
   assert (tok.pad_id, tok.eos_id, tok.mask_id) == (0, 1, 2)
-  loaded = pickle.loads(pickle.dumps(T.make_tokenizer(path)))
+  loaded = pickle.loads(pickle.dumps(tokenizer_specs.make_tokenizer(path)))
   ids = T.tokenize(loaded, TEXTS, 32)
   assert T.detokenize(loaded, ids) == TEXTS
   # BPE compresses what it was fit on.
@@ -58,23 +60,21 @@ def test_bpe_train_and_round_trip(tmp_path):
 
 def test_specs_and_errors(tmp_path, monkeypatch):
   with pytest.raises(ValueError, match="'wordpiece'.*known: 'bytes'"):
-    T.make_tokenizer("wordpiece")
+    tokenizer_specs.make_tokenizer("wordpiece")
   with pytest.raises(FileNotFoundError, match="nope.model"):
-    T.make_tokenizer(str(tmp_path / "nope.model"))
+    tokenizer_specs.make_tokenizer(str(tmp_path / "nope.model"))
   with pytest.raises(ValueError, match="max_len"):
     T.tokenize(T.ByteTokenizer(), "x", 1)
   (tmp_path / "t.json").write_text("{}")
   monkeypatch.setitem(sys.modules, "tokenizers", None)  # as if the extra were not installed
   with pytest.raises(ImportError, match=r"pip install contrastive\[tokenizers\]"):
-    T.make_tokenizer(str(tmp_path / "t.json"))
+    tokenizer_specs.make_tokenizer(str(tmp_path / "t.json"))
 
 
 def test_words_round_trip_layout_and_unknown_words():
-  from contrastive.data import synthetic  # pylint: disable=g-import-not-at-top
-
-  tok = T.make_tokenizer("words")
-  assert tok.vocab_size == len(synthetic.vocabulary()) + 4
-  src = synthetic.ShapesSource(split="train", num_examples=200, image_size=16)
+  tok = tokenizer_specs.make_tokenizer("words")
+  assert tok.vocab_size == len(shapes.vocabulary()) + 4
+  src = shapes.ShapesSource(split="train", num_examples=200, image_size=16)
   captions = [src[i]["caption"] for i in range(200)]
   ids = T.tokenize(tok, captions, 24)
   assert (ids != tok.unk_id).all()  # the vocabulary covers every built-in caption

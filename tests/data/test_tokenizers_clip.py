@@ -17,6 +17,7 @@ import pytest
 from contrastive import data
 from contrastive.data import clip_bpe
 from contrastive.data import transforms
+from tests.data import tokenizer_testing
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "tokenizers.json")
 
@@ -121,30 +122,22 @@ def test_bad_vocabulary_files(tmp_path):
 def test_pipeline_frames_like_tokenize(tok):
   # The example transform and `tokenize` share one framing: start and end ids included.
   texts = ["a photo of a cat", " ".join(["dog"] * 100)]
-  pad = transforms._pad  # pylint: disable=protected-access
+  pad = transforms._pad
   rows = [pad(tok.encode(t), tok, 77) for t in texts]
   np.testing.assert_array_equal(np.stack(rows), data.tokenize(tok, texts, 77))
   assert isinstance(data.make_tokenizer("clip"), clip_bpe.ClipTokenizer)  # a spec string
 
 
-def _random_texts(n: int, seed: int = 0) -> list[str]:
-  rng = np.random.default_rng(seed)
-  alphabet = list("abcdefghijklmnopqrstuvwxyzABCXYZ0123456789 .,;:!?'\"-_()[]&#<>/\t\n") + list(
-    "éèüñçßøåÆŒ中文日本語한국어русскийελληνικά🐱👍🏽✓★’“”…–—½²ﬁＡＢ&amp;"
-  )
-  return ["".join(rng.choice(alphabet, size=rng.integers(0, 120))) for _ in range(n)]
-
-
 def test_live_open_clip(fx, tok):
   pytest.importorskip("torch")
   pytest.importorskip("ftfy")
-  from tests import peers  # pylint: disable=g-import-not-at-top
+  from tests import peers
 
   try:
     open_clip = peers.import_open_clip()
   except ImportError as e:
     pytest.skip(f"open_clip is not importable: {e}")
-  texts = fx["corpus"] + fx["mojibake"]["texts"] + _random_texts(300)
+  texts = fx["corpus"] + fx["mojibake"]["texts"] + tokenizer_testing.random_texts(300)
   for context in (77, 12):
     np.testing.assert_array_equal(
       data.tokenize(tok, texts, context), open_clip.tokenize(texts, context_length=context).numpy()
@@ -156,7 +149,7 @@ def test_fix_text_differs_from_ftfy_only_in_mojibake_repair(monkeypatch):
   monkeypatch.setattr(clip_bpe, "_ftfy", None)
   repair = {"encode", "decode", "transcode", "decode_inconsistent_utf8"}
   checked = 0
-  for text in _random_texts(2000, seed=5):
+  for text in tokenizer_testing.random_texts(2000, seed=5):
     steps = ftfy.fix_and_explain(text).explanation
     if any(kind in repair or name in repair for kind, name in steps):
       continue

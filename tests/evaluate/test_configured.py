@@ -1,6 +1,6 @@
 """Evaluation as a run config says: `synthetic_subset` keeps only the records it names."""
 
-from contrastive.data import synthetic
+from contrastive.data import shapes
 from contrastive.evaluate import configured
 
 
@@ -10,7 +10,7 @@ def test_synthetic_subset_keeps_the_first_records_of_one_heldout_flag():
   assert len(held.source) == len(seen.source) == 20
   assert all(held.source[i]["heldout"] for i in range(20))
   assert not any(seen.source[i]["heldout"] for i in range(20))
-  assert tuple(held.class_names) == synthetic.SHAPES
-  full = synthetic.ShapesSource(split="shape", num_examples=10**6, image_size=16)
+  assert tuple(held.class_names) == shapes.SHAPES
+  full = shapes.ShapesSource(split="shape", num_examples=10**6, image_size=16)
   first = [i for i in range(400) if full[i]["heldout"]][:20]
   assert [held.source[i]["index"] for i in range(20)] == first

@@ -68,4 +68,4 @@ def test_zeroshot_task_reads_named_templates(fake):
   m = tasks.zeroshot(ctx, source=source, class_names=names, templates="imagenet7")
   assert m["top1"] == 1.0
   # Every one of the 7 templates of the 6 classes was embedded (and cached) once.
-  assert sum(k.startswith("text:") for k in ctx._cache) == 42  # pylint: disable=protected-access
+  assert sum(k.startswith("text:") for k in ctx._cache) == 42

@@ -1,4 +1,4 @@
-"""The notebook helpers: records, figures, tables and the Embedder's zero-shot predictions."""
+"""The notebook helpers: examples by field, figures, tables, the Embedder's zero-shot answers."""
 
 import os
 
@@ -31,13 +31,13 @@ def _embedder():
   return evaluate.Embedder(model, params, conftest.prepare)
 
 
-def test_records_stacks_arrays_and_lists_the_rest():
+def test_examples_by_field_stacks_arrays_and_lists_the_rest():
   source = data.make_source(data.default_config(), split="train")
-  got = evaluate.records(source, 3, start=2)
+  got = evaluate.examples_by_field(source, 3, start=2)
   assert got["image"].shape == (3, 64, 64, 3) and got["image"].dtype == np.uint8
   assert got["caption"] == [source[i]["caption"] for i in (2, 3, 4)]
   with pytest.raises(ValueError, match="Records 0..9 asked of a source of 5"):
-    evaluate.records([{"a": 1}] * 5, 10)
+    evaluate.examples_by_field([{"a": 1}] * 5, 10)
 
 
 def test_image_grid_draws_each_image_with_its_title():
@@ -111,7 +111,7 @@ def test_report_images_finds_the_pngs_or_says_why_not(tmp_path):
 
 
 def test_embedder_from_a_pretrained_checkpoint_uses_its_input_settings():
-  from contrastive import models  # pylint: disable=g-import-not-at-top
+  from contrastive import models
 
   path = os.path.join(
     os.path.dirname(os.path.dirname(__file__)), "models", "pretrained", "fixtures", "open_clip_clip"

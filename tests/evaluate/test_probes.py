@@ -29,8 +29,8 @@ def test_logistic_regression_reaches_the_optimum():
   # both.
   x, y = _separable(240)
   l2s = [0.1, 0.3, 1.0, 3.0, 10.0, 30.0]
-  w, b = probes.fit_logistic_regression(x, y, num_classes=4, l2=l2s, steps=50)
-  for l2, w, b in zip(l2s, np.asarray(w, np.float64), np.asarray(b, np.float64)):
+  weights, biases = probes.fit_logistic_regression(x, y, num_classes=4, l2=l2s, steps=50)
+  for l2, w, b in zip(l2s, np.asarray(weights, np.float64), np.asarray(biases, np.float64)):
     logits = x @ w + b
     p = np.exp(logits - logits.max(1, keepdims=True))
     p /= p.sum(1, keepdims=True)

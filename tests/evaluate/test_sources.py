@@ -26,11 +26,11 @@ def test_extra_sources_and_bare_sources():
 
 
 def test_arrayrecord_folder(tmp_path):
-  import io  # pylint: disable=g-import-not-at-top
+  import io
 
-  from PIL import Image  # pylint: disable=g-import-not-at-top
+  from PIL import Image
 
-  from contrastive.data import build  # pylint: disable=g-import-not-at-top
+  from contrastive.data import build
 
   def png(value):
     out = io.BytesIO()

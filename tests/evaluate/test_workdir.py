@@ -92,10 +92,10 @@ def test_cli_untrained_then_trained(tmp_path):
 def test_a_missing_checkpoint_step_is_an_error(tmp_path):
   import runpy
 
-  from contrastive.train import evaluation  # what the CLI calls
+  from contrastive.evaluate import workdir  # what the CLI calls
 
   config = tmp_path / "tiny.py"
   config.write_text(CONFIG)
   get_config = runpy.run_path(str(config))["get_config"]
   with pytest.raises(FileNotFoundError):
-    evaluation.evaluate_workdir(get_config(), tmp_path / "run", step=5)
+    workdir.evaluate_workdir(get_config(), tmp_path / "run", step=5)

@@ -1,6 +1,6 @@
 """The test kit of the losses: inputs, meshes, value-and-gradient runners, and comparisons.
 
-Import as `from tests.losses.loss_testing import ...`.
+Import as `from tests.losses import loss_testing as lt`.
 
 Float32 results computed in different orders (tile sizes, device counts, ring against dense)
 agree to about 1e-6 of the magnitude of what they sum, so `assert_close` compares each leaf
@@ -80,28 +80,21 @@ def grad_fn(fn, argnums, **kwargs):
   return jax.jit(jax.value_and_grad(lambda *a: fn(*a, **kwargs), argnums=argnums, allow_int=True))
 
 
-def value_and_grads(fn, args, argnums, **kwargs):
-  """`grad_fn(fn, argnums, **kwargs)(*args)`."""
-  return grad_fn(fn, argnums, **kwargs)(*args)
+def ring_value_and_grads(loss_fn, args, *, n_devices: int, block_size, argnums=None, **options):
+  """Value and gradients in `argnums` (every argument by default) of
+  `loss_fn(*args, block_size=block_size, **options)` under jit, on one device or as a ring over the
+  first `n_devices` (`ring_fn`)."""
+  argnums = tuple(range(len(args))) if argnums is None else argnums
+  return grad_fn(ring_fn(loss_fn, n_devices), argnums, block_size=block_size, **options)(*args)
 
 
-def reference_value_and_grads(ref_fn, args, argnums, **kwargs):
-  """Value and gradients of a dense reference, eagerly (tiny batches: cheaper than compiling)."""
-  return jax.value_and_grad(lambda *a: ref_fn(*a, **kwargs), argnums=argnums, allow_int=True)(*args)
-
-
-def ring_value_and_grad(loss_fn, args, n_devices: int, block_size, **options):
-  """jit(value_and_grad) of ``loss_fn(*args)`` in every argument, on one device or a mesh of
-  every (simulated) device."""
-  if n_devices == 1:
-    fn = lambda *a: loss_fn(*a, block_size=block_size, **options)
-  else:
-    assert n_devices == jax.device_count(), "the mesh takes every (simulated) device"
-    fn = parallel.shard_loss(
-      lambda *a, axis_name: loss_fn(*a, axis_name=axis_name, block_size=block_size, **options),
-      parallel.make_mesh(),
-    )
-  return jax.jit(jax.value_and_grad(fn, argnums=tuple(range(len(args)))))(*args)
+def reference_value_and_grads(ref_fn, args, argnums=None, **options):
+  """Value and gradients in `argnums` (every argument by default) of a dense reference, eagerly
+  (tiny batches: cheaper than compiling)."""
+  argnums = tuple(range(len(args))) if argnums is None else argnums
+  return jax.value_and_grad(lambda *a: ref_fn(*a, **options), argnums=argnums, allow_int=True)(
+    *args
+  )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -160,25 +153,31 @@ def assert_finite_losses(loss_fn, *cases, **options):
   return values
 
 
-def check_ring_matches_reference(
-  loss_fn, ref_fn, args, argnums, *, n_devices, block_size, rtol=1e-5, **kwargs
+def assert_matches_reference(
+  loss_fn,
+  reference_fn,
+  args,
+  *,
+  n_devices: int,
+  block_size,
+  argnums=None,
+  rtol: float = 1e-5,
+  atol: float = 0.0,
+  relative_to: Literal["leaf", "element"] = "leaf",
+  **options,
 ):
-  """Value and gradients (in `argnums`) of the ring loss equal the dense reference's, relative to
-  each leaf's magnitude."""
-  expected = reference_value_and_grads(ref_fn, args, argnums, **kwargs)
-  actual = value_and_grads(
-    ring_fn(loss_fn, n_devices), args, argnums, block_size=block_size, **kwargs
+  """The ring loss equals its dense reference: `loss_fn(*args, block_size=block_size, **options)`
+  on `n_devices` devices (`ring_value_and_grads`) and `reference_fn(*args, **options)` have the
+  same value, a float32 scalar, and the same gradients in `argnums` (every argument by default),
+  to `assert_close(..., rtol=rtol, atol=atol, relative_to=relative_to)`.
+
+  Returns the ring's `(value, grads)`.
+  """
+  argnums = tuple(range(len(args))) if argnums is None else argnums
+  expected = reference_value_and_grads(reference_fn, args, argnums, **options)
+  value, grads = ring_value_and_grads(
+    loss_fn, args, n_devices=n_devices, block_size=block_size, argnums=argnums, **options
   )
-  assert_close(actual, expected, rtol=rtol)
-  return actual
-
-
-def assert_matches_reference(loss_fn, reference_fn, args, n_devices, block_size, **options):
-  """Value and every gradient of the ring loss equal the dense reference's, element by element."""
-  value, grads = ring_value_and_grad(loss_fn, args, n_devices, block_size, **options)
-  want, want_grads = jax.value_and_grad(
-    lambda *a: reference_fn(*a, **options), argnums=tuple(range(len(args)))
-  )(*args)
-  assert value.dtype == jnp.float32 and value.shape == ()
-  assert_close(value, want, rtol=RTOL, atol=ATOL, relative_to="element")
-  assert_close(grads, want_grads, rtol=RTOL, atol=ATOL, relative_to="element")
+  assert value.dtype == jnp.float32 and value.shape == (), (value.dtype, value.shape)
+  assert_close((value, grads), expected, rtol=rtol, atol=atol, relative_to=relative_to)
+  return value, grads

@@ -6,12 +6,7 @@ import pytest
 
 from contrastive import losses
 from contrastive.losses import reference
-from tests.losses.loss_testing import assert_close
-from tests.losses.loss_testing import assert_finite
-from tests.losses.loss_testing import check_ring_matches_reference
-from tests.losses.loss_testing import extreme_cases
-from tests.losses.loss_testing import grad_fn
-from tests.losses.loss_testing import unit_embeddings
+from tests.losses import loss_testing as lt
 
 B, D, SCALE = 24, 8, 7.0
 
@@ -26,13 +21,13 @@ B, D, SCALE = 24, 8, 7.0
   ],
 )
 def test_matches_reference(name, options, n_devices, block_size):
-  x, y = unit_embeddings(0, B, D)
+  x, y = lt.unit_embeddings(0, B, D)
   args, argnums = ((x, y), (0, 1)) if name == "align_uniform_loss" else ((x, y, SCALE), (0, 1, 2))
-  check_ring_matches_reference(
+  lt.assert_matches_reference(
     getattr(losses, name),
     getattr(reference, name),
     args,
-    argnums,
+    argnums=argnums,
     n_devices=n_devices,
     block_size=block_size,
     **options,
@@ -41,7 +36,7 @@ def test_matches_reference(name, options, n_devices, block_size):
 
 def test_gap_terms():
   """CUA = CLIP + align_uniform (lam=1); CUAXU - CUA = the cross-modal log-mean-exp."""
-  x, y = unit_embeddings(1, B, D)
+  x, y = lt.unit_embeddings(1, B, D)
 
   @jax.jit
   def terms(x, y):
@@ -61,21 +56,21 @@ def test_gap_terms():
 
 def test_extreme_inputs():
   """Identical embeddings: perfect alignment (0), worst uniformity (log 1 = 0); all finite."""
-  values_and_grads = grad_fn(
+  values_and_grads = lt.grad_fn(
     lambda x, y, s: (
       losses.align_uniform_loss(x, y, alpha=1.0, block_size=5)
       + losses.contrastive_gap_loss(x, y, s, alpha=1.0, block_size=5)
     ),
     (0, 1, 2),
   )
-  for x, y in extreme_cases(B, D):
-    assert_finite(values_and_grads(x, y, 100.0))
-  same, _ = extreme_cases(B, D)[0]
+  for x, y in lt.extreme_cases(B, D):
+    lt.assert_finite(values_and_grads(x, y, 100.0))
+  same, _ = lt.extreme_cases(B, D)[0]
   np.testing.assert_allclose(jax.jit(losses.align_uniform_loss)(same, same), 0.0, atol=1e-5)
 
 
 def test_registry():
-  x, y = unit_embeddings(3, B, D)
+  x, y = lt.unit_embeddings(3, B, D)
   both = jax.jit(
     lambda x, y: (
       losses.get("contrastive_gap")([x, y], SCALE, None, {}),
@@ -85,12 +80,12 @@ def test_registry():
     )
   )
   gap, gap_direct, au, au_direct = both(x, y)
-  assert_close(gap, gap_direct)
-  assert_close(au, au_direct)
+  lt.assert_close(gap, gap_direct)
+  lt.assert_close(au, au_direct)
 
 
 def test_errors():
-  x, y = unit_embeddings(4, B, D)
+  x, y = lt.unit_embeddings(4, B, D)
   with pytest.raises(ValueError, match="variant"):
     losses.contrastive_gap_loss(x, y, SCALE, variant="cuax")
   with pytest.raises(ValueError, match="alpha"):

@@ -6,24 +6,18 @@ import pytest
 
 from contrastive import losses
 from contrastive.losses import reference
-from tests.losses.loss_testing import assert_close
-from tests.losses.loss_testing import assert_finite
-from tests.losses.loss_testing import check_ring_matches_reference
-from tests.losses.loss_testing import extreme_cases
-from tests.losses.loss_testing import grad_fn
-from tests.losses.loss_testing import unit_embeddings
+from tests.losses import loss_testing as lt
 
 B, D, SCALE = 24, 8, 7.0
 
 
 @pytest.mark.parametrize("n_devices, block_size", [(1, 5), (8, 2)])
 def test_matches_reference(n_devices, block_size):
-  x, y = unit_embeddings(0, B, D)
-  check_ring_matches_reference(
+  x, y = lt.unit_embeddings(0, B, D)
+  lt.assert_matches_reference(
     losses.auc_mw_loss,
     reference.auc_mw_loss,
     (x, y, SCALE),
-    (0, 1, 2),
     n_devices=n_devices,
     block_size=block_size,
   )
@@ -37,21 +31,23 @@ def test_orthonormal_batch():
 
 
 def test_extreme_inputs_stay_finite():
-  values_and_grads = grad_fn(lambda x, y, s: losses.auc_mw_loss(x, y, s, block_size=5), (0, 1, 2))
-  for x, y in extreme_cases(B, D):
-    assert_finite(values_and_grads(x, y, 100.0))
+  values_and_grads = lt.grad_fn(
+    lambda x, y, s: losses.auc_mw_loss(x, y, s, block_size=5), (0, 1, 2)
+  )
+  for x, y in lt.extreme_cases(B, D):
+    lt.assert_finite(values_and_grads(x, y, 100.0))
 
 
 def test_registry():
-  x, y = unit_embeddings(1, B, D)
+  x, y = lt.unit_embeddings(1, B, D)
   both = jax.jit(
     lambda x, y: (losses.get("auc_mw")([x, y], SCALE, None, {}), losses.auc_mw_loss(x, y, SCALE))
   )
-  assert_close(*both(x, y))
+  lt.assert_close(*both(x, y))
 
 
 def test_errors():
-  x, y = unit_embeddings(2, B, D)
+  x, y = lt.unit_embeddings(2, B, D)
   with pytest.raises(ValueError, match="global batch of at least 2"):
     losses.auc_mw_loss(x[:1], y[:1], SCALE)
   with pytest.raises(TypeError, match="floating"):

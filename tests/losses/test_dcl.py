@@ -6,12 +6,7 @@ import pytest
 
 from contrastive import losses
 from contrastive.losses import reference
-from tests.losses.loss_testing import assert_close
-from tests.losses.loss_testing import assert_finite
-from tests.losses.loss_testing import check_ring_matches_reference
-from tests.losses.loss_testing import extreme_cases
-from tests.losses.loss_testing import grad_fn
-from tests.losses.loss_testing import unit_embeddings
+from tests.losses import loss_testing as lt
 
 B, D, SCALE = 24, 8, 7.0
 
@@ -26,12 +21,11 @@ B, D, SCALE = 24, 8, 7.0
   ],
 )
 def test_matches_reference(name, options, n_devices, block_size):
-  x, y = unit_embeddings(0, B, D)
-  check_ring_matches_reference(
+  x, y = lt.unit_embeddings(0, B, D)
+  lt.assert_matches_reference(
     getattr(losses, name),
     getattr(reference, name),
     (x, y, SCALE),
-    (0, 1, 2),
     n_devices=n_devices,
     block_size=block_size,
     **options,
@@ -39,7 +33,7 @@ def test_matches_reference(name, options, n_devices, block_size):
 
 
 def test_is_softmax_without_the_positive_in_the_denominator():
-  x, y = unit_embeddings(1, B, D)
+  x, y = lt.unit_embeddings(1, B, D)
   logits = SCALE * np.asarray(x, np.float64) @ np.asarray(y, np.float64).T
   positive = np.diag(logits)
 
@@ -52,7 +46,7 @@ def test_is_softmax_without_the_positive_in_the_denominator():
 
 
 def test_dclw_with_flat_weights_is_dcl():
-  x, y = unit_embeddings(2, B, D)
+  x, y = lt.unit_embeddings(2, B, D)
   both = jax.jit(
     lambda x, y: (losses.dclw_loss(x, y, SCALE, sigma=1e6), losses.dcl_loss(x, y, SCALE))
   )
@@ -64,13 +58,13 @@ def test_extreme_inputs_stay_finite():
     losses.dcl_loss(x, y, s, intra_modal=True, block_size=5)
     + losses.dclw_loss(x, y, s, block_size=5)
   )
-  values_and_grads = grad_fn(both, (0, 1, 2))
-  for x, y in extreme_cases(B, D):
-    assert_finite(values_and_grads(x, y, 100.0))
+  values_and_grads = lt.grad_fn(both, (0, 1, 2))
+  for x, y in lt.extreme_cases(B, D):
+    lt.assert_finite(values_and_grads(x, y, 100.0))
 
 
 def test_registry():
-  x, y = unit_embeddings(3, B, D)
+  x, y = lt.unit_embeddings(3, B, D)
   objective = losses.get("dclw")
   both = jax.jit(
     lambda x, y: (
@@ -78,11 +72,11 @@ def test_registry():
       losses.dclw_loss(x, y, SCALE, sigma=0.4),
     )
   )
-  assert_close(*both(x, y))
+  lt.assert_close(*both(x, y))
 
 
 def test_errors():
-  x, y = unit_embeddings(4, B, D)
+  x, y = lt.unit_embeddings(4, B, D)
   with pytest.raises(ValueError, match="global batch of at least 2"):
     losses.dcl_loss(x[:1], y[:1], SCALE)
   with pytest.raises(ValueError, match="sigma"):

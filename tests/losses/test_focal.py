@@ -6,12 +6,7 @@ import pytest
 
 from contrastive import losses
 from contrastive.losses import reference
-from tests.losses.loss_testing import assert_close
-from tests.losses.loss_testing import assert_finite
-from tests.losses.loss_testing import check_ring_matches_reference
-from tests.losses.loss_testing import extreme_cases
-from tests.losses.loss_testing import grad_fn
-from tests.losses.loss_testing import unit_embeddings
+from tests.losses import loss_testing as lt
 
 B, D, SCALE, BIAS = 24, 8, 7.0, -3.0
 
@@ -26,14 +21,13 @@ B, D, SCALE, BIAS = 24, 8, 7.0, -3.0
   ],
 )
 def test_matches_reference(name, options, n_devices, block_size):
-  x, y = unit_embeddings(0, B, D)
+  x, y = lt.unit_embeddings(0, B, D)
   sigmoid = name.startswith("sigmoid")
   args = (x, y, SCALE, BIAS) if sigmoid else (x, y, SCALE)
-  check_ring_matches_reference(
+  lt.assert_matches_reference(
     getattr(losses, name),
     getattr(reference, name),
     args,
-    tuple(range(len(args))),
     n_devices=n_devices,
     block_size=block_size,
     **options,
@@ -41,7 +35,7 @@ def test_matches_reference(name, options, n_devices, block_size):
 
 
 def test_gamma_zero_is_the_plain_loss():
-  x, y = unit_embeddings(1, B, D)
+  x, y = lt.unit_embeddings(1, B, D)
 
   @jax.jit
   def pairs(x, y):
@@ -62,19 +56,19 @@ def test_gamma_zero_is_the_plain_loss():
 
 def test_extreme_inputs_stay_finite():
   """At scale 100 a separated batch has P_ii = 1 in float32: the focal weight stays finite."""
-  values_and_grads = grad_fn(
+  values_and_grads = lt.grad_fn(
     lambda x, y, s: (
       losses.sigmoid_focal_loss(x, y, s, -10.0, gamma=0.5, block_size=5)
       + losses.softmax_focal_loss(x, y, s, gamma=0.5, block_size=5)
     ),
     (0, 1, 2),
   )
-  for x, y in extreme_cases(B, D):
-    assert_finite(values_and_grads(x, y, 100.0))
+  for x, y in lt.extreme_cases(B, D):
+    lt.assert_finite(values_and_grads(x, y, 100.0))
 
 
 def test_registry():
-  x, y = unit_embeddings(2, B, D)
+  x, y = lt.unit_embeddings(2, B, D)
   assert losses.get("sigmoid_focal").uses_bias
   both = jax.jit(
     lambda x, y: (
@@ -82,11 +76,11 @@ def test_registry():
       losses.sigmoid_focal_loss(x, y, SCALE, BIAS, gamma=2.0),
     )
   )
-  assert_close(*both(x, y))
+  lt.assert_close(*both(x, y))
 
 
 def test_errors():
-  x, y = unit_embeddings(3, B, D)
+  x, y = lt.unit_embeddings(3, B, D)
   with pytest.raises(ValueError, match="gamma"):
     losses.softmax_focal_loss(x, y, SCALE, gamma=-1.0)
   with pytest.raises(ValueError, match="alpha"):

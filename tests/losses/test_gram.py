@@ -11,28 +11,34 @@ from contrastive.losses import registry
 from contrastive.losses.gram import _det
 from contrastive.losses.gram import _gram_entries
 from contrastive.losses.gram import volume
-from tests.losses.loss_testing import CONFIG_IDS
-from tests.losses.loss_testing import CONFIGS
-from tests.losses.loss_testing import assert_finite_losses
-from tests.losses.loss_testing import assert_matches_reference
-from tests.losses.loss_testing import modalities
+from tests.losses import loss_testing as lt
 
 
-@pytest.mark.parametrize("n_devices,block_size", CONFIGS, ids=CONFIG_IDS)
+@pytest.mark.parametrize("n_devices,block_size", lt.CONFIGS, ids=lt.CONFIG_IDS)
 def test_matches_reference(n_devices, block_size):
-  assert_matches_reference(
-    losses.gram_loss, reference.gram_loss, (modalities(3), 5.0), n_devices, block_size
+  lt.assert_matches_reference(
+    losses.gram_loss,
+    reference.gram_loss,
+    (lt.modalities(3), 5.0),
+    n_devices=n_devices,
+    block_size=block_size,
+    rtol=lt.RTOL,
+    atol=lt.ATOL,
+    relative_to="element",
   )
 
 
 def test_label_smoothing_on_the_mesh():
   """GRAM's own setting: label smoothing 0.1."""
-  assert_matches_reference(
+  lt.assert_matches_reference(
     losses.gram_loss,
     reference.gram_loss,
-    (modalities(3, seed=1, dim=16), 5.0),
-    8,
-    2,
+    (lt.modalities(3, seed=1, dim=16), 5.0),
+    n_devices=8,
+    block_size=2,
+    rtol=lt.RTOL,
+    atol=lt.ATOL,
+    relative_to="element",
     label_smoothing=0.1,
   )
 
@@ -49,7 +55,7 @@ def test_determinant(k):
 def test_tile_volumes(k):
   """The tile's volumes (pairwise) and the positives' (paired) are sqrt|det| of the Gram matrix
   of [a_i, m^1_j, ..., m^{k-1}_j]."""
-  anchor, *others = modalities(k, seed=6, batch=5, dim=6)
+  anchor, *others = lt.modalities(k, seed=6, batch=5, dim=6)
   pairwise = np.asarray(volume(_gram_entries(anchor, others, pairwise=True)))
   paired = np.asarray(volume(_gram_entries(anchor, others, pairwise=False)))
   anchor, others = np.asarray(anchor, np.float64), [np.asarray(m, np.float64) for m in others]
@@ -65,7 +71,7 @@ def test_tile_volumes(k):
 def test_two_modalities_is_clip_on_the_area():
   """k = 2, unit vectors: Vol_ij = sqrt(1 - (x_i.y_j)^2) = |sin theta_ij|, the paper's area, in
   place of CLIP's cosine: the CLIP cross-entropies of the logits -t |sin theta|."""
-  x, y = modalities(2, seed=3)
+  x, y = lt.modalities(2, seed=3)
   scale = 6.0
   logits = -scale * jnp.sqrt(1 - (x @ y.T) ** 2)
   labels = jnp.arange(x.shape[0])
@@ -78,12 +84,12 @@ def test_two_modalities_is_clip_on_the_area():
 def test_volume_is_zero_for_identical_modalities():
   """Coinciding modalities span no volume: with the other modalities equal, every Vol_ij is 0
   (up to the floor), all logits tie and the loss is log B; loss and gradients stay finite."""
-  x = modalities(1, seed=4)[0]
-  values = assert_finite_losses(
+  x = lt.modalities(1, seed=4)[0]
+  values = lt.assert_finite_losses(
     losses.gram_loss,
     ([x, x, x], 10.0),
     ([jnp.zeros((24, 8))] * 3, 10.0),
-    (modalities(3, seed=5), 1e4),
+    (lt.modalities(3, seed=5), 1e4),
   )
   np.testing.assert_allclose(values[0], np.log(24.0), rtol=1e-5)
 
@@ -98,9 +104,9 @@ def test_volume_is_zero_for_identical_modalities():
 )
 def test_bad_embeddings(embeddings, error, match):
   with pytest.raises(error, match=match):
-    losses.gram_loss(embeddings(modalities(3)), 1.0)
+    losses.gram_loss(embeddings(lt.modalities(3)), 1.0)
 
 
 def test_bad_label_smoothing():
   with pytest.raises(ValueError, match="label_smoothing"):
-    losses.gram_loss(modalities(2), 1.0, label_smoothing=1.0)
+    losses.gram_loss(lt.modalities(2), 1.0, label_smoothing=1.0)

@@ -7,18 +7,13 @@ import pytest
 
 from contrastive import losses
 from contrastive.losses import reference
-from tests.losses.loss_testing import assert_close
-from tests.losses.loss_testing import assert_finite
-from tests.losses.loss_testing import check_ring_matches_reference
-from tests.losses.loss_testing import extreme_cases
-from tests.losses.loss_testing import grad_fn
-from tests.losses.loss_testing import unit_embeddings
+from tests.losses import loss_testing as lt
 
 B, D, SCALE = 24, 8, 7.0
 
 
 def negatives(seed, k):
-  return jnp.stack(unit_embeddings(seed, B, D, n=k), axis=1)  # [B, k, D]
+  return jnp.stack(lt.unit_embeddings(seed, B, D, n=k), axis=1)  # [B, k, D]
 
 
 @pytest.mark.parametrize(
@@ -32,13 +27,12 @@ def negatives(seed, k):
 )
 def test_matches_reference(shared, with_neg_x, n_devices, block_size):
   """Value and gradients in x, y, scale and both sets of hard negatives."""
-  x, y = unit_embeddings(0, B, D)
+  x, y = lt.unit_embeddings(0, B, D)
   args = (x, y, SCALE, negatives(5, 3)) + ((negatives(6, 2),) if with_neg_x else ())
-  check_ring_matches_reference(
+  lt.assert_matches_reference(
     losses.hard_negative_loss,
     reference.hard_negative_loss,
     args,
-    tuple(range(len(args))),
     n_devices=n_devices,
     block_size=block_size,
     shared=shared,
@@ -48,7 +42,7 @@ def test_matches_reference(shared, with_neg_x, n_devices, block_size):
 def test_duplicated_captions_add_log_two():
   """Shared negatives equal to the captions double every x-anchor's denominator: the softmax
   loss plus log(2)/2 (the y anchors are untouched)."""
-  x, y = unit_embeddings(1, B, D)
+  x, y = lt.unit_embeddings(1, B, D)
   both = jax.jit(
     lambda x, y: (
       losses.hard_negative_loss(x, y, SCALE, y[:, None, :], shared=True, block_size=5),
@@ -60,19 +54,19 @@ def test_duplicated_captions_add_log_two():
 
 
 def test_extreme_inputs_stay_finite():
-  values_and_grads = grad_fn(
+  values_and_grads = lt.grad_fn(
     lambda x, y, s, n: (
       losses.hard_negative_loss(x, y, s, n, n, block_size=5)
       + losses.hard_negative_loss(x, y, s, n, n, shared=True, block_size=5)
     ),
     (0, 1, 2, 3),
   )
-  for x, y in extreme_cases(B, D):
-    assert_finite(values_and_grads(x, y, 100.0, jnp.stack([x, -y], axis=1)))
+  for x, y in lt.extreme_cases(B, D):
+    lt.assert_finite(values_and_grads(x, y, 100.0, jnp.stack([x, -y], axis=1)))
 
 
 def test_registry():
-  x, y = unit_embeddings(2, B, D)
+  x, y = lt.unit_embeddings(2, B, D)
   neg_y, neg_x = negatives(5, 2), negatives(6, 1)
   side = {"neg_y": neg_y, "neg_x": neg_x}
   both = jax.jit(
@@ -81,11 +75,11 @@ def test_registry():
       losses.hard_negative_loss(x, y, SCALE, neg_y, neg_x, shared=True),
     )
   )
-  assert_close(*both(x, y))
+  lt.assert_close(*both(x, y))
 
 
 def test_errors():
-  x, y = unit_embeddings(3, B, D)
+  x, y = lt.unit_embeddings(3, B, D)
   with pytest.raises(ValueError, match=r"\[batch, k, dim\]"):
     losses.hard_negative_loss(x, y, SCALE, y)
   with pytest.raises(ValueError, match=r"\[batch, k, dim\]"):

@@ -6,12 +6,7 @@ import pytest
 
 from contrastive import losses
 from contrastive.losses import reference
-from tests.losses.loss_testing import assert_close
-from tests.losses.loss_testing import assert_finite
-from tests.losses.loss_testing import check_ring_matches_reference
-from tests.losses.loss_testing import extreme_cases
-from tests.losses.loss_testing import grad_fn
-from tests.losses.loss_testing import unit_embeddings
+from tests.losses import loss_testing as lt
 
 B, D, SCALE = 24, 8, 3.0
 
@@ -25,12 +20,11 @@ B, D, SCALE = 24, 8, 3.0
   ],
 )
 def test_matches_reference(options, n_devices, block_size):
-  x, y = unit_embeddings(0, B, D)
-  check_ring_matches_reference(
+  x, y = lt.unit_embeddings(0, B, D)
+  lt.assert_matches_reference(
     losses.kernel_infonce_loss,
     reference.kernel_infonce_loss,
     (x, y, SCALE),
-    (0, 1, 2),
     n_devices=n_devices,
     block_size=block_size,
     **options,
@@ -39,7 +33,7 @@ def test_matches_reference(options, n_devices, block_size):
 
 def test_gaussian_kernel_on_the_sphere_is_infonce_at_twice_the_scale():
   """-t ||x - y||^2 = 2t x.y - 4t for unit vectors; the constant cancels in the softmax."""
-  x, y = unit_embeddings(1, B, D)
+  x, y = lt.unit_embeddings(1, B, D)
   both = jax.jit(
     lambda x, y: (
       losses.kernel_infonce_loss(x, y, SCALE, gamma=2.0, block_size=5),
@@ -51,27 +45,27 @@ def test_gaussian_kernel_on_the_sphere_is_infonce_at_twice_the_scale():
 
 def test_extreme_inputs_stay_finite():
   """Zero distances (identical embeddings) under the Laplacian kernel, at scale 100."""
-  values_and_grads = grad_fn(
+  values_and_grads = lt.grad_fn(
     lambda x, y, s: losses.kernel_infonce_loss(x, y, s, gamma=1.0, mix_weight=0.5, block_size=5),
     (0, 1, 2),
   )
-  for x, y in extreme_cases(B, D):
-    assert_finite(values_and_grads(x, y, 100.0))
+  for x, y in lt.extreme_cases(B, D):
+    lt.assert_finite(values_and_grads(x, y, 100.0))
 
 
 def test_registry():
-  x, y = unit_embeddings(2, B, D)
+  x, y = lt.unit_embeddings(2, B, D)
   both = jax.jit(
     lambda x, y: (
       losses.get("kernel_infonce")([x, y], SCALE, None, {}, gamma=1.0),
       losses.kernel_infonce_loss(x, y, SCALE, gamma=1.0),
     )
   )
-  assert_close(*both(x, y))
+  lt.assert_close(*both(x, y))
 
 
 def test_errors():
-  x, y = unit_embeddings(3, B, D)
+  x, y = lt.unit_embeddings(3, B, D)
   with pytest.raises(ValueError, match="gamma"):
     losses.kernel_infonce_loss(x, y, SCALE, gamma=0.0)
   with pytest.raises(ValueError, match="mix_weight"):

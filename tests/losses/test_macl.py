@@ -7,12 +7,7 @@ import pytest
 
 from contrastive import losses
 from contrastive.losses import reference
-from tests.losses.loss_testing import assert_close
-from tests.losses.loss_testing import assert_finite
-from tests.losses.loss_testing import check_ring_matches_reference
-from tests.losses.loss_testing import extreme_cases
-from tests.losses.loss_testing import grad_fn
-from tests.losses.loss_testing import unit_embeddings
+from tests.losses import loss_testing as lt
 
 B, D, SCALE = 24, 8, 7.0
 
@@ -20,7 +15,7 @@ B, D, SCALE = 24, 8, 7.0
 def uneven_alignment():
   """Rows 0..B/2 are aligned pairs, the rest are not: each device of a mesh sees a different
   mean positive similarity, so a per-device A would give a different loss."""
-  x, y = unit_embeddings(0, B, D)
+  x, y = lt.unit_embeddings(0, B, D)
   return x, jnp.concatenate([x[: B // 2], y[B // 2 :]])
 
 
@@ -34,11 +29,10 @@ def uneven_alignment():
 )
 def test_matches_reference(options, n_devices, block_size):
   """Value and gradients (x, y, scale); A is the global mean and is stop-gradient."""
-  check_ring_matches_reference(
+  lt.assert_matches_reference(
     losses.macl_loss,
     reference.macl_loss,
     (*uneven_alignment(), SCALE),
-    (0, 1, 2),
     n_devices=n_devices,
     block_size=block_size,
     **options,
@@ -47,7 +41,7 @@ def test_matches_reference(options, n_devices, block_size):
 
 def test_alpha_zero_is_reweighted_infonce():
   """alpha = 0: tau = tau_0 and each anchor's loss is -log P / (1 - P)."""
-  x, y = unit_embeddings(1, B, D)
+  x, y = lt.unit_embeddings(1, B, D)
   logits = SCALE * np.asarray(x, np.float64) @ np.asarray(y, np.float64).T
 
   def one_way(l):
@@ -64,27 +58,27 @@ def test_alpha_zero_is_reweighted_infonce():
 
 def test_extreme_inputs_stay_finite():
   """At scale 100 a separated batch has P_ii -> 1: weight 1/(1-P) times -log P tends to 1."""
-  values_and_grads = grad_fn(lambda x, y, s: losses.macl_loss(x, y, s, block_size=5), (0, 1, 2))
-  (same, _), (apart, _) = extreme_cases(B, D)
-  assert_finite(values_and_grads(same, same, 100.0))
+  values_and_grads = lt.grad_fn(lambda x, y, s: losses.macl_loss(x, y, s, block_size=5), (0, 1, 2))
+  (same, _), (apart, _) = lt.extreme_cases(B, D)
+  lt.assert_finite(values_and_grads(same, same, 100.0))
   value, grads = values_and_grads(apart, apart, 100.0)
-  assert_finite(grads)
+  lt.assert_finite(grads)
   np.testing.assert_allclose(value, 1.0, atol=1e-3)
 
 
 def test_registry():
-  x, y = unit_embeddings(2, B, D)
+  x, y = lt.unit_embeddings(2, B, D)
   both = jax.jit(
     lambda x, y: (
       losses.get("macl")([x, y], SCALE, None, {}, alpha=0.3),
       losses.macl_loss(x, y, SCALE, alpha=0.3),
     )
   )
-  assert_close(*both(x, y))
+  lt.assert_close(*both(x, y))
 
 
 def test_errors():
-  x, y = unit_embeddings(3, B, D)
+  x, y = lt.unit_embeddings(3, B, D)
   with pytest.raises(ValueError, match="alpha"):
     losses.macl_loss(x, y, SCALE, alpha=-0.5)
   with pytest.raises(ValueError, match="global batch of at least 2"):

@@ -12,34 +12,34 @@ from contrastive import losses
 from contrastive import parallel
 from contrastive.losses import reference
 from contrastive.losses import registry
-from tests.losses.loss_testing import ATOL
-from tests.losses.loss_testing import CONFIG_IDS
-from tests.losses.loss_testing import CONFIGS
-from tests.losses.loss_testing import assert_close
-from tests.losses.loss_testing import assert_finite_losses
-from tests.losses.loss_testing import assert_matches_reference
-from tests.losses.loss_testing import ring_value_and_grad
-from tests.losses.loss_testing import unit_rows
+from tests.losses import loss_testing as lt
 
 B, D = 24, 8
 
 
 def _batch(seed=0, queue_size=40):
-  return unit_rows(seed, (B, D)), unit_rows(seed + 1, (B, D)), unit_rows(seed + 2, (queue_size, D))
+  return (
+    lt.unit_rows(seed, (B, D)),
+    lt.unit_rows(seed + 1, (B, D)),
+    lt.unit_rows(seed + 2, (queue_size, D)),
+  )
 
 
 @pytest.mark.parametrize("batch_negatives", [False, True])
-@pytest.mark.parametrize("n_devices,block_size", CONFIGS, ids=CONFIG_IDS)
+@pytest.mark.parametrize("n_devices,block_size", lt.CONFIGS, ids=lt.CONFIG_IDS)
 def test_matches_reference(batch_negatives, n_devices, block_size):
   """A queue of 40 is 5 rows per device against a local batch of 3: folded to [3, 2, d] with one
   padded row, which must not count."""
   q, k, queue = _batch()
-  assert_matches_reference(
+  lt.assert_matches_reference(
     losses.moco_loss,
     reference.moco_loss,
     (q, k, queue, 5.0),
-    n_devices,
-    block_size,
+    n_devices=n_devices,
+    block_size=block_size,
+    rtol=lt.RTOL,
+    atol=lt.ATOL,
+    relative_to="element",
     batch_negatives=batch_negatives,
   )
 
@@ -49,7 +49,9 @@ def test_empty_queue_with_batch_negatives_is_clip():
   is the CLIP loss."""
   q, k, _ = _batch(seed=1)
   empty = jnp.zeros((0, D))
-  value, _ = ring_value_and_grad(losses.moco_loss, (q, k, empty, 5.0), 8, 2, batch_negatives=True)
+  value, _ = lt.ring_value_and_grads(
+    losses.moco_loss, (q, k, empty, 5.0), n_devices=8, block_size=2, batch_negatives=True
+  )
   logits = 5.0 * q @ k.T
   np.testing.assert_allclose(
     value, jnp.mean(jax.nn.logsumexp(logits, 1) - jnp.diag(logits)), rtol=1e-5
@@ -104,7 +106,7 @@ def test_registry_with_the_queue_on_the_mesh():
 
 def test_extreme_inputs_stay_finite():
   q, k, queue = _batch(seed=5)
-  assert_finite_losses(
+  lt.assert_finite_losses(
     losses.moco_loss,
     (q, k, queue, 1e4),
     (q, q, jnp.tile(q, (2, 1))[:40], 1e4),
@@ -149,8 +151,8 @@ def test_update_queue_sharded_matches_global():
   """Inside shard_map (local queue rows, local keys) the update equals the global one, and a
   global sharded queue under jit keeps its sharding."""
   mesh = parallel.make_mesh()
-  queue = unit_rows(0, (40, D))
-  keys = unit_rows(1, (B, D))
+  queue = lt.unit_rows(0, (40, D))
+  keys = lt.unit_rows(1, (B, D))
   for ptr in (0, 30):
     want, want_ptr = losses.update_queue(queue, keys, ptr)
     local = jax.jit(
@@ -187,8 +189,12 @@ def test_ema_update():
   np.testing.assert_allclose(new["w"], 0.1, rtol=1e-6)
   np.testing.assert_allclose(np.asarray(new["b"], np.float32), 0.4, rtol=1e-2)
   assert new["b"].dtype == jnp.bfloat16
-  assert_close(losses.ema_update(online, target, 1.0), target, atol=ATOL, relative_to="element")
-  assert_close(losses.ema_update(online, target, 0.0), online, atol=ATOL, relative_to="element")
+  lt.assert_close(
+    losses.ema_update(online, target, 1.0), target, atol=lt.ATOL, relative_to="element"
+  )
+  lt.assert_close(
+    losses.ema_update(online, target, 0.0), online, atol=lt.ATOL, relative_to="element"
+  )
   with pytest.raises(ValueError, match="momentum"):
     losses.ema_update(online, target, 1.5)
   with pytest.raises(ValueError, match="structure"):

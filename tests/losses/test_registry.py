@@ -11,9 +11,7 @@ import pytest
 
 from contrastive import losses
 from contrastive import parallel
-from tests.losses.loss_testing import assert_close
-from tests.losses.loss_testing import sub_mesh
-from tests.losses.loss_testing import unit_embeddings
+from tests.losses import loss_testing as lt
 
 B, D = 16, 8
 
@@ -46,10 +44,10 @@ def test_every_loss_has_a_dense_reference():
 @pytest.mark.parametrize("name", sorted(losses.LOSSES))
 def test_ring_objective_equals_its_dense_reference(name):
   objective = losses.get(name)
-  embeddings = unit_embeddings(3, B, D, n=objective.modalities or 3)
+  embeddings = lt.unit_embeddings(3, B, D, n=objective.modalities or 3)
   side = side_data(objective.side_keys)
   scale, bias = jnp.float32(6.0), jnp.float32(-3.0) if objective.uses_bias else None
-  mesh = sub_mesh(8)
+  mesh = lt.sub_mesh(8)
 
   def ring(emb, s):
     fn = lambda e, side, s, axis_name: objective(
@@ -60,7 +58,7 @@ def test_ring_objective_equals_its_dense_reference(name):
   dense = lambda emb, s: objective.dense(emb, s, bias, side)
   got = jax.jit(jax.value_and_grad(ring, argnums=(0, 1)))(embeddings, scale)
   want = jax.value_and_grad(dense, argnums=(0, 1))(embeddings, scale)
-  assert_close(got, want, rtol=2e-5)
+  lt.assert_close(got, want, rtol=2e-5)
 
 
 def test_the_table_is_keyed_by_the_objectives_names():

@@ -8,13 +8,11 @@ import pytest
 
 from contrastive import losses
 from contrastive import parallel
-from contrastive.losses import Home
+from contrastive.losses import ReducedBlock
 from contrastive.losses import Tile
 from contrastive.losses import TileLoss
 from contrastive.losses import ring_loss
-from tests.losses.loss_testing import assert_close
-from tests.losses.loss_testing import sub_mesh
-from tests.losses.loss_testing import unit_embeddings
+from tests.losses import loss_testing as lt
 
 B, D = 24, 8
 
@@ -27,7 +25,7 @@ def _two_pass_tile(tile: Tile):
   return {"a": a, "b": b, "c": jnp.tanh(a)}
 
 
-def _two_pass_finalize(home: Home):
+def _two_pass_finalize(home: ReducedBlock):
   x0, _ = home.x
   n = home.global_batch
   return (
@@ -62,7 +60,7 @@ def _linear_tile(tile: Tile):
   return {"r": jax.nn.softplus(jnp.where(tile.positive, -z, z)), "k": tile.sim}
 
 
-def _linear_finalize(home: Home):
+def _linear_finalize(home: ReducedBlock):
   # The last term uses x, scale and the column data directly, not through the statistics.
   home_term = jnp.sum(jnp.sin(home.x) * home.col["c"][:, None]) * home.params["scale"]
   return (jnp.sum(home.stats["r"]) + 0.1 * jnp.sum(home.stats["k"]) + home_term) / home.global_batch
@@ -82,7 +80,7 @@ def linear_dense(x, y, scale, bias, c):
 
 
 def _inputs():
-  x0, x1, y = unit_embeddings(0, B, D, n=3)
+  x0, x1, y = lt.unit_embeddings(0, B, D, n=3)
   u = jnp.linspace(-1.0, 1.0, B)
   w = jnp.cos(jnp.arange(B, dtype=jnp.float32))
   label = jnp.arange(B) % 5
@@ -94,7 +92,7 @@ def _sharded(fn, n_devices):
     return fn
   return jax.shard_map(
     lambda *a: fn(*a, axis_name="data"),
-    mesh=sub_mesh(n_devices),
+    mesh=lt.sub_mesh(n_devices),
     in_specs=jax.sharding.PartitionSpec("data"),
     out_specs=jax.sharding.PartitionSpec(),
   )
@@ -117,7 +115,7 @@ def test_two_pass_engine_matches_autodiff_of_dense(n_devices, block_size):
     )
 
   if n_devices > 1:
-    mesh = sub_mesh(n_devices)
+    mesh = lt.sub_mesh(n_devices)
     P = jax.sharding.PartitionSpec
     ring_fn = jax.shard_map(
       lambda *a: ring(*a, axis_name="data"),
@@ -130,12 +128,12 @@ def test_two_pass_engine_matches_autodiff_of_dense(n_devices, block_size):
   args = (x0, x1, y, 3.0, u, w, label)
   got = jax.jit(jax.value_and_grad(ring_fn, argnums=(0, 1, 2, 3, 4, 5)))(*args)
   want = jax.value_and_grad(two_pass_dense, argnums=(0, 1, 2, 3, 4, 5))(*args)
-  assert_close(got, want, rtol=1e-5)
+  lt.assert_close(got, want, rtol=1e-5)
 
 
 @pytest.mark.parametrize("n_devices, block_size", [(1, 5), (8, None), (8, 2)])
 def test_linear_engine_matches_autodiff_of_dense(n_devices, block_size):
-  x, y = unit_embeddings(1, B, D)
+  x, y = lt.unit_embeddings(1, B, D)
   c = 1.0 + 0.5 * jnp.sin(jnp.arange(B, dtype=jnp.float32))
 
   def ring(x, y, scale, bias, c):
@@ -156,13 +154,13 @@ def test_linear_engine_matches_autodiff_of_dense(n_devices, block_size):
         axis_name=axis_name,
         block_size=block_size,
       ),
-      sub_mesh(n_devices),
+      lt.sub_mesh(n_devices),
     )
   )
   args = (x, y, 4.0, -2.0, c)
   got = jax.jit(jax.value_and_grad(fn, argnums=(0, 1, 2, 3, 4)))(*args)
   want = jax.value_and_grad(linear_dense, argnums=(0, 1, 2, 3, 4))(*args)
-  assert_close(got, want, rtol=1e-5)
+  lt.assert_close(got, want, rtol=1e-5)
 
 
 def test_tile_loss_rejects_unknown_reductions():
@@ -173,7 +171,7 @@ def test_tile_loss_rejects_unknown_reductions():
 
 
 def test_every_device_returns_the_same_loss():
-  x, y = unit_embeddings(2, 32, D)
+  x, y = lt.unit_embeddings(2, 32, D)
   P = jax.sharding.PartitionSpec
   per_device = jax.shard_map(
     lambda x, y: losses.softmax_loss(x, y, 5.0, axis_name="data")[None],

@@ -7,22 +7,9 @@ import pytest
 
 from contrastive import losses
 from contrastive import parallel
-from tests.losses.loss_testing import assert_close
-from tests.losses.loss_testing import sub_mesh
-from tests.losses.loss_testing import unit_embeddings
+from tests.losses import loss_testing as lt
 
 B, D = 48, 16
-
-
-def ring_value_and_grad(n_devices, **kwargs):
-  if n_devices == 1:
-    fn = lambda *a: losses.sigmoid_loss(*a, **kwargs)
-  else:
-    fn = lambda *a: parallel.shard_loss(losses.sigmoid_loss, sub_mesh(n_devices))(*a, **kwargs)
-  return jax.jit(jax.value_and_grad(fn, argnums=(0, 1, 2, 3)))
-
-
-reference_value_and_grad = jax.value_and_grad(losses.reference.sigmoid_loss, argnums=(0, 1, 2, 3))
 
 
 @pytest.mark.parametrize(
@@ -37,10 +24,15 @@ reference_value_and_grad = jax.value_and_grad(losses.reference.sigmoid_loss, arg
   ],
 )
 def test_matches_dense_reference(n_devices, block_size):
-  x, y = unit_embeddings(0, B, D)
-  got = ring_value_and_grad(n_devices, block_size=block_size)(x, y, 10.0, -4.0)
-  want = reference_value_and_grad(x, y, 10.0, -4.0)
-  assert_close(got, want, rtol=1e-5)
+  x, y = lt.unit_embeddings(0, B, D)
+  lt.assert_matches_reference(
+    losses.sigmoid_loss,
+    losses.reference.sigmoid_loss,
+    (x, y, 10.0, -4.0),
+    n_devices=n_devices,
+    block_size=block_size,
+    rtol=1e-5,
+  )
 
 
 def test_hand_computed_value():
@@ -53,26 +45,28 @@ def test_hand_computed_value():
 
 
 def test_block_size_does_not_change_the_result():
-  x, y = unit_embeddings(1, B, D)
+  x, y = lt.unit_embeddings(1, B, D)
   results = [losses.sigmoid_loss(x, y, 10.0, -10.0, block_size=bs) for bs in (1, 5, 16, 48)]
   # Block sizes change the order of the float32 sums: agreement to their rounding error.
   np.testing.assert_allclose(results, results[0], rtol=1e-5)
 
 
 def test_bfloat16_inputs():
-  x, y = unit_embeddings(2, B, D, dtype=jnp.bfloat16)
-  value, grads = ring_value_and_grad(8, block_size=5)(x, y, 10.0, -4.0)
-  want_value, want_grads = reference_value_and_grad(
-    x.astype(jnp.float32), y.astype(jnp.float32), 10.0, -4.0
+  x, y = lt.unit_embeddings(2, B, D, dtype=jnp.bfloat16)
+  value, grads = lt.ring_value_and_grads(
+    losses.sigmoid_loss, (x, y, 10.0, -4.0), n_devices=8, block_size=5
+  )
+  want_value, want_grads = lt.reference_value_and_grads(
+    losses.reference.sigmoid_loss, (x.astype(jnp.float32), y.astype(jnp.float32), 10.0, -4.0)
   )
   np.testing.assert_allclose(value, want_value, rtol=1e-5)
   assert grads[0].dtype == jnp.bfloat16
-  assert_close(grads, want_grads, rtol=1e-2)
+  lt.assert_close(grads, want_grads, rtol=1e-2)
 
 
 @pytest.mark.parametrize("case", ["identical", "all_equal", "large_logits"])
 def test_extreme_inputs_stay_finite(case):
-  x, y = unit_embeddings(3, B, D)
+  x, y = lt.unit_embeddings(3, B, D)
   scale, bias = 100.0, -10.0
   if case == "identical":
     y = x
@@ -80,23 +74,29 @@ def test_extreme_inputs_stay_finite(case):
     x = y = jnp.tile(x[:1], (B, 1))
   else:
     x, y = 5 * x, 5 * y
-  got = ring_value_and_grad(8, block_size=5)(x, y, scale, bias)
-  want = reference_value_and_grad(x, y, scale, bias)
-  assert_close(got, want, rtol=1e-4, atol=1e-5)
+  lt.assert_matches_reference(
+    losses.sigmoid_loss,
+    losses.reference.sigmoid_loss,
+    (x, y, scale, bias),
+    n_devices=8,
+    block_size=5,
+    rtol=1e-4,
+    atol=1e-5,
+  )
 
 
 def test_backward_scales_the_fused_gradient_by_the_cotangent():
-  x, y = unit_embeddings(4, B, D)
+  x, y = lt.unit_embeddings(4, B, D)
   fn = lambda x: losses.sigmoid_loss(x, y, 10.0, -4.0, block_size=7)
   g1 = jax.grad(fn)(x)
   g3 = jax.grad(lambda x: 3.0 * fn(x))(x)
-  assert_close(g3, 3.0 * g1, rtol=1e-5)
-  assert_close(jax.jit(jax.grad(fn))(x), g1, rtol=1e-5)
+  lt.assert_close(g3, 3.0 * g1, rtol=1e-5)
+  lt.assert_close(jax.jit(jax.grad(fn))(x), g1, rtol=1e-5)
 
 
 def test_the_ring_runs_without_gathering_the_batch():
   mesh = parallel.make_mesh()
-  x, y = unit_embeddings(5, 64, D)
+  x, y = lt.unit_embeddings(5, 64, D)
   fn = jax.jit(
     jax.grad(lambda x, y: parallel.shard_loss(losses.sigmoid_loss, mesh)(x, y, 10.0, -10.0))
   )

@@ -7,18 +7,13 @@ import pytest
 
 from contrastive import losses
 from contrastive.losses import reference
-from tests.losses.loss_testing import assert_close
-from tests.losses.loss_testing import assert_finite
-from tests.losses.loss_testing import check_ring_matches_reference
-from tests.losses.loss_testing import extreme_cases
-from tests.losses.loss_testing import grad_fn
-from tests.losses.loss_testing import unit_embeddings
+from tests.losses import loss_testing as lt
 
 B, D, SCALE = 24, 8, 7.0
 
 
 def side_data(seed=3):
-  teacher_x, teacher_y, frozen = unit_embeddings(seed, B, 6, n=3)
+  teacher_x, teacher_y, frozen = lt.unit_embeddings(seed, B, 6, n=3)
   return {
     "frozen": frozen,
     "teacher_x": teacher_x,
@@ -42,12 +37,11 @@ def one_hot_logits(tile):
 )
 def test_matches_reference(options, n_devices, block_size):
   """Value and gradients in x, y, scale and the float side data (frozen/teacher/mixing)."""
-  x, y = unit_embeddings(0, B, D)
-  check_ring_matches_reference(
+  x, y = lt.unit_embeddings(0, B, D)
+  lt.assert_matches_reference(
     losses.soft_target_loss,
     reference.soft_target_loss,
     (x, y, SCALE, side_data()),
-    (0, 1, 2, 3),
     n_devices=n_devices,
     block_size=block_size,
     **options,
@@ -55,7 +49,7 @@ def test_matches_reference(options, n_devices, block_size):
 
 
 def test_one_hot_and_label_smoothing_give_the_softmax_loss():
-  x, y = unit_embeddings(1, B, D)
+  x, y = lt.unit_embeddings(1, B, D)
 
   @jax.jit
   def pairs(x, y):
@@ -81,27 +75,27 @@ def test_targets_are_never_a_global_matrix():
     seen.append((tile.row_ids.shape[0], tile.col_ids.shape[0]))
     return losses.one_hot_targets(tile)
 
-  x, y = unit_embeddings(2, B, D)
+  x, y = lt.unit_embeddings(2, B, D)
   jax.jit(lambda x, y: losses.soft_target_loss(x, y, SCALE, targets=spy, block_size=5))(x, y)
   assert seen and all(rows <= 5 and cols <= 5 for rows, cols in seen)
 
 
 def test_extreme_inputs_stay_finite():
   teacher = losses.teacher_logits()
-  values_and_grads = grad_fn(
+  values_and_grads = lt.grad_fn(
     lambda x, y, s, side: (
       losses.soft_target_loss(x, y, s, side, targets=teacher, space="logits", block_size=5)
       + losses.soft_target_loss(x, y, s, side, targets=losses.cwcl_targets(), block_size=5)
     ),
     (0, 1, 2, 3),
   )
-  for x, y in extreme_cases(B, D):
+  for x, y in lt.extreme_cases(B, D):
     side = {"teacher_x": x, "teacher_y": y, "frozen": x}
-    assert_finite(values_and_grads(x, y, 100.0, side))
+    lt.assert_finite(values_and_grads(x, y, 100.0, side))
 
 
 def test_registry():
-  x, y = unit_embeddings(4, B, D)
+  x, y = lt.unit_embeddings(4, B, D)
   side = side_data()
 
   @jax.jit
@@ -124,11 +118,11 @@ def test_registry():
     )
 
   for registered, direct in pairs(x, y):
-    assert_close(registered, direct)
+    lt.assert_close(registered, direct)
 
 
 def test_errors():
-  x, y = unit_embeddings(5, B, D)
+  x, y = lt.unit_embeddings(5, B, D)
   soft = losses.soft_target_loss
   with pytest.raises(ValueError, match="space"):
     soft(x, y, SCALE, targets=losses.one_hot_targets, space="probs")

@@ -7,27 +7,9 @@ import pytest
 
 from contrastive import losses
 from contrastive import parallel
-from tests.losses.loss_testing import assert_close
-from tests.losses.loss_testing import sub_mesh
-from tests.losses.loss_testing import unit_embeddings
+from tests.losses import loss_testing as lt
 
 B, D = 48, 16
-
-
-def ring_value_and_grad(n_devices, **kwargs):
-  if n_devices == 1:
-    fn = lambda x, y, s: losses.softmax_loss(x, y, s, **kwargs)
-  else:
-    fn = lambda x, y, s: parallel.shard_loss(losses.softmax_loss, sub_mesh(n_devices))(
-      x, y, s, **kwargs
-    )
-  return jax.jit(jax.value_and_grad(fn, argnums=(0, 1, 2)))
-
-
-def reference_value_and_grad(**kwargs):
-  return jax.value_and_grad(
-    lambda x, y, s: losses.reference.softmax_loss(x, y, s, **kwargs), argnums=(0, 1, 2)
-  )
 
 
 @pytest.mark.parametrize(
@@ -42,12 +24,16 @@ def reference_value_and_grad(**kwargs):
   ],
 )
 def test_matches_dense_reference(n_devices, block_size, label_smoothing):
-  x, y = unit_embeddings(0, B, D)
-  got = ring_value_and_grad(n_devices, block_size=block_size, label_smoothing=label_smoothing)(
-    x, y, 14.0
+  x, y = lt.unit_embeddings(0, B, D)
+  lt.assert_matches_reference(
+    losses.softmax_loss,
+    losses.reference.softmax_loss,
+    (x, y, 14.0),
+    n_devices=n_devices,
+    block_size=block_size,
+    rtol=1e-5,
+    label_smoothing=label_smoothing,
   )
-  want = reference_value_and_grad(label_smoothing=label_smoothing)(x, y, 14.0)
-  assert_close(got, want, rtol=1e-5)
 
 
 def test_hand_computed_value():
@@ -58,7 +44,7 @@ def test_hand_computed_value():
 
 
 def test_block_size_does_not_change_the_result():
-  x, y = unit_embeddings(1, B, D)
+  x, y = lt.unit_embeddings(1, B, D)
   results = [losses.softmax_loss(x, y, 20.0, block_size=bs) for bs in (1, 3, 16, 48, 1000)]
   # Block sizes change the order of the float32 sums: agreement to their rounding error.
   np.testing.assert_allclose(results, results[0], rtol=1e-5)
@@ -67,20 +53,22 @@ def test_block_size_does_not_change_the_result():
 def test_bfloat16_inputs():
   # Tiles are upcast to float32, so the value matches the float32 loss of the rounded inputs to
   # float32 accuracy; gradients come back in bfloat16 (8 bits of mantissa: 1e-2 relative).
-  x, y = unit_embeddings(2, B, D, dtype=jnp.bfloat16)
-  value, grads = ring_value_and_grad(8, block_size=5)(x, y, 14.0)
-  want_value, want_grads = reference_value_and_grad()(
-    x.astype(jnp.float32), y.astype(jnp.float32), 14.0
+  x, y = lt.unit_embeddings(2, B, D, dtype=jnp.bfloat16)
+  value, grads = lt.ring_value_and_grads(
+    losses.softmax_loss, (x, y, 14.0), n_devices=8, block_size=5
+  )
+  want_value, want_grads = lt.reference_value_and_grads(
+    losses.reference.softmax_loss, (x.astype(jnp.float32), y.astype(jnp.float32), 14.0)
   )
   assert value.dtype == jnp.float32
   assert grads[0].dtype == grads[1].dtype == jnp.bfloat16
   np.testing.assert_allclose(value, want_value, rtol=1e-5)
-  assert_close(grads, want_grads, rtol=1e-2)
+  lt.assert_close(grads, want_grads, rtol=1e-2)
 
 
 @pytest.mark.parametrize("case", ["identical", "all_equal", "large_scale"])
 def test_extreme_inputs_stay_finite(case):
-  x, y = unit_embeddings(3, B, D)
+  x, y = lt.unit_embeddings(3, B, D)
   scale = 100.0
   if case == "identical":
     y = x
@@ -88,27 +76,33 @@ def test_extreme_inputs_stay_finite(case):
     x = y = jnp.tile(x[:1], (B, 1))
   else:
     x, y, scale = 5 * x, 5 * y, 100.0  # logits up to 2,500
-  got = ring_value_and_grad(8, block_size=5)(x, y, scale)
-  want = reference_value_and_grad()(x, y, scale)
-  assert_close(got, want, rtol=1e-4, atol=1e-5)
+  value, _ = lt.assert_matches_reference(
+    losses.softmax_loss,
+    losses.reference.softmax_loss,
+    (x, y, scale),
+    n_devices=8,
+    block_size=5,
+    rtol=1e-4,
+    atol=1e-5,
+  )
   if case == "all_equal":  # every logit equal: L = log B exactly
-    np.testing.assert_allclose(got[0], np.log(B), rtol=1e-5)
+    np.testing.assert_allclose(value, np.log(B), rtol=1e-5)
 
 
 def test_jit_and_grad_compose():
-  x, y = unit_embeddings(4, B, D)
+  x, y = lt.unit_embeddings(4, B, D)
   fn = lambda x, y: losses.softmax_loss(x, y, 10.0, block_size=7)
   eager = jax.grad(fn)(x, y)
-  assert_close(jax.jit(jax.grad(fn))(x, y), eager, rtol=1e-5)
-  assert_close(jax.grad(jax.jit(fn))(x, y), eager, rtol=1e-5)
+  lt.assert_close(jax.jit(jax.grad(fn))(x, y), eager, rtol=1e-5)
+  lt.assert_close(jax.grad(jax.jit(fn))(x, y), eager, rtol=1e-5)
   # Second use of the gradient inside a larger jitted program (a train step's shape).
   step = jax.jit(lambda x, y: x - 0.1 * jax.grad(fn)(x, y))
-  assert_close(step(x, y), x - 0.1 * eager, rtol=1e-5)
+  lt.assert_close(step(x, y), x - 0.1 * eager, rtol=1e-5)
 
 
 def test_the_ring_runs_without_gathering_the_batch():
   mesh = parallel.make_mesh()
-  x, y = unit_embeddings(5, 64, D)
+  x, y = lt.unit_embeddings(5, 64, D)
   fn = jax.jit(jax.grad(lambda x, y: parallel.shard_loss(losses.softmax_loss, mesh)(x, y, 10.0)))
   hlo = fn.lower(x, y).compile().as_text()
   assert "collective-permute" in hlo

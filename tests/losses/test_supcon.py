@@ -7,12 +7,7 @@ import pytest
 
 from contrastive import losses
 from contrastive.losses import reference
-from tests.losses.loss_testing import assert_close
-from tests.losses.loss_testing import assert_finite
-from tests.losses.loss_testing import check_ring_matches_reference
-from tests.losses.loss_testing import extreme_cases
-from tests.losses.loss_testing import grad_fn
-from tests.losses.loss_testing import unit_embeddings
+from tests.losses import loss_testing as lt
 
 B, D, SCALE = 24, 8, 7.0
 LABELS = jax.random.randint(jax.random.key(1), (B,), 0, 5)  # repeated labels: several positives
@@ -27,12 +22,12 @@ LABELS = jax.random.randint(jax.random.key(1), (B,), 0, 5)  # repeated labels: s
   ],
 )
 def test_matches_reference(name, options, n_devices, block_size):
-  x, y = unit_embeddings(0, B, D)
-  check_ring_matches_reference(
+  x, y = lt.unit_embeddings(0, B, D)
+  lt.assert_matches_reference(
     getattr(losses, name),
     getattr(reference, name),
     (x, y, SCALE, LABELS),
-    (0, 1, 2),
+    argnums=(0, 1, 2),
     n_devices=n_devices,
     block_size=block_size,
     **options,
@@ -40,7 +35,7 @@ def test_matches_reference(name, options, n_devices, block_size):
 
 
 def test_distinct_labels_give_the_softmax_loss():
-  x, y = unit_embeddings(1, B, D)
+  x, y = lt.unit_embeddings(1, B, D)
   distinct = jnp.arange(B)
 
   @jax.jit
@@ -59,7 +54,7 @@ def test_distinct_labels_give_the_softmax_loss():
 def test_captions_of_one_image_are_positives_of_each_other():
   """Two captions per image, the image repeated: multi_positive counts both captions (and both
   copies of the image) as positives, so swapping the captions of an image changes nothing."""
-  images, captions = unit_embeddings(2, B, D)
+  images, captions = lt.unit_embeddings(2, B, D)
   images = jnp.repeat(images[: B // 2], 2, axis=0)
   image_ids = jnp.repeat(jnp.arange(B // 2), 2)
   swapped = captions.reshape(B // 2, 2, D)[:, ::-1].reshape(B, D)
@@ -68,32 +63,32 @@ def test_captions_of_one_image_are_positives_of_each_other():
 
 
 def test_extreme_inputs_stay_finite():
-  values_and_grads = grad_fn(
+  values_and_grads = lt.grad_fn(
     lambda x, y, s: (
       losses.supcon_loss(x, y, s, LABELS, intra_modal=True, block_size=5)
       + losses.multi_positive_loss(x, y, s, LABELS, block_size=5)
     ),
     (0, 1, 2),
   )
-  for x, y in extreme_cases(B, D):
-    assert_finite(values_and_grads(x, y, 100.0))
+  for x, y in lt.extreme_cases(B, D):
+    lt.assert_finite(values_and_grads(x, y, 100.0))
 
 
 def test_registry():
-  x, y = unit_embeddings(3, B, D)
+  x, y = lt.unit_embeddings(3, B, D)
   both = jax.jit(
     lambda x, y: (
       losses.get("supcon")([x, y], SCALE, None, {"labels": LABELS}),
       losses.supcon_loss(x, y, SCALE, LABELS),
     )
   )
-  assert_close(*both(x, y))
+  lt.assert_close(*both(x, y))
   with pytest.raises(KeyError, match="labels"):
     losses.get("multi_positive")([x, y], SCALE, None, {})
 
 
 def test_errors():
-  x, y = unit_embeddings(4, B, D)
+  x, y = lt.unit_embeddings(4, B, D)
   with pytest.raises(TypeError, match="integer"):
     losses.supcon_loss(x, y, SCALE, jnp.zeros(B))
   with pytest.raises(ValueError, match="labels"):

@@ -11,29 +11,35 @@ from contrastive import parallel
 from contrastive.losses import reference
 from contrastive.losses import registry
 from contrastive.losses._modalities import roll_batch
-from tests.losses.loss_testing import CONFIG_IDS
-from tests.losses.loss_testing import CONFIGS
-from tests.losses.loss_testing import assert_finite_losses
-from tests.losses.loss_testing import assert_matches_reference
-from tests.losses.loss_testing import modalities
+from tests.losses import loss_testing as lt
 
 
 @pytest.mark.parametrize("negatives", ["shifted", "aligned"])
-@pytest.mark.parametrize("n_devices,block_size", CONFIGS, ids=CONFIG_IDS)
+@pytest.mark.parametrize("n_devices,block_size", lt.CONFIGS, ids=lt.CONFIG_IDS)
 def test_matches_reference(negatives, n_devices, block_size):
-  assert_matches_reference(
+  lt.assert_matches_reference(
     losses.symile_loss,
     reference.symile_loss,
-    (modalities(3), 4.0),
-    n_devices,
-    block_size,
+    (lt.modalities(3), 4.0),
+    n_devices=n_devices,
+    block_size=block_size,
+    rtol=lt.RTOL,
+    atol=lt.ATOL,
+    relative_to="element",
     negatives=negatives,
   )
 
 
 def test_four_modalities_on_the_mesh():
-  assert_matches_reference(
-    losses.symile_loss, reference.symile_loss, (modalities(4, seed=1, dim=16), 3.0), 8, 2
+  lt.assert_matches_reference(
+    losses.symile_loss,
+    reference.symile_loss,
+    (lt.modalities(4, seed=1, dim=16), 3.0),
+    n_devices=8,
+    block_size=2,
+    rtol=lt.RTOL,
+    atol=lt.ATOL,
+    relative_to="element",
   )
 
 
@@ -41,7 +47,7 @@ def test_four_modalities_on_the_mesh():
 def test_two_modalities_is_clip(negatives):
   """Symile with k = 2 is the CLIP loss: MIP of two vectors is the dot product, and the mean of the
   two anchors' cross-entropies is CLIP's normalisation."""
-  x, y = modalities(2, seed=2)
+  x, y = lt.modalities(2, seed=2)
   objective = registry.get("symile")
   want = reference.softmax_loss(x, y, 7.0)
   np.testing.assert_allclose(
@@ -69,12 +75,12 @@ def test_roll_batch_crosses_devices():
 
 def test_extreme_inputs_stay_finite():
   same = [jnp.ones((24, 8)) / jnp.sqrt(8.0)] * 3
-  big = [100.0 * e for e in modalities(3, seed=4)]
-  assert_finite_losses(losses.symile_loss, (same, 1e4), (big, 100.0))
+  big = [100.0 * e for e in lt.modalities(3, seed=4)]
+  lt.assert_finite_losses(losses.symile_loss, (same, 1e4), (big, 100.0))
 
 
 def test_bfloat16_inputs():
-  emb = modalities(3, seed=5)
+  emb = lt.modalities(3, seed=5)
   got = losses.symile_loss([e.astype(jnp.bfloat16) for e in emb], 4.0)
   assert got.dtype == jnp.float32
   want = reference.symile_loss([e.astype(jnp.bfloat16) for e in emb], 4.0)
@@ -93,13 +99,13 @@ def test_bfloat16_inputs():
 )
 def test_bad_embeddings(embeddings, error, match):
   with pytest.raises(error, match=match):
-    losses.symile_loss(embeddings(modalities(2)), 1.0)
+    losses.symile_loss(embeddings(lt.modalities(2)), 1.0)
 
 
 def test_bad_options():
   with pytest.raises(ValueError, match="negatives"):
-    losses.symile_loss(modalities(2), 1.0, negatives="random")
+    losses.symile_loss(lt.modalities(2), 1.0, negatives="random")
   with pytest.raises(ValueError, match="scalar"):
-    losses.symile_loss(modalities(2), jnp.ones(1))
+    losses.symile_loss(lt.modalities(2), jnp.ones(1))
   with pytest.raises(ValueError, match="block_size"):
-    losses.symile_loss(modalities(2), 1.0, block_size=0)
+    losses.symile_loss(lt.modalities(2), 1.0, block_size=0)

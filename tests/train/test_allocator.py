@@ -5,9 +5,9 @@ import subprocess
 import sys
 
 import pytest
-import trainer_testing as tt
 
 from contrastive.train import allocator
+from tests.train import trainer_testing as tt
 
 # A step's buffers in miniature: a 64 MiB block, allocated, written and freed six times by a
 # thread that is not the main one (XLA's threads are not); prints the page faults of each.
@@ -123,3 +123,14 @@ def test_nothing_is_set_without_glibc(monkeypatch):
   monkeypatch.setattr(allocator.ctypes, "CDLL", missing)
   assert allocator.keep_step_buffers_mapped() is False
   assert loaded == ["libc.so.6"]
+
+
+@pytest.mark.parametrize("chips", [False, True])
+def test_libtpu_counts_as_an_accelerator_only_on_a_tpu_host(monkeypatch, chips):
+  # libtpu alone (installed to compile for a topology) leaves JAX on the CPU.
+  monkeypatch.setattr(
+    allocator.importlib.util, "find_spec", lambda name: object() if name == "libtpu" else None
+  )
+  monkeypatch.setattr(allocator.importlib.metadata, "entry_points", lambda group: [])
+  monkeypatch.setattr(allocator, "tpu_attached", lambda: chips)
+  assert allocator.accelerator_installed() is chips

@@ -15,7 +15,8 @@ import sys
 import numpy as np
 import portpicker
 import pytest
-import trainer_testing as tt
+
+from tests.train import trainer_testing as tt
 
 STEPS = 8
 
@@ -124,7 +125,7 @@ def test_lit_keeps_the_loaded_image_tower_fixed(demo_run, tmp_path, cache):
 
 
 def _paths(tree):
-  import jax  # pylint: disable=g-import-not-at-top
+  import jax
 
   return [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
 

@@ -12,11 +12,11 @@ import threading
 
 import jax
 import pytest
-import trainer_testing as tt
 
 from contrastive import train
 from contrastive.train import metrics as metrics_lib
 from contrastive.train import step as step_lib
+from tests.train import trainer_testing as tt
 
 DEMO = os.path.join(tt.ROOT, "configs", "demo.py:runlocal")  # a tiny model, 8 devices
 STEPS = 4

@@ -160,6 +160,6 @@ def test_checkpoint_round_trip_resumes_exactly(mesh, tmp_path):
 
 def test_gradcache_is_refused():
   mesh = parallel.make_mesh()
-  config = step_lib.StepConfig(modalities=MODALITIES, momentum=M, accum_steps=2)
   with pytest.raises(ValueError, match="does not combine with GradCache"):
+    config = step_lib.StepConfig(modalities=MODALITIES, momentum=M, accum_steps=2)
     step_lib.make_momentum_grad_fn(_model(), losses.get("moco"), mesh, config)

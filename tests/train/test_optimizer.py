@@ -4,17 +4,17 @@ import math
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 import pytest
 
+from contrastive.run import config as run_config
 from contrastive.train import config as config_lib
 from contrastive.train import optimizer
 
 
 def _optim(**kw):
-  c = config_lib.defaults().optim
+  c = run_config.defaults().optim
   c.update(kw)
   return c
 
@@ -116,38 +116,6 @@ def test_log_scale_is_clamped_at_max_scale():
   np.testing.assert_allclose(float(out["log_scale"]), math.log(100.0), rtol=1e-6)
   np.testing.assert_array_equal(out["w"], params["w"])
   assert optimizer.clip_log_scale(params, None) is params
-
-
-def test_parse_arg_types_and_unknown_keys():
-  arg = config_lib.parse_arg("steps=20,cpu,lr=0.5,name=x", steps=10, cpu=False, lr=1.0, name="")
-  assert (arg.steps, arg.cpu, arg.lr, arg.name) == (20, True, 0.5, "x")
-  assert config_lib.parse_arg(None, steps=3).steps == 3
-  with pytest.raises(ValueError, match="stepz.*Did you mean 'steps'"):
-    config_lib.parse_arg("stepz=2", steps=10)
-  with pytest.raises(ValueError, match="bool"):
-    config_lib.parse_arg("cpu=maybe", cpu=False)
-
-
-def test_resolve_names_unknown_fields_and_fills_defaults():
-  base = ml_collections.ConfigDict(dict(total_steps=5, data={}, model={}))
-  resolved = config_lib.resolve(base)
-  assert resolved.optim.name == "adamw" and resolved.checkpoint.keep == 3
-  bad = ml_collections.ConfigDict(
-    dict(total_steps=5, data={}, model={}, optim=dict(learning_rate=0.1))
-  )
-  with pytest.raises(ValueError, match="optim.learning_rate"):
-    config_lib.resolve(bad)
-  bad = ml_collections.ConfigDict(dict(total_steps=5, data={}, model={}, chekpoint={}))
-  with pytest.raises(ValueError, match="'chekpoint'.*Did you mean 'checkpoint'"):
-    config_lib.resolve(bad)
-  with pytest.raises(ValueError, match="on_nonfinite"):
-    config_lib.resolve(
-      ml_collections.ConfigDict(
-        dict(total_steps=5, data={}, model={}, optim=dict(on_nonfinite="ignore"))
-      )
-    )
-  with pytest.raises(ValueError, match="total_steps"):
-    config_lib.resolve(ml_collections.ConfigDict(dict(data={}, model={})))
 
 
 def test_batch_divisibility_messages():

@@ -7,9 +7,9 @@ import sys
 
 import ml_collections
 import pytest
-import trainer_testing as tt
 
-from contrastive.train import overrides
+from contrastive.run import overrides
+from tests.train import trainer_testing as tt
 
 DEMO = os.path.join(tt.ROOT, "configs", "demo.py")
 

@@ -18,7 +18,7 @@ from contrastive.train import state as state_lib
 from tests import pretrained_testing as pt
 from tests.train import trainer_testing as tt
 
-_loop_init_from = loop._init_from  # pylint: disable=protected-access
+_loop_init_from = loop._init_from
 
 
 @pytest.fixture(scope="module")

@@ -5,10 +5,10 @@ import json
 import os
 
 import pytest
-import trainer_testing as tt
 
-from contrastive.train import overrides
+from contrastive.run import overrides
 from contrastive.train import resume
+from tests.train import trainer_testing as tt
 
 
 def _config(**changes):

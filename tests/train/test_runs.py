@@ -4,10 +4,10 @@ import os
 
 import numpy as np
 import pytest
-import trainer_testing as tt
 
 from contrastive import data
 from contrastive import train
+from tests.train import trainer_testing as tt
 
 DEMO = os.path.join(tt.ROOT, "configs", "demo.py:runlocal")
 

@@ -6,9 +6,9 @@ import os
 import runpy
 
 import pytest
-import trainer_testing as tt
 
 from contrastive.train import loop
+from tests.train import trainer_testing as tt
 
 ROOT = tt.ROOT
 

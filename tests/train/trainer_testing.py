@@ -58,7 +58,7 @@ def train_command(config: str, workdir: str, *overrides: str) -> list[str]:
 
 def start(cmd: list[str], environ: dict[str, str], log_path: str) -> subprocess.Popen:
   """Starts `cmd` in its own process group (so its grain workers can be killed with it)."""
-  log = open(log_path, "w")  # noqa: SIM115  (closed by `finish`)
+  log = open(log_path, "w")
   proc = subprocess.Popen(
     cmd, cwd=ROOT, env=environ, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
   )

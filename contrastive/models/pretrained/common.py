@@ -119,12 +119,12 @@ def unflatten(flat: dict[str, Any]) -> dict[str, Any]:
 
 def param_shapes(model_config: Any) -> dict[str, tuple[int, ...]]:
   """The flat parameter shapes of the model a config describes, traced without memory."""
-  import flax.linen as nn  # pylint: disable=g-import-not-at-top
-  import jax  # pylint: disable=g-import-not-at-top
+  import flax.linen as nn
+  import jax
 
-  from contrastive.models import config as config_lib  # pylint: disable=g-import-not-at-top
+  from contrastive.models import config as config_lib
 
-  config = ml_collections.ConfigDict(config_lib._to_dict(model_config))  # noqa: SLF001
+  config = ml_collections.ConfigDict(config_lib._to_dict(model_config))
   unroll = not config.get("scan", False)
   if unroll:  # one traced block instead of `depth` (seconds for a ViT-L), then unrolled names
     config.scan = True

@@ -221,7 +221,7 @@ def params_to_hf(
   """transformers' tensors (by key) from this library's flat params (unrolled layers)."""
   rules = _rules(kind, image_depth, text_depth, cls_posemb)
   hf_shapes = _hf_shapes(kind, rules, here)
-  f32 = lambda x: np.asarray(x, np.float32)  # noqa: E731
+  f32 = lambda x: np.asarray(x, np.float32)
   out = {hf: _TRANSFORMS[t][2](f32(flat[ours]), hf_shapes[hf]) for ours, hf, t in rules}
   if kind == "clip" and not cls_posemb:
     pos = f32(flat[_VPOS])[0]

@@ -42,9 +42,10 @@ open_clip's `logit_scale.exp()` exactly.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 import json
 import os
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 from absl import logging
 import ml_collections

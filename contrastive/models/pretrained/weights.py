@@ -112,7 +112,7 @@ def _safetensors(path: str) -> Weights:
     with open(path, "rb") as f:
       (length,) = struct.unpack("<Q", f.read(8))
       header = json.loads(f.read(length))
-  except Exception as e:  # noqa: BLE001  (SafetensorError, OSError, ...)
+  except Exception as e:
     raise _truncated(path, e) from e
   header = {k: v for k, v in header.items() if k in names}
   unknown = sorted({v["dtype"] for v in header.values()} - set(_DTYPES) - {"BF16"})
@@ -123,7 +123,7 @@ def _safetensors(path: str) -> Weights:
     entry = header[key]
     begin, end = entry["data_offsets"]
     if entry["dtype"] == "BF16":
-      import ml_dtypes  # pylint: disable=g-import-not-at-top  (a jax dependency)
+      import ml_dtypes  # a jax dependency
 
       dtype = np.dtype(ml_dtypes.bfloat16)
     else:
@@ -178,7 +178,7 @@ def _npz(path: str) -> Weights:
         shape, _, _ = read_header(f)
       shapes[member[:-4]] = tuple(shape)
     data = np.load(path)
-  except Exception as e:  # noqa: BLE001  (BadZipFile, ValueError, OSError)
+  except Exception as e:
     raise PretrainedError(
       f"{path}: not a readable .npz file ({type(e).__name__}: {e}); the download may be truncated."
     ) from e
@@ -197,10 +197,10 @@ def _torch_state_dict(path: str) -> dict:
       if "mmap" not in str(e):  # a legacy (non-zip) file cannot be memory-mapped
         raise
       checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-  except Exception as e:  # noqa: BLE001  (UnpicklingError, RuntimeError, EOFError, ...)
+  except Exception as e:
     try:  # OpenAI's original CLIP files are TorchScript archives
       checkpoint = torch.jit.load(path, map_location="cpu").state_dict()
-    except Exception:  # noqa: BLE001
+    except Exception:
       raise PretrainedError(
         f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: "
         f"{str(e).splitlines()[0] if str(e) else ''})."

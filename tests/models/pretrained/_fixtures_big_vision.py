@@ -112,21 +112,21 @@ def make(out_dir: str) -> None:
   sys.path.insert(
     0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
   )
-  from tests import peers  # pylint: disable=g-import-not-at-top
+  from tests import peers
 
   peers.install_torchvision_stand_in()
-  import torch  # pylint: disable=g-import-not-at-top
-  import transformers  # pylint: disable=g-import-not-at-top
+  import torch
+  import transformers
 
   torch.manual_seed(2)
   model = transformers.SiglipModel(transformers.SiglipConfig(**_fixtures_hf.SIGLIP_TINY)).eval()
-  _fixtures_hf._randomize(model, torch, 2)  # pylint: disable=protected-access
+  _fixtures_hf.randomize(model, torch, 2)
   sd = {k: v.detach().numpy() for k, v in model.state_dict().items()}
   directory = os.path.join(out_dir, "big_vision_siglip")
   os.makedirs(directory, exist_ok=True)
   np.savez(os.path.join(directory, "siglip_tiny.npz"), **to_big_vision(sd, _fixtures_hf.WIDTH))
   x = _fixtures_hf.inputs()
-  expected = _fixtures_hf._embed(model, x, torch)  # pylint: disable=protected-access
+  expected = _fixtures_hf.embeddings(model, x, torch)
   np.savez(
     os.path.join(directory, "expected.npz"),
     **x,

@@ -143,7 +143,9 @@ def inputs() -> dict[str, np.ndarray]:
   return {"images": images, "ids": ids.astype(np.int32)}
 
 
-def _embed(model, x, torch) -> dict[str, np.ndarray]:
+def embeddings(model, x, torch) -> dict[str, np.ndarray]:
+  """What a transformers CLIPModel / SiglipModel computes for `inputs()`: the image and text
+  embeddings, the scale and (SigLIP) the bias."""
   pixels = torch.from_numpy(x["images"]).permute(0, 3, 1, 2)
   ids = torch.from_numpy(x["ids"].astype(np.int64))
   with torch.no_grad():
@@ -160,9 +162,9 @@ def _embed(model, x, torch) -> dict[str, np.ndarray]:
   return result
 
 
-def _randomize(model, torch, seed: int) -> None:
-  # transformers' init leaves LayerNorms at 1/0 and biases at 0: draw everything, so a wrong
-  # mapping of any tensor shows.
+def randomize(model, torch, seed: int) -> None:
+  """Draws every tensor of `model` (transformers' init leaves LayerNorms at 1/0 and biases at 0),
+  so a wrong mapping of any tensor shows."""
   gen = torch.Generator().manual_seed(seed)
   with torch.no_grad():
     for name, p in model.named_parameters():
@@ -199,11 +201,11 @@ def make(out_dir: str) -> None:
   sys.path.insert(
     0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
   )
-  from tests import peers  # pylint: disable=g-import-not-at-top
+  from tests import peers
 
   peers.install_torchvision_stand_in()
-  import torch  # pylint: disable=g-import-not-at-top
-  import transformers  # pylint: disable=g-import-not-at-top
+  import torch
+  import transformers
 
   x = inputs()
   for kind, cls, cfg_cls, config, seed in (
@@ -212,16 +214,16 @@ def make(out_dir: str) -> None:
   ):
     torch.manual_seed(seed)
     model = cls(cfg_cls(**config)).eval()
-    _randomize(model, torch, seed)
+    randomize(model, torch, seed)
     directory = os.path.join(out_dir, f"hf_{kind}")
     model.save_pretrained(directory)  # config.json + model.safetensors, as on the hub
-    expected = {f"expected_{k}": v for k, v in _embed(model, x, torch).items()}
+    expected = {f"expected_{k}": v for k, v in embeddings(model, x, torch).items()}
     if kind == "clip":  # the same weights with a non-legacy eos_token_id: first-eos pooling
       config_eos = json.loads(json.dumps(config))
       config_eos["text_config"]["eos_token_id"] = CLIP_EOS
       model_eos = cls(cfg_cls(**config_eos)).eval()
       model_eos.load_state_dict(model.state_dict())
-      expected.update({f"eos_{k}": v for k, v in _embed(model_eos, x, torch).items()})
+      expected.update({f"eos_{k}": v for k, v in embeddings(model_eos, x, torch).items()})
     np.savez(os.path.join(directory, "expected.npz"), **x, **expected)
   with open(os.path.join(out_dir, "param_counts_hf.json"), "w") as f:
     json.dump(

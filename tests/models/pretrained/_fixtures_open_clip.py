@@ -29,7 +29,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..")))
 
-from tests import peers  # noqa: E402
+from tests import peers
 
 TINY_TRUNK = "vit_pico_patch4_siglip_16"
 # (width, depth, mlp_dim, num_heads, patch_size, image_size, act), as open_clip.TIMM_TRUNKS has it.

@@ -5,7 +5,6 @@ random transformers `SiglipModel` in big_vision's published layout (`params/img/
 blocks); `expected.npz` holds what that `SiglipModel` computes for fixed inputs.
 """
 
-import importlib.util
 import os
 import shutil
 import zipfile
@@ -18,8 +17,10 @@ import pytest
 from contrastive import data
 from contrastive import models
 from contrastive.models.pretrained import big_vision
-from contrastive.models.pretrained import common
+from tests import peers
 from tests import pretrained_testing as pt
+from tests.models.pretrained import _fixtures_big_vision as bv_fx
+from tests.models.pretrained import _fixtures_hf as hf_fx
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DIRECTORY = os.path.join(HERE, "fixtures", "big_vision_siglip")
@@ -44,22 +45,10 @@ def _unrolled(arrays, *, prefix=""):
   return out
 
 
-def _embed(pre, x):
-  model = models.make_model(pre.model_config)
-  return model.apply({"params": pre.params}, {"image": x["images"], "text": x["ids"]}, train=False)
-
-
-def _one_line_error(match, fn, *args, **kwargs):
-  with pytest.raises(common.PretrainedError, match=match) as info:
-    fn(*args, **kwargs)
-  assert "\n" not in str(info.value)
-  return str(info.value)
-
-
 def test_embeddings_scale_and_bias_match_transformers_on_the_same_weights():
   pre = big_vision.load(NPZ)
   expected = np.load(os.path.join(DIRECTORY, "expected.npz"))
-  emb, extras = _embed(pre, expected)
+  emb, extras = pt.embed(pre, expected)
   for modality in ("image", "text"):
     assert np.abs(emb[modality] - expected[f"expected_{modality}"]).max() <= 1e-4
   np.testing.assert_allclose(extras["scale"], expected["expected_scale"], rtol=1e-6)
@@ -114,7 +103,7 @@ def test_name_that_agrees_with_the_shapes(name):
   ],
 )
 def test_name_that_disagrees(name, match):
-  assert NPZ in _one_line_error(match, big_vision.load, NPZ, name=name)
+  assert NPZ in pt.one_line_error(match, big_vision.load, NPZ, name=name)
 
 
 def test_image_side_from_a_position_table_that_the_patch_does_not_tile():
@@ -157,13 +146,13 @@ def test_truncated_npz(tmp_path):
     blob = f.read()
   with open(path, "wb") as f:
     f.write(blob[: len(blob) // 2])
-  assert path in _one_line_error("truncated", big_vision.load, path)
+  assert path in pt.one_line_error("truncated", big_vision.load, path)
 
 
 def test_a_key_of_another_model(tmp_path):
   path = str(tmp_path / "other.npz")
   np.savez(path, **_arrays(), **{"params/img/Transformer/posembed_input/pos": np.zeros(3)})
-  message = _one_line_error("unknown key", big_vision.load, path)
+  message = pt.one_line_error("unknown key", big_vision.load, path)
   assert "posembed_input" in message
 
 
@@ -171,7 +160,7 @@ def test_not_a_two_tower_model(tmp_path):
   path = str(tmp_path / "vit.npz")
   np.savez(path, **{k: v for k, v in _arrays().items() if k.startswith("params/img/")})
   assert not big_vision.detect(path)
-  _one_line_error(
+  pt.one_line_error(
     "not a big_vision two-tower model: no txt/Embed_0/embedding", big_vision.load, path
   )
 
@@ -181,9 +170,8 @@ def test_a_missing_tensor(tmp_path):
   arrays = _arrays()
   del arrays["params/img/MAPHead_0/LayerNorm_0/scale"]
   np.savez(path, **arrays)
-  assert "img/MAPHead_0/LayerNorm_0/scale" in _one_line_error(
-    "no img/MAPHead_0", big_vision.load, path
-  )
+  message = pt.one_line_error("no img/MAPHead_0", big_vision.load, path)
+  assert "img/MAPHead_0/LayerNorm_0/scale" in message
 
 
 def test_shapes_that_disagree(tmp_path):
@@ -192,7 +180,7 @@ def test_shapes_that_disagree(tmp_path):
   key = "params/txt/Encoder_0/encoderblock_1/MlpBlock_0/Dense_0/kernel"
   arrays[key] = np.zeros((32, 48), np.float32)
   np.savez(path, **arrays)
-  message = _one_line_error("has shape", big_vision.load, path)
+  message = pt.one_line_error("has shape", big_vision.load, path)
   assert "txt/Encoder_0/encoderblock_1/MlpBlock_0/Dense_0/kernel" in message
   assert "(32, 48)" in message and "(32, 64)" in message
 
@@ -231,29 +219,17 @@ def test_fixture_keys_follow_big_visions_published_layout():
 
 def test_live_against_transformers(tmp_path):
   torch = pytest.importorskip("torch")
-  from tests import peers  # pylint: disable=g-import-not-at-top
-
   peers.install_torchvision_stand_in()
   transformers = pytest.importorskip("transformers")
-  spec = importlib.util.spec_from_file_location(
-    "_fixtures_hf", os.path.join(HERE, "_fixtures_hf.py")
-  )
-  hf_fixtures = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(hf_fixtures)
-  spec = importlib.util.spec_from_file_location(
-    "_fixtures_big_vision", os.path.join(HERE, "_fixtures_big_vision.py")
-  )
-  bv_fixtures = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(bv_fixtures)
   torch.manual_seed(7)
-  model = transformers.SiglipModel(transformers.SiglipConfig(**hf_fixtures.SIGLIP_TINY)).eval()
-  hf_fixtures._randomize(model, torch, 7)  # pylint: disable=protected-access
+  model = transformers.SiglipModel(transformers.SiglipConfig(**hf_fx.SIGLIP_TINY)).eval()
+  hf_fx.randomize(model, torch, 7)
   state = {k: v.detach().numpy() for k, v in model.state_dict().items()}
   path = str(tmp_path / "live.npz")
-  np.savez(path, **bv_fixtures.to_big_vision(state, hf_fixtures.WIDTH))
-  x = hf_fixtures.inputs()
-  expected = hf_fixtures._embed(model, x, torch)  # pylint: disable=protected-access
-  emb, extras = _embed(big_vision.load(path), x)
+  np.savez(path, **bv_fx.to_big_vision(state, hf_fx.WIDTH))
+  x = hf_fx.inputs()
+  expected = hf_fx.embeddings(model, x, torch)
+  emb, extras = pt.embed(big_vision.load(path), x)
   for modality in ("image", "text"):
     np.testing.assert_allclose(emb[modality], expected[modality], atol=1e-4)
   np.testing.assert_allclose(extras["bias"], expected["bias"], rtol=1e-6)

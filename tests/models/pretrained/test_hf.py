@@ -5,7 +5,6 @@ models as `save_pretrained` writes them and transformers' embeddings for fixed i
 marked live rerun the comparison against transformers itself when torch and transformers import.
 """
 
-import importlib.util
 import json
 import os
 import shutil
@@ -17,9 +16,10 @@ import pytest
 
 from contrastive import data
 from contrastive import models
-from contrastive.models.pretrained import common
 from contrastive.models.pretrained import hf
+from tests import peers
 from tests import pretrained_testing as pt
+from tests.models.pretrained import _fixtures_hf as hf_fx
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FIXTURES = os.path.join(HERE, "fixtures")
@@ -45,23 +45,11 @@ def _edit_config(directory, edit):
     json.dump(config, f)
 
 
-def _embed(pre, x):
-  model = models.make_model(pre.model_config)
-  return model.apply({"params": pre.params}, {"image": x["images"], "text": x["ids"]}, train=False)
-
-
-def _one_line_error(match, fn, *args, **kwargs):
-  with pytest.raises(common.PretrainedError, match=match) as info:
-    fn(*args, **kwargs)
-  assert "\n" not in str(info.value)
-  return str(info.value)
-
-
 @pytest.mark.parametrize("kind", KINDS)
 def test_embeddings_scale_and_bias_match_transformers(kind):
   pre = hf.load(_fixture(kind))
   expected = np.load(os.path.join(_fixture(kind), "expected.npz"))
-  emb, extras = _embed(pre, expected)
+  emb, extras = pt.embed(pre, expected)
   for modality in ("image", "text"):
     np.testing.assert_allclose(emb[modality], expected[f"expected_{modality}"], atol=1e-4)
     assert np.abs(emb[modality] - expected[f"expected_{modality}"]).max() <= 1e-4
@@ -82,7 +70,7 @@ def test_clip_pools_at_the_first_eos_unless_the_legacy_id(tmp_path):
   pre = hf.load(directory)
   assert pre.model_config.encoders.text.pool == "eos"
   assert pre.model_config.encoders.text.eos_id == 7
-  emb, _ = _embed(pre, expected)
+  emb, _ = pt.embed(pre, expected)
   np.testing.assert_allclose(emb["text"], expected["eos_text"], atol=1e-4)
   assert not np.allclose(emb["text"], expected["expected_text"], atol=1e-2)
 
@@ -102,8 +90,8 @@ def test_detect_says_no_to_other_layouts(tmp_path):
 
 
 def test_sharded_checkpoint_loads_like_one_file(tmp_path):
-  from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
-  from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
+  from safetensors.numpy import load_file
+  from safetensors.numpy import save_file
 
   tensors = load_file(os.path.join(_fixture("siglip"), hf.WEIGHTS))
   keys = sorted(tensors)
@@ -148,7 +136,8 @@ def test_a_model_built_here_exports_with_its_embeddings(tmp_path):
   pre = hf.load(str(tmp_path))
   x = np.load(os.path.join(_fixture("clip"), "expected.npz"))
   ours, _ = model.apply({"params": params}, {"image": x["images"], "text": x["ids"]}, train=False)
-  theirs, _ = _embed(pre, x)
+  theirs, _ = pt.embed(pre, x)
+  assert sorted(ours) == sorted(theirs) == ["image", "text"]
   for modality in ours:
     np.testing.assert_array_equal(ours[modality], theirs[modality])
 
@@ -166,7 +155,7 @@ def test_a_class_token_without_its_own_position_row_exports(tmp_path):
   assert np.all(row == 0) and np.all(np.signbit(row))  # -0.0: adds nothing to the class token
   x = np.load(os.path.join(_fixture("clip"), "expected.npz"))
   ours, _ = model.apply({"params": params}, {"image": x["images"]}, train=False)
-  theirs, _ = _embed(pre, x)
+  theirs, _ = pt.embed(pre, x)
   np.testing.assert_allclose(ours["image"], theirs["image"], atol=1e-6)
 
 
@@ -186,7 +175,7 @@ def test_export_refuses_what_transformers_does_not_compute(change, match, tmp_pa
     with pytest.raises(ValueError):
       hf.save(config, pre.params, str(tmp_path))
   else:
-    _one_line_error(match, hf.save, config, pre.params, str(tmp_path))
+    pt.one_line_error(match, hf.save, config, pre.params, str(tmp_path))
   assert not os.path.exists(tmp_path / hf.WEIGHTS)
 
 
@@ -194,7 +183,7 @@ def test_export_refuses_a_library_default_siglip_text_tower(tmp_path):
   pre = hf.load(_fixture("siglip"))
   config = pre.model_config.to_dict()
   config["encoders"]["text"]["pad_id"] = 0
-  _one_line_error("needs text pad_id=None", hf.save, config, pre.params, str(tmp_path))
+  pt.one_line_error("needs text pad_id=None", hf.save, config, pre.params, str(tmp_path))
 
 
 def test_truncated_safetensors(tmp_path):
@@ -203,12 +192,12 @@ def test_truncated_safetensors(tmp_path):
   size = os.path.getsize(path)
   with open(path, "r+b") as f:
     f.truncate(size // 2)
-  message = _one_line_error("truncated", hf.load, directory)
+  message = pt.one_line_error("truncated", hf.load, directory)
   assert hf.WEIGHTS in message
 
 
 def test_weights_of_another_architecture(tmp_path):
-  from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
+  from safetensors.numpy import save_file
 
   directory = _copy("clip", tmp_path)
   # An open_clip state_dict where transformers' weights belong.
@@ -219,20 +208,20 @@ def test_weights_of_another_architecture(tmp_path):
     },
     os.path.join(directory, hf.WEIGHTS),
   )
-  message = _one_line_error("does not hold the CLIPModel", hf.load, directory)
+  message = pt.one_line_error("does not hold the CLIPModel", hf.load, directory)
   assert hf.WEIGHTS in message and "visual.conv1.weight" in message
 
 
 def test_siglip_weights_under_a_clip_config(tmp_path):
   directory = _copy("siglip", tmp_path)
   shutil.copy(os.path.join(_fixture("clip"), hf.CONFIG), os.path.join(directory, hf.CONFIG))
-  _one_line_error("does not hold the CLIPModel", hf.load, directory)
+  pt.one_line_error("does not hold the CLIPModel", hf.load, directory)
 
 
 def test_config_that_does_not_match_the_weights(tmp_path):
   directory = _copy("siglip", tmp_path)
   _edit_config(directory, lambda c: c["vision_config"].update(intermediate_size=128))
-  message = _one_line_error("the config does not match the weights", hf.load, directory)
+  message = pt.one_line_error("the config does not match the weights", hf.load, directory)
   assert "fc1.weight" in message and "(64, 32)" in message and "(128, 32)" in message
   assert hf.CONFIG in message and hf.WEIGHTS in message
 
@@ -248,7 +237,7 @@ def test_config_that_does_not_match_the_weights(tmp_path):
 def test_unsupported_configs(edit, match, tmp_path):
   directory = _copy("siglip", tmp_path)
   _edit_config(directory, edit)
-  assert hf.CONFIG in _one_line_error(match, hf.load, directory)
+  assert hf.CONFIG in pt.one_line_error(match, hf.load, directory)
 
 
 def test_data_settings_defaults_and_preprocessor(tmp_path):
@@ -348,41 +337,29 @@ def test_parameter_counts_equal_transformers(name):
   assert models.count_params(abstract["params"]) == fixture["counts"][name]
 
 
-def _fixture_module():
-  spec = importlib.util.spec_from_file_location(
-    "_fixtures_hf", os.path.join(HERE, "_fixtures_hf.py")
-  )
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
 @pytest.mark.parametrize("kind", KINDS)
 def test_live_against_transformers(kind, tmp_path):
   torch = pytest.importorskip("torch")
-  from tests import peers  # pylint: disable=g-import-not-at-top
-
   peers.install_torchvision_stand_in()
   transformers = pytest.importorskip("transformers")
-  fixtures = _fixture_module()
   cls, cfg_cls, config = {
-    "clip": (transformers.CLIPModel, transformers.CLIPConfig, fixtures.CLIP_TINY),
-    "siglip": (transformers.SiglipModel, transformers.SiglipConfig, fixtures.SIGLIP_TINY),
+    "clip": (transformers.CLIPModel, transformers.CLIPConfig, hf_fx.CLIP_TINY),
+    "siglip": (transformers.SiglipModel, transformers.SiglipConfig, hf_fx.SIGLIP_TINY),
   }[kind]
   torch.manual_seed(5)
   theirs = cls(cfg_cls(**config)).eval()
-  fixtures._randomize(theirs, torch, 5)  # pylint: disable=protected-access
+  hf_fx.randomize(theirs, torch, 5)
   theirs.save_pretrained(str(tmp_path / "theirs"))
-  x = fixtures.inputs()
-  expected = fixtures._embed(theirs, x, torch)  # pylint: disable=protected-access
+  x = hf_fx.inputs()
+  expected = hf_fx.embeddings(theirs, x, torch)
   pre = hf.load(str(tmp_path / "theirs"))
-  emb, extras = _embed(pre, x)
+  emb, extras = pt.embed(pre, x)
   for modality in ("image", "text"):
     np.testing.assert_allclose(emb[modality], expected[modality], atol=1e-4)
   np.testing.assert_allclose(extras["scale"], expected["scale"], rtol=1e-6)
   hf.save(pre.model_config, pre.params, str(tmp_path / "ours"))  # and back to transformers
   back = cls.from_pretrained(str(tmp_path / "ours")).eval()
-  again = fixtures._embed(back, x, torch)  # pylint: disable=protected-access
+  again = hf_fx.embeddings(back, x, torch)
   for key, value in expected.items():
     np.testing.assert_array_equal(again[key], value)
 
@@ -405,8 +382,6 @@ def test_an_open_clip_checkpoint_exports_to_transformers(tmp_path):
 def test_live_an_open_clip_checkpoint_in_transformers(tmp_path):
   source = os.path.join(FIXTURES, "open_clip_clip")
   torch = pytest.importorskip("torch")
-  from tests import peers  # pylint: disable=g-import-not-at-top
-
   peers.install_torchvision_stand_in()
   transformers = pytest.importorskip("transformers")
   pre = models.load_pretrained(source)

@@ -23,6 +23,7 @@ from contrastive.models.pretrained import open_clip as oc
 from contrastive.models.pretrained import open_clip_configs
 from contrastive.models.pretrained import weights as weights_lib
 from tests import peers
+from tests import pretrained_testing as pt
 from tests.models.pretrained import _fixtures_open_clip as fx
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
@@ -58,17 +59,6 @@ def _check_parity(pre, expected):
   else:
     np.testing.assert_allclose(bias, expected["bias"], rtol=1e-5)
   return max(np.abs(image - expected["image_emb"]).max(), np.abs(text - expected["text_emb"]).max())
-
-
-def _bits(tree):
-  return {k: np.asarray(v, np.float32).view(np.uint32) for k, v in common.flatten(tree).items()}
-
-
-def _assert_bit_equal(a, b):
-  a, b = _bits(a), _bits(b)
-  assert sorted(a) == sorted(b)
-  for key in a:
-    assert a[key].shape == b[key].shape and np.array_equal(a[key], b[key]), key
 
 
 @pytest.mark.parametrize("name", SAFETENSORS)
@@ -152,7 +142,7 @@ def test_round_trip_is_bit_exact(name, tmp_path):
   pre = models.load_pretrained(_fixture(name))
   models.save_pretrained(pre, pre.params, tmp_path, family="open_clip")
   back = models.load_pretrained(tmp_path)
-  _assert_bit_equal(back.params, pre.params)
+  pt.assert_params_bit_exact(back.params, pre.params)
   assert back.model_config == pre.model_config
   assert back.data.to_dict() == dict(pre.data.to_dict(), tokenizer=back.data.tokenizer)
   # And open_clip's tensors come back as they were, bit for bit, under the same keys.
@@ -194,7 +184,7 @@ def test_model_made_here_round_trips(cls_posemb, tmp_path):
   models.save_pretrained(config, params, tmp_path, family="open_clip")
   back = models.load_pretrained(tmp_path)
   if cls_posemb:
-    _assert_bit_equal(back.params, params)
+    pt.assert_params_bit_exact(back.params, params)
   else:  # the class token's position row is written as -0.0, which adds to it exactly
     assert back.params["image"]["encoder"]["pos_embedding"].shape[1] == 1 + 16
     np.testing.assert_array_equal(
@@ -222,6 +212,7 @@ def test_named_configs_equal_open_clips():
 def test_parameter_counts_equal_open_clips():
   with open(os.path.join(FIXTURES, "open_clip_param_counts.json")) as f:
     peer = json.load(f)
+  assert sorted(oc.NAMES) == sorted(peer)  # every named config has open_clip's count
   for name in oc.NAMES:
     config = oc.model_config_from_open_clip(oc.named_config(name))
     config.scan = True  # the same parameters, traced much faster
@@ -246,7 +237,7 @@ def _open_clip():
   pytest.importorskip("torch")
   try:
     peers.install_torchvision_stand_in()
-  except Exception as e:  # noqa: BLE001
+  except Exception as e:
     pytest.skip(f"no torchvision stand-in: {e}")
   return pytest.importorskip("open_clip")
 
@@ -291,7 +282,7 @@ def test_live_parity_and_export(name, tmp_path):
   ],
 )
 def test_mlp_ratio_written_as_open_clip_reads_it(mlp_dim, width, ratio):
-  written = open_clip_configs._ratio(mlp_dim, width)  # noqa: SLF001
+  written = open_clip_configs._ratio(mlp_dim, width)
   assert int(width * written) == mlp_dim
   if ratio is not None:
     assert written == ratio

@@ -20,7 +20,7 @@ from typing import Any
 
 import ml_collections
 
-from contrastive.train import config as config_lib
+from contrastive.run import config as config_lib
 
 
 def field_error(config: ml_collections.ConfigDict, path: str) -> str | None:
@@ -132,7 +132,7 @@ def parse_flags(argv: list[str]) -> list[str]:
   `error: <one line naming the file or the key>` and exit status 1. absl's own flag errors keep
   absl's one-line `FATAL Flags parsing error`.
   """
-  from absl import flags  # pylint: disable=g-import-not-at-top
+  from absl import flags
 
   try:
     rest = flags.FLAGS(argv)
@@ -146,7 +146,7 @@ def parse_flags(argv: list[str]) -> list[str]:
       )
       sys.exit(1)
     fail(argv, e)
-  except Exception as e:  # noqa: BLE001  (a config file may raise anything)
+  except Exception as e:
     fail(argv, e)
 
 
@@ -180,7 +180,7 @@ def _flag_error(argv: Sequence[str], error: Exception, default: str | None = Non
     return message
   try:
     config = get_config(config_arg)
-  except Exception:  # noqa: BLE001  (the config file itself failed: its own message)
+  except Exception:
     return f"{config_arg}: {message}"
   for path in paths:
     problem = field_error(config, path)

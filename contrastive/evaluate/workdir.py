@@ -1,9 +1,11 @@
 """Evaluating a run's checkpoint: what `python -m contrastive.evaluate --workdir DIR` calls.
 
-The model, the data transforms and the tasks all come from the run config; the parameters from
-`{workdir}/checkpoints/{step}` (the latest by default). A workdir without a checkpoint is
-evaluated at initialization (seed `config.seed`), which gives the untrained baseline. The
-evaluation itself is `contrastive.evaluate.configured.run`, the one the trainer runs.
+The model, the data transforms and the tasks all come from the run config (resolved over the
+trainer's defaults by `contrastive.run.config`); the parameters from
+`{workdir}/checkpoints/{step}` (the latest by default, read by `contrastive.run.workdir`). A
+workdir without a checkpoint is evaluated at initialization (seed `config.seed`), which gives the
+untrained baseline. The evaluation itself is `contrastive.evaluate.configured.run`, the one the
+trainer runs.
 """
 
 from __future__ import annotations
@@ -16,12 +18,12 @@ from absl import logging
 import jax
 import ml_collections
 
-from contrastive import evaluate
 from contrastive import models
 from contrastive import parallel
 from contrastive.evaluate import configured
-from contrastive.train import checkpoint as checkpoint_lib
-from contrastive.train import config as config_lib
+from contrastive.evaluate import runner
+from contrastive.run import config as run_config
+from contrastive.run import workdir as workdir_lib
 
 
 def evaluate_workdir(
@@ -47,12 +49,12 @@ def evaluate_workdir(
     FileNotFoundError: `step` was given and there is no such checkpoint.
     ValueError: a bad config (unknown keys, tasks, sources...), before anything runs.
   """
-  config = config_lib.resolve(config)
+  config = run_config.resolve(config)
   if not config.eval.tasks:
     raise ValueError(
       "config.eval.tasks is empty: nothing to evaluate (see contrastive.evaluate.default_tasks)."
     )
-  evaluate.check_tasks(config.eval.tasks)
+  runner.check_tasks(config.eval.tasks)
   mesh = parallel.make_mesh(**config.mesh.to_dict())
   model = models.make_model(config.model)
   init = functools.partial(model.init, train=False)
@@ -60,7 +62,7 @@ def evaluate_workdir(
   shardings = parallel.logical_shardings(jax.eval_shape(init, *args), mesh)["params"]
   params: Any
   try:
-    params, step = checkpoint_lib.restore_params(workdir, step=step)
+    params, step = workdir_lib.restore_params(workdir, step=step)
     params = jax.device_put(params, shardings)
     logging.info("Evaluating checkpoint %d of %s.", step, workdir)
   except FileNotFoundError:

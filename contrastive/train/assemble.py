@@ -1,0 +1,73 @@
+"""A run's train state and train step, built from its config: what `train_and_evaluate` runs and
+`compile_for` compiles, built once for both."""
+
+from __future__ import annotations
+
+from jax.sharding import Mesh
+import ml_collections
+
+from contrastive import losses
+from contrastive import models
+from contrastive import parallel
+from contrastive.train import optimizer as optimizer_lib
+from contrastive.train import state as state_lib
+from contrastive.train import step as step_lib
+
+
+def create_train_state(
+  config: ml_collections.ConfigDict,
+  model: models.TowerModel,
+  mesh: Mesh,
+  *,
+  materialize: bool = True,
+):
+  """`(state, shardings, tx)` of `state.create_train_state` with the run's optimizer and, for a
+  momentum-queue loss, its queues (`loss.queue_size`, set only for such a loss by `check_run`).
+  `materialize=False`: abstract arrays, for a restore or a compile."""
+  total_steps = int(config.total_steps)
+
+  def make_tx(params):
+    return optimizer_lib.make_optimizer(
+      config.optim, params, total_steps=total_steps, locked=model.locked
+    )[0]
+
+  queue_size = config.loss.queue_size
+  return state_lib.create_train_state(
+    model,
+    make_tx,
+    mesh,
+    seed=config.seed,
+    materialize=materialize,
+    queue_size=queue_size,
+    queue_sharding=parallel.batch_sharding(mesh) if queue_size else None,
+  )
+
+
+def batch_keys(step_config: step_lib.StepConfig) -> tuple[str, ...]:
+  """The batch arrays the step reads: modalities, side keys, side inputs' batch keys."""
+  side_inputs = tuple(spec.batch_key for spec in step_config.side_inputs)
+  return tuple(dict.fromkeys(step_config.modalities + step_config.side_keys + side_inputs))
+
+
+def make_train_step(
+  config: ml_collections.ConfigDict,
+  model: models.TowerModel,
+  objective: losses.Objective,
+  tx,
+  mesh: Mesh,
+  shardings: state_lib.TrainState,
+  step_config: step_lib.StepConfig,
+):
+  """`step.make_train_step` with the run's learning-rate schedule and every batch key sharded
+  over the batch axes."""
+  batch_sharding = parallel.batch_sharding(mesh)
+  return step_lib.make_train_step(
+    model,
+    objective,
+    tx,
+    optimizer_lib.learning_rate_schedule(config.optim, int(config.total_steps)),
+    mesh,
+    shardings,
+    {k: batch_sharding for k in batch_keys(step_config)},
+    step_config,
+  )
