@@ -364,7 +364,7 @@ def write(results, seconds):
     f"Written by `python experiments/ring_tpu.py` ({seconds / 60:.0f} min on a 2-core CPU, "
     f"no TPU; jax {jax.__version__}, libtpu compile-only). *before*: the ring of commit "
     f"`{BEFORE}`; *after*: inputs sent before the hop's tiles, accumulators one hop behind "
-    "(`contrastive/losses/ring.py`).",
+    "(`contrastive/losses/ring.py`, `ring_pass.py`).",
     "",
     "## Transfers and tile compute, from the scheduled HLO",
     "",

@@ -39,9 +39,9 @@ from contrastive.losses.ring import DEFAULT_BLOCK_SIZE
 from contrastive.losses.ring import ReducedBlock
 from contrastive.losses.ring import Tile
 from contrastive.losses.ring import TileLoss
-from contrastive.losses.ring import _vary
 from contrastive.losses.ring import axis_size
 from contrastive.losses.ring import ring_loss
+from contrastive.losses.ring_pass import vary
 
 
 def moco_loss(
@@ -121,7 +121,7 @@ def moco_loss(
   local = np.shape(queue)[0]
   fold = max(1, -(-local // b))  # queue rows per key row
   queue = jnp.pad(jnp.asarray(queue), [(0, fold * b - local), (0, 0)]).reshape(b, fold, dim)
-  valid = _vary(jnp.arange(fold * b).reshape(b, fold) < local, axis_name)
+  valid = vary(jnp.arange(fold * b).reshape(b, fold) < local, axis_name)
   # A tile is [block, block, fold]: keep it within block_size^2 similarities.
   side = DEFAULT_BLOCK_SIZE if block_size is None else block_size
   block = max(1, math.isqrt(side * side // fold))
