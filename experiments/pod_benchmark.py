@@ -376,7 +376,8 @@ def markdown(results: dict) -> str:
   ]
   head = results.get("headline") or {}
   if head:
-    out += ["## Headline: the largest SigLIP B/16 batch on v5e:16x16 (256 chips)", ""]
+    where = f"`{HEADLINE['recipe']}` on {HEADLINE['topology']}"
+    out += [f"## Headline: the largest batch of {where}, ring against dense", ""]
     for loss in ("ring", "dense"):
       h = head.get(loss)
       if h:
