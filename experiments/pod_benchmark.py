@@ -136,7 +136,6 @@ def _dense_objective(name: str):
 
 def compile_one(job: dict) -> dict:
   """Compiles one job (`recipe`, `topology`, `overrides`, `loss`); the row to store."""
-  from contrastive import parallel
   from contrastive import train
 
   path, base, _ = RECIPES[job["recipe"]]
@@ -147,12 +146,8 @@ def compile_one(job: dict) -> dict:
   report = train.compile_for(config, job["topology"], objective=objective)
   row = {k: v for k, v in vars(report).items() if k not in ("hlo",) and not k.startswith("eval_")}
   row.update(job, wall_seconds=time.perf_counter() - start, limit_bytes=report.limit_bytes)
-  # The library changes under a long benchmark: when, and whether the mesh put the batch axes in
-  # ring order (`parallel.ring_order`, which makes v5e/v6e transfers asynchronous).
-  row.update(
-    finished=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-    ring_order=hasattr(parallel, "ring_order"),
-  )
+  # When: a long benchmark's rows can straddle a change to the library.
+  row.update(finished=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
   return row
 
 
@@ -335,8 +330,7 @@ def _collectives(r: dict) -> str:
 
 
 def _row(r: dict) -> str:
-  setting = r["setting"] + (" (row order)" if r.get("ring_order") is False else "")
-  cells = [r["recipe"], r["topology"], r["loss"], setting]
+  cells = [r["recipe"], r["topology"], r["loss"], r["setting"]]
   if "error" in r:
     return "| " + " | ".join(cells + [""] * 6 + [r["error"], "", f"{r['wall_seconds']:.0f}"]) + " |"
   verdict = "yes" if r["fits"] else ("no (refused)" if r.get("refused") else "no")

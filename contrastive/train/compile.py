@@ -123,7 +123,7 @@ class CompileReport:
   @property
   def limit_bytes(self) -> int:
     """What a step may use: `hbm_per_chip` less the margin."""
-    return int(self.hbm_per_chip * (1.0 - self.margin))
+    return _limit(self.hbm_per_chip, self.margin)
 
   @property
   def run_fits(self) -> bool:
@@ -166,15 +166,11 @@ def batch_specs(
   Raises:
     ValueError: a side key whose shape the data config does not give.
   """
-  data_config = data.resolve_config(config.data)
   one = jax.eval_shape(lambda: model.dummy_batch(1))
+  max_len = int(data.resolve_config(config.data).max_len)
 
   def modality(name: str, rows: tuple[int, ...]) -> jax.ShapeDtypeStruct:
-    x = one[name]
-    tail = x.shape[1:]
-    if jnp.issubdtype(x.dtype, jnp.integer) and len(tail) == 1:
-      tail = (int(data_config.max_len),)  # the pipeline pads token ids to data.max_len
-    return jax.ShapeDtypeStruct(rows + tail, x.dtype)
+    return _input_spec(one[name], rows, max_len)
 
   specs = {m: modality(m, (batch_size,)) for m in step_config.modalities}
   for spec in step_config.side_inputs:
@@ -195,6 +191,20 @@ def batch_specs(
         f"{config.loss.name!r}) from the data config."
       )
   return specs
+
+
+def _input_spec(x: jax.ShapeDtypeStruct, rows: tuple[int, ...], max_len: int):
+  """One example's model input `x` (`[1, ...]`) as `rows + [...]`, token ids (an integer
+  `[1, len]`) at `data.max_len`, as the pipeline pads them."""
+  tail = x.shape[1:]
+  if jnp.issubdtype(x.dtype, jnp.integer) and len(tail) == 1:
+    tail = (max_len,)
+  return jax.ShapeDtypeStruct(rows + tail, x.dtype)
+
+
+def _limit(hbm_per_chip: int, margin: float) -> int:
+  """What a step may use: `hbm_per_chip` less the margin."""
+  return int(hbm_per_chip * (1.0 - margin))
 
 
 def _sharded(
@@ -303,7 +313,7 @@ def compile_for(
     peak = max(refusal[1] or 0, arg)
     temp = peak - arg
   every, started = count_collectives(hlo)
-  limit = int(where.hbm_per_chip * (1.0 - margin))
+  limit = _limit(where.hbm_per_chip, margin)
   evaluation = {}
   if config.eval.tasks:
     evaluation = _compile_eval(model, state, mesh, config, batch_sharding, limit, where)
@@ -341,16 +351,11 @@ def _compile_eval(model, state, mesh, config, batch_sharding, limit, where) -> d
   train state as an (unused, kept) argument: the state stays in HBM while evaluation runs, so
   the program's arguments + outputs + temporaries are what a chip holds then."""
   eval_batch = int(config.eval.batch_size)
-  one = jax.eval_shape(lambda: model.dummy_batch(eval_batch))
+  one = jax.eval_shape(lambda: model.dummy_batch(1))
   max_len = int(data.resolve_config(config.data).max_len)
-  batch = {
-    k: jax.ShapeDtypeStruct(
-      (eval_batch, max_len) if jnp.issubdtype(v.dtype, jnp.integer) and v.ndim == 2 else v.shape,
-      v.dtype,
-      sharding=batch_sharding,
-    )
-    for k, v in one.items()
-  }
+  batch = _sharded(
+    {k: _input_spec(v, (eval_batch,), max_len) for k, v in one.items()}, batch_sharding
+  )
   embed = jax.jit(
     lambda train_state, b: model.apply({"params": train_state.params}, b, train=False)[0],
     keep_unused=True,

@@ -67,6 +67,11 @@ def _unknown(topology: str) -> ValueError:
   )
 
 
+def _first_line(error: Exception) -> str:
+  """The first line of an error (libtpu's and the CUDA plugin's run to many lines)."""
+  return (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+
+
 def host_memory_bytes() -> int:
   """This machine's physical memory."""
   return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
@@ -110,8 +115,7 @@ def target(topology: str) -> Target:
   try:
     desc = topologies.get_topology_desc(platform="tpu", topology_name=f"{family}:{grid}", **kwargs)
   except Exception as e:  # libtpu's refusal of a grid runs to many lines
-    first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-    raise ValueError(f"libtpu has no topology {topology!r} ({first}).") from None
+    raise ValueError(f"libtpu has no topology {topology!r} ({_first_line(e)}).") from None
   return Target(topology, family, tuple(desc.devices), TPU_HBM[family])
 
 
@@ -128,10 +132,9 @@ def _gpu(topology: str, family: str, grid: str) -> Target:
       platform="cuda", target_config=H100_TARGET_CONFIG, topology=f"1x{hosts}x{gpus}"
     )
   except Exception as e:  # no CUDA plugin: "Unknown backend cuda" and the like
-    first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
     raise ValueError(
       f"Compiling for {topology!r} needs JAX's CUDA plugin: pip install jax-cuda12-plugin "
-      f"jax-cuda12-pjrt matching jax {jax.__version__} ({first})."
+      f"jax-cuda12-pjrt matching jax {jax.__version__} ({_first_line(e)})."
     ) from None
   return Target(
     topology, family, tuple(desc.devices), GPU_HBM[family], {"xla_gpu_enable_triton_gemm": False}
