@@ -8,7 +8,10 @@ The recipe:
     4x4 grid flattened, so that where things are survives) and a 0.16M-parameter causal text
     transformer over the built-in dataset's 46-word vocabulary (`words` tokenizer), joint
     embedding 128, CLIP's scale initialization.
-  loss: softmax (CLIP) over the ring.
+  loss: softmax (CLIP) over the ring. For SigLIP's sigmoid loss use
+    `configs/loss_zoo.py:loss=sigmoid`: SigLIP's scale 10 with the bias started at the prior of
+    a positive in the batch, -log(B - 1) (-4.8 at 128), not SigLIP's -10, from which short runs
+    collapse on some seeds (docs/losses.md, "SigLIP at a small batch").
   optimizer: AdamW with CLIP's b1 0.9, b2 0.98, eps 1e-6 and weight decay 0.2 (Radford et al.,
     2021), gradient clipping at 1.0 (open_clip's common setting); lr 3e-3, 50 warmup steps, cosine
     decay to 1e-5; 1,100 steps at batch 128.
@@ -42,6 +45,11 @@ Arguments (`configs/demo.py:steps=1100,batch_size=128`, the defaults):
     token grid).
   shape_variants: train on contrast sets of this many records that differ only in one
     object's shape (`data.synthetic.shape_variants`; 1: off; the batch must divide by it).
+  objective: `contrastive` (CLIP's loss alone) or `coca`: CoCa's objective, the softmax loss
+    plus twice a captioning decoder's token cross-entropy (`configs/coca.py`), on a CoCa model
+    of the demo's sizes (the ViT image tower, whose tokens the decoder reads; an attentional
+    pooler of 16 queries; a 2-layer multimodal decoder) and the `words_bos` tokenizer (the
+    built-in vocabulary with a start id, which a decoder needs).
   runlocal: a few steps of a smaller model, no evaluation report (for a smoke test).
 """
 
@@ -49,6 +57,8 @@ from contrastive import data
 from contrastive import evaluate
 from contrastive import models
 from contrastive.run import config as run_config
+
+OBJECTIVES = ("contrastive", "coca")
 
 
 def get_config(arg=None):
@@ -62,6 +72,7 @@ def get_config(arg=None):
     one_object_weight=4,
     shape_variants=2,
     image_tower="cnn",
+    objective="contrastive",
     runlocal=False,
   )
   c = run_config.defaults()  # every trainer key, so each can be overridden
@@ -139,6 +150,9 @@ def get_config(arg=None):
     c.loss.name = "hard_negative"
     c.loss.side_inputs = dict(neg_y=dict(modality="text", batch_key="hard_negatives"))
 
+  if arg.objective not in OBJECTIVES:
+    raise ValueError(f"objective must be one of {OBJECTIVES}, got {arg.objective!r}.")
+
   c.optim.update(
     name="adamw",
     lr=3e-3,
@@ -179,4 +193,25 @@ def get_config(arg=None):
   c.eval.update(at_end=True, batch_size=256 if not arg.runlocal else 32, report=not arg.runlocal)
   c.eval.tasks = tasks
   c.log.update(every_steps=50 if not arg.runlocal else 1)
+  if arg.objective == "coca":
+    _coca(c, towers["vit"], runlocal=arg.runlocal)
   return c
+
+
+def _coca(c, vit, *, runlocal: bool) -> None:
+  """CoCa's objective on a CoCa of the demo's sizes (`objective=coca`)."""
+  c.data.tokenizer = "words_bos"
+  vocab = data.make_tokenizer(c.data).vocab_size
+  c.model = models.coca_config("mu", image_size=32, vocab_size=vocab, max_len=c.data.max_len)
+  small = dict(width=32, depth=1, mlp_dim=64, num_heads=2) if runlocal else {}
+  image = {k: v for k, v in vit.items() if k != "pool"}  # the pooler replaces the class token
+  c.model.encoders.image = dict(image, pre_norm=False, cls_posemb=False, **small)
+  text = {**dict(width=96, depth=2, mlp_dim=192, num_heads=4), **small}
+  c.model.encoders.text.update(text, variant=None)
+  c.model.decoder.update(text, variant=None, pool_queries=16, pool_heads=small.get("num_heads", 4))
+  c.model.embed_dim = 128
+  c.loss.terms = dict(caption=dict(name="caption", weight=2.0))  # CoCa's lambda_cap
+  # Greedy captions of the test pairs, on seen and held-out (colour, shape) combinations.
+  c.eval.tasks.caption = dict(
+    kind="caption", source=dict(c.eval.tasks.retrieval.source), subset_key="heldout"
+  )

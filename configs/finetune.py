@@ -28,9 +28,15 @@ data (empty drops it).
 Without `pretrained` the model is OpenAI's CLIP ViT-B/16 architecture, for a config that builds
 (the tests) or a `--config.checkpoint.init_from=` given by hand.
 
+Fine-tuning at another resolution than the checkpoint's (`image_size=336` for a 224 px CLIP, as
+in open_clip's 336 px models): the learned position table is resized to the new patch grid the
+checkpoint family's way (`models.load_pretrained(image_size=)`), and the data pipeline feeds
+images of that size.
+
 Arguments: `pretrained=PATH`; `name=NAME` (the open_clip architecture, e.g. `ViT-B-32`, when the
-path does not say); `steps=N`; `batch_size=N`; `eval_split=NAME`; `imagenet=True|False`; `cpu`
-(the built-in dataset and a few steps; a tiny random model without `pretrained`).
+path does not say); `image_size=N` (0: the checkpoint's); `steps=N`; `batch_size=N`;
+`eval_split=NAME`; `imagenet=True|False`; `cpu` (the built-in dataset and a few steps; a tiny
+random model without `pretrained`).
 """
 
 from ml_collections import config_dict
@@ -47,6 +53,7 @@ def get_config(arg=None):
     arg,
     pretrained="",
     name="",
+    image_size=0,
     steps=25_000,
     batch_size=512,
     eval_split="val",
@@ -68,7 +75,9 @@ def get_config(arg=None):
   c.data.read_threads = 16
 
   if arg.pretrained:
-    ckpt = train_pretrained.settings(arg.pretrained, name=arg.name or None)
+    ckpt = train_pretrained.settings(
+      arg.pretrained, name=arg.name or None, image_size=arg.image_size or None
+    )
     c.model = ckpt.model_config
     c.data = train_pretrained.data_config(ckpt, c.data)
     c.checkpoint.update(init_from=ckpt.path, init_from_name=arg.name or None)
@@ -87,6 +96,9 @@ def get_config(arg=None):
     )
     c.model.encoders.text.update(causal=True, pool="eot", act="quick_gelu", norm_eps=1e-5)
     c.data.update(tokenizer="clip", max_len=77, image_size=224, normalization="clip")
+    if arg.image_size:
+      c.model.encoders.image.image_size = arg.image_size
+      c.data.image_size = arg.image_size
   c.model.dtype = "bfloat16"  # compute; parameters, loss and optimizer stay float32
   c.model.locked = ()
 

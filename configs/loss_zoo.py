@@ -65,6 +65,7 @@ def _demo():
 
 
 def get_config(arg=None):
+  from contrastive import models
   from contrastive.run import config as run_config
 
   arg = run_config.parse_arg(arg, loss="dcl", steps=600, batch_size=256, runlocal=False)
@@ -78,5 +79,9 @@ def get_config(arg=None):
   c.loss.update(options)
   c.data.update(data_changes)
   if c.model.convention == "clip" and arg.loss in ("sigmoid", "sigmoid_focal"):
-    c.model.convention = "siglip"  # the learned bias and SigLIP's initialization
+    c.model.convention = "siglip"  # the learned bias and SigLIP's scale initialization
+    # The bias starts at the prior of a positive in this batch, -log(B - 1) (-4.8 at 128), not
+    # SigLIP's -10 (the prior at its 32k batch): from -10, a run of a few hundred steps at a
+    # small batch collapses on some seeds (docs/losses.md, "SigLIP at a small batch").
+    c.model.bias_init = models.towers.prior_bias(c.data.batch_size)
   return c

@@ -12,6 +12,11 @@ a B-sized (768-wide, 12-layer) bidirectional text transformer over 16 SentencePi
 (32k vocabulary, trained on C4), pooled at the last token; joint embedding 768; the loss over
 all devices without gathering the similarity matrix (here: the ring).
 
+The bias starts at the paper's -10, the prior of a positive (`sigma(b) = 1/B`) at about 22k; with
+`batch_size=N` other than 32k it starts at that batch's prior, `-log(N - 1)`
+(`models.towers.prior_bias`), and so does the `cpu` run: from -10, short runs at small batches
+collapse on some seeds (docs/losses.md, "SigLIP at a small batch").
+
 Our choices where the paper leaves it open (check them against your budget): 9B examples seen
 (274,658 steps at 32k), 5% linear warmup then cosine decay, gradient clipping at 1.0, bfloat16
 compute, and the evaluation (ImageNet zero-shot through tfds).
@@ -58,6 +63,8 @@ def get_config(arg=None):
   c.model.encoders.image.update(pool="map", act="gelu_tanh", posemb="learn", proj_bias=True)
   c.model.encoders.text.update(causal=False, pool="last", act="gelu_tanh", proj_bias=True)
   c.model.dtype = "bfloat16"
+  if arg.batch_size != 32_768:
+    c.model.bias_init = models.towers.prior_bias(arg.batch_size)
 
   c.loss.name = "sigmoid"
 
@@ -113,6 +120,7 @@ def get_config(arg=None):
     )
     c.model.encoders.image.update(pool="map", act="gelu_tanh", proj_bias=True)
     c.model.encoders.text.update(causal=False, pool="last", act="gelu_tanh", proj_bias=True)
+    c.model.bias_init = models.towers.prior_bias(c.data.batch_size)
     c.optim.update(lr=1e-3, warmup_steps=2)
     c.checkpoint.update(every_steps=3, keep=2)
     c.eval.update(at_end=False, batch_size=32)

@@ -6,6 +6,8 @@ Specs:
   Vocabulary 259.
 - `"words"`: the built-in dataset's closed word vocabulary (`shapes.vocabulary()`, as a
   `tokenizers.WordTokenizer`); a caption is five times fewer tokens than in bytes.
+  `"words_bos"`: the same with a start-of-text id before each caption (the last id), which a
+  captioning decoder needs to predict the first word and to start generating.
 - a path ending in `.model`: a SentencePiece model (`pip install contrastive[tokenizers]`).
 - a path ending in `.json`: a Hugging Face `tokenizers` file, e.g. one written by
   `tokenizers.train_bpe` (`pip install contrastive[tokenizers]`).
@@ -33,8 +35,7 @@ from contrastive.data import tokenizers
 
 
 def _builtin_words(spec: str) -> tokenizers.WordTokenizer:
-  del spec
-  return tokenizers.WordTokenizer(shapes.vocabulary())
+  return tokenizers.WordTokenizer(shapes.vocabulary(), bos=spec == "words_bos")
 
 
 def _clip(spec: str) -> clip_bpe.ClipTokenizer:
@@ -51,6 +52,7 @@ def _pretrained(spec: str) -> tokenizers.Tokenizer:
 TOKENIZERS: dict[str, Callable[[str], tokenizers.Tokenizer]] = {
   "bytes": lambda spec: tokenizers.ByteTokenizer(),
   "words": _builtin_words,
+  "words_bos": _builtin_words,
   "clip": _clip,
   "clip:": _clip,
   "siglip:": _pretrained,

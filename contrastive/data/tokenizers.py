@@ -125,7 +125,8 @@ class ByteTokenizer:
 class WordTokenizer:
   """A closed vocabulary of lower-cased words and punctuation marks; other words are unknown.
 
-  Ids: 0 padding, 1 end of text, 2 mask, 3 unknown, `4 + i` for `vocabulary[i]`.
+  Ids: 0 padding, 1 end of text, 2 mask, 3 unknown, `4 + i` for `vocabulary[i]`; with
+  `bos=True`, a start-of-text id after those, `4 + len(vocabulary)` (for captioning decoders).
   """
 
   pad_id = 0
@@ -135,12 +136,16 @@ class WordTokenizer:
   offset = 4
   _SPLIT = re.compile(r"\w+|[^\w\s]")
 
-  def __init__(self, vocabulary: Sequence[str]):
+  def __init__(self, vocabulary: Sequence[str], *, bos: bool = False):
     self.vocabulary = tuple(vocabulary)
     if len(set(self.vocabulary)) != len(self.vocabulary):
       raise ValueError("The word vocabulary has duplicates.")
     self._ids = {w: i + self.offset for i, w in enumerate(self.vocabulary)}
     self.vocab_size = len(self.vocabulary) + self.offset
+    self.bos_id = None
+    if bos:
+      self.bos_id = self.vocab_size
+      self.vocab_size += 1
 
   def encode(self, text: str) -> list[int]:
     return [self._ids.get(w, self.unk_id) for w in self._SPLIT.findall(text.lower())]
@@ -148,6 +153,8 @@ class WordTokenizer:
   def decode(self, ids: Sequence[int]) -> str:
     text = ""
     for i in ids:
+      if i == self.bos_id:
+        continue
       if i >= self.offset or i == self.unk_id:
         word = self.vocabulary[i - self.offset] if i >= self.offset else "<unk>"
         glue = "" if not text or not (word[0].isalnum() or word == "<unk>") else " "
@@ -155,7 +162,8 @@ class WordTokenizer:
     return text
 
   def __repr__(self) -> str:
-    return f"WordTokenizer({len(self.vocabulary)} words)"
+    start = ", with a start id" if self.bos_id is not None else ""
+    return f"WordTokenizer({len(self.vocabulary)} words{start})"
 
 
 def _require(module: str):

@@ -3,7 +3,8 @@ geometry and how a space treats its negatives.
 
 Pure functions over embeddings (arrays in, plain floats out), then runners that embed evaluation
 sets with any model (`embed_dataset`, `run_tasks`, `evaluate`), a trainer's run directory
-(`evaluate_workdir`, what `python -m contrastive.evaluate --workdir` calls), a report
+(`evaluate_workdir`, what `python -m contrastive.evaluate --workdir` calls), the standard
+zero-shot table over tfds (`run_suite_pretrained`, `run_suite_workdir`, `SUITES`), a report
 (`write_report`) and notebook helpers (`examples_by_field`, `Embedder`, `show_report`, ...).
 """
 
@@ -53,6 +54,10 @@ from contrastive.evaluate.similarity import topk
 from contrastive.evaluate.sources import SOURCES
 from contrastive.evaluate.sources import EvalSource
 from contrastive.evaluate.sources import data_sources
+from contrastive.evaluate.suite import run_pretrained as run_suite_pretrained
+from contrastive.evaluate.suite import run_workdir as run_suite_workdir
+from contrastive.evaluate.suite import suite_tasks
+from contrastive.evaluate.suite_datasets import SUITES
 from contrastive.evaluate.tasks import TASKS
 from contrastive.evaluate.workdir import evaluate_workdir
 from contrastive.evaluate.zeroshot import class_prototypes
@@ -69,6 +74,7 @@ __all__ = [
   "OPENAI_IMAGENET_TEMPLATES",
   "SIMPLE_IMAGENET_TEMPLATES",
   "SOURCES",
+  "SUITES",
   "TASKS",
   "Table",
   "alignment",
@@ -103,11 +109,14 @@ __all__ = [
   "report_images",
   "retrieval_metrics",
   "retrieval_ranks",
+  "run_suite_pretrained",
+  "run_suite_workdir",
   "run_tasks",
   "score_metrics",
   "show_report",
   "similarity_samples",
   "singular_values",
+  "suite_tasks",
   "tolerance",
   "topk",
   "uniformity",

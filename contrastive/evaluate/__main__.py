@@ -5,11 +5,15 @@ r"""Evaluates a checkpoint written by the trainer on the config's `eval.tasks`.
     python -m contrastive.evaluate --config configs/demo.py --workdir runs/demo \
         --config.eval.tasks.retrieval.source.num_examples=2000 --output runs/demo/eval_2k
     python -m contrastive.evaluate --pretrained /ckpt/clip_vit_b16 --output runs/b16_eval
+    python -m contrastive.evaluate --pretrained /ckpt/clip_vit_b16 --image_size 336
 
 Without `--config`, the run's resolved config (`{workdir}/config.json`, written by the trainer)
 is used. A workdir without checkpoints is evaluated at initialization (the untrained baseline).
 The report (`metrics.json`, `history.jsonl`, PNG plots) goes to `--output`, by default
-`{workdir}/eval`. The work is done by `contrastive.evaluate.workdir.evaluate_workdir`, which
+`{workdir}/eval`. With `--suite NAME` (e.g. `quick`, `imagenet`, `clip`), the standard zero-shot
+table is run instead of the config's tasks and written as `table.md` and `table.csv`
+(`contrastive.evaluate.suite`; `--pretrained hf-hub:ORG/NAME` reads the Hugging Face cache). The
+work is done by `contrastive.evaluate.workdir.evaluate_workdir`, which
 reads the run config and the checkpoints through `contrastive.run`, not the trainer. With
 `--pretrained PATH` (instead of `--workdir`), an imported checkpoint is evaluated with its own
 tokenizer and image settings on `--config`'s eval tasks, or the built-in set without one
@@ -42,9 +46,26 @@ _PRETRAINED = flags.DEFINE_string(
 _PRETRAINED_NAME = flags.DEFINE_string(
   "pretrained_name", None, "The architecture where --pretrained does not say (e.g. ViT-B-32)."
 )
+_IMAGE_SIZE = flags.DEFINE_integer(
+  "image_size",
+  None,
+  "With --pretrained: evaluate at this image size, the learned position table resized the "
+  "checkpoint family's way (e.g. 336 for a 224 px CLIP).",
+)
+_MAX_LEN = flags.DEFINE_integer(
+  "max_len", None, "With --pretrained: evaluate at this text length (the table resized)."
+)
 flags.mark_flags_as_mutual_exclusive(["workdir", "pretrained"], required=True)
 _CHECKPOINT = flags.DEFINE_integer("checkpoint", None, "The step to evaluate (default: latest).")
 _OUTPUT = flags.DEFINE_string("output", None, "Where the report goes (default {workdir}/eval).")
+# The standard zero-shot table (contrastive.evaluate.suite), in place of the config's eval tasks.
+_SUITE = flags.DEFINE_string(
+  "suite", None, "A suite (imagenet, clip, quick) or dataset names, comma-separated: one table."
+)
+_SUITE_DATA_DIR = flags.DEFINE_string("suite_data_dir", None, "The tfds data dir of --suite.")
+_SUITE_EXAMPLES = flags.DEFINE_integer("suite_examples", None, "Read only the first N of each.")
+_FLICKR30K = flags.DEFINE_string("flickr30k", None, "--suite: Flickr30k as an ArrayRecord folder.")
+_COMPARE = flags.DEFINE_string("compare", None, "--suite: another run's table.csv, side by side.")
 _HOSTS = multihost.define_host_flags()
 
 
@@ -66,6 +87,8 @@ def _run_config(workdir: str):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  if (_IMAGE_SIZE.value or _MAX_LEN.value) and not _PRETRAINED.value:
+    raise app.UsageError("--image_size and --max_len go with --pretrained.")
   if not flags.FLAGS["stderrthreshold"].present:
     flags.FLAGS.stderrthreshold = "warning"
   # The library is imported here, so that `--help` and flag errors come back without JAX.
@@ -73,11 +96,18 @@ def main(argv):
   import jax
 
   try:
+    if _SUITE.value:
+      return _run_suite()
     if _PRETRAINED.value:
       from contrastive.evaluate import pretrained
 
       metrics = pretrained.evaluate_path(
-        _PRETRAINED.value, _CONFIG.value, name=_PRETRAINED_NAME.value, output_dir=_OUTPUT.value
+        _PRETRAINED.value,
+        _CONFIG.value,
+        name=_PRETRAINED_NAME.value,
+        output_dir=_OUTPUT.value,
+        image_size=_IMAGE_SIZE.value,
+        max_len=_MAX_LEN.value,
       )
     else:
       from contrastive.evaluate import workdir
@@ -96,6 +126,40 @@ def main(argv):
     output = _OUTPUT.value or (_WORKDIR.value and os.path.join(_WORKDIR.value, "eval"))
     if output:  # --pretrained without --output writes no files
       print(f"Report: {output}/metrics.json and PNG plots.", flush=True)
+
+
+def _run_suite():
+  """`--suite`: the table instead of the config's tasks (contrastive.evaluate.suite)."""
+  import jax
+
+  from contrastive.evaluate import suite
+
+  options = dict(
+    data_dir=_SUITE_DATA_DIR.value,
+    paths={"flickr30k": _FLICKR30K.value} if _FLICKR30K.value else None,
+    num_examples=_SUITE_EXAMPLES.value,
+    output_dir=_OUTPUT.value,
+    compare_with=_COMPARE.value,
+  )
+  if _PRETRAINED.value:
+    rows = suite.run_pretrained(
+      _PRETRAINED.value,
+      _SUITE.value,
+      name=_PRETRAINED_NAME.value,
+      image_size=_IMAGE_SIZE.value,
+      max_len=_MAX_LEN.value,
+      **options,
+    )
+  else:
+    config = _CONFIG.value if _CONFIG.value is not None else _run_config(_WORKDIR.value)
+    options["output_dir"] = _OUTPUT.value or os.path.join(_WORKDIR.value, "eval")
+    rows = suite.run_workdir(
+      config, _WORKDIR.value, _SUITE.value, step=_CHECKPOINT.value, **options
+    )
+  if jax.process_index() == 0:
+    print(suite.markdown(rows), end="", flush=True)
+    if options["output_dir"]:
+      print(f"Table: {options['output_dir']}/{suite.TABLE_MD} and {suite.TABLE_CSV}.", flush=True)
 
 
 def _parse_flags(argv):

@@ -19,6 +19,7 @@ import ml_collections
 import numpy as np
 
 from contrastive import data
+from contrastive import models
 from contrastive import parallel
 from contrastive.data import tokenizers
 from contrastive.data import transforms
@@ -93,7 +94,40 @@ def run(
       report=bool(config.eval.report),
       sources=eval_sources(config.data),
       logit_scale=logit_scale(model, params),
+      caption_fn=caption_fn(model, params, config.data, mesh),
     )
+
+
+def caption_fn(
+  model: nn.Module, params: Any, data_config: ml_collections.ConfigDict, mesh: Mesh | None
+) -> Callable[..., np.ndarray] | None:
+  """`(images, method=, beam_size=) -> [batch, max_len]` ids generated with the run's tokenizer's
+  start, end and padding ids (`models.generate`), for a model with a decoder; else None."""
+  if not getattr(model, "has_decoder", False):
+    return None
+  cfg = data.resolve_config(data_config)
+  tokenizer = data.make_tokenizer(cfg)
+  if getattr(tokenizer, "bos_id", None) is None or tokenizer.eos_id is None:
+    raise ValueError(
+      f"Generating captions needs a tokenizer with start and end ids; {tokenizer!r} lacks one "
+      "(for the built-in data: data.tokenizer='words_bos')."
+    )
+  ids = dict(sot_id=tokenizer.bos_id, eot_id=tokenizer.eos_id, pad_id=tokenizer.pad_id)
+
+  def generate(images, *, method="greedy", beam_size=4):
+    tokens = models.generate(
+      model,
+      params,
+      images,
+      max_len=int(cfg.max_len),
+      method=method,
+      beam_size=beam_size,
+      mesh=mesh,
+      **ids,
+    )
+    return np.asarray(jax.device_get(tokens))
+
+  return generate
 
 
 def logit_scale(model: nn.Module, params: Any) -> float:

@@ -60,6 +60,8 @@ class Context:
     jit: wrap `embed_fn` in `jax.jit` here.
     logit_scale: the model's logit scale (`exp(log_scale)`), for tasks that score with the
       model's own softmax (zero-shot `ensemble="marginal"`); None if unknown.
+    caption_fn: for a model with a captioning decoder, `(images, method=, beam_size=) ->
+      [batch, max_len]` generated token ids (`models.generate`); None: no decoder.
     pairs: paired `(image, text)` embeddings kept for the report, by task name.
     task_name: the task running now (set by `run_tasks`).
   """
@@ -75,6 +77,7 @@ class Context:
   block_size: int = similarity.DEFAULT_BLOCK_SIZE
   jit: bool = False
   logit_scale: float | None = None
+  caption_fn: Callable[..., Any] | None = None
   pairs: dict[str, tuple[np.ndarray, np.ndarray]] = dataclasses.field(default_factory=dict)
   task_name: str = ""
   _cache: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -91,6 +94,10 @@ class Context:
         f"text={self.text_modality!r}."
       )
     return batch
+
+  def prepare_inputs(self, raw: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """Model inputs of a raw batch (`prepare`), checked."""
+    return self._prepare(raw)
 
   def _embed(self, batches: Iterator[Mapping[str, np.ndarray]], modality: str) -> np.ndarray:
     out = embed.embed_dataset(

@@ -213,6 +213,8 @@ def evaluate_path(
   *,
   name: str | None = None,
   output_dir: str | os.PathLike | None = None,
+  image_size: int | None = None,
+  max_len: int | None = None,
 ) -> dict[str, float]:
   """What `python -m contrastive.evaluate --pretrained PATH` runs.
 
@@ -222,6 +224,8 @@ def evaluate_path(
       used; None: `default_tasks()` at batch 64 on all devices.
     name: the architecture name where the path does not say (`models.load_pretrained`'s `name`).
     output_dir: where the report goes; None: no files.
+    image_size, max_len: evaluate at this image size / text length, the position tables resized
+      (`models.load_pretrained`'s).
 
   Returns:
     The metrics.
@@ -237,7 +241,7 @@ def evaluate_path(
   sources = None
   if config.get("data") is not None:  # the `data` source: the run config's own data
     sources = sources_lib.data_sources(config.data)
-  pre = models.load_pretrained(path, name=name)
+  pre = models.load_pretrained(path, name=name, image_size=image_size, max_len=max_len)
   return evaluate_pretrained(
     pre,
     tasks,

@@ -92,6 +92,7 @@ def run_tasks(
   block_size: int = similarity.DEFAULT_BLOCK_SIZE,
   jit: bool = False,
   logit_scale: float | None = None,
+  caption_fn: Callable[..., Any] | None = None,
   context: Context | None = None,
 ) -> dict[str, float]:
   """Runs every task of `tasks` and returns their metrics, keyed `"{task name}/{metric}"`.
@@ -108,6 +109,8 @@ def run_tasks(
     block_size: the largest similarity tile.
     jit: wrap `embed_fn` in `jax.jit` here (else the caller has jitted it).
     logit_scale: the model's logit scale, for zero-shot `ensemble="marginal"`.
+    caption_fn: a model with a decoder's caption generator, for `caption` tasks (see
+      `context`).
     context: reuse a `Context` (its caches, and its kept `pairs` for a report).
 
   Returns:
@@ -126,6 +129,7 @@ def run_tasks(
     block_size=block_size,
     jit=jit,
     logit_scale=logit_scale,
+    caption_fn=caption_fn,
   )
   metrics = {}
   for name, config in tasks.items():
@@ -156,6 +160,7 @@ def evaluate(
   block_size: int = similarity.DEFAULT_BLOCK_SIZE,
   jit: bool = False,
   logit_scale: float | None = None,
+  caption_fn: Callable[..., Any] | None = None,
 ) -> dict[str, float]:
   """`run_tasks`, then (on process 0, with a `workdir`) the history line and the report.
 
@@ -164,7 +169,7 @@ def evaluate(
 
   Args:
     embed_fn, tasks, prepare, batch_size, mesh, sources, image_modality, text_modality,
-      batch_axes, block_size, jit, logit_scale: as for `run_tasks`.
+      batch_axes, block_size, jit, logit_scale, caption_fn: as for `run_tasks`.
     workdir: where `metrics.json`, `history.jsonl` and the PNGs go; None: no files.
     step: the training step (recorded in the files).
     report: draw the plots (False: only `metrics.json` and the history).
@@ -184,6 +189,7 @@ def evaluate(
     block_size=block_size,
     jit=jit,
     logit_scale=logit_scale,
+    caption_fn=caption_fn,
   )
   metrics = run_tasks(embed_fn, tasks, prepare=prepare, batch_size=batch_size, context=ctx)
   if workdir is not None and jax.process_index() == 0:

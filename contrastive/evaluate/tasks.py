@@ -19,11 +19,13 @@ from typing import Any, Literal
 import numpy as np
 
 from contrastive.evaluate import binding as binding_lib
+from contrastive.evaluate import captioning
 from contrastive.evaluate import geometry as geometry_lib
 from contrastive.evaluate import imagenet
 from contrastive.evaluate import probes
 from contrastive.evaluate import retrieval as retrieval_lib
 from contrastive.evaluate import sources as sources_lib
+from contrastive.evaluate import suite_labels
 from contrastive.evaluate import zeroshot as zeroshot_lib
 from contrastive.evaluate.context import Context
 
@@ -80,6 +82,7 @@ def zeroshot(
   ks: Sequence[int] = (1, 5),
   ensemble: Literal["mean", "marginal"] = "mean",
   scale: float | None = None,
+  label_transform: str | None = None,
 ) -> dict[str, float]:
   """Zero-shot classification of a labelled source with a prompt ensemble.
 
@@ -89,7 +92,9 @@ def zeroshot(
   `ensemble="mean"` predicts the nearest averaged prototype (CLIP;
   `zeroshot.class_prototypes`), `"marginal"` sums each class's prompt probabilities under the
   model's softmax at logit scale `scale` (default: the model's own, `ctx.logit_scale`;
-  `zeroshot.marginal_log_probs`). See `zeroshot.zeroshot_metrics`.
+  `zeroshot.marginal_log_probs`). `label_transform` derives the labels from the `label_key`
+  field and drops the records the protocol leaves out (`suite_labels.TRANSFORMS`: ImageNet-A/R's
+  200 classes, ReaL's label sets, VTAB's CLEVR and KITTI tasks). See `zeroshot.zeroshot_metrics`.
   """
   if ensemble not in ("mean", "marginal"):
     raise ValueError(f"ensemble must be 'mean' or 'marginal', got {ensemble!r}.")
@@ -107,7 +112,11 @@ def zeroshot(
   temps = tuple(templates or spec.templates or sources_lib.DEFAULT_TEMPLATES)
   x, fields = ctx.load(source, image_key=image_key)
   text = ctx.embed_texts(zeroshot_lib.prompts(names, temps)).reshape(len(names), len(temps), -1)
-  labels = np.asarray(_field(fields, label_key))
+  if label_transform is None:
+    labels = np.asarray(_field(fields, label_key))
+  else:  # the protocol's own labels; the records it leaves out are dropped
+    labels, keep = suite_labels.transform(label_transform, _field(fields, label_key), len(names))
+    x = x[keep]
   if ensemble == "marginal":
     scores = zeroshot_lib.marginal_log_probs(x, text, scale=scale, block_size=ctx.block_size)
     return zeroshot_lib.score_metrics(scores, labels=labels, ks=ks, class_names=names)
@@ -308,6 +317,50 @@ def knn(
 
 
 # kind: task. Configs name tasks by these keys.
+def caption(
+  ctx: Context,
+  *,
+  source: Source,
+  caption_key: str = "caption",
+  image_key: str = "image",
+  subset_key: str | None = None,
+  subset_names: Sequence[str] = ("seen", "heldout"),
+  method: Literal["greedy", "beam"] = "greedy",
+  beam_size: int = 4,
+) -> dict[str, float]:
+  """Captions generated for a source's images against its captions: exact match and token
+  accuracy (`captioning.caption_metrics`), overall and, with `subset_key`, for the images with
+  the flag off and on. Needs a model with a captioning decoder (`ctx.caption_fn`)."""
+  if ctx.caption_fn is None:
+    raise ValueError(
+      "Task kind 'caption' needs a model with a captioning decoder (CoCa: model.decoder); "
+      "this model has none."
+    )
+  src = ctx.source(source).source
+  records = [src[i] for i in range(len(src))]
+  if not records or image_key not in records[0] or caption_key not in records[0]:
+    raise ValueError(
+      f"Task 'caption' reads {image_key!r} and {caption_key!r} from the records of "
+      f"{dict(source)}; fields: {sorted(records[0]) if records else 'none (empty)'}."
+    )
+  generated, references = [], []
+  for idx in captioning.padded_batches(len(records), ctx.batch_size):
+    batch = [records[i] for i in idx]
+    images = ctx.prepare_inputs({ctx.image_modality: [r[image_key] for r in batch]})
+    ids = np.asarray(ctx.caption_fn(images[ctx.image_modality], method=method, beam_size=beam_size))
+    texts = [r[caption_key] for r in batch]
+    refs = ctx.prepare_inputs({ctx.text_modality: [str(t) for t in texts]})[ctx.text_modality]
+    keep = len(set(idx.tolist()))
+    generated.append(ids[:keep])
+    references.append(refs[:keep])
+  fields = {k: [r[k] for r in records] for k in ([subset_key] if subset_key else [])}
+  return captioning.caption_metrics(
+    np.concatenate(generated),
+    np.concatenate(references),
+    subsets=_subsets(fields, subset_key, subset_names),
+  )
+
+
 TASKS: dict[str, Callable[..., dict[str, float]]] = {
   "zeroshot": zeroshot,
   "retrieval": retrieval,
@@ -315,4 +368,5 @@ TASKS: dict[str, Callable[..., dict[str, float]]] = {
   "geometry": geometry,
   "linear_probe": linear_probe,
   "knn": knn,
+  "caption": caption,
 }

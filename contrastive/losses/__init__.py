@@ -9,6 +9,8 @@ from contrastive.losses import reference
 from contrastive.losses.align_uniform import align_uniform_loss
 from contrastive.losses.align_uniform import contrastive_gap_loss
 from contrastive.losses.auc import auc_mw_loss
+from contrastive.losses.caption import caption_loss
+from contrastive.losses.caption import caption_sums
 from contrastive.losses.cmc import cmc_loss
 from contrastive.losses.dcl import dcl_loss
 from contrastive.losses.dcl import dclw_loss
@@ -54,6 +56,8 @@ __all__ = [
   "TileLoss",
   "align_uniform_loss",
   "auc_mw_loss",
+  "caption_loss",
+  "caption_sums",
   "cmc_loss",
   "contrastive_gap_loss",
   "cwcl_targets",

@@ -9,15 +9,22 @@ emb, extras = model.apply(variables, batch, train=False)   # emb[m]: [batch, emb
 Every key of a model config, with its default: `models.model_config()` (what each key does: the
 docstring of `contrastive.models.config`; sizes by name: `SIZES`, `TEXT_SIZES`). The inputs and
 `extras` of `apply`: `TowerModel.__call__`. The guide is docs/models.md: encoders, sizes,
-options, locking (LiT), sharding, pretrained checkpoints (docs/pretrained.md).
+options, locking (LiT), sharding, the captioning decoder (CoCa) and `generate`, pretrained
+checkpoints (docs/pretrained.md).
 """
 
 from contrastive.models.cnn import CNN
+from contrastive.models.coca import CoCa
+from contrastive.models.coca_configs import COCA_VARIANTS
+from contrastive.models.coca_configs import coca_config
 from contrastive.models.config import ENCODERS
 from contrastive.models.config import count_params
 from contrastive.models.config import make_encoder
 from contrastive.models.config import make_model
 from contrastive.models.config import model_config
+from contrastive.models.decoder import CocaText
+from contrastive.models.decoder import MultimodalDecoder
+from contrastive.models.generate import generate
 from contrastive.models.layers import ACTIVATIONS
 from contrastive.models.layers import REMAT_POLICIES
 from contrastive.models.layers import Encoder
@@ -40,16 +47,21 @@ from contrastive.models.text import TextTransformer
 from contrastive.models.towers import CONVENTIONS
 from contrastive.models.towers import Tower
 from contrastive.models.towers import TowerModel
+from contrastive.models.towers import prior_bias
 from contrastive.models.vit import ViT
 from contrastive.models.vit import posemb_sincos_2d
 
 __all__ = [
   "ACTIVATIONS",
   "CNN",
+  "COCA_VARIANTS",
   "CONVENTIONS",
+  "CoCa",
+  "CocaText",
   "ENCODERS",
   "Encoder",
   "MLPEncoder",
+  "MultimodalDecoder",
   "Pretrained",
   "PretrainedError",
   "REMAT_POLICIES",
@@ -59,15 +71,18 @@ __all__ = [
   "Tower",
   "TowerModel",
   "ViT",
+  "coca_config",
   "count_params",
   "decode_text_variant",
   "decode_vit_variant",
+  "generate",
   "load_pretrained",
   "lock",
   "make_encoder",
   "make_model",
   "model_config",
   "posemb_sincos_2d",
+  "prior_bias",
   "save_pretrained",
   "stack_layers",
   "trainable_labels",

@@ -25,6 +25,9 @@ tower's head: its bias, and whether there is one; `proj=False` needs the encoder
 `MLPEncoder`, `CNN`); an unknown key fails with the list of known ones. The shared keys
 (`dtype`, `remat`, `scan`) reach only the encoders that have that field (`CNN` and `MLPEncoder`
 take `dtype` alone).
+
+`decoder` (default None) adds a captioning decoder: a dict of the decoder's fields builds a
+`CoCa` (image and `coca_text` encoders; keys and an example: `contrastive.models.coca_configs`).
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ import ml_collections
 from ml_collections import config_dict
 
 from contrastive.models import cnn
+from contrastive.models import coca_configs
+from contrastive.models import decoder as decoder_lib
 from contrastive.models import layers
 from contrastive.models import mlp
 from contrastive.models import text
@@ -52,6 +57,7 @@ ENCODERS: dict[str, type[nn.Module]] = {
   "text": text.TextTransformer,
   "mlp": mlp.MLPEncoder,
   "cnn": cnn.CNN,
+  "coca_text": decoder_lib.CocaText,
 }
 
 # Keys of the model config, and the encoder options they set for every encoder having them.
@@ -66,6 +72,7 @@ MODEL_KEYS = (
   "remat",
   "scan",
   "locked",
+  "decoder",
 )
 SHARED_ENCODER_KEYS = ("dtype", "remat", "scan")
 TOWER_KEYS = ("kind", "proj_bias", "proj")
@@ -136,7 +143,8 @@ def make_encoder(
 
 
 def make_model(config: Mapping[str, Any] | ml_collections.ConfigDict) -> towers.TowerModel:
-  """Builds the `TowerModel` a model config describes (see the module docstring for keys).
+  """Builds the `TowerModel` (a `CoCa` with `decoder`) a model config describes (see the module
+  docstring for keys).
 
   Args:
     config: the model config: `encoders` (`{modality: encoder config}`) and `embed_dim` are
@@ -177,6 +185,8 @@ def make_model(config: Mapping[str, Any] | ml_collections.ConfigDict) -> towers.
       f"The model config's 'encoders' must map modality names to encoder "
       f"configs, got {encoder_configs!r}."
     )
+  if config.get("decoder") is not None:
+    coca_configs.check_towers(encoder_configs)
   defaults = {k: config[k] for k in SHARED_ENCODER_KEYS if config.get(k) is not None}
   encoders, proj_bias, proj = {}, {}, {}
   for modality, enc_config in encoder_configs.items():
@@ -191,6 +201,15 @@ def make_model(config: Mapping[str, Any] | ml_collections.ConfigDict) -> towers.
   locked = config.get("locked") or ()
   if isinstance(locked, str):
     locked = (locked,)
+  if config.get("decoder") is not None:
+    return coca_configs.make_coca(
+      encoders,
+      config["decoder"],
+      embed_dim=config["embed_dim"],
+      defaults=defaults,
+      locked=tuple(locked),
+      **init,
+    )
   return towers.TowerModel(
     encoders=encoders,
     embed_dim=config["embed_dim"],
@@ -210,6 +229,7 @@ def model_config(
   max_len: int = 16,
   embed_dim: int = 64,
   convention: towers.Convention = "clip",
+  decoder: str | None = None,
 ) -> ml_collections.ConfigDict:
   """A model config with an image ViT and a text transformer by size name (tiny defaults).
 
@@ -223,12 +243,18 @@ def model_config(
     vocab_size, max_len: the text tower's vocabulary and position table.
     embed_dim: the shared embedding size.
     convention: `"clip"` or `"siglip"` scale and bias initialization.
+    decoder: a captioning decoder's size (a `TEXT_SIZES` name, e.g. `"mu"`), making a CoCa:
+      the text tower is then `coca_text` and the ViT has no final LayerNorm (the attentional
+      pooler's come after), as in `coca_config`. None (the default): the `decoder` key is None.
   """
   encoders = {}
   if image is not None:
     encoders["image"] = dict(kind="vit", variant=image, image_size=image_size)
+    if decoder is not None:
+      encoders["image"]["final_norm"] = "none"
   if text is not None:
-    encoders["text"] = dict(kind="text", variant=text, vocab_size=vocab_size, max_len=max_len)
+    kind = "text" if decoder is None else "coca_text"
+    encoders["text"] = dict(kind=kind, variant=text, vocab_size=vocab_size, max_len=max_len)
   return ml_collections.ConfigDict(
     dict(
       encoders=encoders,
@@ -241,6 +267,7 @@ def model_config(
       remat="none",
       scan=False,
       locked=(),
+      decoder=None if decoder is None else dict(variant=decoder, vocab_size=vocab_size),
     )
   )
 

@@ -180,25 +180,40 @@ class DenseGeneral(nn.Module):
     return y
 
 
+# Key/value caching of `Attention` for autoregressive decoding (the "cache" collection): None,
+# "append" (self-attention: each call's keys and values are written at the cache index, which
+# then advances) or "once" (cross-attention: computed from the context when one is given, and
+# read back from the cache when the context is None).
+Decode = Literal[None, "append", "once"]
+
+
 class Attention(nn.Module):
   """Multi-head dot-product attention with separate query, key, value and output projections.
 
   The kernels are `[embed, heads, kv]` (query, key, value) and `[heads, kv, embed]` (out), the
   layout of big_vision and flax checkpoints; open_clip's fused `in_proj_weight` splits into the
   three.
+
+  With `decode` set, the projected keys and values live in the `"cache"` collection (as flax's
+  `MultiHeadDotProductAttention(decode=True)`): `init` sizes the cache from its inputs (the whole
+  sequence, or the context), and each `apply(..., mutable=["cache"])` then attends to the cache.
+  With `"append"` the caller's `mask` spans the cache (`[..., q_len, cache_len]`).
   """
 
   num_heads: int
   qkv_bias: bool = True
   dtype: Dtype = jnp.float32
+  decode: Decode = None
 
   @nn.compact
-  def __call__(self, x: jax.Array, kv: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+  def __call__(
+    self, x: jax.Array, kv: jax.Array | None, mask: jax.Array | None = None
+  ) -> jax.Array:
     """Attends from `x` to `kv`.
 
     Args:
       x: `[batch, q_len, embed]` queries.
-      kv: `[batch, kv_len, embed]` keys and values.
+      kv: `[batch, kv_len, embed]` keys and values (None: the cached ones, `decode="once"`).
       mask: None, or a boolean array broadcastable to `[batch, heads, q_len, kv_len]`, True
         where attention is allowed.
 
@@ -216,8 +231,14 @@ class Attention(nn.Module):
     )
     names = ("batch", "length", "heads", "kv")
     q = constrain(proj(name="query")(x), names)
-    k = constrain(proj(name="key")(kv), names)
-    v = constrain(proj(name="value")(kv), names)
+    if kv is None and self.decode != "once":
+      raise ValueError("Attention needs keys and values (kv) unless decode='once' caches them.")
+    k = v = None
+    if kv is not None:
+      k = constrain(proj(name="key")(kv), names)
+      v = constrain(proj(name="value")(kv), names)
+    if self.decode is not None:
+      k, v = self._cached(k, v)
     logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
     logits = logits / np.sqrt(head_dim).astype(np.float32)
     if mask is not None:
@@ -232,6 +253,27 @@ class Attention(nn.Module):
       dtype=self.dtype,
       name="out",
     )(out)
+
+  def _cached(self, k: jax.Array | None, v: jax.Array | None) -> tuple[jax.Array, jax.Array]:
+    """The keys and values to attend to, `[batch, cache_len, heads, kv]`, updating the cache."""
+    initialized = self.has_variable("cache", "cached_key")
+    if k is None and not initialized:
+      raise ValueError("Attention with decode='once' needs the context on its first call.")
+    shape, dtype = (k.shape, k.dtype) if k is not None else (None, None)
+    cached_k = self.variable("cache", "cached_key", jnp.zeros, shape, dtype)
+    cached_v = self.variable("cache", "cached_value", jnp.zeros, shape, dtype)
+    index = self.variable("cache", "cache_index", lambda: jnp.zeros((), jnp.int32))
+    if not initialized:  # init: the cache takes the shape of this call's keys and values
+      return k, v
+    if self.decode == "once":
+      if k is not None:
+        cached_k.value, cached_v.value = k, v
+      return cached_k.value, cached_v.value
+    start = (0, index.value, 0, 0)
+    cached_k.value = jax.lax.dynamic_update_slice(cached_k.value, k.astype(dtype), start)
+    cached_v.value = jax.lax.dynamic_update_slice(cached_v.value, v.astype(dtype), start)
+    index.value = index.value + k.shape[1]
+    return cached_k.value, cached_v.value
 
 
 class EncoderBlock(nn.Module):
@@ -248,6 +290,7 @@ class EncoderBlock(nn.Module):
   norm_eps: float = 1e-6
   use_drop_path: bool = False
   dtype: Dtype = jnp.float32
+  decode: Decode = None
 
   @nn.compact
   def __call__(
@@ -263,7 +306,7 @@ class EncoderBlock(nn.Module):
       return x + y
 
     y = layer_norm(dtype=self.dtype, eps=self.norm_eps, name="norm1")(x)
-    y = Attention(self.num_heads, dtype=self.dtype, name="attn")(y, y, mask)
+    y = Attention(self.num_heads, dtype=self.dtype, decode=self.decode, name="attn")(y, y, mask)
     x = residual(x, y)
     y = layer_norm(dtype=self.dtype, eps=self.norm_eps, name="norm2")(x)
     y = MlpBlock(self.mlp_dim, act=self.act, dropout=self.dropout, dtype=self.dtype, name="mlp")(
@@ -290,6 +333,7 @@ class Encoder(nn.Module):
     scan: `nn.scan` over the blocks (one compiled block, fast compiles of deep models).
     norm_eps: LayerNorm epsilon.
     dtype: compute dtype.
+    decode: the blocks' self-attention caches keys and values (`Attention`'s `"append"`).
   """
 
   depth: int
@@ -302,6 +346,7 @@ class Encoder(nn.Module):
   scan: bool = False
   norm_eps: float = 1e-6
   dtype: Dtype = jnp.float32
+  decode: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array, mask: jax.Array | None = None, *, train: bool) -> jax.Array:
@@ -320,12 +365,13 @@ class Encoder(nn.Module):
       norm_eps=self.norm_eps,
       use_drop_path=self.stoch_depth > 0,
       dtype=self.dtype,
+      decode="append" if self.decode else None,
     )
     rates = [self.stoch_depth * i / max(self.depth - 1, 1) for i in range(self.depth)]
     if self.scan:
       scanned = nn.scan(
         block_cls,
-        variable_axes={"params": 0},
+        variable_axes={"params": 0, "cache": 0},
         split_rngs={"params": True, "dropout": True},
         in_axes=(nn.broadcast, 0, nn.broadcast),
         length=self.depth,

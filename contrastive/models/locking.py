@@ -103,3 +103,62 @@ def weight_decay_mask(params: Any) -> Any:
     return _path(path).rsplit("/", 1)[-1] in ("kernel", "embedding")
 
   return jax.tree_util.tree_map_with_path(decay, nn.meta.unbox(params))
+
+
+# The first name under `{modality}/encoder/` of the parameters below the first transformer block.
+EMBEDDING_NAMES = ("embedding", "pos_embedding", "cls", "norm_pre", "registers")
+
+
+def tower_groups(params: Any, modality: str) -> list[list[str]]:
+  """open_clip's lock groups of a tower, first to last, as lists of path prefixes: the
+  embeddings (patch or token embedding, position table, class token, pre-norm), blocks `0` to
+  `L - 2`, the last block with the final norm (and pooling head), then the projection head.
+
+  Raises:
+    ValueError: `modality` has no unrolled transformer (`encoderblock_0`, ...).
+  """
+  paths = [_path(p) for p, _ in jax.tree_util.tree_flatten_with_path(nn.meta.unbox(params))[0]]
+  encoder = f"{modality}/encoder/"
+  blocks = sorted(
+    {
+      int(p.split("/")[3].rsplit("_", 1)[1])
+      for p in paths
+      if p.startswith(encoder + "transformer/encoderblock_")
+    }
+  )
+  if not blocks:
+    scanned = any(p.startswith(encoder + "transformer/encoderblock/") for p in paths)
+    why = "its blocks are scanned (model.scan=True)" if scanned else "it has no transformer blocks"
+    raise ValueError(f"Cannot unlock the last groups of tower {modality!r}: {why}.")
+  firsts = sorted({p[len(encoder) :].split("/")[0] for p in paths if p.startswith(encoder)})
+  embeddings = [encoder + f for f in firsts if f in EMBEDDING_NAMES or f.startswith("stem_")]
+  top = [encoder + f for f in firsts if f != "transformer" and encoder + f not in embeddings]
+  block = [f"{encoder}transformer/encoderblock_{i}" for i in blocks]
+  head = [p for p in (f"{modality}/head",) if any(q.startswith(p + "/") for q in paths)]
+  groups = [embeddings, *([b] for b in block[:-1]), [block[-1], *top]]
+  return groups + ([head] if head else [])
+
+
+def unlocked_groups_locked(params: Any, unlocked: dict[str, int]) -> tuple[str, ...]:
+  """The path prefixes to lock so that each tower of `unlocked` (`{modality: n}`) trains only its
+  last `n` groups (`tower_groups`; open_clip's `lock_image(unlocked_groups=n)`).
+
+  Raises:
+    ValueError: a modality without a tower, or `n` outside `[0, number of groups]`.
+  """
+  top = {_path(p).split("/")[0] for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]}
+  locked: list[str] = []
+  for modality, n in unlocked.items():
+    if modality not in top:
+      raise ValueError(
+        f"optim.unlocked_groups names {modality!r}; the model's parameters are {sorted(top)}."
+      )
+    groups = tower_groups(params, modality)
+    if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= len(groups):
+      raise ValueError(
+        f"optim.unlocked_groups[{modality!r}] must be an int in [0, {len(groups)}] (the tower's "
+        f"groups), got {n!r}."
+      )
+    for group in groups[: len(groups) - n]:
+      locked.extend(group)
+  return tuple(locked)

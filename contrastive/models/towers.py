@@ -10,6 +10,11 @@ log space (the scale) and initialized by convention:
 | `clip`     | `1/0.07` (log 2.659) | none      | 100       |
 | `siglip`   | `10` (log 2.303)     | `-10`     | none      |
 
+SigLIP's `-10` is the log-odds prior of a positive pair in a batch of about 22,000 (`prior_bias`):
+at a small batch it leaves the negatives almost no gradient at the start, and a short run can
+collapse. `prior_bias(batch_size)` is the bias to start from at another batch (docs/losses.md,
+"SigLIP at a small batch").
+
 Parameters: `params[modality]["encoder"]`, `params[modality]["head"]` (unless the tower has
 `proj=False`: no head, the encoder's width is the embedding), `params["log_scale"]`
 and, with a bias, `params["bias"]`.
@@ -41,6 +46,29 @@ CONVENTIONS: dict[str, dict[str, float | None]] = {
 }
 # The model's own scalar parameters, which `locked` may also name (a fixed temperature or bias).
 SCALARS = ("log_scale", "bias")
+
+
+def prior_bias(batch_size: int) -> float:
+  r"""The sigmoid loss's bias at which a pair's initial probability is the prior of a positive.
+
+  .. math::
+    \sigma(b_0) = \frac{1}{B} \iff b_0 = -\log(B - 1)
+
+  With `b_0` (and cosines near 0), the `B - 1` negatives of an example pull on the embeddings, at
+  the start, as hard as its one positive does: `(B - 1) \sigma(b_0) = 1 - \sigma(b_0)`, so the
+  bias's initial gradient is 0. SigLIP's `b = -10` is this prior for `B` of about 22,000 (its
+  32k batch: `-10.4`); at `B = 128` the prior is `-4.84`, and starting at `-10` there leaves the
+  negatives `127 e^{-10}`, 0.6%, of the positive's pull.
+
+  Args:
+    batch_size: the global batch `B` (every example's negatives are the other `B - 1`), >= 2.
+
+  Returns:
+    `b_0` as a float.
+  """
+  if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 2:
+    raise ValueError(f"prior_bias needs a global batch size of at least 2, got {batch_size!r}.")
+  return -math.log(batch_size - 1)
 
 
 def l2_normalize(x: jax.Array, *, eps: float = 1e-12) -> tuple[jax.Array, jax.Array]:
@@ -131,6 +159,8 @@ class TowerModel(nn.Module):
   bias_init: float | None = CONVENTIONS["clip"]["bias_init"]
   max_scale: float | None = CONVENTIONS["clip"]["max_scale"]
   locked: Sequence[str] = ()
+
+  has_decoder = False  # no caption logits (a `CoCa` has a decoder)
 
   def __post_init__(self):
     if not self.encoders:
@@ -239,16 +269,25 @@ class TowerModel(nn.Module):
     log_scale = self.param(
       "log_scale", nn.initializers.constant(math.log(self.scale_init)), (), jnp.float32
     )
-    if "log_scale" in locked:
-      log_scale = jax.lax.stop_gradient(log_scale)
-    if self.max_scale is not None:
-      scale = jnp.exp(jnp.minimum(log_scale, math.log(self.max_scale)))
-    else:
-      scale = jnp.exp(log_scale)
     bias = None
     if self.bias_init is not None:
       bias = self.param("bias", nn.initializers.constant(self.bias_init), (), jnp.float32)
-      if "bias" in locked:
-        bias = jax.lax.stop_gradient(bias)
-    extras.update(scale=scale, bias=bias, log_scale=log_scale)
+    extras.update(logit_scalars(log_scale, bias, locked=locked, max_scale=self.max_scale))
     return embeddings, extras
+
+
+def logit_scalars(
+  log_scale: jax.Array, bias: jax.Array | None, *, locked, max_scale: float | None
+) -> dict[str, jax.Array | None]:
+  """`{"scale", "bias", "log_scale"}` as a model's `extras` give them to the losses: the scale
+  `exp(log_scale)` clipped at `max_scale` (no gradient beyond it), and a locked scalar (in
+  `locked`) without gradient."""
+  if "log_scale" in locked:
+    log_scale = jax.lax.stop_gradient(log_scale)
+  if max_scale is not None:
+    scale = jnp.exp(jnp.minimum(log_scale, math.log(max_scale)))
+  else:
+    scale = jnp.exp(log_scale)
+  if bias is not None and "bias" in locked:
+    bias = jax.lax.stop_gradient(bias)
+  return dict(scale=scale, bias=bias, log_scale=log_scale)

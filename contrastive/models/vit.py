@@ -90,6 +90,11 @@ class ViT(nn.Module):
       patch size must be a power of two).
     cls_posemb: with `pool="cls"` and `posemb="learn"`, the class token has its own (first) row
       of the position table, added after the class token is prepended (CLIP).
+    patch_dropout: in training, the fraction of patch tokens dropped per example (FLIP, Li et
+      al. 2023; open_clip's `PatchDropout`): each example keeps a random subset of
+      `max(1, int(patches * (1 - patch_dropout)))` patch tokens (a static count, so one compiled
+      shape; in row-major order), after the position embeddings are added; the class token is
+      always kept. Its randomness is the `"dropout"` rng. Off at evaluation (`train=False`).
     act, dropout, stoch_depth, remat, scan, norm_eps: see `layers.Encoder`.
     dtype: compute dtype (parameters stay float32).
   """
@@ -110,6 +115,7 @@ class ViT(nn.Module):
   patch_bias: bool = True
   stem: Stem = "patch"
   cls_posemb: bool = False
+  patch_dropout: float = 0.0
   act: layers.Activation = "gelu"
   dropout: float = 0.0
   stoch_depth: float = 0.0
@@ -143,6 +149,9 @@ class ViT(nn.Module):
         f"ViT cls_posemb needs pool 'cls' and posemb 'learn', got pool "
         f"{self.pool!r} and posemb {self.posemb!r}."
       )
+    pd = self.patch_dropout
+    if isinstance(pd, bool) or not isinstance(pd, (int, float)) or not 0.0 <= pd < 1.0:
+      raise ValueError(f"ViT patch_dropout must be a fraction in [0, 1), got {pd!r}.")
     if isinstance(self.channels, bool) or not isinstance(self.channels, int) or self.channels < 1:
       raise ValueError(f"ViT channels must be a positive int, got {self.channels!r}.")
     super().__post_init__()
@@ -194,6 +203,22 @@ class ViT(nn.Module):
       )(x)
       x = nn.gelu(x)
     return x
+
+  def kept_patches(self, num_patches: int) -> int:
+    """How many patch tokens an example keeps in training (`patch_dropout`)."""
+    if not self.patch_dropout:
+      return num_patches
+    return max(1, int(num_patches * (1.0 - self.patch_dropout)))
+
+  def _drop_patches(self, x: jax.Array) -> jax.Array:
+    """`[n, patches, width]` to `[n, kept, width]`: per example, the tokens of the `kept`
+    largest of `patches` uniform draws (the `"dropout"` rng), in their original order."""
+    n, num, width = x.shape
+    keep = self.kept_patches(num)
+    scores = jax.random.uniform(self.make_rng("dropout"), (n, num))
+    index = jnp.sort(jax.lax.top_k(scores, keep)[1], axis=-1)
+    index = jnp.broadcast_to(index[..., None], (n, keep, width))
+    return jnp.take_along_axis(x, index, axis=1)
 
   @nn.compact
   def __call__(self, images: ArrayLike, *, train: bool) -> tuple[jax.Array, dict[str, jax.Array]]:
@@ -250,8 +275,10 @@ class ViT(nn.Module):
       )
     else:
       pos = posemb_sincos_2d(gh, gw, width)
-    if not self.cls_posemb:
-      x = x + pos.astype(dtype)
+    pos = pos.astype(dtype)
+    x = x + (pos[:, 1:] if self.cls_posemb else pos)
+    if train and self.patch_dropout > 0:
+      x = self._drop_patches(x)
     if self.pool == "cls":
       # Zeros (big_vision) unless a LayerNorm follows: the LayerNorm of a zero vector divides by
       # sqrt(eps), which made the first gradient of the class token 1e5 times the others'; CLIP
@@ -264,7 +291,7 @@ class ViT(nn.Module):
       )
       x = jnp.concatenate([jnp.broadcast_to(cls.astype(dtype), (n, 1, width)), x], axis=1)
     if self.cls_posemb:
-      x = x + pos.astype(dtype)
+      x = jnp.concatenate([x[:, :1] + pos[:, :1], x[:, 1:]], axis=1)
     x = layers.constrain(x, ("batch", "length", "embed"))
     if self.pre_norm:
       x = layers.layer_norm(dtype=dtype, eps=self.norm_eps, name="norm_pre")(x)

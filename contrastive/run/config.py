@@ -7,11 +7,15 @@ it (`data`: `contrastive.data.resolve_config`; `model`: `contrastive.models.make
 
     seed          int; parameter init and per-step randomness (`fold_in(key(seed), step)`)
     total_steps   int; the length of the run
+    compilation_cache_dir
+                  JAX's persistent compilation cache, so that a rerun skips the compiler;
+                  default a user cache directory (`contrastive.train.compile_cache`); "" off
     mesh          data, fsdp, tensor: mesh axis sizes (-1: the rest of the devices)
     data          the data pipeline; `data.batch_size` is the GLOBAL batch size
     model         the tower model
-    loss          name (a key of `contrastive.losses.LOSSES`), block_size, side_inputs,
-                  queue_size and momentum (moco), and the loss's own options
+    loss          name (a key of `contrastive.losses.LOSSES`), weight, block_size,
+                  side_inputs, queue_size and momentum (moco), the loss's own options, and
+                  terms: more weighted terms of the objective (`contrastive.train.terms`)
     optim         optimizer, schedule, clipping, accumulation, non-finite handling
     checkpoint    every_steps, keep, async_save, init_from (+ init_from_step, init_from_keys,
                   init_from_name)
@@ -38,9 +42,11 @@ import ml_collections
 from ml_collections import config_dict
 
 GROUPS = ("mesh", "data", "model", "loss", "optim", "checkpoint", "eval", "log")
-TOP_LEVEL = ("seed", "total_steps") + GROUPS
+TOP_LEVEL = ("seed", "total_steps", "compilation_cache_dir") + GROUPS
 NONFINITE = ("stop", "skip")
 PROGRESS = ("auto", "bar", "lines")
+# Groups whose keys are names the user chooses (evaluation tasks, objective terms).
+OPEN_GROUPS = ("tasks", "terms")
 
 
 def defaults() -> ml_collections.ConfigDict:
@@ -48,6 +54,8 @@ def defaults() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
   c.total_steps = config_dict.placeholder(int)  # required
+  # None: $JAX_COMPILATION_CACHE_DIR if set, else ~/.cache/contrastive/jax; "": no cache.
+  c.compilation_cache_dir = config_dict.placeholder(str)
 
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
 
@@ -67,12 +75,23 @@ def defaults() -> ml_collections.ConfigDict:
   # the batch axes (MoCo: 65536); momentum: m of the key encoder's EMA (MoCo: 0.999).
   c.loss.queue_size = config_dict.placeholder(int)
   c.loss.momentum = config_dict.placeholder(float)
+  # The objective is a weighted sum of terms: this loss, with `weight`, and `terms`,
+  # {term_name: {name, weight, ...}}: a registered loss with its options and side_inputs (and
+  # teacher="ema" with momentum, or teacher="frozen" with teacher_from, for `distill`), or
+  # name="caption" (a decoder's token cross-entropy; pad_id, label_smoothing). See
+  # contrastive/train/terms.py.
+  c.loss.weight = 1.0
+  c.loss.terms = ml_collections.ConfigDict()
   # Any other key of `loss` is passed to the loss as a keyword option (e.g. label_smoothing).
 
   c.optim = ml_collections.ConfigDict()
-  c.optim.name = "adamw"  # adamw | lamb | sgd
+  c.optim.name = "adamw"  # adamw | lamb | sgd | adafactor | lion | muon
   c.optim.lr = 1e-3  # peak learning rate
   c.optim.schedule = "cosine"  # after warmup: cosine | linear | constant | rsqrt
+  # The last cooldown_steps decay from where the schedule is to 0, `linear` or `sqrt`
+  # (1 - sqrt(progress)); with schedule="constant": warmup-stable-decay.
+  c.optim.cooldown_steps = 0
+  c.optim.cooldown = "linear"
   c.optim.warmup_steps = 0
   c.optim.end_lr = 0.0  # where cosine and linear end
   c.optim.b1 = 0.9
@@ -82,6 +101,17 @@ def defaults() -> ml_collections.ConfigDict:
   c.optim.grad_clip_norm = config_dict.placeholder(float)  # None: no clipping
   c.optim.accum_steps = 1  # GradCache micro-batches per step (the result equals one big batch)
   c.optim.on_nonfinite = "stop"  # stop | skip: what a non-finite loss or gradient does
+  # An EMA of the weights, ema <- d ema + (1 - d) params after each step, checkpointed and
+  # evaluated beside them (eval/ema/...); None: none. E.g. 0.9999.
+  c.optim.ema_decay = config_dict.placeholder(float)
+  # Parameter groups (contrastive/train/param_groups.py). layer_decay: a float or
+  # {modality: float} in (0, 1], lr * decay^(depth from the top); lr_mults / wd_mults:
+  # ((regex, multiplier), ...) on parameter paths, first match wins, an lr multiplier of 0 or
+  # None freezes; unlocked_groups: {modality: n}, the tower frozen but for its last n groups.
+  c.optim.layer_decay = config_dict.placeholder(object)
+  c.optim.lr_mults = ()
+  c.optim.wd_mults = ()
+  c.optim.unlocked_groups = config_dict.placeholder(object)
 
   c.checkpoint = ml_collections.ConfigDict()
   c.checkpoint.every_steps = 1000  # also saved at the end and on preemption
@@ -142,7 +172,7 @@ def _merge(
         raise _known_error(path, key, list(out.keys()))
       out[key] = value
       continue
-    if isinstance(out[key], ml_collections.ConfigDict) and key != "tasks":
+    if isinstance(out[key], ml_collections.ConfigDict) and key not in OPEN_GROUPS:
       if not isinstance(value, Mapping | ml_collections.ConfigDict):
         raise ValueError(
           f"Config field {path + '.' if path else ''}{key} must be a group, got {value!r}."
@@ -213,6 +243,11 @@ def _positive_int(value: Any, name: str, *, allow_none: bool = False) -> None:
     raise ValueError(f"{name} must be a positive int, got {value!r}.")
 
 
+def _finite(value: Any, name: str) -> None:
+  if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    raise ValueError(f"{name} must be a finite number, got {value!r}.")
+
+
 def check_values(c: ml_collections.ConfigDict) -> None:
   """Checks the trainer's own values (not `data`, `model` or the tasks)."""
   if c.total_steps is None:
@@ -227,6 +262,14 @@ def check_values(c: ml_collections.ConfigDict) -> None:
   if not isinstance(c.loss.name, str):
     raise ValueError(f"loss.name must be a loss name, got {c.loss.name!r}.")
   _positive_int(c.loss.block_size, "loss.block_size", allow_none=True)
+  _finite(c.loss.weight, "loss.weight")
+  for term_name, term in c.loss.terms.items():
+    where = f"loss.terms.{term_name}"
+    if not isinstance(term, Mapping | ml_collections.ConfigDict):
+      raise ValueError(f"{where} must be a group like dict(name='caption', weight=2.0).")
+    if not isinstance(term.get("name"), str):
+      raise ValueError(f"{where}.name must be a loss name or 'caption', got {term.get('name')!r}.")
+    _finite(term.get("weight", 1.0), f"{where}.weight")
   _positive_int(c.loss.queue_size, "loss.queue_size", allow_none=True)
   m = c.loss.momentum
   if m is not None and (
@@ -241,10 +284,25 @@ def check_values(c: ml_collections.ConfigDict) -> None:
   ):
     raise ValueError(f"optim.warmup_steps must be an int >= 0, got {o.warmup_steps!r}.")
   _positive_int(o.accum_steps, "optim.accum_steps")
+  if o.ema_decay is not None:
+    _finite(o.ema_decay, "optim.ema_decay")
+    if not 0.0 <= o.ema_decay < 1.0:
+      raise ValueError(f"optim.ema_decay must be in [0, 1) (e.g. 0.9999), got {o.ema_decay!r}.")
   if o.on_nonfinite not in NONFINITE:
     raise ValueError(
       f"optim.on_nonfinite must be one of {list(NONFINITE)}, got {o.on_nonfinite!r}."
     )
+  if (
+    isinstance(o.cooldown_steps, bool)
+    or not isinstance(o.cooldown_steps, int)
+    or not 0 <= o.cooldown_steps <= c.total_steps
+  ):
+    raise ValueError(
+      f"optim.cooldown_steps must be an int in [0, total_steps={c.total_steps}], "
+      f"got {o.cooldown_steps!r}."
+    )
+  if o.cooldown not in ("linear", "sqrt"):
+    raise ValueError(f"optim.cooldown must be one of ['linear', 'sqrt'], got {o.cooldown!r}.")
   if o.weight_decay < 0:
     raise ValueError(f"optim.weight_decay must be >= 0, got {o.weight_decay!r}.")
   _positive_int(c.checkpoint.every_steps, "checkpoint.every_steps")

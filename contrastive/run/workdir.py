@@ -38,7 +38,11 @@ def checkpoint_dir(workdir: str | os.PathLike) -> str:
 
 
 def restore_params(
-  directory: str | os.PathLike, *, step: int | None = None, abstract_params: Any = None
+  directory: str | os.PathLike,
+  *,
+  step: int | None = None,
+  abstract_params: Any = None,
+  ema: bool = False,
 ) -> tuple[Any, int]:
   """The parameters of a checkpoint, without its optimizer state or data iterator.
 
@@ -47,6 +51,10 @@ def restore_params(
     step: the checkpoint; None for the latest.
     abstract_params: `jax.ShapeDtypeStruct`s with shardings to restore into (e.g. the model's
       on a mesh); None restores host (numpy) arrays of the saved shapes.
+    ema: the exponential moving average of the parameters (`optim.ema_decay`) instead.
+
+  Raises:
+    ValueError: `ema` for a run that kept no EMA.
 
   Returns:
     `(params, step)`: the nested dict of parameters and the step they come from.
@@ -72,13 +80,18 @@ def restore_params(
   metadata = checkpointer.metadata(path)
   tree = getattr(metadata, "item_metadata", metadata)
   tree = getattr(tree, "tree", tree)
+  key = "ema_params" if ema else "params"
+  if not tree.get(key):
+    raise ValueError(
+      f"The checkpoint {path} holds no EMA of the parameters: its run had no optim.ema_decay."
+    )
   on_host = abstract_params is None
   if on_host:
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     abstract_params = jax.tree.map(
-      lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), tree["params"]
+      lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), tree[key]
     )
-  abstract = {"params": abstract_params}
+  abstract = {key: abstract_params}
   restored = checkpointer.restore(
     path,
     args=ocp.args.PyTreeRestore(
@@ -87,5 +100,5 @@ def restore_params(
       restore_args=jax.tree.map(lambda a: ocp.ArrayRestoreArgs(sharding=a.sharding), abstract),
     ),
   )
-  params = restored["params"]
+  params = restored[key]
   return (jax.device_get(params) if on_host else params), step

@@ -12,6 +12,8 @@ from contrastive import parallel
 from contrastive.train import optimizer as optimizer_lib
 from contrastive.train import state as state_lib
 from contrastive.train import step as step_lib
+from contrastive.train import teachers
+from contrastive.train import terms as terms_lib
 
 
 def create_train_state(
@@ -20,10 +22,12 @@ def create_train_state(
   mesh: Mesh,
   *,
   materialize: bool = True,
+  terms: tuple = (),
 ):
-  """`(state, shardings, tx)` of `state.create_train_state` with the run's optimizer and, for a
-  momentum-queue loss, its queues (`loss.queue_size`, set only for such a loss by `check_run`).
-  `materialize=False`: abstract arrays, for a restore or a compile."""
+  """`(state, shardings, tx)` of `state.create_train_state` with the run's optimizer, for a
+  momentum-queue loss its queues (`loss.queue_size`, set only for such a loss by `check_run`),
+  and the teachers of the teacher `terms` (`StepConfig.terms`). `materialize=False`: abstract
+  arrays, for a restore or a compile."""
   total_steps = int(config.total_steps)
 
   def make_tx(params):
@@ -40,13 +44,21 @@ def create_train_state(
     materialize=materialize,
     queue_size=queue_size,
     queue_sharding=parallel.batch_sharding(mesh) if queue_size else None,
+    terms=terms,
+    teacher_models=teachers.teacher_models(terms, model),
+    ema=config.optim.ema_decay is not None,
   )
 
 
 def batch_keys(step_config: step_lib.StepConfig) -> tuple[str, ...]:
-  """The batch arrays the step reads: modalities, side keys, side inputs' batch keys."""
-  side_inputs = tuple(spec.batch_key for spec in step_config.side_inputs)
-  return tuple(dict.fromkeys(step_config.modalities + step_config.side_keys + side_inputs))
+  """The batch arrays the step reads: modalities, and every ring term's side keys and side
+  inputs' batch keys."""
+  keys = list(step_config.modalities) + list(step_config.side_keys)
+  keys += [spec.batch_key for spec in step_config.side_inputs]
+  for term in step_config.terms:
+    if isinstance(term, terms_lib.RingTerm):
+      keys += list(term.side_keys) + [spec.batch_key for spec in term.side_inputs]
+  return tuple(dict.fromkeys(keys))
 
 
 def make_train_step(
@@ -70,4 +82,5 @@ def make_train_step(
     shardings,
     {k: batch_sharding for k in batch_keys(step_config)},
     step_config,
+    teachers.teacher_models(step_config.terms, model),
   )

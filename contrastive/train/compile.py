@@ -293,7 +293,9 @@ def compile_for(
   step_config = config_lib.check_run(config, model=model, objective=objective, mesh=mesh)
   batch_sharding = parallel.batch_sharding(mesh)
   # Built outside `use_rules(mesh)`: eager work (the init key) cannot run on compile-only devices.
-  state, shardings, tx = assemble.create_train_state(config, model, mesh, materialize=False)
+  state, shardings, tx = assemble.create_train_state(
+    config, model, mesh, materialize=False, terms=step_config.terms
+  )
   batch_size = int(config.data.batch_size)
   batch = _sharded(batch_specs(config, model, step_config, batch_size=batch_size), batch_sharding)
   train_step = assemble.make_train_step(config, model, objective, tx, mesh, shardings, step_config)

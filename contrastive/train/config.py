@@ -20,9 +20,20 @@ from contrastive import evaluate
 from contrastive import losses
 from contrastive import models
 from contrastive import parallel
+from contrastive.run import config as run_config
 from contrastive.train import step as step_lib
+from contrastive.train import teachers
+from contrastive.train import terms as terms_lib
 
-LOSS_TRAINER_KEYS = ("name", "block_size", "side_inputs", "queue_size", "momentum")
+LOSS_TRAINER_KEYS = (
+  "name",
+  "weight",
+  "terms",
+  "block_size",
+  "side_inputs",
+  "queue_size",
+  "momentum",
+)
 
 
 def loss_options(loss: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -77,6 +88,12 @@ def check_run(
   modalities = _modalities(model, objective)
   if config.eval.tasks:
     evaluate.check_tasks(config.eval.tasks)
+    captions = [n for n, t in config.eval.tasks.items() if t.get("kind") == "caption"]
+    if captions and not getattr(model, "has_decoder", False):
+      raise ValueError(
+        f"eval.tasks.{captions[0]} is a caption task, and the model has no captioning decoder "
+        "(model.decoder)."
+      )
   shards = parallel.batch_shards(mesh)
   check_batch(
     batch_size=data_config.batch_size, shards=shards, accum_steps=config.optim.accum_steps
@@ -92,6 +109,11 @@ def check_run(
   _trace_loss(
     objective, options, mesh, modalities, model.embed_dim, config.loss.block_size, queue_size
   )
+  terms = tuple(
+    _term(name, spec, model, mesh, config.loss.block_size, taken=objective.name)
+    for name, spec in config.loss.terms.items()
+  )
+  teachers.teacher_models(terms, model)  # a teacher that does not fit fails now
   # A momentum encoder with GradCache fails here (`StepConfig` checks itself).
   return step_lib.StepConfig(
     modalities=modalities,
@@ -104,6 +126,52 @@ def check_run(
     on_nonfinite=config.optim.on_nonfinite,
     seed=config.seed,
     momentum=momentum,
+    weight=float(config.loss.weight),
+    terms=terms,
+    ema_decay=config.optim.ema_decay,
+  )
+
+
+def _term(name, spec, model, mesh, block_size, *, taken: str) -> terms_lib.Term:
+  """One `loss.terms` entry, checked against the model as the first term is."""
+  where = f"loss.terms.{name}"
+  if name == taken:
+    raise ValueError(
+      f"{where}: the first term (loss.name) is already called {taken!r}; name this one otherwise."
+    )
+  spec = dict(spec)
+  if spec["name"] == terms_lib.CAPTION:
+    if not getattr(model, "has_decoder", False):
+      raise ValueError(
+        f"{where} is a caption term, and the model has no captioning decoder (model.decoder); "
+        "see configs/coca.py."
+      )
+    return terms_lib.caption_term(name, spec)
+  try:
+    objective = losses.get(spec["name"])
+  except ValueError as e:
+    raise ValueError(
+      f"{where}.name: {e}{run_config.did_you_mean(spec['name'], losses.LOSSES)}"
+    ) from None
+  if objective.momentum_queue:
+    raise ValueError(f"{where}: a momentum-queue loss ({objective.name!r}) is a run's only term.")
+  modalities = _modalities(model, objective)
+  teacher = terms_lib.teacher_of(name, spec, objective)
+  side_inputs = _side_inputs(
+    ml_collections.ConfigDict(dict(spec.get("side_inputs") or {})), model, objective, where=where
+  )
+  given = {s.side_key for s in side_inputs} | (set(terms_lib.TEACHER_SIDE) if teacher else set())
+  options = terms_lib.split_options(spec)
+  teacher_keys = terms_lib.TEACHER_SIDE if teacher else ()
+  _trace_loss(objective, options, mesh, modalities, model.embed_dim, block_size, None, teacher_keys)
+  return terms_lib.RingTerm(
+    name=name,
+    objective=objective,
+    weight=float(spec.get("weight", 1.0)),
+    side_keys=tuple(k for k in objective.side_keys if k not in given),
+    side_inputs=side_inputs,
+    options=options,
+    teacher=teacher,
   )
 
 
@@ -123,25 +191,29 @@ def _modalities(model: models.TowerModel, objective: losses.Objective) -> tuple[
 
 
 def _side_inputs(
-  config: ml_collections.ConfigDict, model: models.TowerModel, objective: losses.Objective
+  config: ml_collections.ConfigDict,
+  model: models.TowerModel,
+  objective: losses.Objective,
+  *,
+  where: str = "loss",
 ) -> tuple[step_lib.SideInput, ...]:
-  """`loss.side_inputs` checked against the loss and the model."""
+  """`loss.side_inputs` (or a term's, `where`) checked against the loss and the model."""
   out = []
   for side_key, spec in config.items():
     if side_key not in objective.side_keys:
       raise ValueError(
-        f"loss.side_inputs names {side_key!r}, which loss {objective.name!r} does "
+        f"{where}.side_inputs names {side_key!r}, which loss {objective.name!r} does "
         f"not read; it reads {list(objective.side_keys) or 'no side data'}."
       )
     if objective.momentum_queue and side_key == "queue":
       raise ValueError(
-        f"loss.side_inputs names 'queue': loss {objective.name!r} gets its queue "
+        f"{where}.side_inputs names 'queue': loss {objective.name!r} gets its queue "
         "from the trainer (loss.queue_size), not from the batch."
       )
     modality = spec.get("modality")
     if modality is not None and modality not in model.modalities:
       raise ValueError(
-        f"loss.side_inputs.{side_key}.modality is {modality!r}; the model's "
+        f"{where}.side_inputs.{side_key}.modality is {modality!r}; the model's "
         f"modalities are {list(model.modalities)}."
       )
     out.append(step_lib.SideInput(side_key, modality, spec.batch_key))
@@ -176,11 +248,17 @@ def _momentum(
   return int(loss.queue_size), float(loss.momentum)
 
 
-def _trace_loss(objective, options, mesh, modalities, embed_dim, block_size, queue_size) -> None:
-  """Traces the loss once on abstract inputs, so a bad option fails now and says so."""
+def _trace_loss(
+  objective, options, mesh, modalities, embed_dim, block_size, queue_size, embedded=()
+) -> None:
+  """Traces the loss once on abstract inputs, so a bad option fails now and says so.
+
+  Side data is traced as `[batch]` ids, except the `embedded` keys (a teacher's embeddings):
+  `[batch, embed_dim]` floats."""
   n = parallel.batch_shards(mesh)
   emb = [jax.ShapeDtypeStruct((2 * n, embed_dim), np.float32)] * len(modalities)
   side = {k: jax.ShapeDtypeStruct((2 * n,), np.int32) for k in objective.side_keys}
+  side.update({k: jax.ShapeDtypeStruct((2 * n, embed_dim), np.float32) for k in embedded})
   batch_side_keys = tuple(objective.side_keys)
   if queue_size is not None:
     side["queue"] = jax.ShapeDtypeStruct((queue_size, embed_dim), np.float32)

@@ -50,11 +50,14 @@ from contrastive.run import config as run_config
 from contrastive.run import workdir as workdir_lib
 from contrastive.train import assemble
 from contrastive.train import checkpoint as checkpoint_lib
+from contrastive.train import compile_cache
 from contrastive.train import config as config_lib
 from contrastive.train import metrics as metrics_lib
+from contrastive.train import mfu
 from contrastive.train import momentum as momentum_lib
 from contrastive.train import resume
 from contrastive.train import state as state_lib
+from contrastive.train import teachers as teachers_lib
 
 Write = Callable[[str], None]  # where the console's lines go
 
@@ -90,6 +93,7 @@ def train_and_evaluate(
   """
   wall_start = time.perf_counter()
   config = run_config.resolve(config)
+  compile_cache.enable(config.compilation_cache_dir)
   workdir = os.path.abspath(os.fspath(workdir))
   objective = losses.get(config.loss.name)
   model = models.make_model(config.model)
@@ -112,7 +116,7 @@ def train_and_evaluate(
     )
     stack.callback(checkpointer.close)
     state, shardings, tx, restored_iter = _restore_or_init(
-      config, model, mesh, checkpointer, train_iter
+      config, model, mesh, checkpointer, train_iter, step_config.terms
     )
     if restored_iter is not train_iter:
       stack.callback(_close, restored_iter)
@@ -146,7 +150,7 @@ def train_and_evaluate(
     profile = stack.enter_context(metrics_lib.Profile(config.log, os.path.join(workdir, "profile")))
     timer = metrics_lib.IntervalTimer()
     ledger = _StepLedger(checkpointer, first_step, config.optim.on_nonfinite)
-    results, scalars = {}, {}
+    results, scalars, flops = {}, {}, None
     try:
       for step in range(first_step + 1, total_steps + 1):  # `step`: the count after this update
         profile.before(step)
@@ -160,11 +164,12 @@ def train_and_evaluate(
         console.advance()
         if step == first_step + 1:  # the first step compiled: time from here on
           timer.reset()
+          flops = _flops_per_example(train_step, state, batch, mesh, batch_size)
         profile.after(step, state)
         last = step == total_steps
         preempted = stop.requested or checkpointer.reached_preemption(step)
         if step % config.log.every_steps == 0 or last:
-          scalars = _train_scalars(step_metrics, state, train_iter, timer, batch_size)
+          scalars = _train_scalars(step_metrics, state, train_iter, timer, batch_size, flops)
           writer.write_scalars(step, scalars)
           console.log(step, scalars, elapsed=time.perf_counter() - wall_start)
           timer.reset()
@@ -181,6 +186,12 @@ def train_and_evaluate(
           results.update(
             _evaluate(model, state.params, config, mesh, workdir, step, writer, console)
           )
+          if state.ema_params is not None:
+            results.update(
+              _evaluate(
+                model, state.ema_params, config, mesh, workdir, step, writer, console, "ema"
+              )
+            )
           timer.reset()
       checkpointer.wait()
     except KeyboardInterrupt:
@@ -199,15 +210,19 @@ def train_and_evaluate(
   return results
 
 
-def _restore_or_init(config, model, mesh, checkpointer, train_iter):
+def _restore_or_init(config, model, mesh, checkpointer, train_iter, terms):
   """`(state, shardings, tx, train_iter)`: restored from the latest checkpoint with the data
-  iterator, or initialized (from `checkpoint.init_from` if set)."""
+  iterator, or initialized (from `checkpoint.init_from` if set; frozen teachers from their
+  checkpoints)."""
   locked = model.locked
   latest = checkpointer.latest_step()
   if latest is None:
-    state, shardings, tx = assemble.create_train_state(config, model, mesh)
+    state, shardings, tx = assemble.create_train_state(config, model, mesh, terms=terms)
+    state = state.replace(
+      teachers=teachers_lib.load_frozen(terms, state.teachers, shardings.teachers)
+    )
     if config.checkpoint.init_from:
-      state = _init_from(state, shardings, config)
+      state = _init_from(state, shardings, config, terms)
     elif towers := [e for e in locked if e not in models.towers.SCALARS]:
       logging.warning(
         "model.locked=%s but checkpoint.init_from is not set: the locked towers "
@@ -216,7 +231,9 @@ def _restore_or_init(config, model, mesh, checkpointer, train_iter):
       )
     _log_params(state.params, locked)
     return state, shardings, tx, train_iter
-  abstract, shardings, tx = assemble.create_train_state(config, model, mesh, materialize=False)
+  abstract, shardings, tx = assemble.create_train_state(
+    config, model, mesh, materialize=False, terms=terms
+  )
   try:
     state, train_iter = checkpointer.restore(latest, abstract, train_iter)
   except Exception as e:
@@ -241,14 +258,17 @@ def _log_params(params, locked) -> None:
 
 
 def _init_from(
-  state: state_lib.TrainState, shardings: state_lib.TrainState, config: ml_collections.ConfigDict
+  state: state_lib.TrainState,
+  shardings: state_lib.TrainState,
+  config: ml_collections.ConfigDict,
+  terms=(),
 ) -> state_lib.TrainState:
   """The state with (some of) its parameters taken from another run's checkpoint."""
   from contrastive.train import pretrained
 
   if pretrained.is_run_directory(config.checkpoint.init_from):
-    loaded, step = workdir_lib.restore_params(
-      config.checkpoint.init_from, step=config.checkpoint.init_from_step
+    loaded, step = pretrained.restore_run_params(
+      config.checkpoint.init_from, config.get("model"), step=config.checkpoint.init_from_step
     )
   else:  # a checkpoint as downloaded (open_clip, Hugging Face, big_vision)
     loaded, step = pretrained.restore_params(
@@ -280,7 +300,7 @@ def _init_from(
     state = state.replace(
       loss_state=state.loss_state.replace(params=jax.tree.map(jnp.copy, params))
     )
-  return state
+  return state.replace(teachers=teachers_lib.restart_ema(terms, state.teachers, params))
 
 
 def _global_batch(batch, keys, sharding, objective):
@@ -379,21 +399,42 @@ def _evaluates(eval_config: ml_collections.ConfigDict, step: int, last: bool) ->
   )
 
 
-def _train_scalars(step_metrics, state, train_iter, timer, batch_size) -> dict[str, float]:
+def _flops_per_example(train_step, state, batch, mesh, batch_size) -> float | None:
+  """The step's FLOPs per example (`contrastive.train.mfu`), from its lowered program."""
+  with parallel.use_rules(mesh):
+    flops = mfu.step_flops(lambda: train_step.jitted.lower(state, batch))
+  return None if flops is None else flops / batch_size
+
+
+def _train_scalars(
+  step_metrics, state, train_iter, timer, batch_size, flops_per_example=None
+) -> dict[str, float]:
   scalars = metrics_lib.train_scalars(step_metrics)
   scalars["train/skipped_steps"] = float(jax.device_get(state.skipped))
   scalars["train/bad_records"] = float(getattr(train_iter, "num_skipped", 0))
   if timer.steps:
     scalars.update({f"train/{k}": v for k, v in timer.summary(batch_size).items()})
+  scalars.update(
+    mfu.scalars(
+      flops_per_example,
+      scalars.get("train/examples_per_sec"),
+      num_devices=jax.device_count(),
+      device_kind=jax.devices()[0].device_kind,
+    )
+  )
   return scalars
 
 
-def _evaluate(model, params, config, mesh, workdir, step, writer, console) -> dict[str, float]:
+def _evaluate(
+  model, params, config, mesh, workdir, step, writer, console, which: str = ""
+) -> dict[str, float]:
+  """Runs `config.eval.tasks`; `which="ema"`: on the EMA of the weights (`eval/ema/...`, its
+  report under `eval/ema/`)."""
   start = time.perf_counter()
-  out = evaluation.run(
-    model, params, config, mesh=mesh, workdir=os.path.join(workdir, "eval"), step=step
-  )
-  out = {f"eval/{k}": float(v) for k, v in out.items()}
+  where = os.path.join(workdir, "eval", which) if which else os.path.join(workdir, "eval")
+  out = evaluation.run(model, params, config, mesh=mesh, workdir=where, step=step)
+  prefix = f"eval/{which}/" if which else "eval/"
+  out = {f"{prefix}{k}": float(v) for k, v in out.items()}
   writer.write_scalars(step, out)
   writer.flush()
   logging.info("Evaluation at step %d took %.1f s.", step, time.perf_counter() - start)

@@ -109,7 +109,8 @@ def _duration(seconds: float) -> str:
 def progress_line(
   step: int, total_steps: int, scalars: Mapping[str, float], *, elapsed: float | None = None
 ) -> str:
-  """One console line: step, loss, learning rate, scale/bias, throughput, data share, ETA.
+  """One console line: step, loss (and each term's, when there are several), learning rate,
+  scale/bias, throughput, data share, ETA.
 
   Example:
     `step   200/2000 (10%) | loss 2.3456 | lr 1.00e-03 | scale 14.2 | bias -9.8 | grad 1.23 |
@@ -118,7 +119,11 @@ def progress_line(
   width = len(str(total_steps))
   parts = [f"step {step:>{width}}/{total_steps} ({100 * step / total_steps:.0f}%)"]
   if "train/loss" in scalars:
-    parts.append(f"loss {scalars['train/loss']:.4f}")
+    terms = [
+      (k[len("train/loss/") :], v) for k, v in scalars.items() if k.startswith("train/loss/")
+    ]
+    each = f" ({', '.join(f'{name} {v:.4f}' for name, v in terms)})" if terms else ""
+    parts.append(f"loss {scalars['train/loss']:.4f}{each}")
   if "train/lr" in scalars:
     parts.append(f"lr {scalars['train/lr']:.2e}")
   if "train/scale" in scalars:
@@ -129,6 +134,8 @@ def progress_line(
     parts.append(f"grad {scalars['train/grad_norm']:.3g}")
   if "train/examples_per_sec" in scalars:
     parts.append(f"{scalars['train/examples_per_sec']:.0f} ex/s")
+  if "train/mfu" in scalars:
+    parts.append(f"mfu {100 * scalars['train/mfu']:.1f}%")
   if "train/step_time" in scalars:
     parts.append(f"{scalars['train/step_time']:.3f} s/step")
     parts.append(f"eta {_duration(scalars['train/step_time'] * (total_steps - step))}")

@@ -4,7 +4,9 @@
 open_clip, Hugging Face or big_vision path that `models.load_pretrained` reads). For the latter,
 `restore_params` loads it and checks that the run's model config builds the same towers as the
 checkpoint's for every parameter group taken (`checkpoint.init_from_keys`), so a mismatch is one
-line naming the differing keys, not a shape error inside flax.
+line naming the differing keys, not a shape error inside flax. A run at another image size or
+text length than the checkpoint's gets its learned position tables resized the checkpoint
+family's way (`resize_to_run`, `models.load_pretrained(image_size=, max_len=)`).
 
 The recipes `configs/finetune.py:pretrained=PATH` and `configs/lit.py:pretrained=PATH` read the
 checkpoint's model config and data settings with `settings(path)` when the config is built (the
@@ -25,7 +27,16 @@ import ml_collections
 import numpy as np
 
 # Encoder fields that change how a tower runs, not the parameters it has or what they mean.
-RUNTIME_FIELDS = ("dtype", "remat", "scan", "dropout", "stoch_depth", "parent", "name")
+RUNTIME_FIELDS = (
+  "dtype",
+  "remat",
+  "scan",
+  "dropout",
+  "stoch_depth",
+  "patch_dropout",
+  "parent",
+  "name",
+)
 # Size fields, compared through the encoder's resolved `dims` instead.
 SIZE_FIELDS = ("variant", "width", "depth", "mlp_dim", "num_heads", "patch_size")
 
@@ -51,23 +62,32 @@ class Settings:
 
 
 @functools.lru_cache(maxsize=8)
-def _settings(path: str, mtime: float, name: str | None) -> Settings:
+def _settings(
+  path: str, mtime: float, name: str | None, image_size: int | None, max_len: int | None
+) -> Settings:
   del mtime  # part of the cache key only
   from contrastive import models
 
-  pre = models.load_pretrained(path, name=name)
+  pre = models.load_pretrained(path, name=name, image_size=image_size, max_len=max_len)
   return Settings(pre.model_config, pre.data, pre.family, path)
 
 
-def settings(path: str | os.PathLike, *, name: str | None = None) -> Settings:
-  """The model config and data settings of a checkpoint (`models.load_pretrained(path, name=)`).
+def settings(
+  path: str | os.PathLike,
+  *,
+  name: str | None = None,
+  image_size: int | None = None,
+  max_len: int | None = None,
+) -> Settings:
+  """The model config and data settings of a checkpoint (`models.load_pretrained(path, name=,
+  image_size=, max_len=)`: at another image size or text length, the sizes are the new ones).
 
-  Cached per process, keyed by the path, its modification time and `name`.
+  Cached per process, keyed by the path, its modification time, `name` and the sizes.
   """
   path = os.path.abspath(os.fspath(path))
   if not os.path.exists(path):
     raise FileNotFoundError(f"No pretrained checkpoint at {path}.")
-  s = _settings(path, os.path.getmtime(path), name)
+  s = _settings(path, os.path.getmtime(path), name, image_size, max_len)
   return Settings(
     ml_collections.ConfigDict(s.model_config.to_dict()),
     ml_collections.ConfigDict(s.data.to_dict()),
@@ -160,6 +180,62 @@ def config_differences(model_config: Any, checkpoint_config: Any, keys: Sequence
   return out
 
 
+def resize_to_run(pre: Any, model_config: Any) -> Any:
+  """`pre` (a `models.Pretrained`) with its position tables resized to the run's image size and
+  text length, where the run's ViT image tower or text tower asks for other ones than the
+  checkpoint's (fine-tuning at 336 px from a 224 px CLIP: `data.image_size=336` and the model's
+  `image_size` with it)."""
+  from contrastive.models.pretrained import resize
+
+  run = ml_collections.ConfigDict(model_config).to_dict()["encoders"]
+  ckpt = pre.model_config.encoders
+  sizes = {}
+  image, text = run.get("image", {}), run.get("text", {})
+  if image.get("kind") == "vit" == ckpt.get("image", {}).get("kind"):
+    if image.get("image_size", 224) != ckpt.image.get("image_size", 224):
+      sizes["image_size"] = image.get("image_size", 224)
+  if text.get("kind") == "text" == ckpt.get("text", {}).get("kind"):
+    if text.get("max_len") != ckpt.text.get("max_len"):
+      sizes["max_len"] = text.get("max_len")
+  if not sizes:
+    return pre
+  logging.info("Resizing the position tables of %s to %s.", pre.source, sizes)
+  try:
+    return resize.resize_pretrained(pre, **sizes)
+  except ValueError as e:
+    raise ValueError(f"checkpoint.init_from={pre.source}: {e}") from None
+
+
+def restore_run_params(
+  workdir: str | os.PathLike, model_config: Any, *, step: int | None = None
+) -> tuple[Any, int]:
+  """A run directory's parameters (`run.workdir.restore_params`), their position tables resized
+  to `model_config`'s image size and text length where the run's own differ (open_clip's way:
+  bicubic with antialiasing for the patch grid, linear for the text; `resize_to_run`). None:
+  as saved."""
+  from contrastive import models
+  from contrastive.run import workdir as workdir_lib
+
+  params, step = workdir_lib.restore_params(workdir, step=step)
+  saved = workdir_lib.saved_config(workdir)
+  if model_config is None or saved is None or "model" not in saved:
+    return params, step
+  pre = models.Pretrained(
+    model_config=ml_collections.ConfigDict(saved["model"]),
+    params=params,
+    data=ml_collections.ConfigDict(
+      dict(
+        image_size=saved.get("data", {}).get("image_size"),
+        resize=saved.get("data", {}).get("image_size"),
+        max_len=saved.get("data", {}).get("max_len"),
+      )
+    ),
+    family="open_clip",
+    source=os.fspath(workdir),
+  )
+  return resize_to_run(pre, model_config).params, step
+
+
 def restore_params(
   path: str | os.PathLike,
   model_config: Any,
@@ -201,7 +277,7 @@ def restore_params(
       f"checkpoint.init_from_step={step} is for run directories; "
       f"{path} is an imported checkpoint (one set of weights)."
     )
-  pre = models.load_pretrained(path, name=name)
+  pre = resize_to_run(models.load_pretrained(path, name=name), model_config)
   keys = tuple(keys) or tuple(pre.params)
   diff = config_differences(model_config, pre.model_config, keys)
   if diff:

@@ -19,6 +19,12 @@ the saved one, key by key:
   `optim.name`              the optimizer state's structure (Adam moments, LAMB, SGD)
   `optim.grad_clip_norm`    only between set and None (clipping adds a step to the chain)
   `optim.b1` with sgd       only between 0 and non-zero (SGD keeps momentum only for b1 > 0)
+  `optim.ema_decay`         only between set and None (the EMA of the weights in the state)
+  `optim.layer_decay`,      the parameter groups, which decide which leaves have optimizer
+  `lr_mults`, `wd_mults`,   state (a frozen group has none) and how it is split between the
+  `unlocked_groups`         group's optimizers
+  `loss.terms.<t>.teacher`  and `teacher_from`, `teacher_name`: a teacher term's teacher (its
+                            parameters are in the state)
   `data.num_workers`        grain saves the iterator's position per worker process (0 to 1
                             fails to restore, 1 to 2 a few steps later)
   ========================  =================================================================
@@ -53,6 +59,8 @@ from contrastive.run.workdir import checkpoint_dir
 from contrastive.run.workdir import saved_config
 
 _ABSENT = "(absent)"
+# The optimizer's parameter groups (`contrastive.train.param_groups`).
+GROUP_KEYS = ("optim.layer_decay", "optim.lr_mults", "optim.wd_mults", "optim.unlocked_groups")
 
 
 def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
@@ -97,8 +105,12 @@ def changes_state(key: str, old: Any, new: Any, *, optimizer: str | None = None)
     return True
   if key in ("loss.queue_size", "optim.name", "data.num_workers"):
     return True
-  if key == "optim.grad_clip_norm":
+  if any(key == k or key.startswith(k + ".") for k in GROUP_KEYS):
+    return True
+  if key in ("optim.grad_clip_norm", "optim.ema_decay"):
     return (old in (None, _ABSENT)) != (new in (None, _ABSENT))
+  if key.startswith("loss.terms.") and key.endswith((".teacher", ".teacher_from", ".teacher_name")):
+    return True
   if key == "optim.b1" and optimizer == "sgd":
     return bool(old) != bool(new)
   return False

@@ -24,6 +24,7 @@ def load_run(
   *,
   config: ml_collections.ConfigDict | None = None,
   step: int | None = None,
+  ema: bool = False,
 ) -> interactive.Embedder:
   """The model of a run's checkpoint as an `evaluate.Embedder` (host arrays, one device).
 
@@ -31,9 +32,12 @@ def load_run(
     workdir: the run's directory.
     config: the run config; default the one the run saved (`{workdir}/config.json`).
     step: the checkpoint; None for the latest.
+    ema: the EMA of the weights (`optim.ema_decay`) in place of the weights; export them with
+      `models.save_pretrained(config.model, run.params, path, family=...)`.
 
   Raises:
     FileNotFoundError: no checkpoint, or no config given and none saved.
+    ValueError: `ema` for a run without an EMA.
   """
   workdir = os.fspath(workdir)
   if config is None:
@@ -42,7 +46,7 @@ def load_run(
       raise FileNotFoundError(f"No {workdir_lib.CONFIG_FILE} in {workdir}: pass the run's config.")
     config = ml_collections.ConfigDict(saved)
   config = run_config.resolve(config)
-  params, _ = workdir_lib.restore_params(workdir, step=step)
+  params, _ = workdir_lib.restore_params(workdir, step=step, ema=ema)
   return interactive.Embedder(
     models.make_model(config.model), jax.device_get(params), configured.make_prepare(config.data)
   )

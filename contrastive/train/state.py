@@ -9,7 +9,7 @@ counters replicated; a momentum-queue loss's state as `contrastive.train.momentu
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import flax
@@ -23,6 +23,8 @@ import optax
 
 from contrastive import parallel
 from contrastive.train import momentum
+from contrastive.train import teachers
+from contrastive.train import terms as terms_lib
 
 
 @flax.struct.dataclass
@@ -36,6 +38,10 @@ class TrainState:
     skipped: int32 scalar, steps whose update was skipped for a non-finite loss or gradient.
     loss_state: the loss's own state, None for most losses; a `momentum.MomentumState` (key
       encoder and queues) for a momentum-queue loss (`moco`).
+    teachers: the parameters of the teacher terms' teachers, `{term_name: params}`
+      (`contrastive.train.teachers`); None without teacher terms.
+    ema_params: the exponential moving average of `params` (`optim.ema_decay`), updated after
+      each applied step; None without one.
   """
 
   step: jax.Array
@@ -43,6 +49,8 @@ class TrainState:
   opt_state: Any
   skipped: jax.Array
   loss_state: Any = None
+  teachers: Any = None
+  ema_params: Any = None
 
 
 def _path(path) -> tuple[str, ...]:
@@ -91,6 +99,9 @@ def create_train_state(
   materialize: bool = True,
   queue_size: int | None = None,
   queue_sharding: NamedSharding | None = None,
+  terms: Sequence[terms_lib.Term] = (),
+  teacher_models: Mapping[str, nn.Module] | None = None,
+  ema: bool = False,
 ) -> tuple[TrainState, TrainState, Any]:
   """Initializes the model and optimizer with every array created in its final sharding.
 
@@ -105,6 +116,11 @@ def create_train_state(
     queue_size: for a momentum-queue loss (`moco`), the keys each modality's queue holds: the
       state then carries a `momentum.MomentumState`; None: no loss state.
     queue_sharding: with `queue_size`, where the queues live (the batch's sharding).
+    terms: the objective's terms; those with a teacher get their teacher's parameters in the
+      state's `teachers` (`contrastive.train.teachers.init`), laid out by their models'
+      logical axes.
+    teacher_models: `{term_name: model}` of those teachers (`teachers.teacher_models`).
+    ema: keep an EMA of the parameters (`ema_params`, starting as a copy, laid out like them).
 
   Returns:
     `(state, shardings, tx)`: the `TrainState` (initialized, or abstract), a `TrainState` of
@@ -130,6 +146,20 @@ def create_train_state(
     shardings = shardings.replace(
       loss_state=momentum.state_shardings(param_shardings, model.modalities, queue_sharding)
     )
+  if ema:
+    shardings = shardings.replace(ema_params=param_shardings)
+  teacher_models = dict(teacher_models or {})
+  if teacher_models:
+    shardings = shardings.replace(
+      teachers={
+        name: param_shardings
+        if teacher is model
+        else parallel.logical_shardings(
+          jax.eval_shape(lambda t=teacher: t.init(rng, t.dummy_batch(1), train=False)), mesh
+        )["params"]
+        for name, teacher in teacher_models.items()
+      }
+    )
 
   def create() -> TrainState:
     params = nn.unbox(init())["params"]
@@ -148,6 +178,8 @@ def create_train_state(
       opt_state=tx.init(params),
       skipped=jnp.zeros((), jnp.int32),
       loss_state=loss_state,
+      teachers=teachers.init(terms, teacher_models, params, jax.random.fold_in(rng, 2)),
+      ema_params=jax.tree.map(jnp.copy, params) if ema else None,
     )
 
   if not materialize:

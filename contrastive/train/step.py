@@ -48,23 +48,11 @@ from contrastive import losses
 from contrastive import parallel
 from contrastive.train import momentum as momentum_lib
 from contrastive.train import optimizer as optimizer_lib
+from contrastive.train import teachers as teachers_lib
+from contrastive.train import terms as terms_lib
 from contrastive.train.state import TrainState
 
-
-@dataclasses.dataclass(frozen=True)
-class SideInput:
-  """Side data of the loss taken from the batch: as it is, or embedded by one of the towers.
-
-  With `modality=None`, `batch[batch_key]` is passed to the objective as `side[side_key]` as it
-  is (e.g. `meaning_id` `[batch]` as the `labels` of `supcon`). Otherwise `batch[batch_key]`,
-  `[batch, k, ...]` inputs of modality `modality` (e.g. the tokenized hard-negative captions
-  `[batch, 3, seq_len]`), is embedded by that tower into `[batch, k, embed_dim]` first; its
-  gradient flows back into the tower like the main embeddings'.
-  """
-
-  side_key: str
-  modality: str | None
-  batch_key: str
+SideInput = terms_lib.SideInput
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,8 +74,12 @@ class StepConfig:
     seed: the run's seed; step `s` uses `fold_in(key(seed), s)` for dropout.
     momentum: for a momentum-queue objective (`moco`), the key encoder's EMA momentum `m`; the
       train state then carries a `momentum.MomentumState`. None: no momentum encoder. It does
-      not combine with `accum_steps > 1` (the queues take one batch of keys per update): such a
-      config is refused when it is made.
+      not combine with `accum_steps > 1` (the queues take one batch of keys per update) or with
+      more terms: such a config is refused when it is made.
+    weight: the weight of the first term (the objective given beside this config).
+    terms: the objective's other terms (`contrastive.train.terms`), e.g. CoCa's caption term.
+    ema_decay: the decay `d` of the parameters' EMA, `ema <- d ema + (1 - d) params` after
+      each applied update (`TrainState.ema_params`); None: none kept.
   """
 
   modalities: tuple[str, ...]
@@ -100,6 +92,9 @@ class StepConfig:
   on_nonfinite: Literal["stop", "skip"] = "stop"
   seed: int = 0
   momentum: float | None = None
+  weight: float = 1.0
+  terms: tuple[terms_lib.Term, ...] = ()
+  ema_decay: float | None = None
 
   def __post_init__(self):
     if self.momentum is not None and self.accum_steps != 1:
@@ -108,23 +103,44 @@ class StepConfig:
         "does not combine with GradCache accumulation: set optim.accum_steps=1, got "
         f"{self.accum_steps}."
       )
+    if self.momentum is not None and (self.terms or self.weight != 1.0):
+      raise ValueError(
+        "A momentum-queue loss (moco) is a run's only term: remove loss.terms and loss.weight."
+      )
+
+  def all_terms(self, objective: losses.Objective) -> tuple[terms_lib.Term, ...]:
+    """The first term (`objective` with this config's side data and options), then `terms`."""
+    first = terms_lib.RingTerm(
+      name=objective.name,
+      objective=objective,
+      weight=self.weight,
+      side_keys=tuple(self.side_keys),
+      side_inputs=tuple(self.side_inputs),
+      options=dict(self.loss_options),
+    )
+    return (first, *self.terms)
 
 
-def make_loss_fn(objective: losses.Objective, mesh: Mesh, config: StepConfig):
+def _ring_loss_fn(objective: losses.Objective, options, mesh: Mesh, block_size: int | None):
   """`(embeddings list, scale, bias, side) -> scalar` on global batch-sharded arrays (the ring)."""
   sharded = parallel.shard_loss(objective, mesh, parallel.batch_axes(mesh))
 
   def loss_fn(embeddings: Sequence[jax.Array], scale, bias, side) -> jax.Array:
-    return sharded(
-      list(embeddings),
-      scale,
-      bias,
-      dict(side),
-      block_size=config.block_size,
-      **dict(config.loss_options),
-    )
+    return sharded(list(embeddings), scale, bias, dict(side), block_size=block_size, **options)
 
   return loss_fn
+
+
+def make_loss_fn(objective: losses.Objective, mesh: Mesh, config: StepConfig):
+  """The first term's loss: `(embeddings list, scale, bias, side) -> scalar` (the ring)."""
+  return _ring_loss_fn(objective, dict(config.loss_options), mesh, config.block_size)
+
+
+def _weighted(terms: Sequence[terms_lib.Term], values: Mapping[str, jax.Array]) -> jax.Array:
+  """`sum_k w_k L_k`; one term of weight 1 is its value as it is (today's step, bitwise)."""
+  if len(terms) == 1 and terms[0].weight == 1.0:
+    return values[terms[0].name]
+  return sum(t.weight * values[t.name] for t in terms)
 
 
 def _micro_split(x: jax.Array, k: int, n: int, mesh: Mesh) -> jax.Array:
@@ -151,23 +167,33 @@ def make_grad_fn(
   config: StepConfig,
   param_shardings: Any = None,
 ):
-  """`(params, batch, rng) -> ((loss, (scale, bias)), grads)`, plain or GradCache.
+  """`(params, batch, rng, teacher_side=None) -> ((loss, (scale, bias, values)), grads)`, plain
+  or GradCache.
 
-  Exposed for tests: with `accum_steps = k` the result equals `accum_steps = 1` on the same
-  batch (to float32 rounding).
+  `loss` is the weighted sum of the terms (`config.all_terms(objective)`), `values` each term's
+  value by name. `teacher_side`: `{term_name: {side_key: [batch, d]}}`, the teachers' embeddings
+  of a teacher term (`contrastive.train.teachers.side`).
+
+  Ring terms see the whole batch through the ring. A caption term is the mean over the batch's
+  tokens: each micro-batch contributes its token-loss sum, divided once by the batch's token
+  count, so GradCache stays exact for it too. Exposed for tests: with `accum_steps = k` the
+  result equals `accum_steps = 1` on the same batch (to float32 rounding).
   """
-  loss_fn = make_loss_fn(objective, mesh, config)
+  terms = config.all_terms(objective)
+  ring = [t for t in terms if isinstance(t, terms_lib.RingTerm)]
+  captions = [t for t in terms if isinstance(t, terms_lib.CaptionTerm)]
+  loss_fns = {t.name: _ring_loss_fn(t.objective, t.options, mesh, config.block_size) for t in ring}
   modalities = tuple(config.modalities)
-  side_inputs = tuple(s for s in config.side_inputs if s.modality is not None)  # embedded
-  raw_inputs = tuple(s for s in config.side_inputs if s.modality is None)
+  embedded = [(t.name, s) for t in ring for s in t.side_inputs if s.modality is not None]
   k = int(config.accum_steps)
   n = parallel.batch_shards(mesh)
 
   def embed(params, inputs, extra, rng):
-    """Embeddings (list), scale, bias and the embedded side data of one (micro-)batch."""
+    """Embeddings (list), scale, bias, the embedded side data by term and the caption terms'
+    token-loss sums of one (micro-)batch."""
     emb, extras = model.apply({"params": params}, inputs, train=True, rngs={"dropout": rng})
-    side = {}
-    for i, spec in enumerate(side_inputs):
+    side = {t.name: {} for t in ring}
+    for i, (term_name, spec) in enumerate(embedded):
       x = extra[spec.batch_key]
       rows, per_row = x.shape[:2]
       out, _ = model.apply(
@@ -176,27 +202,52 @@ def make_grad_fn(
         train=True,
         rngs={"dropout": jax.random.fold_in(rng, 1 + i)},
       )
-      side[spec.side_key] = out[spec.modality].reshape(rows, per_row, -1)
-    return [emb[m] for m in modalities], extras["scale"], extras["bias"], side
+      side[term_name][spec.side_key] = out[spec.modality].reshape(rows, per_row, -1)
+    sums = {
+      t.name: losses.caption_sums(
+        extras["caption_logits"],
+        inputs["text"][:, 1:],
+        pad_id=t.pad_id,
+        label_smoothing=t.label_smoothing,
+      )[0]
+      for t in captions
+    }
+    return [emb[m] for m in modalities], extras["scale"], extras["bias"], side, sums
 
-  def split(batch):
+  def split(batch, teacher_side):
     inputs = {m: batch[m] for m in modalities}
-    extra = {spec.batch_key: batch[spec.batch_key] for spec in side_inputs}
-    side = {key: batch[key] for key in config.side_keys}
-    side.update({spec.side_key: batch[spec.batch_key] for spec in raw_inputs})
-    return inputs, extra, side
+    extra = {spec.batch_key: batch[spec.batch_key] for _, spec in embedded}
+    side = {}
+    for t in ring:
+      side[t.name] = {key: batch[key] for key in t.side_keys}
+      side[t.name].update(
+        {s.side_key: batch[s.batch_key] for s in t.side_inputs if s.modality is None}
+      )
+      side[t.name].update((teacher_side or {}).get(t.name, {}))
+    counts = {
+      t.name: jnp.maximum(jnp.sum(batch["text"][:, 1:] != t.pad_id).astype(jnp.float32), 1.0)
+      for t in captions
+    }
+    return inputs, extra, side, counts
 
-  def plain(params, batch, rng):
-    inputs, extra, side = split(batch)
+  def ring_values(emb, scale, bias, side, side_emb):
+    return {
+      t.name: loss_fns[t.name](emb, scale, bias, {**side[t.name], **side_emb[t.name]}) for t in ring
+    }
+
+  def plain(params, batch, rng, teacher_side=None):
+    inputs, extra, side, counts = split(batch, teacher_side)
 
     def total(p):
-      embeddings, scale, bias, side_emb = embed(p, inputs, extra, rng)
-      return loss_fn(embeddings, scale, bias, {**side, **side_emb}), (scale, bias)
+      emb, scale, bias, side_emb, sums = embed(p, inputs, extra, rng)
+      values = ring_values(emb, scale, bias, side, side_emb)
+      values.update({t.name: sums[t.name] / counts[t.name] for t in captions})
+      return _weighted(terms, values), (scale, bias, values)
 
     return jax.value_and_grad(total, has_aux=True)(params)
 
-  def gradcache(params, batch, rng):
-    inputs, extra, side = split(batch)
+  def gradcache(params, batch, rng, teacher_side=None):
+    inputs, extra, side, counts = split(batch, teacher_side)
     micro = jax.tree.map(lambda x: _micro_split(x, k, n, mesh), (inputs, extra))
     index = jnp.arange(k)
 
@@ -205,19 +256,23 @@ def make_grad_fn(
       m, (mb, mx) = xs
       return None, embed(params, mb, mx, jax.random.fold_in(rng, m))
 
-    _, (emb_k, scales, biases, side_k) = jax.lax.scan(forward, None, (index, micro))
+    _, (emb_k, scales, biases, side_k, sums_k) = jax.lax.scan(forward, None, (index, micro))
     scale = scales[0]
     bias = None if biases is None else biases[0]
 
-    # 2. The loss over the whole batch, and its gradient w.r.t. embeddings, scale and bias.
+    # 2. The ring terms over the whole batch, and their gradient w.r.t. embeddings, scale and
+    #    bias; a caption term's value is its micro-batches' sums over the batch's token count.
     def whole(emb_k, scale, bias, side_k):
       join = lambda e: _micro_join(e, n, mesh)
-      side_emb = jax.tree.map(join, side_k)
-      return loss_fn([join(e) for e in emb_k], scale, bias, {**side, **side_emb})
+      values = ring_values([join(e) for e in emb_k], scale, bias, side, jax.tree.map(join, side_k))
+      return _weighted(ring, values), values
 
-    loss, (g_emb_k, g_scale, g_bias, g_side_k) = jax.value_and_grad(whole, argnums=(0, 1, 2, 3))(
-      emb_k, scale, bias, side_k
-    )
+    (ring_loss, values), (g_emb_k, g_scale, g_bias, g_side_k) = jax.value_and_grad(
+      whole, argnums=(0, 1, 2, 3), has_aux=True
+    )(emb_k, scale, bias, side_k)
+    values.update({t.name: jnp.sum(sums_k[t.name]) / counts[t.name] for t in captions})
+    loss = ring_loss if not captions else _weighted(terms, values)
+    ct_sums = {t.name: t.weight / counts[t.name] for t in captions}  # d loss / d sum_m
 
     # 3. Backpropagate each micro-batch's share through the encoders; the scale and bias
     #    cotangents enter once (with the first micro-batch).
@@ -227,14 +282,14 @@ def make_grad_fn(
       first = m == 0
       ct_scale = jnp.where(first, g_scale, jnp.zeros_like(g_scale))
       ct_bias = None if g_bias is None else jnp.where(first, g_bias, jnp.zeros_like(g_bias))
-      (g,) = vjp((list(g_e), ct_scale, ct_bias, g_s))
+      (g,) = vjp((list(g_e), ct_scale, ct_bias, g_s, ct_sums))
       return jax.tree.map(jnp.add, acc, g), None
 
     zeros = jax.tree.map(jnp.zeros_like, params)
     if param_shardings is not None:
       zeros = jax.lax.with_sharding_constraint(zeros, param_shardings)
     grads, _ = jax.lax.scan(backward, zeros, (index, micro, list(g_emb_k), g_side_k))
-    return (loss, (scale, bias)), grads
+    return (loss, (scale, bias, values)), grads
 
   return plain if k == 1 else gradcache
 
@@ -242,8 +297,8 @@ def make_grad_fn(
 def make_momentum_grad_fn(
   model: nn.Module, objective: losses.Objective, mesh: Mesh, config: StepConfig
 ):
-  """`(params, momentum_state, batch, rng) -> ((loss, (scale, bias)), grads, keys)` for a
-  momentum-queue objective (`moco`): the loss of `contrastive.train.momentum`,
+  """`(params, momentum_state, batch, rng) -> ((loss, (scale, bias, values)), grads, keys)` for
+  a momentum-queue objective (`moco`): the loss of `contrastive.train.momentum`,
   `(L(q_a, k_b, queue_b) + L(q_b, k_a, queue_a)) / 2`, and its gradient in the online
   parameters; `keys` (`{modality: [batch, embed_dim]}`, from the key encoder) go to
   `momentum.update` after the optimizer step.
@@ -261,7 +316,8 @@ def make_momentum_grad_fn(
       per_direction = [
         loss_fn([emb[q], keys[k]], scale, bias, {"queue": state.queues[k]}) for q, k in directions
       ]
-      return sum(per_direction) / len(per_direction), (scale, bias)
+      loss = sum(per_direction) / len(per_direction)
+      return loss, (scale, bias, {objective.name: loss})
 
     out, grads = jax.value_and_grad(total, has_aux=True)(params)
     return out, grads, keys
@@ -269,20 +325,41 @@ def make_momentum_grad_fn(
   return grad_fn
 
 
+def make_teacher_side(config: StepConfig, teacher_models: Mapping[str, nn.Module], mesh: Mesh):
+  """`(state_teachers, batch) -> {term_name: {side_key: [batch, d]}}`: the teachers' embeddings
+  (`contrastive.train.teachers.side`), one GradCache micro-batch at a time when accumulating."""
+  k = int(config.accum_steps)
+  n = parallel.batch_shards(mesh)
+
+  def side(state_teachers, batch):
+    inputs = {m: batch[m] for m in config.modalities}
+    one = lambda x: teachers_lib.side(
+      config.terms, teacher_models, state_teachers, x, config.modalities
+    )
+    if k == 1:
+      return one(inputs)
+    micro = jax.tree.map(lambda x: _micro_split(x, k, n, mesh), inputs)
+    return jax.tree.map(lambda y: _micro_join(y, n, mesh), jax.lax.map(one, micro))
+
+  return side
+
+
 def _loss_parts(model, objective, mesh, config: StepConfig, param_shardings):
-  """The step's two loss-specific parts, picked once: `grad_fn(params, loss_state, batch, rng)
-  -> ((loss, (scale, bias)), grads, aux)` and `after_update(loss_state, new_params, aux) ->
-  loss_state`. Plain or GradCache (`make_grad_fn`): no `aux`, the loss state as it is. A
-  momentum-queue objective (`make_momentum_grad_fn`): `aux` is the step's keys, enqueued after
-  the update, and the key encoder moves towards the new parameters (`momentum.update`)."""
+  """The step's two loss-specific parts, picked once: `grad_fn(params, loss_state, batch, rng,
+  teacher_side) -> ((loss, (scale, bias, values)), grads, aux)` and `after_update(loss_state,
+  new_params, aux) -> loss_state`. Plain or GradCache (`make_grad_fn`): no `aux`, the loss state
+  as it is. A momentum-queue objective (`make_momentum_grad_fn`): `aux` is the step's keys,
+  enqueued after the update, and the key encoder moves towards the new parameters
+  (`momentum.update`)."""
   if config.momentum is None:
-    plain = make_grad_fn(model, objective, mesh, config, param_shardings)
+    grad_fn = make_grad_fn(model, objective, mesh, config, param_shardings)
     return (
-      lambda params, loss_state, batch, rng: (*plain(params, batch, rng), None),
+      lambda params, loss_state, batch, rng, side: (*grad_fn(params, batch, rng, side), None),
       lambda loss_state, params, aux: loss_state,
     )
+  momentum_grad_fn = make_momentum_grad_fn(model, objective, mesh, config)
   return (
-    make_momentum_grad_fn(model, objective, mesh, config),
+    lambda params, loss_state, batch, rng, side: momentum_grad_fn(params, loss_state, batch, rng),
     lambda loss_state, params, keys: momentum_lib.update(loss_state, params, keys, config.momentum),
   )
 
@@ -296,27 +373,39 @@ def make_train_step(
   state_shardings: TrainState,
   batch_shardings: Mapping[str, NamedSharding],
   config: StepConfig,
+  teacher_models: Mapping[str, nn.Module] | None = None,
 ):
   """The jitted `(state, batch) -> (state, metrics)` with explicit in/out shardings.
 
-  `state` is donated. `metrics` are replicated float32 scalars: `loss`, `grad_norm` (of the
-  trainable gradients, before clipping), `param_norm`, `lr` (of this update), `scale`, `bias`
-  (when the model has one) and `finite` (1 when the update was applied).
+  `state` is donated. `metrics` are replicated float32 scalars: `loss` (the weighted sum of the
+  terms), `loss/<term>` (each term, when there are several), `grad_norm` (of the trainable
+  gradients, before clipping), `param_norm`, `lr` (of this update), `scale`, `bias` (when the
+  model has one) and `finite` (1 when the update was applied). `teacher_models`: the models of
+  the teacher terms (`contrastive.train.teachers.teacher_models`), whose parameters are the
+  state's `teachers`; an EMA teacher moves after the update.
 
   Calls must happen inside `parallel.use_rules(mesh)`, so that tracing sees the logical axis
   rules; the returned function enters it itself.
   """
   grad_fn, after_update = _loss_parts(model, objective, mesh, config, state_shardings.params)
+  teacher_side = make_teacher_side(config, teacher_models or {}, mesh)
   base_key = jax.random.key(config.seed)
 
   def train_step(state: TrainState, batch: Mapping[str, jax.Array]):
     rng = jax.random.fold_in(base_key, state.step)
-    (loss, (scale, bias)), grads, aux = grad_fn(state.params, state.loss_state, batch, rng)
+    side = teacher_side(state.teachers, batch) if state.teachers is not None else None
+    (loss, (scale, bias, values)), grads, aux = grad_fn(
+      state.params, state.loss_state, batch, rng, side
+    )
     grad_norm = optimizer_lib.global_norm(grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     params = optimizer_lib.clip_log_scale(params, config.max_scale)
     loss_state = after_update(state.loss_state, params, aux)
+    teachers = teachers_lib.update(config.terms, state.teachers, params)
+    ema_params = state.ema_params
+    if config.ema_decay is not None:
+      ema_params = losses.ema_update(params, state.ema_params, config.ema_decay)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     # A non-finite step changes nothing but the counters.
     keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
@@ -326,9 +415,12 @@ def make_train_step(
       opt_state=keep(opt_state, state.opt_state),
       skipped=state.skipped + jnp.where(finite, 0, 1).astype(jnp.int32),
       loss_state=keep(loss_state, state.loss_state),
+      teachers=keep(teachers, state.teachers),
+      ema_params=keep(ema_params, state.ema_params),
     )
     metrics = {
       "loss": loss.astype(jnp.float32),
+      **{k: v.astype(jnp.float32) for k, v in terms_lib.values_metrics(values).items()},
       "grad_norm": grad_norm,
       "param_norm": optimizer_lib.global_norm(new_state.params),
       "lr": jnp.asarray(schedule(state.step - state.skipped), jnp.float32),

@@ -20,6 +20,7 @@ import contrastive.losses
 MODULES = (
   "contrastive.losses.align_uniform",
   "contrastive.losses.auc",
+  "contrastive.losses.caption",
   "contrastive.losses.cmc",
   "contrastive.losses.dcl",
   "contrastive.losses.focal",

@@ -108,7 +108,7 @@ def test_locked_from_config():
     (
       lambda c: c.encoders.image.update(kind="resnet"),
       r"Unknown encoder kind 'resnet' for modality 'image'; known kinds: "
-      r"\['cnn', 'mlp', 'text', 'vit'\]",
+      r"\['cnn', 'coca_text', 'mlp', 'text', 'vit'\]",
     ),
     (
       lambda c: c.encoders.image.update(patch=16),

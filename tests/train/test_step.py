@@ -75,8 +75,8 @@ def test_gradcache_equals_one_big_batch(loss, convention, k, fsdp):
     grad_fn = step_lib.make_grad_fn(model, objective, mesh, config, shardings)
     with parallel.use_rules(mesh):
       results[steps] = jax.jit(grad_fn, compiler_options=FAST)(params, batch, jax.random.key(0))
-  (loss_1, (scale_1, _)), grads_1 = results[1]
-  (loss_k, (scale_k, _)), grads_k = results[k]
+  (loss_1, (scale_1, _, _)), grads_1 = results[1]
+  (loss_k, (scale_k, _, _)), grads_k = results[k]
   np.testing.assert_allclose(loss_k, loss_1, rtol=1e-5)  # accumulation reorders the sums
   np.testing.assert_allclose(scale_k, scale_1, rtol=1e-5)
   flat_1 = jax.tree_util.tree_flatten_with_path(grads_1)[0]
@@ -119,7 +119,7 @@ def test_raw_side_input_reaches_the_loss_as_it_is():
   grad_fn = step_lib.make_grad_fn(model, losses.get("supcon"), mesh, config)
   rng = jax.random.key(0)
   with parallel.use_rules(mesh):
-    (loss, (scale, _)), _ = jax.jit(grad_fn, compiler_options=FAST)(params, batch, rng)
+    (loss, (scale, _, _)), _ = jax.jit(grad_fn, compiler_options=FAST)(params, batch, rng)
   emb, _ = model.apply(
     {"params": params}, {m: batch[m] for m in ("image", "text")}, train=True, rngs={"dropout": rng}
   )

@@ -15,6 +15,8 @@ from typing import Any
 
 from absl import logging
 
+from contrastive.models.pretrained import hub
+from contrastive.models.pretrained import resize
 from contrastive.models.pretrained.common import Pretrained
 from contrastive.models.pretrained.common import PretrainedError
 from contrastive.models.pretrained.common import describe
@@ -61,13 +63,24 @@ def detect_family(path: str | os.PathLike, *, name: str | None = None) -> str | 
   return None
 
 
-def load_pretrained(path: str | os.PathLike, *, name: str | None = None) -> Pretrained:
+def load_pretrained(
+  path: str | os.PathLike,
+  *,
+  name: str | None = None,
+  image_size: int | tuple[int, int] | None = None,
+  max_len: int | None = None,
+) -> Pretrained:
   """A published checkpoint in this library's layout.
 
   Args:
-    path: a file or a directory, as downloaded (see the family modules for the layouts).
+    path: a file or a directory, as downloaded (see the family modules for the layouts), or a
+      hub checkpoint, `"hf-hub:ORG/NAME"` or open_clip's `(name, tag)`, resolved through the
+      Hugging Face cache (`hub.resolve`; offline with `HF_HUB_OFFLINE=1`).
     name: the architecture where the files do not give it: an open_clip model name
       (`open_clip.NAMES`), or a big_vision variant.
+    image_size: resize the ViT's learned position table to this image size's patch grid (an
+      int or `(height, width)`), the family's way (`resize.FAMILY_METHODS`).
+    max_len: resize the text tower's position table to this context length.
 
   Returns:
     A `Pretrained`: `model_config` for `models.make_model`, `params` (float32 numpy), `data`
@@ -77,6 +90,8 @@ def load_pretrained(path: str | os.PathLike, *, name: str | None = None) -> Pret
     PretrainedError: a path no family recognizes (the message says what was found and what each
       family expects), or the family's own one-line error.
   """
+  if hub.is_hub_name(path):  # "hf-hub:ORG/NAME" or open_clip's (name, tag): the local snapshot
+    path = hub.resolve(path)
   path = os.fspath(path)
   if not os.path.exists(path):
     raise PretrainedError(f"{path}: no such file or directory.")
@@ -86,7 +101,13 @@ def load_pretrained(path: str | os.PathLike, *, name: str | None = None) -> Pret
     raise PretrainedError(
       f"Not a checkpoint this library reads: {describe(path)}. Expected {expected}."
     )
-  return family_module(family).load(path, name=name)
+  pre = family_module(family).load(path, name=name)
+  if image_size is None and max_len is None:
+    return pre
+  try:
+    return resize.resize_pretrained(pre, image_size=image_size, max_len=max_len)
+  except ValueError as e:
+    raise PretrainedError(f"{path}: {e}") from None
 
 
 def save_pretrained(

@@ -4,7 +4,7 @@ What loads: a directory as the hub repos ship it (`open_clip_config.json` holdin
 `{"model_cfg": ..., "preprocess_cfg": ...}` beside `open_clip_model.safetensors` or
 `open_clip_pytorch_model.bin`), one such weights file with its config beside it, or any weights
 file with `name=` an open_clip model name (`NAMES`). A `.bin` may hold a plain state_dict or
-`{"state_dict": ...}`, with or without DDP's `module.` prefix. Two model classes:
+`{"state_dict": ...}`, with or without DDP's `module.` prefix. Three model classes:
 
 - `CLIP` (OpenAI's ViT layout): image `visual.conv1` (no bias), `visual.class_embedding`,
   `visual.positional_embedding` (class token first), `visual.ln_pre`,
@@ -18,6 +18,9 @@ file with `name=` an open_clip model name (`NAMES`). A `.bin` may hold a plain s
   `patch_embed.proj` (with bias), `pos_embed` (no class token), `blocks.{i}` (`attn.qkv` fused),
   `norm`, the MAP head `attn_pool` (`latent`, `q`, `kv`, `proj`, `norm`, `mlp`), no
   projection; `logit_bias`.
+- `CoCa` (a `model_cfg` with `multimodal_cfg`): a CLIP ViT with an attentional pooler, a text
+  tower with an appended class token, a multimodal decoder; loaded as `models.CoCa`
+  (`open_clip_coca` has its configs and tensor mapping).
 
 | open_clip                        | here                             | transform              |
 | -------------------------------- | -------------------------------- | ---------------------- |
@@ -31,35 +34,42 @@ file with `name=` an open_clip model name (`NAMES`). A `.bin` may hold a plain s
 
 (The query, key and value kernels are `[w, heads, w/heads]`; the ViT has `cls_posemb=True`.)
 
-Configs (`open_clip_configs`): the architecture comes from the config file or from `name=`
-(`NAMES`, open_clip's `model_configs` copied), both read by `model_config_from_open_clip`.
+Configs (`open_clip_configs`, `open_clip_coca`): the architecture comes from the config file or
+from `name=` (`NAMES`, open_clip's `model_configs` copied), both read by
+`model_config_from_open_clip`. The rules' pieces are in `open_clip_rules`.
 
 Not covered (refused with the reason): ModifiedResNet (`RN50`...) and other timm trunks, HF text
-towers, CoCa, LayerScale (`ls_init_value`), attentional pooling, average pooling over patches
-(CLIPA), custom attention blocks. The loaded model has `max_scale=inf` so that its scale is
-open_clip's `logit_scale.exp()` exactly.
+towers (`coca_roberta-ViT-B-32` too), LayerScale (`ls_init_value`), attentional pooling outside
+CoCa, average pooling over patches (CLIPA), custom attention blocks. The loaded model has
+`max_scale=inf` so that its scale is open_clip's `logit_scale.exp()` exactly.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 import json
 import os
-from typing import Any, NamedTuple
+from typing import Any
 
 from absl import logging
 import ml_collections
 import numpy as np
 
 from contrastive.models.pretrained import common
+from contrastive.models.pretrained import open_clip_coca as coca
+from contrastive.models.pretrained import open_clip_configs as configs
 from contrastive.models.pretrained import weights as weights_lib
 from contrastive.models.pretrained.open_clip_configs import CONFIG
-from contrastive.models.pretrained.open_clip_configs import NAMES
 from contrastive.models.pretrained.open_clip_configs import TIMM_TRUNKS
 from contrastive.models.pretrained.open_clip_configs import encoder_dims
-from contrastive.models.pretrained.open_clip_configs import model_config_from_open_clip
-from contrastive.models.pretrained.open_clip_configs import named_config
-from contrastive.models.pretrained.open_clip_configs import open_clip_config
+from contrastive.models.pretrained.open_clip_rules import Rule
+from contrastive.models.pretrained.open_clip_rules import blocks
+from contrastive.models.pretrained.open_clip_rules import class_token
+from contrastive.models.pretrained.open_clip_rules import conv
+from contrastive.models.pretrained.open_clip_rules import copy
+from contrastive.models.pretrained.open_clip_rules import fused
+from contrastive.models.pretrained.open_clip_rules import linear
+from contrastive.models.pretrained.open_clip_rules import norm
+from contrastive.models.pretrained.open_clip_rules import out_proj
 
 WEIGHTS = (
   "open_clip_model.safetensors",
@@ -72,104 +82,55 @@ OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 SIGLIP_MEAN = SIGLIP_STD = (0.5, 0.5, 0.5)
 _CROPS = {"shortest": "center", "squash": "squash", "longest": "pad"}
 _IGNORED = ("input_resolution", "context_length", "vocab_size", "attn_mask", "text.attn_mask")
+# Every open_clip model name this library knows the architecture of (CLIP, SigLIP, CoCa).
+NAMES = tuple(sorted([*configs.NAMES, *coca.NAMES]))
+
+
+def named_config(name: str) -> dict[str, Any]:
+  """open_clip's `model_cfg` of a model name (`NAMES`), as its model_configs JSON has it."""
+  return coca.named_config(name) if name in coca.NAMES else configs.named_config(name)
+
+
+def model_config_from_open_clip(
+  cfg: dict[str, Any], *, source: str = CONFIG
+) -> ml_collections.ConfigDict:
+  """This library's model config of an open_clip `model_cfg` (a CoCa's with `multimodal_cfg`).
+
+  Raises:
+    PretrainedError: an architecture this library's models do not cover; the message names
+      `source` and the option.
+  """
+  if isinstance(cfg, dict) and "multimodal_cfg" in cfg:
+    return coca.model_config(cfg, source=source)
+  return configs.model_config_from_open_clip(cfg, source=source)
+
+
+def open_clip_config(model_config: Any, path: str = "") -> dict[str, Any]:
+  """The open_clip `model_cfg` of a model config open_clip can build (the inverse mapping)."""
+  if coca.is_coca(model_config):
+    return coca.open_clip_config(model_config, path)
+  return configs.open_clip_config(model_config, path)
+
+
+def _param_shapes(model_config: Any) -> dict[str, tuple[int, ...]]:
+  """`common.param_shapes`, with a scanned decoder's layers unrolled too (`layer_{i}`)."""
+  config = model_config.to_dict() if hasattr(model_config, "to_dict") else dict(model_config)
+  unroll = not config.get("scan") and not (config.get("decoder") or {}).get("scan")
+  shapes = {}
+  for key, shape in common.param_shapes(model_config).items():
+    if unroll and key.startswith("decoder/layer/"):
+      for i in range(shape[0]):
+        shapes[key.replace("decoder/layer/", f"decoder/layer_{i}/", 1)] = shape[1:]
+    else:
+      shapes[key] = shape
+  return shapes
+
+
+def _rules(model_config: Any, **kwargs) -> list[Rule]:
+  return coca.rules(model_config) if coca.is_coca(model_config) else rules(model_config, **kwargs)
+
 
 # ---------------------------------------------------------------------------------- mapping
-
-
-class Rule(NamedTuple):
-  """Source keys to target paths: `load(*source arrays)` gives the targets, `save` inverts it."""
-
-  sources: tuple[str, ...]
-  targets: tuple[str, ...]
-  load: Callable[..., tuple[np.ndarray, ...]]
-  save: Callable[..., tuple[np.ndarray, ...]]
-
-
-def _copy(
-  src: str, dst: str, here: tuple[int, ...] | None = None, there: tuple[int, ...] | None = None
-) -> Rule:
-  """A tensor copied, reshaped to `here` on load and to `there` on save where given."""
-  load = (lambda a: (a,)) if here is None else (lambda a: (a.reshape(here),))
-  save = (lambda a: (a,)) if there is None else (lambda a: (a.reshape(there),))
-  return Rule((src,), (dst,), load, save)
-
-
-def _linear(src: str, dst: str, *, bias: bool = True) -> list[Rule]:
-  rules = [Rule((f"{src}.weight",), (f"{dst}/kernel",), lambda a: (a.T,), lambda a: (a.T,))]
-  return rules + ([_copy(f"{src}.bias", f"{dst}/bias")] if bias else [])
-
-
-def _norm(src: str, dst: str) -> list[Rule]:
-  return [_copy(f"{src}.weight", f"{dst}/scale"), _copy(f"{src}.bias", f"{dst}/bias")]
-
-
-def _fused(weight: str, bias: str, dst: str, names: tuple[str, ...], heads: int) -> list[Rule]:
-  """A fused `[n*w, w]` projection (and its bias) split into `n` `[w, heads, w/heads]` kernels."""
-  n = len(names)
-
-  def load_w(w):
-    width = w.shape[1]
-    return tuple(part.T.reshape(width, heads, width // heads) for part in np.split(w, n))
-
-  def save_w(*kernels):
-    return (np.concatenate([k.reshape(k.shape[0], -1).T for k in kernels]),)
-
-  def load_b(b):
-    return tuple(part.reshape(heads, -1) for part in np.split(b, n))
-
-  def save_b(*biases):
-    return (np.concatenate([b.reshape(-1) for b in biases]),)
-
-  return [
-    Rule((weight,), tuple(f"{dst}/{m}/kernel" for m in names), load_w, save_w),
-    Rule((bias,), tuple(f"{dst}/{m}/bias" for m in names), load_b, save_b),
-  ]
-
-
-def _out(src: str, dst: str, heads: int) -> list[Rule]:
-  load = lambda w: (w.T.reshape(heads, w.shape[1] // heads, w.shape[0]),)
-  save = lambda k: (k.reshape(-1, k.shape[-1]).T,)
-  return [
-    Rule((f"{src}.weight",), (f"{dst}/kernel",), load, save),
-    _copy(f"{src}.bias", f"{dst}/bias"),
-  ]
-
-
-def _blocks(src: str, dst: str, depth: int, heads: int, *, timm: bool) -> list[Rule]:
-  names = (
-    ("norm1", "attn.qkv", "attn.proj", "norm2", "mlp.fc1", "mlp.fc2")
-    if timm
-    else ("ln_1", "attn.in_proj_", "attn.out_proj", "ln_2", "mlp.c_fc", "mlp.c_proj")
-  )
-  ln1, qkv, out, ln2, fc1, fc2 = names
-  rules = []
-  for i in range(depth):
-    s, d = f"{src}.{i}", f"{dst}/encoderblock_{i}"
-    weight, bias = (
-      (f"{s}.{qkv}.weight", f"{s}.{qkv}.bias") if timm else (f"{s}.{qkv}weight", f"{s}.{qkv}bias")
-    )
-    rules += _norm(f"{s}.{ln1}", f"{d}/norm1")
-    rules += _fused(weight, bias, f"{d}/attn", ("query", "key", "value"), heads)
-    rules += _out(f"{s}.{out}", f"{d}/attn/out", heads)
-    rules += _norm(f"{s}.{ln2}", f"{d}/norm2")
-    rules += _linear(f"{s}.{fc1}", f"{d}/mlp/fc1") + _linear(f"{s}.{fc2}", f"{d}/mlp/fc2")
-  return rules
-
-
-def _conv(src: str, dst: str) -> Rule:
-  return Rule(
-    (src,), (dst,), lambda w: (w.transpose(2, 3, 1, 0),), lambda k: (k.transpose(3, 2, 0, 1),)
-  )
-
-
-def _class_token(cls_key: str, pos_key: str, dst: str) -> Rule:
-  def load(cls, pos):
-    return (cls + pos[0])[None, None], pos[None, 1:]
-
-  def save(cls, pos):  # x + (-0.0) == x bit for bit, so loading this back gives `cls` exactly
-    return cls[0, 0], np.concatenate([np.full((1, pos.shape[-1]), -0.0, pos.dtype), pos[0]])
-
-  return Rule((cls_key, pos_key), (f"{dst}/cls", f"{dst}/pos_embedding"), load, save)
 
 
 def rules(model_config: Any, *, text_prefix: str, image_head: str | None = None) -> list[Rule]:
@@ -184,28 +145,28 @@ def rules(model_config: Any, *, text_prefix: str, image_head: str | None = None)
   if image.get("pool") == "map":
     v = "visual.trunk"
     out += [
-      _conv(f"{v}.patch_embed.proj.weight", f"{e}/embedding/kernel"),
-      _copy(f"{v}.patch_embed.proj.bias", f"{e}/embedding/bias"),
-      _copy(f"{v}.pos_embed", f"{e}/pos_embedding"),
+      conv(f"{v}.patch_embed.proj.weight", f"{e}/embedding/kernel"),
+      copy(f"{v}.patch_embed.proj.bias", f"{e}/embedding/bias"),
+      copy(f"{v}.pos_embed", f"{e}/pos_embedding"),
     ]
-    out += _blocks(f"{v}.blocks", f"{e}/transformer", di["depth"], di["num_heads"], timm=True)
-    out += _norm(f"{v}.norm", f"{e}/norm")
+    out += blocks(f"{v}.blocks", f"{e}/transformer", di["depth"], di["num_heads"], timm=True)
+    out += norm(f"{v}.norm", f"{e}/norm")
     p, m = f"{v}.attn_pool", f"{e}/map"
-    out += [_copy(f"{p}.latent", f"{m}/probe")]
-    out += _fused(f"{p}.q.weight", f"{p}.q.bias", f"{m}/attn", ("query",), di["num_heads"])
-    out += _fused(f"{p}.kv.weight", f"{p}.kv.bias", f"{m}/attn", ("key", "value"), di["num_heads"])
-    out += _out(f"{p}.proj", f"{m}/attn/out", di["num_heads"]) + _norm(f"{p}.norm", f"{m}/norm")
-    out += _linear(f"{p}.mlp.fc1", f"{m}/mlp/fc1") + _linear(f"{p}.mlp.fc2", f"{m}/mlp/fc2")
+    out += [copy(f"{p}.latent", f"{m}/probe")]
+    out += fused(f"{p}.q.weight", f"{p}.q.bias", f"{m}/attn", ("query",), di["num_heads"])
+    out += fused(f"{p}.kv.weight", f"{p}.kv.bias", f"{m}/attn", ("key", "value"), di["num_heads"])
+    out += out_proj(f"{p}.proj", f"{m}/attn/out", di["num_heads"]) + norm(f"{p}.norm", f"{m}/norm")
+    out += linear(f"{p}.mlp.fc1", f"{m}/mlp/fc1") + linear(f"{p}.mlp.fc2", f"{m}/mlp/fc2")
     if image.get("proj", True):
-      out += _linear(
+      out += linear(
         image_head or "visual.head.proj", "image/head", bias=bool(image.get("proj_bias"))
       )
   else:
-    out += [_conv("visual.conv1.weight", f"{e}/embedding/kernel")]
+    out += [conv("visual.conv1.weight", f"{e}/embedding/kernel")]
     if image.get("cls_posemb", False):
       out += [
-        _copy("visual.class_embedding", f"{e}/cls", (1, 1, -1), (-1,)),
-        _copy(
+        copy("visual.class_embedding", f"{e}/cls", (1, 1, -1), (-1,)),
+        copy(
           "visual.positional_embedding",
           f"{e}/pos_embedding",
           (1, -1, di["width"]),
@@ -213,30 +174,30 @@ def rules(model_config: Any, *, text_prefix: str, image_head: str | None = None)
         ),
       ]
     else:
-      out += [_class_token("visual.class_embedding", "visual.positional_embedding", e)]
+      out += [class_token("visual.class_embedding", "visual.positional_embedding", e)]
     if image.get("pre_norm", False):
-      out += _norm("visual.ln_pre", f"{e}/norm_pre")
-    out += _blocks(
+      out += norm("visual.ln_pre", f"{e}/norm_pre")
+    out += blocks(
       "visual.transformer.resblocks", f"{e}/transformer", di["depth"], di["num_heads"], timm=False
     )
-    out += _norm("visual.ln_post", f"{e}/norm") + [_copy("visual.proj", "image/head/kernel")]
+    out += norm("visual.ln_post", f"{e}/norm") + [copy("visual.proj", "image/head/kernel")]
   t = "text/encoder"
   out += [
-    _copy(f"{tp}token_embedding.weight", f"{t}/embedding/embedding"),
-    _copy(f"{tp}positional_embedding", f"{t}/pos_embedding"),
+    copy(f"{tp}token_embedding.weight", f"{t}/embedding/embedding"),
+    copy(f"{tp}positional_embedding", f"{t}/pos_embedding"),
   ]
-  out += _blocks(
+  out += blocks(
     f"{tp}transformer.resblocks", f"{t}/transformer", dt["depth"], dt["num_heads"], timm=False
   )
-  out += _norm(f"{tp}ln_final", f"{t}/norm")
+  out += norm(f"{tp}ln_final", f"{t}/norm")
   if text.get("proj", True):
     if text.get("proj_bias"):
-      out += _linear(f"{tp}text_projection", "text/head")
+      out += linear(f"{tp}text_projection", "text/head")
     else:
-      out += [_copy(f"{tp}text_projection", "text/head/kernel")]
-  out += [_copy("logit_scale", "log_scale", (), ())]
+      out += [copy(f"{tp}text_projection", "text/head/kernel")]
+  out += [copy("logit_scale", "log_scale", (), ())]
   if config.get("convention") == "siglip" or config.get("bias_init") is not None:
-    out += [_copy("logit_bias", "bias", (), ())]
+    out += [copy("logit_bias", "bias", (), ())]
   return out
 
 
@@ -266,7 +227,8 @@ def _architecture(keys) -> str:
     if has("token_embedding.")
     else "no known text tower"
   )
-  return f"{image} and {text}"
+  decoder = " and a CoCa text decoder" if has("text_decoder.") else ""
+  return f"{image} and {text}{decoder}"
 
 
 def _expected_sources(rule: Rule, here: dict[str, tuple[int, ...]]) -> list[tuple[int, ...]]:
@@ -415,8 +377,8 @@ def convert(weights: weights_lib.Weights, model_config: Any, *, source: str) -> 
     ),
     None,
   )
-  table = rules(model_config, text_prefix=text_prefix, image_head=head)
-  here = common.param_shapes(model_config)
+  table = _rules(model_config, text_prefix=text_prefix, image_head=head)
+  here = _param_shapes(model_config)
   needed = [k for rule in table for k in rule.sources]
   missing = [k for k in needed if k not in weights]
   if missing:
@@ -469,7 +431,7 @@ def save(
   for key in ("hf_tokenizer_name", "tokenizer_kwargs", "tokenizer_mode"):
     if key in source_text:
       cfg["text_cfg"][key] = source_text[key]
-  here = common.param_shapes(model_config)
+  here = _param_shapes(model_config)
   flat = {k: np.asarray(v) for k, v in common.flatten(params).items()}
   if set(flat) != set(here):
     odd = sorted(set(flat) ^ set(here))
@@ -483,7 +445,7 @@ def save(
       )
   custom = bool(cfg.get("custom_text"))
   tensors = {}
-  for rule in rules(model_config, text_prefix="text." if custom else ""):
+  for rule in _rules(model_config, text_prefix="text." if custom else ""):
     for key, value in zip(rule.sources, rule.save(*[flat[t] for t in rule.targets])):
       tensors[key] = np.require(value, np.float32, "C")  # 0-d stays 0-d
   os.makedirs(path, exist_ok=True)
@@ -513,6 +475,7 @@ __all__ = [
   "NAMES",
   "TIMM_TRUNKS",
   "WEIGHTS",
+  "Rule",
   "convert",
   "detect",
   "load",

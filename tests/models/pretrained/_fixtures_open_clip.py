@@ -13,7 +13,7 @@ inputs in `expected.npz`:
   with timm here and with `open_clip.TIMM_TRUNKS` by the tests), MAP head, bidirectional text
   tower pooling the last position, projection bias, `logit_bias`.
 
-It also counts the parameters of every open_clip model name the library ships
+It also counts the parameters of every open_clip model name the library ships, CoCa's included
 (`open_clip_param_counts.json`, built on the meta device) and keeps open_clip's `model_cfg` of
 each, so the tests check the library's table against open_clip's JSON. Nothing here imports
 `contrastive` (this venv has no jax): the expected values come from open_clip alone.
@@ -265,6 +265,8 @@ NAMES = [
   "ViT-SO400M-16-SigLIP2-512",
   "ViT-gopt-16-SigLIP2-256",
   "ViT-gopt-16-SigLIP2-384",
+  "coca_ViT-B-32",
+  "coca_ViT-L-14",
 ]
 
 
