@@ -40,6 +40,9 @@ def default_config() -> ml_collections.ConfigDict:
   )
   c.arrayrecord = ml_collections.ConfigDict({"path": config_dict.placeholder(str)})
   c.xor = ml_collections.ConfigDict(sources_lib.XOR_DEFAULTS)  # see contrastive.data.xor
+  # Training on several sources by weight, {name: {weight, source, ...}}; empty: `source` alone.
+  # See contrastive/data/mixture.py.
+  c.mixture = ml_collections.ConfigDict()
   return c
 
 
@@ -57,7 +60,9 @@ def resolve_config(config: ml_collections.ConfigDict | dict) -> ml_collections.C
   if unknown:
     raise ValueError(f"Unknown data config key(s) {unknown}; known: {sorted(out)}.")
   for key, value in given.items():
-    if isinstance(out[key], ml_collections.ConfigDict):
+    if key == "mixture":  # its keys are names the user chooses (data.mixture)
+      out.mixture = ml_collections.ConfigDict(dict(value or {}))
+    elif isinstance(out[key], ml_collections.ConfigDict):
       block = dict(value or {})
       extra = sorted(set(block) - set(out[key]))
       if extra:

@@ -34,6 +34,7 @@ import ml_collections
 import numpy as np
 
 from contrastive import parallel
+from contrastive.data import mixture as mixture_lib
 from contrastive.data import sources as sources_lib
 from contrastive.data import tokenizer_specs
 from contrastive.data import tokenizers as tokenizers_lib
@@ -203,7 +204,9 @@ class DataIterator(grain.DatasetIterator):
     batch_size: the per-process batch size; global_batch_size: the global one.
     num_batches: the batches a finite stream yields (the same on every process), or None.
     tokenizer: the tokenizer of `text`.
-    source: the `sources.Source` read.
+    source: the `sources.Source` read (a mixture's first).
+    source_counts: with `data.mixture`, `{name: examples}` this process has yielded from each
+      source since the start of the run (restored with the iterator); empty otherwise.
   """
 
   def __init__(
@@ -217,8 +220,11 @@ class DataIterator(grain.DatasetIterator):
     template,
     tokenizer,
     source,
+    source_names=(),
   ):
     super().__init__(parent)
+    self._source_names = tuple(source_names)
+    self._counts = np.zeros(len(self._source_names), np.int64)
     self.batch_size = batch_size
     self.global_batch_size = global_batch_size
     self.num_batches = num_batches
@@ -235,6 +241,10 @@ class DataIterator(grain.DatasetIterator):
   def num_skipped(self) -> int:
     return self._skipped
 
+  @property
+  def source_counts(self) -> dict[str, int]:
+    return {n: int(c) for n, c in zip(self._source_names, self._counts)}
+
   def __next__(self) -> dict[str, np.ndarray]:
     if self.num_batches is not None and self._yielded >= self.num_batches:
       raise StopIteration
@@ -245,6 +255,8 @@ class DataIterator(grain.DatasetIterator):
       self._skipped += int(batch.pop(transforms.SKIPPED_KEY))
     else:
       batch = self._collect()
+    if self._source_names:
+      self._counts += np.bincount(batch[mixture_lib.SOURCE_ID], minlength=len(self._counts))
     self._yielded += 1
     return batch
 
@@ -269,12 +281,17 @@ class DataIterator(grain.DatasetIterator):
     return batch
 
   def get_state(self) -> dict[str, Any]:
-    return {"parent": self._parent.get_state(), "skipped": self._skipped, "yielded": self._yielded}
+    state = {"parent": self._parent.get_state(), "skipped": self._skipped, "yielded": self._yielded}
+    if self._source_names:
+      state["source_counts"] = [int(c) for c in self._counts]
+    return state
 
   def set_state(self, state: dict[str, Any]) -> None:
     self._parent.set_state(state["parent"])
     self._skipped = int(state["skipped"])
     self._yielded = int(state["yielded"])
+    if self._source_names and "source_counts" in state:
+      self._counts = np.asarray(state["source_counts"], np.int64)
     self._exhausted = False
 
   def __str__(self) -> str:
@@ -346,22 +363,26 @@ def make_pipeline(
     raise ValueError(f"data.num_workers must be >= 0, got {cfg.num_workers}.")
   batch_size = cfg.batch_size // pc
 
-  source = sources_lib.make_source(cfg, split=split)
-  transform = make_transform(cfg, source, training=training, hard_negatives=hard_negatives)
-  length = len(source)
-  if length == 0:
-    raise ValueError(f"Split {split!r} of data source {cfg.source!r} is empty.")
-
-  if training and cfg.batch_size % source.group_size:
-    raise ValueError(
-      f"The global batch size data.batch_size={cfg.batch_size} must be a multiple "
-      f"of {source.group_size}: the source's records come in groups of that "
-      "many, which share a batch."
-    )
-  # Reshuffled every epoch (grain reseeds by epoch).
-  ds = source.dataset(shuffle_seed=seed if training and cfg.shuffle else None)
-  ds = ds.repeat(num_epochs)
-  mapped = ds.random_map(transform, seed=(seed + 1) % 2**32)
+  if training and cfg.mixture:
+    mapped, source, transform, names = _mixture(cfg, seed, hard_negatives)
+    length = len(source)
+  else:
+    names = ()
+    source = sources_lib.make_source(cfg, split=split)
+    transform = make_transform(cfg, source, training=training, hard_negatives=hard_negatives)
+    length = len(source)
+    if length == 0:
+      raise ValueError(f"Split {split!r} of data source {cfg.source!r} is empty.")
+    if training and cfg.batch_size % source.group_size:
+      raise ValueError(
+        f"The global batch size data.batch_size={cfg.batch_size} must be a multiple "
+        f"of {source.group_size}: the source's records come in groups of that "
+        "many, which share a batch."
+      )
+    # Reshuffled every epoch (grain reseeds by epoch).
+    ds = source.dataset(shuffle_seed=seed if training and cfg.shuffle else None)
+    ds = ds.repeat(num_epochs)
+    mapped = ds.random_map(transform, seed=(seed + 1) % 2**32)
   ds = mapped[pi::pc]
   it = ds.to_iter_dataset(
     grain.ReadOptions(num_threads=cfg.read_threads, prefetch_buffer_size=cfg.read_buffer_size)
@@ -410,5 +431,38 @@ def make_pipeline(
       template=template,
       tokenizer=transform.tokenizer,
       source=source,
+      source_names=names,
     )
   )
+
+
+class _Tag:
+  """Adds `source_id` to an example (picklable for grain's workers)."""
+
+  def __init__(self, index: int):
+    self.index = index
+
+  def __call__(self, example):
+    return {**example, mixture_lib.SOURCE_ID: np.int32(self.index)}
+
+
+def _mixture(cfg, seed: int, hard_negatives):
+  """`(mixed dataset, first source, first transform, names)` of `data.mixture` (training)."""
+  datasets, weights, names, first = [], [], [], None
+  for i, (name, weight, entry) in enumerate(mixture_lib.entries(cfg)):
+    source = sources_lib.make_source(entry, split=entry.train_split)
+    if len(source) == 0:
+      raise ValueError(f"data.mixture.{name}: split {entry.train_split!r} is empty.")
+    if source.group_size != 1:
+      raise ValueError(
+        f"data.mixture.{name}: its records come in groups of {source.group_size} that must "
+        "share a batch (e.g. synthetic.shape_variants > 1), which a mixture cannot keep."
+      )
+    transform = make_transform(entry, source, training=True, hard_negatives=hard_negatives)
+    ds = source.dataset(shuffle_seed=seed + i if entry.shuffle else None).repeat(None)
+    ds = ds.random_map(transform, seed=(seed + 1 + i) % 2**32).map(_Tag(i))
+    datasets.append(ds)
+    weights.append(weight)
+    names.append(name)
+    first = first or (source, transform)
+  return grain.MapDataset.mix(datasets, weights), first[0], first[1], tuple(names)

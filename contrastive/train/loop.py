@@ -412,6 +412,10 @@ def _train_scalars(
   scalars = metrics_lib.train_scalars(step_metrics)
   scalars["train/skipped_steps"] = float(jax.device_get(state.skipped))
   scalars["train/bad_records"] = float(getattr(train_iter, "num_skipped", 0))
+  counts = getattr(train_iter, "source_counts", None) or {}
+  total = sum(counts.values())
+  for name, count in counts.items():  # data.mixture: each source's share of the examples so far
+    scalars[f"train/source/{name}"] = count / max(total, 1)
   if timer.steps:
     scalars.update({f"train/{k}": v for k, v in timer.summary(batch_size).items()})
   scalars.update(
