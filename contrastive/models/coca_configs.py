@@ -56,20 +56,17 @@ def check_towers(encoder_configs: Mapping[str, Any]) -> None:
     raise ValueError(
       f"A model with a decoder (CoCa) needs exactly the encoders 'image' and 'text', got {names}."
     )
-  text = encoder_configs["text"]
-  kind = text.get("kind") if isinstance(text, Mapping) else None
-  if kind != "coca_text":
-    raise ValueError(
-      f"A model with a decoder (CoCa) needs encoders.text.kind 'coca_text' (the text tower with "
-      f"its class token), got {kind!r}."
-    )
-  image = encoder_configs["image"]
-  kind = image.get("kind") if isinstance(image, Mapping) else None
-  if kind != "vit":
-    raise ValueError(
-      f"A model with a decoder (CoCa) needs encoders.image.kind 'vit' (its pooler reads the "
-      f"ViT's tokens), got {kind!r}."
-    )
+  for modality, want, why in (
+    ("text", "coca_text", "the text tower with its class token"),
+    ("image", "vit", "its pooler reads the ViT's tokens"),
+  ):
+    encoder = encoder_configs[modality]
+    kind = encoder.get("kind") if isinstance(encoder, Mapping) else None
+    if kind != want:
+      raise ValueError(
+        f"A model with a decoder (CoCa) needs encoders.{modality}.kind {want!r} ({why}), got "
+        f"{kind!r}."
+      )
   for modality, enc in encoder_configs.items():
     if isinstance(enc, Mapping) and (enc.get("proj_bias") or enc.get("proj", True) is False):
       raise ValueError(

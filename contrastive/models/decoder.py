@@ -139,20 +139,8 @@ class CocaText(nn.Module):
       raise ValueError(f"Text of length {seq_len} is longer than max_len={self.max_len}.")
     width = dims["width"]
     tokens = layers.constrain(tokens, ("batch", "length"))
-    x = nn.Embed(
-      self.vocab_size,
-      width,
-      dtype=dtype,
-      param_dtype=jnp.float32,
-      name="embedding",
-      embedding_init=layers.partitioned(nn.initializers.normal(stddev=0.02), ("vocab", "embed")),
-    )(tokens)
-    pos = self.param(
-      "pos_embedding",
-      layers.partitioned(nn.initializers.normal(stddev=0.01), (None, "embed")),
-      (self.max_len + 1, width),
-      jnp.float32,
-    )
+    x = layers.token_embedding(self.vocab_size, width, dtype)(tokens)
+    pos = layers.position_table(self, self.max_len + 1, width)
     is_pad = tokens == self.pad_id
     if decode:
       x, mask = self._decode_inputs(x, pos, is_pad)

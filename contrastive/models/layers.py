@@ -74,6 +74,29 @@ def partitioned(init: Callable[..., Any], names: tuple[str | None, ...]) -> Call
   return nn.with_logical_partitioning(init, names)
 
 
+def token_embedding(vocab_size: int, width: int, dtype: Dtype) -> nn.Embed:
+  """The text towers' token table `embedding`, `[vocab, width]` float32, N(0, 0.02^2) (CLIP's);
+  call it inside a compact method, whose submodule it becomes."""
+  return nn.Embed(
+    vocab_size,
+    width,
+    dtype=dtype,
+    param_dtype=jnp.float32,
+    name="embedding",
+    embedding_init=partitioned(nn.initializers.normal(stddev=0.02), ("vocab", "embed")),
+  )
+
+
+def position_table(module: nn.Module, length: int, width: int) -> jax.Array:
+  """`module`'s learned `pos_embedding`, `[length, width]` float32, N(0, 0.01^2) (CLIP's)."""
+  return module.param(
+    "pos_embedding",
+    partitioned(nn.initializers.normal(stddev=0.01), (None, "embed")),
+    (length, width),
+    jnp.float32,
+  )
+
+
 def constrain(x: jax.Array, names: tuple[str | None, ...]) -> jax.Array:
   """Asks the partitioner to lay out activation `x` by logical axis `names`.
 

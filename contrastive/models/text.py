@@ -146,20 +146,8 @@ class TextTransformer(nn.Module):
       )
     width = dims["width"]
     tokens = layers.constrain(tokens, ("batch", "length"))
-    x = nn.Embed(
-      self.vocab_size,
-      width,
-      dtype=dtype,
-      param_dtype=jnp.float32,
-      name="embedding",
-      embedding_init=layers.partitioned(nn.initializers.normal(stddev=0.02), ("vocab", "embed")),
-    )(tokens)
-    pos = self.param(
-      "pos_embedding",
-      layers.partitioned(nn.initializers.normal(stddev=0.01), (None, "embed")),
-      (self.max_len, width),
-      jnp.float32,
-    )
+    x = layers.token_embedding(self.vocab_size, width, dtype)(tokens)
+    pos = layers.position_table(self, self.max_len, width)
     x = x + pos[None, :seq_len].astype(dtype)
     x = layers.constrain(x, ("batch", "length", "embed"))
     x = nn.Dropout(self.dropout)(x, deterministic=not train)
