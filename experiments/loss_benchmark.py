@@ -63,10 +63,13 @@ def _worker(args) -> dict:
   scale, bias = (10.0, -10.0) if objective.uses_bias else (10.0, None)
   params = (scale,) if bias is None else (scale, bias)
 
+  batch_keys = [key for key in objective.side_keys if key != "rng"]
   side = {
     key: jax.device_put(value, batch_sharding)
-    for key, value in _side_data(objective.side_keys, b, d, np).items()
+    for key, value in _side_data(batch_keys, b, d, np).items()
   }
+  if "rng" in objective.side_keys:  # a momentum-queue loss's step key (MoCHi), replicated
+    side["rng"] = jax.device_put(jax.random.key(0), scalar_sharding)
   if args.impl == "ring":
 
     def loss_fn(embeddings, *params):
@@ -141,6 +144,15 @@ def _side_data(keys, b: int, d: int, np) -> dict:
     "mix_lambda": lambda: rng.uniform(size=b).astype(np.float32),
     "mix_partner": lambda: rng.permutation(b).astype(np.int32),
     "queue": lambda: unit(b, d),
+    # iSogCLR's per-example state as the trainer gathers it: temperatures in the paper's range
+    # [0.005, 0.05] and log u of a trained run's order.
+    "index": lambda: np.arange(b, dtype=np.int32),
+    "tau_x": lambda: rng.uniform(0.005, 0.05, size=b).astype(np.float32),
+    "tau_y": lambda: rng.uniform(0.005, 0.05, size=b).astype(np.float32),
+    "log_u_x": lambda: rng.uniform(-1.0, 1.0, size=b).astype(np.float32),
+    "log_u_y": lambda: rng.uniform(-1.0, 1.0, size=b).astype(np.float32),
+    # MedCLIP's multi-hot findings: 14 classes (CheXpert's), about two per example.
+    "findings": lambda: (rng.uniform(size=(b, 14)) < 0.15).astype(np.float32),
   }
   unknown = [k for k in keys if k not in makers]
   if unknown:
@@ -230,6 +242,11 @@ def main():
   parser.add_argument("--out", default=str(RESULTS))
   parser.add_argument(
     "--name", default=None, help="the results' file stem (default loss_benchmark[_quick])"
+  )
+  parser.add_argument(
+    "--merge",
+    action="store_true",
+    help="keep the other losses' rows of the existing results file; replace these losses' rows",
   )
   args = parser.parse_args()
 
@@ -345,6 +362,7 @@ def main():
   out = pathlib.Path(args.out)
   out.mkdir(parents=True, exist_ok=True)
   report = dict(
+    argv=sys.argv[1:],
     load_average=load,
     load_average_after=os.getloadavg()[0],
     cores=os.cpu_count(),
@@ -357,14 +375,51 @@ def main():
     huge_compile=huge,
   )
   stem = args.name or ("loss_benchmark_quick" if args.quick else "loss_benchmark")
+  if args.merge and (out / f"{stem}.json").exists():
+    report = _merged(json.loads((out / f"{stem}.json").read_text()), report, names)
   (out / f"{stem}.json").write_text(json.dumps(report, indent=1))
   (out / f"{stem}.md").write_text(_markdown(report, args))
   print(f"wrote {out / stem}.json and .md")
 
 
+def _merged(old: dict, new: dict, names: list[str]) -> dict:
+  """`old`'s rows of the losses not in `names`, then `new`'s, each table sorted by loss."""
+  merged = dict(new, merged_from=old.get("merged_from", []) + [old["argv"]])
+  for table in ("rows", "compiled", "huge_compile"):
+    kept = [r for r in old.get(table, []) if r["loss"] not in names]
+    merged[table] = sorted(kept + new[table], key=lambda r: r["loss"])
+  return merged
+
+
+def _missing_dense(report) -> list[str]:
+  """A line naming the ring rows without a dense row (its process failed: out of memory)."""
+  dense = {(r["loss"], r["batch"]) for r in report["rows"] if r["impl"] == "dense"}
+  missing = [
+    f"{r['loss']} at B={r['batch']}"
+    for r in report["rows"]
+    if r["impl"] == "ring" and (r["loss"], r["batch"]) not in dense
+  ]
+  if not missing:
+    return []
+  return [
+    "No dense row (the reference's process failed, the kernel killing it for memory where it "
+    "builds [B, B, d] differences; the compile-only table gives what it would need): "
+    + ", ".join(missing)
+    + ".",
+    "",
+  ]
+
+
 def _markdown(report, args) -> str:
   lines = [
     f"# Loss benchmark: fwd+bwd on {report['devices']} simulated CPU devices, d={report['dim']}",
+    "",
+    f"Written by `python experiments/loss_benchmark.py {' '.join(report['argv'])}`"
+    + "".join(
+      f", merged into the results of `python experiments/loss_benchmark.py {' '.join(a)}`"
+      for a in report.get("merged_from", [])
+    )
+    + ". The machine line is the last run's.",
     "",
     f"Machine: {report['cores']} cores, load average {report['load_average']:.2f} at the start "
     f"and {report['load_average_after']:.2f} at the end (above ~2 means other work shared the "
@@ -374,6 +429,7 @@ def _markdown(report, args) -> str:
     )
     + ".",
     "",
+    *_missing_dense(report),
     "| loss | impl | B | median s | ring/dense time | scratch GiB/device | peak RSS GiB "
     "| tile products | GFLOP/s | share of GEMM peak |",
     "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",

@@ -42,8 +42,8 @@ def _runlocal(name, steps):
 
 
 # One representative per family besides softmax/sigmoid, which the trainer tests run: the
-# decoupled, geometric, focal, temperature, AUC, kernel, hard-negative, n-modal and
-# multi-positive families (moco: below).
+# decoupled, geometric, focal, temperature, AUC, kernel, hard-negative, n-modal,
+# multi-positive, cluster-restricted (mcl) and multi-head (amcl) families (moco: below).
 @pytest.mark.parametrize(
   "name",
   [
@@ -55,8 +55,12 @@ def _runlocal(name, steps):
     "kernel_infonce",
     "hard_negative",
     "gram",
+    "gram_itm",  # a second ring term (the volume loss) and a learned bias
     "symile",
     "supcon",
+    "mcl",
+    "amcl",
+    "decoupled_uniformity",  # a loss without a scale over the n-modal convention
   ],
 )
 def test_family_trains_a_few_steps(name, tmp_path):
@@ -97,6 +101,12 @@ def test_moco_trains_and_resumes_with_its_state(tmp_path):
   assert not all(
     np.array_equal(a, b) for a, b in zip(jax.tree.leaves(online), jax.tree.leaves(target))
   )
+
+
+def test_mochi_trains_a_few_steps(tmp_path):
+  """MoCo's state and step, the trainer's rng reaching the mixing."""
+  result = loop.train_and_evaluate(_runlocal("mochi", 3), tmp_path)
+  assert math.isfinite(result["train/loss"]) and result["train/loss"] != 0.0, result
 
 
 def test_unknown_family_lists_the_known_ones():

@@ -1,5 +1,5 @@
 """Evaluation: zero-shot classification, retrieval, binding, probes, embedding
-geometry and how a space treats its negatives.
+geometry, how a space treats its negatives, and n-modal prediction (`tuple_scores`).
 
 Pure functions over embeddings (arrays in, plain floats out), then runners that embed evaluation
 sets with any model (`embed_dataset`, `run_tasks`, `evaluate`), a trainer's run directory
@@ -34,6 +34,8 @@ from contrastive.evaluate.interactive import report_images
 from contrastive.evaluate.interactive import show_report
 from contrastive.evaluate.negatives import hardest_negative_share
 from contrastive.evaluate.negatives import tolerance
+from contrastive.evaluate.nmodal import predict_accuracy
+from contrastive.evaluate.nmodal import tuple_scores
 from contrastive.evaluate.probes import fit_logistic_regression
 from contrastive.evaluate.probes import knn_classifier
 from contrastive.evaluate.probes import linear_probe
@@ -103,6 +105,7 @@ __all__ = [
   "modality_separability",
   "plot_comparison",
   "positive_ranks",
+  "predict_accuracy",
   "prompts",
   "rank_metrics",
   "read_history",
@@ -119,6 +122,7 @@ __all__ = [
   "suite_tasks",
   "tolerance",
   "topk",
+  "tuple_scores",
   "uniformity",
   "variance_dims",
   "write_metrics",

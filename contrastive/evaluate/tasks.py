@@ -20,6 +20,7 @@ import numpy as np
 
 from contrastive.evaluate import binding as binding_lib
 from contrastive.evaluate import captioning
+from contrastive.evaluate import gap_removal
 from contrastive.evaluate import geometry as geometry_lib
 from contrastive.evaluate import imagenet
 from contrastive.evaluate import probes
@@ -370,3 +371,7 @@ TASKS: dict[str, Callable[..., dict[str, float]]] = {
   "knn": knn,
   "caption": caption,
 }
+# Another task with each modality's mean, over a reference source, removed (GR-CLIP).
+TASKS["gap_removed"] = gap_removal.gap_removed_task(
+  TASKS, lambda fields, key: _captions(_field(fields, key), key)
+)

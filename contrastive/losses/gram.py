@@ -49,7 +49,8 @@ def gram_loss(
   ``model/gram.py``, ``forward_ret``: ``F.cross_entropy(-volume / contra_temp, targets,
   label_smoothing=0.1)`` both ways; volume as ``utils/volume.py``). The GRAM code uses
   :math:`\varepsilon = 0.1` and :math:`t = 1/\tau` with :math:`\tau` learnable from 0.07; the
-  data-anchor matching (ITM) head of the paper is a separate, model-side loss and not included.
+  paper's data-anchor matching (ITM) term is `contrastive.losses.gram_itm_loss` (registry
+  ``gram_itm``, a second term of the run).
   Volumes are floored at :math:`\sqrt{10^{-12}}` so gradients stay finite at degenerate tuples.
 
   For ``k = 2`` and unit vectors, :math:`\mathrm{Vol}_{ij} = \sqrt{1 - (a_i \cdot m_j)^2} =

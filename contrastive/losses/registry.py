@@ -28,21 +28,34 @@ import jax
 from contrastive.losses import reference
 from contrastive.losses.align_uniform import align_uniform_loss
 from contrastive.losses.align_uniform import contrastive_gap_loss
+from contrastive.losses.amcl import amcl_loss
+from contrastive.losses.amcl import registry_adapter as amcl_adapter
 from contrastive.losses.auc import auc_mw_loss
+from contrastive.losses.cacr import cacr_loss
 from contrastive.losses.cmc import cmc_loss
 from contrastive.losses.dcl import dcl_loss
 from contrastive.losses.dcl import dclw_loss
+from contrastive.losses.decoupled_uniformity import decoupled_uniformity_loss
 from contrastive.losses.focal import sigmoid_focal_loss
 from contrastive.losses.focal import softmax_focal_loss
 from contrastive.losses.gram import gram_loss
+from contrastive.losses.gram_itm import gram_itm_loss
+from contrastive.losses.gram_itm import registry_adapter as gram_itm_adapter
 from contrastive.losses.hard_negative import hard_negative_loss
+from contrastive.losses.isogclr import ISOGCLR_STATE_KEYS
+from contrastive.losses.isogclr import IsogclrOptions
+from contrastive.losses.isogclr import isogclr_loss
 from contrastive.losses.kernel import kernel_infonce_loss
 from contrastive.losses.macl import macl_loss
+from contrastive.losses.mcl import mcl_loss
+from contrastive.losses.mochi import mochi_loss
 from contrastive.losses.moco import moco_loss
 from contrastive.losses.multiview import mv_dhel_loss
 from contrastive.losses.multiview import mv_infonce_loss
+from contrastive.losses.poly_view import poly_view_loss
 from contrastive.losses.sigmoid import sigmoid_loss
 from contrastive.losses.soft_target import cwcl_targets
+from contrastive.losses.soft_target import medclip_targets
 from contrastive.losses.soft_target import mixup_targets
 from contrastive.losses.soft_target import soft_target_loss
 from contrastive.losses.soft_target import teacher_logits
@@ -66,6 +79,9 @@ class Objective:
   # Keys from a momentum encoder and a queue of past keys, both state the trainer carries
   # (`contrastive.train.momentum`): `embeddings = (queries, keys)`, the queue in `side["queue"]`.
   momentum_queue: bool = False
+  # A per-example state the trainer carries, indexed by the batch's example ids (`index`), whose
+  # rows reach the loss as side data (`contrastive.train.example_state`): iSogCLR.
+  example_state: bool = False
   paper: str = ""
   # The dense equivalent with the same calling convention (no axis_name): for tests, benchmarks.
   reference: Callable[..., jax.Array] | None = None
@@ -148,6 +164,16 @@ def modalities_adapter(fn: Callable[..., jax.Array]):
   return adapted
 
 
+def unscaled_modalities_adapter(fn: Callable[..., jax.Array]):
+  """Adapts ``fn(embeddings, **kw)`` (an n-modal loss without a logit scale) to the registry."""
+
+  def adapted(embeddings, scale, bias, side, **kw):
+    del scale, bias, side
+    return fn(embeddings, **kw)
+
+  return adapted
+
+
 def queue_adapter(fn: Callable[..., jax.Array]):
   """Adapts ``fn(q, k, queue, scale, **kw)`` (MoCo) to the registry: ``embeddings = (q, k)``, the
   queue in ``side["queue"]``."""
@@ -156,6 +182,31 @@ def queue_adapter(fn: Callable[..., jax.Array]):
     del bias
     q, k = embeddings
     return fn(q, k, side["queue"], scale, **kw)
+
+  return adapted
+
+
+def random_queue_adapter(fn: Callable[..., jax.Array]):
+  """Adapts ``fn(q, k, queue, scale, rng, **kw)`` (MoCHi): as `queue_adapter`, and a PRNG key in
+  ``side["rng"]``, which the trainer's momentum step gives every momentum-queue loss."""
+
+  def adapted(embeddings, scale, bias, side, **kw):
+    del bias
+    q, k = embeddings
+    return fn(q, k, side["queue"], scale, side["rng"], **kw)
+
+  return adapted
+
+
+def example_state_adapter(fn: Callable[..., jax.Array]):
+  """Adapts ``fn(x, y, tau_x, tau_y, log_u_x, log_u_y, **kw)`` (iSogCLR): the state's rows in
+  ``side``; the state update's options (`IsogclrOptions`) are checked here, not passed on."""
+
+  def adapted(embeddings, scale, bias, side, **kw):
+    del scale, bias
+    x, y = embeddings
+    IsogclrOptions(**{k: kw.pop(k) for k in list(kw) if k in IsogclrOptions.__dataclass_fields__})
+    return fn(x, y, *(side[k] for k in ISOGCLR_STATE_KEYS), **kw)
 
   return adapted
 
@@ -188,6 +239,8 @@ def soft_target_adapter(
 _TEACHER = ("teacher_x", "teacher_y")
 _MIX = ("mix_lambda", "mix_partner")
 _DISTILL = {"target_options": ("teacher_scale",), "space": "logits"}
+# MedCLIP's multi-hot labels, and the option of its target function (tau').
+_MEDCLIP = {"target_options": ("label_temperature",), "space": "logits"}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -266,6 +319,15 @@ LOSSES: dict[str, Objective] = {
     paper="GRAM (Cicchetti et al., ICLR 2025)",
     reference=modalities_adapter(reference.gram_loss),
   ),
+  "gram_itm": Objective(
+    "gram_itm",
+    gram_itm_adapter(gram_itm_loss),
+    modalities=None,
+    uses_bias=True,
+    side_keys=("index",),
+    paper="GRAM's data-anchor matching (Cicchetti et al., ICLR 2025)",
+    reference=gram_itm_adapter(reference.gram_itm_loss),
+  ),
   "hard_negative": Objective(
     "hard_negative",
     pair_adapter(hard_negative_loss, side_args=("neg_y", "neg_x")),
@@ -285,6 +347,14 @@ LOSSES: dict[str, Objective] = {
     paper="MACL (Huang et al., ICML 2023)",
     reference=pair_adapter(reference.macl_loss),
   ),
+  "mochi": Objective(
+    "mochi",
+    random_queue_adapter(mochi_loss),
+    side_keys=("queue", "rng"),
+    momentum_queue=True,
+    paper="MoCHi (Kalantidis et al., NeurIPS 2020)",
+    reference=random_queue_adapter(reference.mochi_loss),
+  ),
   "moco": Objective(
     "moco",
     queue_adapter(moco_loss),
@@ -292,6 +362,14 @@ LOSSES: dict[str, Objective] = {
     momentum_queue=True,
     paper="MoCo (He et al., CVPR 2020)",
     reference=queue_adapter(reference.moco_loss),
+  ),
+  "isogclr": Objective(
+    "isogclr",
+    example_state_adapter(isogclr_loss),
+    side_keys=("index", *ISOGCLR_STATE_KEYS),
+    example_state=True,
+    paper="iSogCLR (Qiu et al., ICML 2023)",
+    reference=example_state_adapter(reference.isogclr_loss),
   ),
   "mv_infonce": Objective(
     "mv_infonce",
@@ -332,6 +410,35 @@ LOSSES: dict[str, Objective] = {
       reference.soft_target_loss, reference.mixup_targets, _MIX, normalize=False
     ),
   ),
+  "cacr": Objective(
+    "cacr",
+    pair_adapter(cacr_loss, uses_scale=False),
+    paper="CACR (Zheng et al., TMLR 2023)",
+    reference=pair_adapter(reference.cacr_loss, uses_scale=False),
+  ),
+  "decoupled_uniformity": Objective(
+    "decoupled_uniformity",
+    unscaled_modalities_adapter(decoupled_uniformity_loss),
+    modalities=None,
+    paper="Decoupled uniformity (Dufumier et al., ICML 2023)",
+    reference=unscaled_modalities_adapter(reference.decoupled_uniformity_loss),
+  ),
+  "poly_view": Objective(
+    "poly_view",
+    modalities_adapter(poly_view_loss),
+    modalities=None,
+    paper="Poly-View contrastive (Shidani et al., ICLR 2024)",
+    reference=modalities_adapter(reference.poly_view_loss),
+  ),
+  "medclip": Objective(
+    "medclip",
+    soft_target_adapter(soft_target_loss, medclip_targets, ("findings",), **_MEDCLIP),
+    side_keys=("findings",),
+    paper="MedCLIP semantic matching (Wang et al., EMNLP 2022)",
+    reference=soft_target_adapter(
+      reference.soft_target_loss, reference.medclip_targets, ("findings",), **_MEDCLIP
+    ),
+  ),
   "supcon": Objective(
     "supcon",
     pair_adapter(supcon_loss, side_args=("labels",)),
@@ -345,6 +452,20 @@ LOSSES: dict[str, Objective] = {
     side_keys=("labels",),
     paper="Multi-positive InfoNCE / MIL-NCE (Miech et al., CVPR 2020)",
     reference=pair_adapter(reference.multi_positive_loss, side_args=("labels",)),
+  ),
+  # Multistage contrastive learning; "labels" are the pairs' cluster ids of the previous stage.
+  "mcl": Objective(
+    "mcl",
+    pair_adapter(mcl_loss, side_args=("labels",)),
+    side_keys=("labels",),
+    paper="MCL, Learning the Unlearned (Zhang et al., ECCV 2024)",
+    reference=pair_adapter(reference.mcl_loss, side_args=("labels",)),
+  ),
+  "amcl": Objective(
+    "amcl",
+    amcl_adapter(amcl_loss),
+    paper="AMCL, Adaptive Multi-head Contrastive Learning (Wang et al., ECCV 2024)",
+    reference=amcl_adapter(reference.amcl_loss),
   ),
   "symile": Objective(
     "symile",

@@ -5,7 +5,9 @@ Most contrastive objectives are reductions over the tile of pairwise similaritie
 (anchors in `y`). A loss is described here by a :class:`TileLoss`:
 
 * ``tile_fn(tile) -> {name: [rows, cols] values}``, the per-pair values to reduce;
-* ``reductions = {name: "row_lse" | "row_sum" | "col_lse" | "col_sum"}``, how each is reduced;
+* ``reductions = {name: "row_lse" | "row_sum" | "col_lse" | "col_sum" | "row_topk" |
+  "col_topk"}``, how each is reduced (a top-k keeps the ``TileLoss.top_k`` largest values and
+  their global ids, merged tile by tile and hop by hop: memory O(b * k));
 * ``finalize_fn(home) -> scalar``, the device's share of the loss, from the reduced statistics of
   its own rows and columns and any per-sample terms (the positives, say).
 
@@ -53,6 +55,7 @@ __all__ = [
   "TileLoss",
   "axis_size",
   "ring_loss",
+  "ring_stats",
 ]
 
 Precision = Literal["default", "high", "highest"] | jax.lax.Precision | None
@@ -91,17 +94,34 @@ def ring_loss(
   Returns:
     float32 scalar.
   """
-  n_dev = axis_size(axis_name)
-  b = ring_pass.local_batch(x)
-  bs = min(b, DEFAULT_BLOCK_SIZE) if block_size is None else min(b, block_size)
-  params = jax.tree.map(lambda p: jnp.asarray(p, jnp.float32), params)
-  if axis_name is not None:
-    params = jax.tree.map(lambda p: ring_pass.vary(p, axis_name), params)
-  plan = _Plan(
-    loss=loss, axis_name=axis_name, n_dev=n_dev, block=bs, precision=_precision_name(precision)
-  )
+  plan, params = _plan(loss, x, params, axis_name, block_size, precision)
   local = _local_loss(plan, x, y, params, row, col)
   return local if axis_name is None else jax.lax.psum(local, axis_name)
+
+
+def ring_stats(
+  loss: TileLoss,
+  x: jax.Array,
+  y: jax.Array,
+  params: Any,
+  row: Any = None,
+  col: Any = None,
+  *,
+  axis_name: str | tuple[str, ...] | None = None,
+  block_size: int | None = None,
+  precision: Precision = None,
+) -> dict[str, jax.Array]:
+  """The reduced statistics of ``loss`` for the local rows and columns, without a gradient.
+
+  What ``finalize_fn`` would see in ``ReducedBlock.stats`` (``{name: [b]}``, a top-k's
+  ``[b, k]`` values and ids), from one forward pass around the ring: for a loss's batch
+  statistics that are state rather than loss (iSogCLR's moving averages). Arguments as
+  :func:`ring_loss`; ``loss.finalize_fn`` is not called.
+  """
+  x, y, params, row, col = jax.lax.stop_gradient((x, y, params, row, col))
+  plan, params = _plan(loss, x, params, axis_name, block_size, precision)
+  stats, _ = ring_pass.run_pass(plan, x, y, params, row, col, want_stats=True)
+  return stats
 
 
 # ----------------------------------------------------------------------------------------------
@@ -115,6 +135,23 @@ class _Plan:
   n_dev: int
   block: int
   precision: str | None = None  # a jax.default_matmul_precision name, None: the default
+
+
+def _plan(loss, x, params, axis_name, block_size, precision) -> tuple[_Plan, Any]:
+  """The plan of a ring over ``axis_name``, and ``params`` as float32, varying over it."""
+  b = ring_pass.local_batch(x)
+  bs = min(b, DEFAULT_BLOCK_SIZE) if block_size is None else min(b, block_size)
+  params = jax.tree.map(lambda p: jnp.asarray(p, jnp.float32), params)
+  if axis_name is not None:
+    params = jax.tree.map(lambda p: ring_pass.vary(p, axis_name), params)
+  plan = _Plan(
+    loss=loss,
+    axis_name=axis_name,
+    n_dev=axis_size(axis_name),
+    block=bs,
+    precision=_precision_name(precision),
+  )
+  return plan, params
 
 
 def _precision_name(precision) -> str | None:
@@ -200,10 +237,13 @@ def _finalize_vjp(plan, stats, x, y, params, row, col):
   ids = ring_pass.axis_index(plan.axis_name) * b + jnp.arange(b, dtype=jnp.int32)
   row_f, rebuild_row = ring_pass.split_float(row)
   col_f, rebuild_col = ring_pass.split_float(col)
+  # A top-k reduction's ids are integer statistics: they ride along without a cotangent.
+  ids_stats = {n: v for n, v in stats.items() if n not in plan.loss.reductions}
+  stats = {n: v for n, v in stats.items() if n in plan.loss.reductions}
 
   def finalize(stats, x, y, params, row_f, col_f):
     home = ReducedBlock(
-      stats=stats,
+      stats={**stats, **ids_stats},
       x=x,
       y=y,
       params=params,

@@ -13,6 +13,10 @@ import contextlib
 import jax
 import jax.numpy as jnp
 
+from contrastive.losses._topk import topk_cotangent
+from contrastive.losses._topk import topk_merge
+from contrastive.losses._topk import topk_update
+from contrastive.losses.tile_loss import NO_ID
 from contrastive.losses.tile_loss import Tile
 
 
@@ -100,12 +104,13 @@ def tree_add(a, b):
 def run_pass(plan, x, y, params, row, col, *, stats=None, cts=None, want_stats):
   """Visits every (local row tile, column tile) pair of the global batch once.
 
-  With ``want_stats``, reduces ``tile_fn``'s values into per-row and per-column statistics.
+  With ``want_stats``, reduces ``tile_fn``'s values into per-row and per-column statistics (a
+  top-k reduction into ``[b, k]`` values and ``name + "_ids"``, their int32 ids).
   With ``cts`` (cotangents of the statistics), also accumulates the gradients of the tile part of
   the loss; a two-pass loss passes its final ``stats`` too, for the log-sum-exp weights.
 
   Returns:
-    (stats: {name: [b]} or None, grads: (dx, dy, dparams, drow_f, dcol_f) or None).
+    (stats: {name: [b] or [b, k]} or None, grads: (dx, dy, dparams, drow_f, dcol_f) or None).
   """
   precision = (
     jax.default_matmul_precision(plan.precision)
@@ -128,16 +133,24 @@ def _ring_pass_at_precision(plan, x, y, params, row, col, *, stats, cts, want_st
   row_names = [n for n, k in loss.reductions.items() if k.startswith("row")]
   col_names = [n for n, k in loss.reductions.items() if k.startswith("col")]
   is_lse = {n: k.endswith("lse") for n, k in loss.reductions.items()}
+  is_topk = {n: k.endswith("topk") for n, k in loss.reductions.items()}
+  top_k = loss.top_k
   zeros = lambda shape: vary(jnp.zeros(shape, jnp.float32), axis)
   zeros_like = lambda tree: jax.tree.map(lambda a: zeros(a.shape), tree)
   params_f, rebuild_params = split_float(params)
 
   def new_acc(names):
-    # A log-sum-exp accumulates as (running max, sum of exp(value - running max)).
-    return {
-      n: (zeros((padded,)) - jnp.inf, zeros((padded,))) if is_lse[n] else zeros((padded,))
-      for n in names
-    }
+    # A log-sum-exp accumulates as (running max, sum of exp(value - running max)); a top-k as
+    # (values, ids), empty slots at (-inf, NO_ID).
+    def one(n):
+      if is_lse[n]:
+        return zeros((padded,)) - jnp.inf, zeros((padded,))
+      if is_topk[n]:
+        no_ids = vary(jnp.full((padded, top_k), NO_ID, jnp.int32), axis)
+        return zeros((padded, top_k)) - jnp.inf, no_ids
+      return zeros((padded,))
+
+    return {n: one(n) for n in names}
 
   local = dict(x=_pad(x, padded), row=_pad(row, padded))
   own = dict(y=_pad(y, padded), col=_pad(col, padded))  # this device's y block, as it travels
@@ -148,6 +161,8 @@ def _ring_pass_at_precision(plan, x, y, params, row, col, *, stats, cts, want_st
     own["lse"] = {n: _pad(stats[n], padded) for n in col_names if is_lse[n]}
     local["cts"] = {n: _pad(cts[n], padded) for n in row_names}
     own["cts"] = {n: _pad(cts[n], padded) for n in col_names}
+    local["ids"] = {n: _pad(stats[n + "_ids"], padded) for n in row_names if is_topk[n]}
+    own["ids"] = {n: _pad(stats[n + "_ids"], padded) for n in col_names if is_topk[n]}
     local["dx"] = zeros_like(local["x"])
     local["drow"] = zeros_like(split_float(local["row"])[0])
     local["dparams"] = [zeros(()) for _ in params_f]
@@ -166,10 +181,14 @@ def _ring_pass_at_precision(plan, x, y, params, row, col, *, stats, cts, want_st
     """Two partial collections of one y block, from disjoint sets of rows, as one."""
     out = {}
     if want_stats:
-      out["acc"] = {
-        n: _lse_merge(a["acc"][n], c["acc"][n]) if is_lse[n] else a["acc"][n] + c["acc"][n]
-        for n in col_names
-      }
+      out["acc"] = {}
+      for n in col_names:
+        if is_lse[n]:
+          out["acc"][n] = _lse_merge(a["acc"][n], c["acc"][n])
+        elif is_topk[n]:
+          out["acc"][n] = topk_merge(a["acc"][n], c["acc"][n], top_k)
+        else:
+          out["acc"][n] = a["acc"][n] + c["acc"][n]
     if want_grads:
       out["dy"], out["dcol"] = tree_add(a["dy"], c["dy"]), tree_add(a["dcol"], c["dcol"])
     return out
@@ -198,7 +217,14 @@ def _ring_pass_at_precision(plan, x, y, params, row, col, *, stats, cts, want_st
       )
       values = dict(loss.tile_fn(tile))
       if valid is not None:
-        values = {n: jnp.where(valid, v, -jnp.inf if is_lse[n] else 0.0) for n, v in values.items()}
+        values = {
+          n: jnp.where(
+            valid.reshape(valid.shape + (1,) * (v.ndim - 2)),
+            v,
+            -jnp.inf if is_lse[n] or is_topk[n] else 0.0,
+          )
+          for n, v in values.items()
+        }
       return values
 
     # Per reduction: where its inputs are, where its tile starts, its size and its broadcast.
@@ -207,6 +233,21 @@ def _ring_pass_at_precision(plan, x, y, params, row, col, *, stats, cts, want_st
         return local, local, rows, n_rows, 1, lambda a: a[:, None]
       return visit, collect, cols, bs, 0, lambda a: a[None, :]
 
+    def topk_candidates(n, v):
+      """A top-k value as [anchors, candidates], and the candidates' global ids (NO_ID for
+      padding): the other side's ids, times r for [rows, cols, r] values."""
+      along_rows = loss.reductions[n].startswith("row")
+      r = v.shape[2] if v.ndim == 3 else 1
+      other_ids, other_start, other = (col_ids, cols, bs) if along_rows else (row_ids, rows, n_rows)
+      if top_k > b * n_dev * r:
+        raise ValueError(
+          f"top_k={top_k} is larger than the {b * n_dev * r} candidates of reduction {n!r}."
+        )
+      ids = other_ids[:, None] * r + jnp.arange(r, dtype=jnp.int32)
+      ids = jnp.where((other_start + jnp.arange(other) < b)[:, None], ids, NO_ID).reshape(-1)
+      v = v if along_rows else jnp.swapaxes(v, 0, 1)
+      return v.reshape(v.shape[0], -1), ids, other_ids[0] * r
+
     if not want_grads:
       values = values_fn(x_t, y_t, params_f, row_tf, col_tf)
     else:
@@ -214,6 +255,12 @@ def _ring_pass_at_precision(plan, x, y, params, row, col, *, stats, cts, want_st
       weights = {}
       for n, v in values.items():
         inputs, _, start, size, _, expand = side(n)
+        if is_topk[n]:  # each selected value's cotangent lands on the entry with its id
+          ct = jax.lax.dynamic_slice_in_dim(inputs["cts"][n], start, size)
+          ids = jax.lax.dynamic_slice_in_dim(inputs["ids"][n], start, size)
+          along_rows = loss.reductions[n].startswith("row")
+          weights[n] = topk_cotangent(v, ct, ids, topk_candidates(n, v)[2], along_rows)
+          continue
         ct = expand(jax.lax.dynamic_slice_in_dim(inputs["cts"][n], start, size))
         if n in inputs["lse"]:  # d lse_i / d v_ij = softmax weight exp(v_ij - lse_i)
           lse = expand(jax.lax.dynamic_slice_in_dim(inputs["lse"][n], start, size))
@@ -233,6 +280,9 @@ def _ring_pass_at_precision(plan, x, y, params, row, col, *, stats, cts, want_st
         acc = into["acc"][n]
         if is_lse[n]:
           acc = _lse_update(acc, v, reduce_axis, start, size)
+        elif is_topk[n]:
+          flat, ids, _ = topk_candidates(n, v)
+          acc = topk_update(acc, flat, ids, start, size, top_k)
         else:
           acc = _add_at(acc, jnp.sum(v, reduce_axis), start)
         into["acc"] = {**into["acc"], n: acc}
@@ -292,6 +342,8 @@ def _ring_pass_at_precision(plan, x, y, params, row, col, *, stats, cts, want_st
         if is_lse[n]:
           m, s = acc
           acc = jnp.where(s > 0, jnp.where(jnp.isfinite(m), m, 0.0) + jnp.log(s), -jnp.inf)
+        elif is_topk[n]:
+          acc, out_stats[n + "_ids"] = acc[0], acc[1][:b]
         out_stats[n] = acc[:b]
   grads = None
   if want_grads:

@@ -98,8 +98,9 @@ def soft_target_loss(
     side: pytree of per-sample arrays with leading dimension ``batch`` (or None).
     targets: ``targets(TargetTile) -> [rows, cols]`` target scores of one tile; see
       :func:`one_hot_targets`, :func:`label_smoothing_targets`, :func:`cwcl_targets`,
-      :func:`mixup_targets`, :func:`teacher_logits`. Hashable (a module-level function or the
-      cached result of one of those factories), so the compiled loss is reused.
+      :func:`mixup_targets`, :func:`teacher_logits`, :func:`medclip_targets`. Hashable (a
+      module-level function or the cached result of one of those factories), so the compiled
+      loss is reused.
     space: ``"weights"`` (non-negative scores) or ``"logits"`` (target logits).
     normalize: normalise the weights per anchor (``space="weights"`` only).
     axis_name: the ``jax.shard_map`` axis the batch is split over; None for a whole batch.
@@ -121,7 +122,8 @@ def soft_target_loss(
     NeurIPS 2023; Li et al., Align before Fuse (ALBEF), NeurIPS 2021 (distillation from momentum
     similarities); Kumar et al., Harnessing Shared Relations via Multimodal Mixup Contrastive
     Learning (M3CoL), 2024, after the authors' ``mixco_nce`` (RaghavSinghal10/M3CoL,
-    ``model/utils.py``); Szegedy et al., 2016 (label smoothing).
+    ``model/utils.py``); Szegedy et al., 2016 (label smoothing); Wang et al., MedCLIP:
+    Contrastive Learning from Unpaired Medical Images and Text, EMNLP 2022 (semantic matching).
   """
   fn = "soft_target_loss"
   _checks.check_embeddings(fn, x=x, y=y)
@@ -174,6 +176,35 @@ def cwcl_targets(key: str = "frozen") -> TargetFn:
 
   def targets(tile: TargetTile) -> jax.Array:
     return (1.0 + _pairwise.dot(_pairwise.f32(tile.row[key]), _pairwise.f32(tile.col[key]))) / 2
+
+  return targets
+
+
+@functools.cache
+def medclip_targets(temperature: float | None = None, key: str = "findings") -> TargetFn:
+  """MedCLIP's semantic matching: target logits :math:`\\cos(l_i, l_j) / \\tau'` from the
+  ``[batch, num_labels]`` multi-hot label vectors ``side[key]``, for ``space="logits"`` (their
+  softmax over the batch is the target of each image and of each text).
+
+  ``temperature=None`` is :math:`\\tau' = 1`, the authors' plain softmax of label similarities.
+  An all-zero label vector has cosine 0 with every other. The labels are data: no gradient.
+  """
+  tau = 1.0 if temperature is None else float(temperature)
+  if not np.isfinite(tau) or tau <= 0:
+    raise ValueError(f"medclip_targets: temperature must be positive, got {temperature!r}.")
+
+  def unit(labels):
+    labels = jax.lax.stop_gradient(_pairwise.f32(labels))
+    if labels.ndim != 2:
+      raise ValueError(
+        f"medclip_targets: side[{key!r}] must be [batch, num_labels] multi-hot vectors, got "
+        f"shape {labels.shape}."
+      )
+    norm = jnp.linalg.norm(labels, axis=-1, keepdims=True)
+    return labels / jnp.where(norm > 0, norm, 1.0)
+
+  def targets(tile: TargetTile) -> jax.Array:
+    return _pairwise.dot(unit(tile.row[key]), unit(tile.col[key])) / tau
 
   return targets
 

@@ -10,25 +10,27 @@ import jax
 import jax.numpy as jnp
 
 from contrastive.losses import _checks
+from contrastive.losses import _symile_cube
 from contrastive.losses._modalities import check_modalities
 from contrastive.losses._modalities import roll_batch
 from contrastive.losses.ring import ReducedBlock
 from contrastive.losses.ring import Tile
 from contrastive.losses.ring import TileLoss
+from contrastive.losses.ring import axis_size
 from contrastive.losses.ring import ring_loss
 
-NEGATIVES = ("shifted", "aligned")
+NEGATIVES = ("shifted", "aligned", "n_squared")
 
 
 def symile_loss(
   embeddings,
   scale: jax.typing.ArrayLike,
   *,
-  negatives: Literal["shifted", "aligned"] = "shifted",
+  negatives: Literal["shifted", "aligned", "n_squared"] = "shifted",
   axis_name: str | tuple[str, ...] | None = None,
   block_size: int | None = None,
 ) -> jax.Array:
-  r"""Symile's loss with :math:`O(B)` negatives per positive, each modality the anchor in turn.
+  r"""Symile's loss, each modality the anchor in turn, :math:`O(B)` or :math:`O(B^2)` negatives.
 
   With the multilinear inner product (MIP) of ``k`` vectors
   :math:`[a^1, \dots, a^k] = \sum_d \prod_m a^m_d`, anchor modality :math:`m` and the candidate
@@ -54,21 +56,30 @@ def symile_loss(
     anchor (one column per row and modality): a chance false negative, systematic here.
   * ``"aligned"``: :math:`\pi_r(j) = j`, the other modalities' own tuple at index ``j``
     (negatives drawn from their joint distribution).
+  * ``"n_squared"`` (``k = 3`` only): the authors' :math:`O(B^2)` negatives (rajesh-lab/symile
+    ``src/losses.py``, ``compute_logits``): for anchor :math:`a^m_i`, every combination
+    :math:`(a^{o_0}_j, a^{o_1}_l)` of the other two modalities is a candidate, the positive
+    :math:`(i, i)` among them: :math:`L = \frac{1}{3} \sum_m \frac{1}{B} \sum_i
+    [\mathrm{LSE}_{j,l}\, t\,[a^m_i, a^{o_0}_j, a^{o_1}_l] - t\,[a^1_i, a^2_i, a^3_i]]`.
 
-  The first other modality is never shifted, so for ``k = 2`` both give exactly the CLIP loss
-  ``softmax_loss(a1, a2, t)`` (the mean of the two anchors' cross-entropies is CLIP's
-  normalisation). The authors' :math:`O(B^2)` (``n_squared``) variant is not implemented.
+  The first other modality is never shifted, so for ``k = 2`` "shifted" and "aligned" give
+  exactly the CLIP loss ``softmax_loss(a1, a2, t)`` (the mean of the two anchors'
+  cross-entropies is CLIP's normalisation).
 
   Runs on the ring: the ``k`` anchors stay as ``x`` and the ``k`` candidate products travel as a
   pytree ``y``; before the ring, the shifted copies (at most ``2(k-1)``) each move one
   ``[b, dim]`` block between neighbours with :func:`jax.lax.ppermute`. Memory per device
-  :math:`O(k\, b\, d + k\, \text{block\_size}^2)`.
+  :math:`O(k\, b\, d + k\, \text{block\_size}^2)`. ``"n_squared"`` is the documented
+  exception: its :math:`[B, B, B]` logit cube is not a pair tile, so it runs on its own nested
+  ring (`contrastive.losses._symile_cube`: the second modality's blocks travel an outer ring,
+  the third's an inner ring inside each hop): compute :math:`O(B^3 d)` in all, memory
+  :math:`O(b\, d + b^3)` per device (``block_size`` is not used).
 
   Args:
     embeddings: ``k >= 2`` aligned ``[batch, dim]`` arrays, one per modality (local shards under
       ``axis_name``); row ``i`` of each is one sample.
     scale: scalar logit scale :math:`t` (already exponentiated).
-    negatives: ``"shifted"`` or ``"aligned"``, as above.
+    negatives: ``"shifted"``, ``"aligned"`` or ``"n_squared"``, as above.
     axis_name: the ``jax.shard_map`` axis the batch is split over; None for a whole batch.
     block_size: largest tile side on a device; None picks one.
 
@@ -91,6 +102,8 @@ def symile_loss(
   _checks.check_block_size(fn, block_size)
   if negatives not in NEGATIVES:
     raise ValueError(f"{fn}: negatives must be one of {NEGATIVES}, got {negatives!r}.")
+  if negatives == "n_squared":
+    return _n_squared(fn, emb, scale, axis_name)
   shifted = negatives == "shifted"
   k = len(emb)
   f32 = tuple(jnp.asarray(e, jnp.float32) for e in emb)
@@ -115,6 +128,16 @@ def symile_loss(
     axis_name=axis_name,
     block_size=block_size,
   )
+
+
+def _n_squared(fn, emb, scale, axis_name) -> jax.Array:
+  if len(emb) != 3:
+    raise ValueError(f"{fn}: negatives='n_squared' needs exactly 3 modalities, got {len(emb)}.")
+  n_dev = axis_size(axis_name)
+  lse = _symile_cube.cube_lse(*emb, scale, axis_name, n_dev)
+  positive = jnp.asarray(scale, jnp.float32) * _mip([jnp.asarray(e, jnp.float32) for e in emb])
+  local = sum(jnp.sum(s - positive) for s in lse) / (3 * n_dev * emb[0].shape[0])
+  return local if axis_name is None else jax.lax.psum(local, axis_name)
 
 
 def _mip(vectors) -> jax.Array:

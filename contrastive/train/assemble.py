@@ -9,6 +9,7 @@ import ml_collections
 from contrastive import losses
 from contrastive import models
 from contrastive import parallel
+from contrastive.train import example_state
 from contrastive.train import optimizer as optimizer_lib
 from contrastive.train import state as state_lib
 from contrastive.train import step as step_lib
@@ -36,6 +37,12 @@ def create_train_state(
     )[0]
 
   queue_size = config.loss.queue_size
+  per_example = {}
+  if losses.get(config.loss.name).example_state:  # isogclr: a row per training example
+    per_example = dict(
+      example_state_size=example_state.dataset_size(config.data),
+      tau_init=example_state.options(dict(config.loss)).tau_init,
+    )
   return state_lib.create_train_state(
     model,
     make_tx,
@@ -47,6 +54,7 @@ def create_train_state(
     terms=terms,
     teacher_models=teachers.teacher_models(terms, model),
     ema=config.optim.ema_decay is not None,
+    **per_example,
   )
 
 

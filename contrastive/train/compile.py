@@ -184,6 +184,8 @@ def batch_specs(
         f"compile_for cannot tell the shape of batch key {spec.batch_key!r} "
         f"(loss.side_inputs.{spec.side_key}) from the data config."
       )
+  if "index" in step_config.side_keys:  # every record's position in its source: an example id
+    specs["index"] = jax.ShapeDtypeStruct((batch_size,), jnp.int32)
   for key in step_config.side_keys:
     if key not in specs:
       raise ValueError(

@@ -20,7 +20,9 @@ from contrastive import evaluate
 from contrastive import losses
 from contrastive import models
 from contrastive import parallel
+from contrastive.losses import gap_tools
 from contrastive.run import config as run_config
+from contrastive.train import example_state
 from contrastive.train import step as step_lib
 from contrastive.train import teachers
 from contrastive.train import terms as terms_lib
@@ -33,6 +35,7 @@ LOSS_TRAINER_KEYS = (
   "side_inputs",
   "queue_size",
   "momentum",
+  *gap_tools.CONFIG_KEYS,  # the modality-gap tools, applied by the step (GapTools)
 )
 
 
@@ -104,7 +107,13 @@ def check_run(
     )
   side_inputs = _side_inputs(config.loss.side_inputs, model, objective)
   queue_size, momentum = _momentum(config.loss, objective, shards)
-  given = {spec.side_key for spec in side_inputs} | ({"queue"} if queue_size else set())
+  # The momentum step gives a momentum-queue loss its queue and a PRNG key (mochi's mixing).
+  given = {spec.side_key for spec in side_inputs} | ({"queue", "rng"} if queue_size else set())
+  state_size = None
+  if objective.example_state:  # isogclr: its state's rows are side data, its size the source's
+    example_state.options(loss_options(config.loss))
+    state_size = example_state.dataset_size(config.data)
+    given |= set(losses.isogclr.ISOGCLR_STATE_KEYS)
   options = loss_options(config.loss)
   _trace_loss(
     objective, options, mesh, modalities, model.embed_dim, config.loss.block_size, queue_size
@@ -129,6 +138,8 @@ def check_run(
     weight=float(config.loss.weight),
     terms=terms,
     ema_decay=config.optim.ema_decay,
+    gap_tools=gap_tools.GapTools.from_config(config.loss, int(config.total_steps)),
+    example_state_size=state_size,
   )
 
 
@@ -262,7 +273,8 @@ def _trace_loss(
   batch_side_keys = tuple(objective.side_keys)
   if queue_size is not None:
     side["queue"] = jax.ShapeDtypeStruct((queue_size, embed_dim), np.float32)
-    batch_side_keys = tuple(k for k in batch_side_keys if k != "queue")
+    side["rng"] = jax.eval_shape(jax.random.key, 0)  # as the momentum step passes it
+    batch_side_keys = tuple(k for k in batch_side_keys if k not in ("queue", "rng"))
   scalar = jax.ShapeDtypeStruct((), np.float32)
   fn = parallel.shard_loss(objective, mesh, parallel.batch_axes(mesh))
   try:

@@ -22,6 +22,7 @@ from jax.sharding import PartitionSpec as P
 import optax
 
 from contrastive import parallel
+from contrastive.train import example_state
 from contrastive.train import momentum
 from contrastive.train import teachers
 from contrastive.train import terms as terms_lib
@@ -37,7 +38,8 @@ class TrainState:
     opt_state: the optax state; locked (LiT) parameters have none.
     skipped: int32 scalar, steps whose update was skipped for a non-finite loss or gradient.
     loss_state: the loss's own state, None for most losses; a `momentum.MomentumState` (key
-      encoder and queues) for a momentum-queue loss (`moco`).
+      encoder and queues) for a momentum-queue loss (`moco`); an `example_state.ExampleState`
+      (a temperature and moving averages per training example) for `isogclr`.
     teachers: the parameters of the teacher terms' teachers, `{term_name: params}`
       (`contrastive.train.teachers`); None without teacher terms.
     ema_params: the exponential moving average of `params` (`optim.ema_decay`), updated after
@@ -102,6 +104,8 @@ def create_train_state(
   terms: Sequence[terms_lib.Term] = (),
   teacher_models: Mapping[str, nn.Module] | None = None,
   ema: bool = False,
+  example_state_size: int | None = None,
+  tau_init: float | None = None,
 ) -> tuple[TrainState, TrainState, Any]:
   """Initializes the model and optimizer with every array created in its final sharding.
 
@@ -121,6 +125,8 @@ def create_train_state(
       logical axes.
     teacher_models: `{term_name: model}` of those teachers (`teachers.teacher_models`).
     ema: keep an EMA of the parameters (`ema_params`, starting as a copy, laid out like them).
+    example_state_size: for a per-example state loss (`isogclr`), the examples `n` of its
+      `example_state.ExampleState` (replicated), its temperatures at `tau_init`; None: none.
 
   Returns:
     `(state, shardings, tx)`: the `TrainState` (initialized, or abstract), a `TrainState` of
@@ -148,6 +154,8 @@ def create_train_state(
     )
   if ema:
     shardings = shardings.replace(ema_params=param_shardings)
+  if example_state_size is not None:
+    shardings = shardings.replace(loss_state=example_state.state_shardings(mesh, model.modalities))
   teacher_models = dict(teacher_models or {})
   if teacher_models:
     shardings = shardings.replace(
@@ -172,6 +180,8 @@ def create_train_state(
         embed_dim=model.embed_dim,
         key=jax.random.fold_in(rng, 1),
       )
+    if example_state_size is not None:
+      loss_state = example_state.init_state(model.modalities, example_state_size, tau_init)
     return TrainState(
       step=jnp.zeros((), jnp.int32),
       params=params,

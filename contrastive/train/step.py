@@ -46,6 +46,8 @@ import optax
 
 from contrastive import losses
 from contrastive import parallel
+from contrastive.losses import gap_tools as gap_tools_lib
+from contrastive.train import example_state as example_state_lib
 from contrastive.train import momentum as momentum_lib
 from contrastive.train import optimizer as optimizer_lib
 from contrastive.train import teachers as teachers_lib
@@ -80,6 +82,12 @@ class StepConfig:
     terms: the objective's other terms (`contrastive.train.terms`), e.g. CoCa's caption term.
     ema_decay: the decay `d` of the parameters' EMA, `ema <- d ema + (1 - d) params` after
       each applied update (`TrainState.ema_params`); None: none kept.
+    gap_tools: the modality-gap tools (`contrastive.losses.gap_tools`): centering, noise and
+      swapping of the embeddings before every ring term, and a scheduled logit scale that
+      replaces the learned one. None: none.
+    example_state_size: for a per-example state objective (`isogclr`), the number of examples
+      `n` its state holds (the training source's length); the train state then carries an
+      `example_state.ExampleState`. None: no such state.
   """
 
   modalities: tuple[str, ...]
@@ -95,8 +103,22 @@ class StepConfig:
   weight: float = 1.0
   terms: tuple[terms_lib.Term, ...] = ()
   ema_decay: float | None = None
+  gap_tools: gap_tools_lib.GapTools | None = None
+  example_state_size: int | None = None
 
   def __post_init__(self):
+    if self.example_state_size is not None and (
+      self.accum_steps != 1
+      or self.terms
+      or self.weight != 1.0
+      or self.momentum is not None
+      or self.gap_tools is not None
+    ):
+      raise ValueError(
+        "A per-example state loss (isogclr) is a run's only term, without GradCache or the gap "
+        "tools: remove loss.terms, loss.weight and the gap tools (loss.center, embedding_noise, "
+        "swap_fraction, scale_schedule), and set optim.accum_steps=1."
+      )
     if self.momentum is not None and self.accum_steps != 1:
       raise ValueError(
         f"A momentum-queue loss (loss.momentum={self.momentum}: a momentum encoder with queues) "
@@ -106,6 +128,11 @@ class StepConfig:
     if self.momentum is not None and (self.terms or self.weight != 1.0):
       raise ValueError(
         "A momentum-queue loss (moco) is a run's only term: remove loss.terms and loss.weight."
+      )
+    if self.momentum is not None and self.gap_tools is not None:
+      raise ValueError(
+        "The gap tools (loss.center, embedding_noise, swap_fraction, scale_schedule) do not "
+        "combine with a momentum-queue loss (moco)."
       )
 
   def all_terms(self, objective: losses.Objective) -> tuple[terms_lib.Term, ...]:
@@ -187,6 +214,13 @@ def make_grad_fn(
   embedded = [(t.name, s) for t in ring for s in t.side_inputs if s.modality is not None]
   k = int(config.accum_steps)
   n = parallel.batch_shards(mesh)
+  tools = config.gap_tools
+  if tools is not None and tools.transforms:
+    # Its own stream of the step's key: dropout keeps fold_in(rng, m) and fold_in(rng, 1 + i).
+    transform = gap_tools_lib.make_transform(tools, mesh, parallel.batch_axes(mesh))
+    gap_transform = lambda emb, rng: transform(emb, jax.random.fold_in(rng, 0x6A9))
+  else:
+    gap_transform = lambda emb, rng: list(emb)
 
   def embed(params, inputs, extra, rng):
     """Embeddings (list), scale, bias, the embedded side data by term and the caption terms'
@@ -240,7 +274,7 @@ def make_grad_fn(
 
     def total(p):
       emb, scale, bias, side_emb, sums = embed(p, inputs, extra, rng)
-      values = ring_values(emb, scale, bias, side, side_emb)
+      values = ring_values(gap_transform(emb, rng), scale, bias, side, side_emb)
       values.update({t.name: sums[t.name] / counts[t.name] for t in captions})
       return _weighted(terms, values), (scale, bias, values)
 
@@ -264,7 +298,8 @@ def make_grad_fn(
     #    bias; a caption term's value is its micro-batches' sums over the batch's token count.
     def whole(emb_k, scale, bias, side_k):
       join = lambda e: _micro_join(e, n, mesh)
-      values = ring_values([join(e) for e in emb_k], scale, bias, side, jax.tree.map(join, side_k))
+      emb = gap_transform([join(e) for e in emb_k], rng)
+      values = ring_values(emb, scale, bias, side, jax.tree.map(join, side_k))
       return _weighted(ring, values), values
 
     (ring_loss, values), (g_emb_k, g_scale, g_bias, g_side_k) = jax.value_and_grad(
@@ -313,8 +348,15 @@ def make_momentum_grad_fn(
     def total(p):
       emb, extras = model.apply({"params": p}, inputs, train=True, rngs={"dropout": rng})
       scale, bias = extras["scale"], extras["bias"]
+      # `rng`: for a loss that draws (mochi's mixing), one stream per direction.
       per_direction = [
-        loss_fn([emb[q], keys[k]], scale, bias, {"queue": state.queues[k]}) for q, k in directions
+        loss_fn(
+          [emb[q], keys[k]],
+          scale,
+          bias,
+          {"queue": state.queues[k], "rng": jax.random.fold_in(rng, 1 + i)},
+        )
+        for i, (q, k) in enumerate(directions)
       ]
       loss = sum(per_direction) / len(per_direction)
       return loss, (scale, bias, {objective.name: loss})
@@ -350,7 +392,16 @@ def _loss_parts(model, objective, mesh, config: StepConfig, param_shardings):
   new_params, aux) -> loss_state`. Plain or GradCache (`make_grad_fn`): no `aux`, the loss state
   as it is. A momentum-queue objective (`make_momentum_grad_fn`): `aux` is the step's keys,
   enqueued after the update, and the key encoder moves towards the new parameters
-  (`momentum.update`)."""
+  (`momentum.update`). A per-example state objective (`example_state.make_grad_fn`): `aux` is
+  the batch's ids and new state rows, written back after the update."""
+  if config.example_state_size is not None:
+    state_grad_fn = example_state_lib.make_grad_fn(
+      model, objective, mesh, config.modalities, config.loss_options, config.block_size
+    )
+    return (
+      lambda params, loss_state, batch, rng, side: state_grad_fn(params, loss_state, batch, rng),
+      lambda loss_state, params, rows: example_state_lib.update(loss_state, rows),
+    )
   if config.momentum is None:
     grad_fn = make_grad_fn(model, objective, mesh, config, param_shardings)
     return (
@@ -390,17 +441,25 @@ def make_train_step(
   grad_fn, after_update = _loss_parts(model, objective, mesh, config, state_shardings.params)
   teacher_side = make_teacher_side(config, teacher_models or {}, mesh)
   base_key = jax.random.key(config.seed)
+  scale_schedule = config.gap_tools.scale_schedule if config.gap_tools is not None else None
 
   def train_step(state: TrainState, batch: Mapping[str, jax.Array]):
     rng = jax.random.fold_in(base_key, state.step)
     side = teacher_side(state.teachers, batch) if state.teachers is not None else None
+    params_in = state.params
+    if scale_schedule is not None:  # the scheduled scale, not the learned one (no gradient)
+      params_in = gap_tools_lib.with_log_scale(state.params, scale_schedule(state.step))
     (loss, (scale, bias, values)), grads, aux = grad_fn(
-      state.params, state.loss_state, batch, rng, side
+      params_in, state.loss_state, batch, rng, side
     )
+    if scale_schedule is not None:
+      grads = {**grads, "log_scale": jnp.zeros_like(grads["log_scale"])}
     grad_norm = optimizer_lib.global_norm(grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     params = optimizer_lib.clip_log_scale(params, config.max_scale)
+    if scale_schedule is not None:  # the model carries the next step's scale (for evaluation)
+      params = gap_tools_lib.with_log_scale(params, scale_schedule(state.step + 1))
     loss_state = after_update(state.loss_state, params, aux)
     teachers = teachers_lib.update(config.terms, state.teachers, params)
     ema_params = state.ema_params
@@ -439,7 +498,12 @@ def make_train_step(
     donate_argnums=(0,),
   )
 
+  checked = []
+
   def step(state: TrainState, batch: Mapping[str, jax.Array]):
+    if config.example_state_size is not None and not checked:  # ids index the state: once
+      example_state_lib.check_ids(batch, config.example_state_size)
+      checked.append(True)
     with parallel.use_rules(mesh):
       return jitted(state, dict(batch))
 

@@ -14,7 +14,7 @@ def test_check_tasks_names_the_problem():
   with pytest.raises(
     ValueError,
     match=r"Task 'a' has unknown kind 'zero_shot'; known: \["
-    r"'binding', 'caption', 'geometry', 'knn', 'linear_probe', "
+    r"'binding', 'caption', 'gap_removed', 'geometry', 'knn', 'linear_probe', "
     r"'retrieval', 'zeroshot'\]",
   ):
     runner.check_tasks({"a": {"kind": "zero_shot", "source": {}}})

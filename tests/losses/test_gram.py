@@ -1,4 +1,5 @@
-"""gram_loss: the ring against the dense reference, the k = 2 area case, degenerate tuples."""
+"""gram_loss: the ring against the dense reference, the k = 2 area case, degenerate tuples;
+gram_itm_loss: the ring against its reference, its Gumbel-max sampling and its noise keys."""
 
 import jax
 import jax.numpy as jnp
@@ -6,6 +7,7 @@ import numpy as np
 import pytest
 
 from contrastive import losses
+from contrastive.losses import gram_itm
 from contrastive.losses import reference
 from contrastive.losses import registry
 from contrastive.losses.gram import _det
@@ -110,3 +112,54 @@ def test_bad_embeddings(embeddings, error, match):
 def test_bad_label_smoothing():
   with pytest.raises(ValueError, match="label_smoothing"):
     losses.gram_loss(lt.modalities(2), 1.0, label_smoothing=1.0)
+
+
+# GRAM's matching (ITM) term: gram_itm_loss.
+
+
+@pytest.mark.parametrize("n_devices,block_size", [(1, 5), (2, None), (4, 2), (8, 2)])
+def test_itm_matches_reference(n_devices, block_size):
+  ids = jnp.asarray(np.random.default_rng(0).permutation(100)[:24], jnp.int32)
+  lt.assert_matches_reference(
+    losses.gram_itm_loss,
+    reference.gram_itm_loss,
+    (lt.modalities(3, seed=3), 5.0, 1.0),
+    n_devices=n_devices,
+    block_size=block_size,
+    rtol=lt.RTOL,
+    atol=lt.ATOL,
+    relative_to="element",
+    seed=7,
+    **({"ids": ids} if n_devices == 1 else {}),
+  )
+
+
+def test_itm_gumbel_max_samples_the_softmax():
+  """argmax_j (l_j + g_j) over many anchor keys is distributed as softmax(l)."""
+  logits = jnp.array([0.0, 1.0, -1.0, 2.0, 0.5])
+  keys = gram_itm.anchor_keys(jnp.arange(40_000), seed=1)
+  noise = gram_itm.gumbel(keys[:, None], jnp.arange(5)[None, :], 123)
+  picked = np.bincount(np.asarray(jnp.argmax(logits + noise, axis=1)), minlength=5) / 40_000
+  np.testing.assert_allclose(picked, jax.nn.softmax(logits), atol=0.01)
+
+
+def test_itm_negatives_are_keyed_by_seed_and_ids():
+  emb = lt.modalities(3, seed=4)
+  loss = lambda **kw: float(losses.gram_itm_loss(emb, 8.0, 0.5, **kw))
+  assert loss(seed=1) == loss(seed=1) and loss(seed=1) != loss(seed=2)
+  ids = jnp.arange(24, dtype=jnp.int32)
+  assert loss(ids=ids) == loss() and loss(ids=ids + 24) != loss()
+  # A batch of one has no negative: the positive's softplus(-z) over 3.
+  one = [e[:1] for e in emb]
+  vol = volume(_gram_entries(one[0], one[1:], pairwise=False))
+  np.testing.assert_allclose(
+    losses.gram_itm_loss(one, 8.0, 0.5), jax.nn.softplus(8.0 * vol[0] - 0.5) / 3, rtol=1e-5
+  )
+
+
+def test_itm_bad_input():
+  emb = lt.modalities(3)
+  with pytest.raises(ValueError, match=r"ids must be int \[24\]"):
+    losses.gram_itm_loss(emb, 1.0, 0.0, ids=jnp.arange(5))
+  with pytest.raises(ValueError, match="scalar"):
+    losses.gram_itm_loss(emb, 1.0, jnp.ones(2))

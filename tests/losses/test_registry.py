@@ -30,9 +30,15 @@ def side_data(keys, seed=5):
     "teacher_x": lambda: unit(B, 6),
     "teacher_y": lambda: unit(B, 6),
     "labels": lambda: (np.arange(B) // 4).astype(np.int32),
+    "findings": lambda: (rng.uniform(size=(B, 5)) < 0.4).astype(np.float32),
     "mix_lambda": lambda: rng.uniform(size=B).astype(np.float32),
     "mix_partner": lambda: rng.permutation(B).astype(np.int32),
     "queue": lambda: unit(2 * B, D),
+    "rng": lambda: jax.random.key(seed),
+    "index": lambda: rng.permutation(10 * B)[:B].astype(np.int32),
+    # iSogCLR's state rows: temperatures and log inner means of moderate size.
+    **{k: lambda: rng.uniform(0.2, 0.5, B).astype(np.float32) for k in ("tau_x", "tau_y")},
+    **{k: lambda: rng.uniform(0.0, 2.0, B).astype(np.float32) for k in ("log_u_x", "log_u_y")},
   }
   return {k: jnp.asarray(makers[k]()) for k in keys}
 

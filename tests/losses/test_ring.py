@@ -181,3 +181,39 @@ def test_every_device_returns_the_same_loss():
   )(x, y)
   assert per_device.shape == (8,)
   assert float(jnp.max(per_device) - jnp.min(per_device)) == 0.0
+
+
+@pytest.mark.parametrize("n_devices,block_size", [(1, 5), (8, 2)])
+def test_ring_stats_are_the_dense_reductions(n_devices, block_size):
+  """`ring_stats` gives each local row's and column's statistics, as the dense reductions."""
+  x0, x1, y, _, w, label = _inputs()
+  scale = jnp.float32(3.0)
+
+  def stats(x0, x1, y, w, label, axis_name=None):
+    return losses.ring_stats(
+      TWO_PASS,
+      (x0, x1),
+      y,
+      {"scale": scale},
+      {"label": label},
+      {"w": w, "label": label},
+      axis_name=axis_name,
+      block_size=block_size,
+    )
+
+  fn = (
+    stats
+    if n_devices == 1
+    else jax.shard_map(
+      lambda *a: stats(*a, axis_name="data"),
+      mesh=lt.sub_mesh(n_devices),
+      in_specs=jax.sharding.PartitionSpec("data"),
+      out_specs=jax.sharding.PartitionSpec("data"),
+    )
+  )
+  got = jax.jit(fn)(x0, x1, y, w, label)
+  a = scale * x0 @ y.T + w[None, :]
+  same = (label[:, None] == label[None, :]) & ~jnp.eye(B, dtype=bool)
+  lt.assert_close(got["a"], jax.nn.logsumexp(a, axis=1))
+  lt.assert_close(got["b"], jnp.sum(jnp.where(same, x1 @ y.T, 0.0), axis=0))
+  lt.assert_close(got["c"], jax.nn.logsumexp(jnp.tanh(a), axis=0))

@@ -30,6 +30,42 @@ def test_matches_reference(negatives, n_devices, block_size):
   )
 
 
+@pytest.mark.parametrize("n_devices", [1, 2, 4, 8])
+def test_n_squared_matches_reference(n_devices):
+  lt.assert_matches_reference(
+    losses.symile_loss,
+    reference.symile_loss,
+    (lt.modalities(3, seed=6), 4.0),
+    n_devices=n_devices,
+    block_size=None,
+    rtol=lt.RTOL,
+    atol=lt.ATOL,
+    relative_to="element",
+    negatives="n_squared",
+  )
+
+
+def test_n_squared_reference_is_the_authors_logits():
+  """The reference against rajesh-lab/symile's compute_logits (the B x B^2 matrix built by
+  rolling c), written out in numpy."""
+  a, b, c = (np.asarray(e, np.float64) for e in lt.modalities(3, seed=7, batch=5))
+  t = 3.0
+
+  def logits(x, y, z):  # compute_logits(x, y, z): column block s holds y * roll(z, s)
+    return x @ np.concatenate([y * np.roll(z, s, axis=0) for s in range(len(x))]).T
+
+  def cross_entropy(l):
+    l = t * l
+    lse = np.log(np.exp(l - l.max(1, keepdims=True)).sum(1)) + l.max(1)
+    return np.mean(lse - l[np.arange(len(l)), np.arange(len(l))])
+
+  want = (cross_entropy(logits(a, b, c)) + cross_entropy(logits(b, a, c))) / 3
+  want += cross_entropy(logits(c, a, b)) / 3
+  got = reference.symile_loss([a, b, c], t, negatives="n_squared")
+  np.testing.assert_allclose(got, want, rtol=1e-5)
+  assert got > reference.symile_loss([a, b, c], t, negatives="aligned")  # more negatives
+
+
 def test_four_modalities_on_the_mesh():
   lt.assert_matches_reference(
     losses.symile_loss,
@@ -77,6 +113,7 @@ def test_extreme_inputs_stay_finite():
   same = [jnp.ones((24, 8)) / jnp.sqrt(8.0)] * 3
   big = [100.0 * e for e in lt.modalities(3, seed=4)]
   lt.assert_finite_losses(losses.symile_loss, (same, 1e4), (big, 100.0))
+  lt.assert_finite_losses(losses.symile_loss, (same, 1e4), (big, 100.0), negatives="n_squared")
 
 
 def test_bfloat16_inputs():
@@ -105,6 +142,8 @@ def test_bad_embeddings(embeddings, error, match):
 def test_bad_options():
   with pytest.raises(ValueError, match="negatives"):
     losses.symile_loss(lt.modalities(2), 1.0, negatives="random")
+  with pytest.raises(ValueError, match="n_squared' needs exactly 3 modalities, got 4"):
+    losses.symile_loss(lt.modalities(4), 1.0, negatives="n_squared")
   with pytest.raises(ValueError, match="scalar"):
     losses.symile_loss(lt.modalities(2), jnp.ones(1))
   with pytest.raises(ValueError, match="block_size"):

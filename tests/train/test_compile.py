@@ -179,6 +179,20 @@ def test_batch_specs_follow_the_data_config():
   }
 
 
+def test_batch_specs_give_example_ids():
+  """A per-example-state loss (iSogCLR) reads the records' `index`: one int32 id per row."""
+  config = run_config.resolve(
+    train.get_config(os.path.join(ROOT, "configs/loss_zoo.py:loss=isogclr,runlocal"), {})
+  )
+  model = models.make_model(config.model)
+  objective = losses.get(config.loss.name)
+  step_config = config_lib.check_run(
+    config, model=model, objective=objective, mesh=parallel.make_mesh()
+  )
+  specs = compile_lib.batch_specs(config, model, step_config, batch_size=16)
+  assert (specs["index"].shape, specs["index"].dtype) == ((16,), jnp.int32)
+
+
 def test_count_collectives():
   hlo = """
   %all-reduce.1 = f32[4]{0} all-reduce(f32[4]{0} %p), replica_groups={}

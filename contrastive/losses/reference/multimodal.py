@@ -32,12 +32,18 @@ def symile_loss(embeddings, scale, *, negatives="shifted", block_size=None):
   """Symile, O(N): mean over anchors m of CE(t [a^m_i . c^m_j], diag), positive MIP on the diagonal.
 
   c^m_j = prod_r a^{o_r}_{(j + r) mod B} ("shifted") or prod_r a^{o_r}_j ("aligned"), o_r the
-  modalities other than m in order.
+  modalities other than m in order. "n_squared" (k = 3): every (j, l) pair of the other two
+  modalities is a candidate, mean over anchors of LSE_{j,l} t [a_i, b_j, c_l] - t [a_i, b_i, c_i].
   """
   del block_size
   emb = _f32(embeddings)
   k, n = len(emb), emb[0].shape[0]
   positive_mip = jnp.sum(math.prod(emb), axis=-1)  # [a^1_i, ..., a^k_i]
+  if negatives == "n_squared":  # all B^2 pairs of the other two: t [a_i, b_j, c_l] over (j, l)
+    cube = scale * jnp.einsum("id,jd,ld->ijl", *emb)
+    anchored = [cube, cube.transpose(1, 0, 2), cube.transpose(2, 0, 1)]  # anchor axis first
+    lse = [jax.nn.logsumexp(t.reshape(n, n * n), axis=1) for t in anchored]
+    return sum(jnp.mean(v - scale * positive_mip) for v in lse) / 3
   losses = []
   for m in range(k):
     others = [a for i, a in enumerate(emb) if i != m]
@@ -49,9 +55,9 @@ def symile_loss(embeddings, scale, *, negatives="shifted", block_size=None):
   return sum(losses) / k
 
 
-def gram_loss(embeddings, scale, *, label_smoothing=0.0, block_size=None):
-  """GRAM: symmetric CE over -t Vol_ij, Vol_ij = sqrt|det G(a_i, m^1_j, ..., m^{k-1}_j)|."""
-  del block_size
+def gram_determinants(embeddings):
+  """[B, B] |det G_ij|, G_ij the Gram matrix of (a_i, m^1_j, ..., m^{k-1}_j): the squared volume
+  of the anchor of sample i with the other modalities of sample j."""
   emb = _f32(embeddings)
   anchor, others = emb[0], jnp.stack(emb[1:], axis=1)  # [B, d], [B, k-1, d]
   n = anchor.shape[0]
@@ -63,8 +69,13 @@ def gram_loss(embeddings, scale, *, label_smoothing=0.0, block_size=None):
     axis=2,
   )
   gram = jnp.einsum("ijpd,ijqd->ijpq", vectors, vectors)  # [B, B, k, k]
-  volume = jnp.sqrt(jnp.abs(jnp.linalg.det(gram)))
-  logits = -scale * volume
+  return jnp.abs(jnp.linalg.det(gram))
+
+
+def gram_loss(embeddings, scale, *, label_smoothing=0.0, block_size=None):
+  """GRAM: symmetric CE over -t Vol_ij, Vol_ij = sqrt|det G(a_i, m^1_j, ..., m^{k-1}_j)|."""
+  del block_size
+  logits = -scale * jnp.sqrt(gram_determinants(embeddings))
   return (
     _cross_entropy_diag(logits, label_smoothing) + _cross_entropy_diag(logits.T, label_smoothing)
   ) / 2
