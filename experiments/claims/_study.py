@@ -101,6 +101,19 @@ def zoo_config(
   return c
 
 
+def saved_run(run_dir: pathlib.Path) -> dict | None:
+  """The result a finished run saved in `run_dir` (`save_run`), or None: a study cut short
+  resumes from its finished runs."""
+  path = run_dir / "result.json"
+  return json.loads(path.read_text()) if path.exists() else None
+
+
+def save_run(run_dir: pathlib.Path, result: dict) -> dict:
+  """Saves a finished run's `result` where `saved_run` reads it; returns `result`."""
+  (run_dir / "result.json").write_text(json.dumps(result))
+  return result
+
+
 def train_run(config, run_dir: pathlib.Path, name: str) -> dict:
   """Trains `config` afresh in `run_dir`; the final metrics, the eval history, wall and load.
 

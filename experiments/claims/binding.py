@@ -24,7 +24,6 @@ Writes experiments/results/claims/binding.{md,png,json}; the runs stay in --work
 
 from __future__ import annotations
 
-import json
 import pathlib
 
 import _study
@@ -224,8 +223,8 @@ def write_all(out, runs, args, wall_s, command):
 def run_one(label, pairs, seed, args, workdir):
   loss = LOSSES[label]
   run_dir = workdir / f"{loss}_v{PAIRS[pairs]}_s{seed}"
-  if (run_dir / "result.json").exists():  # resumes a study cut short
-    return json.loads((run_dir / "result.json").read_text())
+  if saved := _study.saved_run(run_dir):
+    return saved
   if args.collect:
     return None
   config = _study.zoo_config(
@@ -238,8 +237,7 @@ def run_one(label, pairs, seed, args, workdir):
   )
   run = _study.train_run(config, run_dir, f"{label}, {pairs}, seed {seed}")
   result = dict(label=label, pairs=pairs, seed=seed, **run)
-  (run_dir / "result.json").write_text(json.dumps(result))
-  return result
+  return _study.save_run(run_dir, result)
 
 
 def main():

@@ -22,7 +22,6 @@ Writes experiments/results/claims/isogclr.{md,png,json}; the runs stay in --work
 
 from __future__ import annotations
 
-import json
 import pathlib
 import time
 
@@ -252,8 +251,8 @@ def write_all(out, runs, args, wall_s, command):
 def run_one(label, seed, args, workdir):
   loss, options = ARMS[label]
   run_dir = workdir / f"{loss}{''.join(f'_{k}{v:g}' for k, v in options.items())}_s{seed}"
-  if (run_dir / "result.json").exists():  # resumes a study cut short
-    return json.loads((run_dir / "result.json").read_text())
+  if saved := _study.saved_run(run_dir):
+    return saved
   config = _study.zoo_config(
     loss,
     steps=args.steps,
@@ -268,8 +267,7 @@ def run_one(label, seed, args, workdir):
   result = dict(label=label, seed=seed, **run)
   if loss == "isogclr":
     result["tau"] = tau_summary(run_dir, args.steps, args.train_size, config.data)
-  (run_dir / "result.json").write_text(json.dumps(result))
-  return result
+  return _study.save_run(run_dir, result)
 
 
 def main():

@@ -19,7 +19,6 @@ Writes experiments/results/claims/mochi.{md,png,json}; the runs stay in --workdi
 
 from __future__ import annotations
 
-import json
 import pathlib
 import time
 
@@ -168,8 +167,8 @@ def write_all(out, runs, args, wall_s, command):
 def run_one(label, seed, args, workdir):
   loss = LOSSES[label]
   run_dir = workdir / f"{loss}_s{seed}"
-  if (run_dir / "result.json").exists():  # resumes a study cut short
-    return json.loads((run_dir / "result.json").read_text())
+  if saved := _study.saved_run(run_dir):
+    return saved
   config = _study.zoo_config(
     loss, steps=args.steps, batch_size=args.batch_size, seed=seed, tasks=TASKS
   )
@@ -179,8 +178,7 @@ def run_one(label, seed, args, workdir):
   config.eval.tasks.probe_shape = dict(kind="linear_probe", train_source=train, test_source=test)
   run = _study.train_run(config, run_dir, f"{label}, seed {seed}")
   result = dict(label=label, seed=seed, **run)
-  (run_dir / "result.json").write_text(json.dumps(result))
-  return result
+  return _study.save_run(run_dir, result)
 
 
 def main():

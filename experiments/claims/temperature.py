@@ -31,7 +31,6 @@ Writes experiments/results/claims/temperature.{md,png,json}; the runs stay in --
 
 from __future__ import annotations
 
-import json
 import pathlib
 import re
 import time
@@ -123,8 +122,7 @@ def probe(run_dir: pathlib.Path, config, batch_size: int, tolerance_examples: in
 
 def run_one(tau, lr, seed, args, workdir):
   run_dir = workdir / f"tau_{tau}_lr{lr}_s{seed}"
-  if (run_dir / "result.json").exists():  # resumes a study cut short
-    result = json.loads((run_dir / "result.json").read_text())
+  if result := _study.saved_run(run_dir):
     result["final"].update({f"eval/{k}": v for k, v in convergence(run_dir).items()})
     return result
   if args.collect:
@@ -149,8 +147,7 @@ def run_one(tau, lr, seed, args, workdir):
   extra.update(convergence(run_dir))
   run["final"].update({f"eval/{k}": v for k, v in extra.items()})
   result = dict(tau=tau, lr=lr, seed=seed, total_s=time.time() - start, **run)
-  (run_dir / "result.json").write_text(json.dumps(result))
-  return result
+  return _study.save_run(run_dir, result)
 
 
 def summarize(runs, taus):
