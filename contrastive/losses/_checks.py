@@ -59,6 +59,15 @@ def check_side(fn: str, batch: int, **trees) -> None:
         )
 
 
+def check_ids(fn: str, batch: int, **ids) -> None:
+  """Per-sample integer ids (labels, cluster ids) are `[batch]` and of an integer dtype."""
+  for name, value in ids.items():
+    if np.shape(value) != (batch,):
+      raise ValueError(f"{fn}: `{name}` must be [batch] = ({batch},), got shape {np.shape(value)}.")
+    if not jnp.issubdtype(jnp.result_type(value), jnp.integer):
+      raise TypeError(f"{fn}: `{name}` must be integer ids, got dtype {jnp.result_type(value)}.")
+
+
 def check_label_smoothing(fn: str, eps: float) -> None:
   if not 0.0 <= float(eps) < 1.0:
     raise ValueError(f"{fn}: label_smoothing must be in [0, 1), got {eps!r}.")

@@ -77,7 +77,7 @@ def mcl_loss(
   _checks.check_embeddings(fn, x=x, y=y)
   _checks.check_scalars(fn, scale=scale)
   _checks.check_block_size(fn, block_size)
-  _check_ids(fn, "clusters", clusters, np.shape(x)[0])
+  _checks.check_ids(fn, np.shape(x)[0], clusters=clusters)
   return ring_loss(
     _MCL_TILES,
     x,
@@ -149,13 +149,6 @@ def assign_clusters(embeddings: jax.typing.ArrayLike, centres: jax.typing.ArrayL
       f"{np.shape(embeddings)[1]}."
     )
   return _nearest(jnp.asarray(embeddings, jnp.float32), jnp.asarray(centres, jnp.float32))
-
-
-def _check_ids(fn, name, ids, batch):
-  if np.shape(ids) != (batch,):
-    raise ValueError(f"{fn}: `{name}` must be [batch] = ({batch},), got shape {np.shape(ids)}.")
-  if not jnp.issubdtype(jnp.result_type(ids), jnp.integer):
-    raise TypeError(f"{fn}: `{name}` must be integer ids, got dtype {jnp.result_type(ids)}.")
 
 
 @jax.jit

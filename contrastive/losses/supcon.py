@@ -154,11 +154,7 @@ def _check(fn, x, y, scale, labels, axis_name, block_size):
   _checks.check_embeddings(fn, x=x, y=y)
   _checks.check_scalars(fn, scale=scale)
   _checks.check_block_size(fn, block_size)
-  batch = np.shape(x)[0]
-  if np.shape(labels) != (batch,):
-    raise ValueError(f"{fn}: `labels` must be [batch] = ({batch},), got shape {np.shape(labels)}.")
-  if not jnp.issubdtype(jnp.result_type(labels), jnp.integer):
-    raise TypeError(f"{fn}: `labels` must be integer ids, got dtype {jnp.result_type(labels)}.")
+  _checks.check_ids(fn, np.shape(x)[0], labels=labels)
   del axis_name
 
 
