@@ -179,14 +179,15 @@ def write_markdown(path, report):
     [dict(r, final={"train/loss": r["train_loss"]}) for r in report["runs"]],
     [("label", "row"), ("seed", "seed")],
   )
-  lines += _study.footer(report["wall_s"], report["command"])
-  lines += [
-    "Figure: gap.png (the gap from step 0 per row, mean and range over seeds; dashed: the "
-    "centroid distance of two isotropic samples of that size).",
-    "",
-  ]
-  if report.get("notes"):
-    lines += ["## Notes", "", report["notes"], ""]
+  lines += _study.footer(
+    report["wall_s"],
+    report["command"],
+    figure=(
+      "gap.png (the gap from step 0 per row, mean and range over seeds; dashed: the "
+      "centroid distance of two isotropic samples of that size)."
+    ),
+    notes=report.get("notes"),
+  )
   path.write_text("\n".join(lines))
 
 

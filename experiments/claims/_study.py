@@ -217,8 +217,10 @@ def runs_table(runs: list[dict], key_columns: list[tuple[str, str]]) -> list[str
   return lines
 
 
-def footer(total_wall_s: float, command: str) -> list[str]:
-  return [
+def footer(total_wall_s: float, command: str, *, figure: str = "", notes: str = "") -> list[str]:
+  """A table's end: the wall time and the command, then the figure's caption and the notes (a
+  study's `--notes`) where given."""
+  lines = [
     "",
     f"Total wall time {total_wall_s / 60:.1f} min on {os.cpu_count()} CPU cores; "
     "load averages are `os.getloadavg()` (1/5/15 min) around each run.",
@@ -226,6 +228,11 @@ def footer(total_wall_s: float, command: str) -> list[str]:
     f"Command: `{command}`",
     "",
   ]
+  if figure:
+    lines += [f"Figure: {figure}", ""]
+  if notes:
+    lines += ["## Notes", "", notes, ""]
+  return lines
 
 
 def command() -> str:

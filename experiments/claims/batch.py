@@ -289,14 +289,15 @@ def write_markdown(path, report, summary):
       ("collapsed", "collapsed"),
     ],
   )
-  lines += _study.footer(report["wall_s"], report["command"])
-  lines += [
-    "Figure: batch.png (test zero-shot against the batch per loss and regime: mean ± std over "
-    "the non-collapsed seeds; a cross marks a collapsed run).",
-    "",
-  ]
-  if report.get("notes"):
-    lines += ["## Notes", "", report["notes"], ""]
+  lines += _study.footer(
+    report["wall_s"],
+    report["command"],
+    figure=(
+      "batch.png (test zero-shot against the batch per loss and regime: mean ± std over "
+      "the non-collapsed seeds; a cross marks a collapsed run)."
+    ),
+    notes=report.get("notes"),
+  )
   path.write_text("\n".join(lines))
 
 

@@ -154,10 +154,12 @@ def write_markdown(path, report, summary):
   lines += _study.runs_table(
     report["runs"], [("label", "loss"), ("pairs", "batches"), ("seed", "seed")]
   )
-  lines += _study.footer(report["wall_s"], report["command"])
-  lines += ["Figure: binding.png (binding per type, seen and held-out, mean ± std over seeds).", ""]
-  if report.get("notes"):
-    lines += ["## Notes", "", report["notes"], ""]
+  lines += _study.footer(
+    report["wall_s"],
+    report["command"],
+    figure="binding.png (binding per type, seen and held-out, mean ± std over seeds).",
+    notes=report.get("notes"),
+  )
   path.write_text("\n".join(lines))
 
 

@@ -152,10 +152,12 @@ def write_markdown(path, report, summary):
     lines.append(f"| {name} | {_study.fmt(summary['CoCa'][key], pct=True)} |")
   lines += ["", "## Runs", ""]
   lines += _study.runs_table(report["runs"], [("label", "objective"), ("seed", "seed")])
-  lines += _study.footer(report["wall_s"], report["command"])
-  lines += ["Figure: captioning.png (the shared metrics, mean ± std over seeds).", ""]
-  if report.get("notes"):
-    lines += ["## Notes", "", report["notes"], ""]
+  lines += _study.footer(
+    report["wall_s"],
+    report["command"],
+    figure="captioning.png (the shared metrics, mean ± std over seeds).",
+    notes=report.get("notes"),
+  )
   path.write_text("\n".join(lines))
 
 

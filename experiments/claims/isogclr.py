@@ -163,14 +163,15 @@ def write_markdown(path, report, summary):
     )
   lines += ["", "## Runs", ""]
   lines += _study.runs_table(report["runs"], [("label", "arm"), ("seed", "seed")])
-  lines += _study.footer(report["wall_s"], report["command"])
-  lines += [
-    "Figure: isogclr.png (left: each metric, mean ± std over seeds, seeds as dots; right: the "
-    "learned image temperatures of seed 0, per iSogCLR arm).",
-    "",
-  ]
-  if report.get("notes"):
-    lines += ["## Notes", "", report["notes"], ""]
+  lines += _study.footer(
+    report["wall_s"],
+    report["command"],
+    figure=(
+      "isogclr.png (left: each metric, mean ± std over seeds, seeds as dots; right: the "
+      "learned image temperatures of seed 0, per iSogCLR arm)."
+    ),
+    notes=report.get("notes"),
+  )
   path.write_text("\n".join(lines))
 
 

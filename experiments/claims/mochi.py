@@ -101,10 +101,12 @@ def write_markdown(path, report, summary):
     lines.append(f"| {name} | " + " | ".join(cells) + f" | {diff:+.1f} |")
   lines += ["", "## Runs", ""]
   lines += _study.runs_table(report["runs"], [("label", "loss"), ("seed", "seed")])
-  lines += _study.footer(report["wall_s"], report["command"])
-  lines += ["Figure: mochi.png (each metric, mean ± std over seeds, seeds as dots).", ""]
-  if report.get("notes"):
-    lines += ["## Notes", "", report["notes"], ""]
+  lines += _study.footer(
+    report["wall_s"],
+    report["command"],
+    figure="mochi.png (each metric, mean ± std over seeds, seeds as dots).",
+    notes=report.get("notes"),
+  )
   path.write_text("\n".join(lines))
 
 

@@ -256,14 +256,15 @@ def write_markdown(path, report, summary):
     "",
   ]
   lines += _study.runs_table(report["runs"], [("tau", "tau"), ("lr", "lr"), ("seed", "seed")])
-  lines += _study.footer(report["wall_s"], report["command"])
-  lines += [
-    "Figure: temperature.png (each quantity against tau, mean ± std over seeds; the train "
-    "loss curves of seed 0 with each tau's floor).",
-    "",
-  ]
-  if report.get("notes"):
-    lines += ["## Notes", "", report["notes"], ""]
+  lines += _study.footer(
+    report["wall_s"],
+    report["command"],
+    figure=(
+      "temperature.png (each quantity against tau, mean ± std over seeds; the train "
+      "loss curves of seed 0 with each tau's floor)."
+    ),
+    notes=report.get("notes"),
+  )
   path.write_text("\n".join(lines))
 
 
