@@ -180,6 +180,28 @@ def fmt(stat: dict, pct: bool = False) -> str:
   return f"{k * stat['mean']:.{d}f}{spread}"
 
 
+def metric_bars(ax, summary: dict, metrics, width: float) -> None:
+  """Grouped bars on `ax`: each arm's `metrics` (`(key, name)` pairs of `summary[arm]`'s seed
+  statistics) in %, mean ± std over seeds, each seed a dot."""
+  x = np.arange(len(metrics))
+  for j, arm in enumerate(summary):
+    stats = [summary[arm][k] for k, _ in metrics]
+    pos = x + (j - (len(summary) - 1) / 2) * width
+    ax.bar(
+      pos,
+      [100 * s["mean"] for s in stats],
+      width,
+      yerr=[100 * (s["std"] or 0) for s in stats],
+      capsize=3,
+      label=arm,
+      color=f"C{j}",
+    )
+    for p, s in zip(pos, stats):
+      ax.scatter([p] * len(s["values"]), [100 * v for v in s["values"]], color="k", s=8, zorder=3)
+  ax.set_xticks(x, [name for _, name in metrics], fontsize=8)
+  ax.set_ylabel("%")
+
+
 def claim_header(title: str, claim: str, result: str, agree: str) -> list[str]:
   """The first lines of every study: the paper's claim, ours, and whether they agree."""
   return [

@@ -182,24 +182,7 @@ def plot(path, summary, runs):
   import matplotlib.pyplot as plt
 
   fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 4), gridspec_kw={"width_ratios": [3, 2]})
-  width = 0.8 / len(summary)
-  x = np.arange(len(METRICS))
-  for j, arm in enumerate(summary):
-    stats = [summary[arm][k] for k, _ in METRICS]
-    pos = x + (j - (len(summary) - 1) / 2) * width
-    ax.bar(
-      pos,
-      [100 * s["mean"] for s in stats],
-      width,
-      yerr=[100 * (s["std"] or 0) for s in stats],
-      capsize=3,
-      label=arm,
-      color=f"C{j}",
-    )
-    for p, s in zip(pos, stats):
-      ax.scatter([p] * len(s["values"]), [100 * v for v in s["values"]], color="k", s=8, zorder=3)
-  ax.set_xticks(x, [name for _, name in METRICS], fontsize=8)
-  ax.set_ylabel("%")
+  _study.metric_bars(ax, summary, METRICS, width=0.8 / len(summary))
   ax.set_title("CLIP vs iSogCLR (same seeds, same data)")
   ax.legend(fontsize=8)
   edges = np.linspace(0.005, 0.05, 21)

@@ -23,7 +23,6 @@ import pathlib
 import time
 
 import _study
-import numpy as np
 
 LOSSES = {"MoCo": "moco", "MoCHi": "mochi"}
 TASKS = ("zeroshot_shape", "retrieval_exact")
@@ -117,24 +116,7 @@ def plot(path, summary):
   import matplotlib.pyplot as plt
 
   fig, ax = plt.subplots(figsize=(9, 4))
-  width = 0.38
-  x = np.arange(len(METRICS))
-  for j, arm in enumerate(summary):
-    stats = [summary[arm][k] for k, _ in METRICS]
-    pos = x + (j - 0.5) * width
-    ax.bar(
-      pos,
-      [100 * s["mean"] for s in stats],
-      width,
-      yerr=[100 * (s["std"] or 0) for s in stats],
-      capsize=3,
-      label=arm,
-      color=f"C{j}",
-    )
-    for p, s in zip(pos, stats):
-      ax.scatter([p] * len(s["values"]), [100 * v for v in s["values"]], color="k", s=8, zorder=3)
-  ax.set_xticks(x, [name for _, name in METRICS], fontsize=8)
-  ax.set_ylabel("%")
+  _study.metric_bars(ax, summary, METRICS, width=0.38)
   ax.set_title("MoCo vs MoCHi (same queue, same seeds)")
   ax.legend()
   fig.tight_layout()
