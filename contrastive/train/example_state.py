@@ -109,11 +109,7 @@ def state_shardings(mesh: Mesh, modalities: Sequence[str]) -> ExampleState:
 
 def check_ids(batch: Mapping[str, Any], size: int) -> None:
   """On the host, before the first step: the batch has ids, each in `[0, size)`."""
-  if IDS not in batch:
-    raise ValueError(
-      f"A per-example state loss (isogclr) needs example ids in the batch (key {IDS!r}); "
-      f"the batch has {sorted(batch)}."
-    )
+  _check_has_ids(batch)
   ids = batch[IDS]
   if isinstance(ids, jax.Array):  # this process's shards: a multi-host array is not all here
     ids = np.concatenate([np.asarray(s.data).ravel() for s in ids.addressable_shards])
@@ -122,6 +118,14 @@ def check_ids(batch: Mapping[str, Any], size: int) -> None:
     raise ValueError(
       f"Example ids (batch key {IDS!r}) must be in [0, {size}), the state's size (the "
       f"training source's length); got ids from {ids.min()} to {ids.max()}."
+    )
+
+
+def _check_has_ids(batch: Mapping[str, Any]) -> None:
+  if IDS not in batch:
+    raise ValueError(
+      f"A per-example state loss (isogclr) needs example ids in the batch (key {IDS!r}); "
+      f"the batch has {sorted(batch)}."
     )
 
 
@@ -148,11 +152,7 @@ def make_grad_fn(
   weighted_z = per_row(losses.isogclr_weighted_z)
 
   def grad_fn(params, state: ExampleState, batch, rng):
-    if IDS not in batch:
-      raise ValueError(
-        f"Loss {objective.name!r} keeps a per-example state and needs example ids in the batch "
-        f"(key {IDS!r}); the batch has {sorted(batch)}."
-      )
+    _check_has_ids(batch)  # where the step is traced without `check_ids` (compile_for)
     ids = batch[IDS].astype(jnp.int32)
     inputs = {m: batch[m] for m in modalities}
     tau = {m: state.tau[m][ids] for m in modalities}
